@@ -1,0 +1,67 @@
+//! What the user typed: clap definitions only. Validation and actions live elsewhere.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "devstack", version, about = "DevStack, rebuilt in Rust")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The DevStack tree (holds local.conf, extras.d, functions, lib/). Default: the
+    /// directory of the binary's checkout, else the current directory.
+    #[arg(long, global = true, env = crate::env_vars::DEVSTACK_TOP_DIR)]
+    pub top_dir: Option<PathBuf>,
+    /// Show every line of output on the terminal (the log always has them).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on the terminal.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stack the cloud: what ./stack.sh runs.
+    Stack,
+    /// Stop what stack started: what ./unstack.sh runs.
+    Unstack {
+        /// Also stop the database and the message queue (DevStack's -a).
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Unstack, then remove what stack created: what ./clean.sh runs.
+    Clean,
+    /// Print what stack would do, step by step, with every hook call. Runs no stack step.
+    Plan,
+    /// One line per service: running / stopped / failed, pid, address, log.
+    Status,
+    /// Print (or follow) a service's log.
+    Logs {
+        /// The service name, as in ENABLED_SERVICES (e.g. key, n-api, mysql).
+        service: String,
+        /// Keep printing as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Edit ini files as DevStack's iniset family does (used by the shell library
+    /// outside a run).
+    #[command(hide = true)]
+    Ini {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A call from the shell function library, outside a run (framed reply on stdout).
+    #[command(name = "__call", hide = true)]
+    Call {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}

@@ -1,0 +1,1 @@
+//! Clients for OpenStack APIs (keystone's REST API for accounts, services, endpoints).

@@ -1,0 +1,435 @@
+//! The steps of each command, in order, as data: `stack` runs them, `plan` prints them.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use super::{
+    Run, hook_targets, lib_defaults, load_hypervisor, load_settings, merge_phase, prepare_plugins,
+    run_hook, verify_disabled,
+};
+use crate::config::localconf::Phase;
+use crate::services::{Layer, Service, ServiceError, registry};
+use crate::ui::format_duration;
+use crate::ui::report::Report;
+
+/// Which command a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stack,
+    Unstack { all: bool },
+    Clean,
+    Plan,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stack => "stack",
+            Self::Unstack { .. } => "unstack",
+            Self::Clean => "clean",
+            Self::Plan => "plan",
+        }
+    }
+}
+
+/// One step of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Early defaults, localrc, stackrc defaults.
+    Settings,
+    /// extras.d discovery; clone (stack) and order external plugins.
+    Plugins,
+    Hook(&'static str, Option<&'static str>),
+    /// Services' lib/ defaults, then the hypervisor plugin.
+    LibDefaults,
+    /// After the `source` hook: DISABLED_SERVICES verified.
+    VerifyServices,
+    /// Passwords the user did not set: generated once, kept 0600.
+    Passwords,
+    /// One batched package install for every enabled service.
+    Prerequisites,
+    /// Database, message queue, cache: installed, configured, started, answering.
+    Layer1,
+    /// OpenStack services installed and configured (hypervisor install/configure).
+    Install,
+    /// Databases synced, keystone bootstrapped, accounts created.
+    Init,
+    Merge(Phase),
+    /// OpenStack services started and waited for.
+    Start,
+    /// Services stopped (reverse order), then every process the state records.
+    Stop,
+    /// Services cleaned, generated files and data removed.
+    Clean,
+}
+
+const STACK: &[Step] = &[
+    Step::Settings,
+    Step::Plugins,
+    Step::Hook("override_defaults", None),
+    Step::LibDefaults,
+    Step::Hook("source", None),
+    Step::VerifyServices,
+    Step::Passwords,
+    Step::Prerequisites,
+    Step::Hook("stack", Some("pre-install")),
+    Step::Layer1,
+    Step::Install,
+    Step::Hook("stack", Some("install")),
+    Step::Init,
+    Step::Hook("stack", Some("post-config")),
+    Step::Merge(Phase::PostConfig),
+    Step::Start,
+    Step::Merge(Phase::Extra),
+    Step::Hook("stack", Some("extra")),
+    Step::Merge(Phase::PostExtra),
+    Step::Hook("stack", Some("test-config")),
+    Step::Merge(Phase::TestConfig),
+];
+
+const UNSTACK: &[Step] = &[
+    Step::Settings,
+    Step::Plugins,
+    Step::Hook("override_defaults", None),
+    Step::LibDefaults,
+    Step::Hook("source", None),
+    Step::Passwords,
+    Step::Hook("unstack", None),
+    Step::Stop,
+];
+
+const CLEAN: &[Step] = &[
+    Step::Settings,
+    Step::Plugins,
+    Step::Hook("override_defaults", None),
+    Step::LibDefaults,
+    Step::Hook("source", None),
+    Step::Passwords,
+    Step::Hook("unstack", None),
+    Step::Stop,
+    Step::Hook("clean", None),
+    Step::Clean,
+];
+
+pub fn steps(kind: Kind) -> &'static [Step] {
+    match kind {
+        Kind::Stack | Kind::Plan => STACK,
+        Kind::Unstack { .. } => UNSTACK,
+        Kind::Clean => CLEAN,
+    }
+}
+
+impl Step {
+    pub fn title(self) -> String {
+        match self {
+            Self::Settings => "settings (local.conf, defaults)".into(),
+            Self::Plugins => "plugins (extras.d, enable_plugin)".into(),
+            Self::Hook(mode, Some(phase)) => format!("hook {mode} {phase}"),
+            Self::Hook(mode, None) => format!("hook {mode}"),
+            Self::LibDefaults => "service defaults, hypervisor plugin".into(),
+            Self::VerifyServices => "verify disabled services".into(),
+            Self::Passwords => "passwords".into(),
+            Self::Prerequisites => "system prerequisites (packages)".into(),
+            Self::Layer1 => "layer 1: database, message queue, cache".into(),
+            Self::Install => "install and configure services".into(),
+            Self::Init => "initialise services (databases, keystone, accounts)".into(),
+            Self::Merge(phase) => format!("merge local.conf [[{}|...]]", phase.as_str()),
+            Self::Start => "start services".into(),
+            Self::Stop => "stop services and processes".into(),
+            Self::Clean => "clean services, data and logs".into(),
+        }
+    }
+}
+
+/// Runs every step of the run's command.
+pub fn run_all(run: &mut Run) -> anyhow::Result<()> {
+    let strict = run.kind == super::Kind::Stack;
+    {
+        let (shell, host) = run.shell();
+        shell.set_strict(strict, host)?;
+    }
+    for &step in steps(run.kind) {
+        // Teardown goes on past a failing step: one broken piece must not leave the
+        // rest running. The first error is reported at the end.
+        let result = run.timed(&step.title(), |run| do_step(run, step));
+        if let Err(err) = result {
+            if strict || matches!(step, Step::Settings | Step::Plugins) {
+                return Err(err);
+            }
+            let text = crate::ui::report::render_error(&err);
+            run.host.warn(text.trim_end());
+        }
+    }
+    Ok(())
+}
+
+fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
+    match step {
+        Step::Settings => {
+            load_settings(run)?;
+            let logdir = run.host.settings.path("LOGDIR");
+            let name = format!("{}.sh", run.kind.name());
+            if let Err(e) = run.host.log.open(&logdir, &name) {
+                run.host
+                    .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
+            }
+            Ok(())
+        }
+        Step::Plugins => prepare_plugins(run, run.kind == Kind::Stack),
+        Step::Hook(mode, phase) => {
+            run_hook(run, mode, phase)?;
+            if matches!(mode, "override_defaults" | "source") {
+                run.sync_settings()?;
+            }
+            Ok(())
+        }
+        Step::LibDefaults => {
+            lib_defaults(run)?;
+            load_hypervisor(run)
+        }
+        Step::VerifyServices => verify_disabled(run),
+        Step::Passwords => crate::config::passwords::ensure(run),
+        Step::Prerequisites => crate::system::packages::install_prerequisites(run),
+        Step::Layer1 => for_services(
+            run,
+            |s| s.layer() == Layer::Infra,
+            |s, run| {
+                s.install(run)?;
+                s.configure(run)?;
+                s.init(run)?;
+                s.start(run)
+            },
+        ),
+        Step::Install => for_services(
+            run,
+            |s| s.layer() == Layer::OpenStack,
+            |s, run| {
+                s.install(run)?;
+                s.configure(run)
+            },
+        ),
+        Step::Init => for_services(run, |s| s.layer() == Layer::OpenStack, |s, run| s.init(run)),
+        Step::Start => for_services(
+            run,
+            |s| s.layer() == Layer::OpenStack,
+            |s, run| s.start(run),
+        ),
+        Step::Merge(phase) => merge_phase(run, phase),
+        Step::Stop => stop_everything(run),
+        Step::Clean => {
+            clean_everything(run);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `f` for each enabled service that `which` selects, in registry order.
+fn for_services(
+    run: &mut Run,
+    which: impl Fn(&dyn Service) -> bool,
+    f: impl Fn(&dyn Service, &mut Run) -> Result<(), ServiceError>,
+) -> anyhow::Result<()> {
+    for svc in registry() {
+        if which(svc.as_ref()) && svc.is_enabled(&run.host.settings) {
+            let t0 = Instant::now();
+            f(svc.as_ref(), run).map_err(|e| service_report(run, svc.name(), e))?;
+            run.host.log.note(&format!(
+                "{}: {:.3} s",
+                svc.name(),
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn service_report(run: &Run, service: &str, err: ServiceError) -> anyhow::Error {
+    let tail = err.tail().to_vec();
+    let mut details = vec![("service".to_owned(), service.to_owned())];
+    if let ServiceError::NotReady { log: Some(log), .. } = &err {
+        details.push(("service log".into(), log.display().to_string()));
+    }
+    details.push(("log".into(), run.log_path()));
+    let headline = err.to_string();
+    anyhow::Error::new(err).context(Report {
+        headline,
+        details,
+        tail,
+        hint: None,
+    })
+}
+
+/// unstack: services in reverse order (layer 1 only with --all), then every process
+/// still recorded in the state (a plugin's run_process ones included).
+fn stop_everything(run: &mut Run) -> anyhow::Result<()> {
+    let all = matches!(run.kind, Kind::Unstack { all: true } | Kind::Clean);
+    let mut first_err = None;
+    for svc in registry().into_iter().rev() {
+        if svc.layer() == Layer::Infra && !all {
+            continue;
+        }
+        // Stop what is enabled now, and what the state says was started.
+        if let Err(e) = svc.stop(run, all) {
+            let e = service_report(run, svc.name(), e);
+            run.host.warn(&format!("{e:#}"));
+            first_err.get_or_insert(e);
+        }
+    }
+    crate::services::stop_recorded_processes(run);
+    run.host.save_state()?;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn clean_everything(run: &mut Run) {
+    for svc in registry().into_iter().rev() {
+        if let Err(e) = svc.clean(run) {
+            let e = service_report(run, svc.name(), e);
+            run.host.warn(&format!("{e:#}"));
+        }
+    }
+    crate::services::remove_created(run);
+}
+
+/// `plan`: the settings part runs for real (localrc, override-defaults, settings);
+/// nothing else does. Prints each step with its hook calls.
+pub fn plan(run: &mut Run) -> anyhow::Result<String> {
+    let mut out = String::new();
+    {
+        let (shell, host) = run.shell();
+        shell.set_strict(true, host)?;
+    }
+    load_settings(run)?;
+    prepare_plugins(run, false)?;
+    run_hook(run, "override_defaults", None)?;
+    run.sync_settings()?;
+    lib_defaults(run)?;
+    load_hypervisor(run)?;
+    run_hook(run, "source", None)?;
+    run.sync_settings()?;
+    verify_disabled(run)?;
+
+    let s = &run.host.settings;
+    let _ = writeln!(out, "ENABLED_SERVICES={}", s.enabled_services());
+    let hv = run.hypervisor.as_ref().map(|p| p.display().to_string());
+    let _ = writeln!(
+        out,
+        "VIRT_DRIVER={} (hypervisor plugin: {})",
+        s.str("VIRT_DRIVER"),
+        hv.as_deref().unwrap_or("none")
+    );
+    for p in &run.plugins {
+        let _ = writeln!(
+            out,
+            "plugin {} from {} ({}) at {}",
+            p.name,
+            p.url,
+            p.git_ref,
+            p.dir.display()
+        );
+    }
+    let services: Vec<Box<dyn Service>> = registry()
+        .into_iter()
+        .filter(|svc| svc.is_enabled(&run.host.settings))
+        .collect();
+    let hv_loaded = run.hypervisor.is_some();
+    let computes = hv_loaded
+        && run
+            .host
+            .settings
+            .is_enabled(&["n-cpu", crate::services::hypervisor::PROBE_SERVICE]);
+    for (i, &step) in STACK.iter().enumerate() {
+        let _ = writeln!(out, "{:>2}. {}", i + 1, step.title());
+        match step {
+            Step::Hook(mode, phase) => {
+                for t in hook_targets(run, mode, phase) {
+                    let args = if t.args.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", t.args.join(" "))
+                    };
+                    let _ = writeln!(
+                        out,
+                        "      source {}{args}   [{} {}]",
+                        t.file.display(),
+                        t.kind,
+                        t.name
+                    );
+                }
+            }
+            Step::Layer1 | Step::Install | Step::Init | Step::Start => {
+                let layer = if step == Step::Layer1 {
+                    Layer::Infra
+                } else {
+                    Layer::OpenStack
+                };
+                for svc in services.iter().filter(|s| s.layer() == layer) {
+                    let _ = writeln!(out, "      {}", svc.name());
+                }
+                if computes && step == Step::Install {
+                    let _ = writeln!(
+                        out,
+                        "      install_nova_hypervisor, configure_nova_hypervisor"
+                    );
+                }
+                if computes && step == Step::Start {
+                    let _ = writeln!(out, "      start_nova_hypervisor");
+                }
+            }
+            Step::Merge(phase) => {
+                if let Some(lc) = &run.localconf {
+                    for section in lc.sections_for(phase) {
+                        let file = super::expand_file(&section.file, run.host.settings.vars());
+                        let _ = writeln!(
+                            out,
+                            "      {} -> {file} (local.conf:{})",
+                            section.file, section.header_line
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if computes {
+        let _ = writeln!(
+            out,
+            "unstack calls stop_nova_hypervisor; clean calls cleanup_nova_hypervisor"
+        );
+    }
+    Ok(out)
+}
+
+/// The end of a successful run: time per step, where things are.
+pub fn print_summary(run: &Run) {
+    let p = &run.host.progress;
+    let total = run.started.elapsed();
+    let mut text = format!(
+        "\n{} completed in {}\n",
+        run.kind.name(),
+        format_duration(total)
+    );
+    for (name, took, _) in &run.timings {
+        let _ = writeln!(text, "  {:>8}  {name}", format_duration(*took));
+    }
+    if run.kind == Kind::Stack {
+        let s = &run.host.settings;
+        if s.is_enabled(&["key"]) {
+            let _ = writeln!(text, "Keystone: {}/v3", s.str("KEYSTONE_SERVICE_URI"));
+            let _ = writeln!(
+                text,
+                "Credentials: source {}/openrc admin admin",
+                run.host.top_dir.display()
+            );
+        }
+    }
+    if let Some(log) = run.host.log.path() {
+        let _ = writeln!(text, "Log: {}", log.display());
+    }
+    if !run.host.warnings.is_empty() {
+        let _ = writeln!(text, "{} warning(s); see the log", run.host.warnings.len());
+    }
+    p.info(text.trim_end());
+}

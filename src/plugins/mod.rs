@@ -1,0 +1,456 @@
+//! Where hooks come from: extras.d dispatch scripts, external plugins
+//! (`enable_plugin NAME URL [REF]`), and hypervisor plugins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+
+use crate::system::process::{Cmd, ProcessError};
+
+/// The five functions a hypervisor plugin must define.
+pub const HYPERVISOR_FUNCTIONS: [&str; 5] = [
+    "install_nova_hypervisor",
+    "configure_nova_hypervisor",
+    "start_nova_hypervisor",
+    "stop_nova_hypervisor",
+    "cleanup_nova_hypervisor",
+];
+
+/// extras.d scripts the project itself ships (the reserved 00–09 and 90–99 ranges
+/// are for these; anything else there is reported).
+pub const SHIPPED_EXTRAS: &[&str] = &[];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("could not read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plugin '{name}' is enabled twice (enable_plugin {name} ...)")]
+    EnabledTwice { name: String },
+    #[error(
+        "plugin '{plugin}' requires '{missing}', which is not enabled (add enable_plugin {missing} URL to localrc)"
+    )]
+    MissingRequirement { plugin: String, missing: String },
+    #[error("plugins require each other in a cycle: {}", cycle.join(" -> "))]
+    Cycle { cycle: Vec<String> },
+    #[error("could not fetch plugin '{name}' from {url} (ref {git_ref})")]
+    Clone {
+        name: String,
+        url: String,
+        git_ref: String,
+        #[source]
+        source: Box<ProcessError>,
+    },
+    #[error("plugin '{name}' is not at {dir} and ERROR_ON_CLONE forbids cloning it")]
+    CloneForbidden { name: String, dir: PathBuf },
+}
+
+/// One `extras.d/NN-name.sh` script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtrasScript {
+    pub path: PathBuf,
+    pub file_name: String,
+    pub sequence: u8,
+}
+
+/// Finds the extras.d scripts in sequence order (then by name), with warnings for
+/// names that do not fit (skipped) and for scripts in the reserved ranges (still run).
+pub fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<String>), PluginError> {
+    let mut scripts = Vec::new();
+    let mut warnings = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((scripts, warnings)),
+        Err(source) => {
+            return Err(PluginError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| PluginError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if Path::new(&file_name).extension().is_none_or(|e| e != "sh") || file_name.starts_with('.')
+        {
+            continue; // a README or another file: not a script, nothing to say
+        }
+        let Some(sequence) = parse_extras_name(&file_name) else {
+            warnings.push(format!(
+                "extras.d/{file_name} does not match NN-name.sh (two digits, a dash, a name); skipped"
+            ));
+            continue;
+        };
+        if !(10..90).contains(&sequence) && !SHIPPED_EXTRAS.contains(&file_name.as_str()) {
+            warnings.push(format!(
+                "extras.d/{file_name} uses sequence {sequence:02}, reserved for devstack's own scripts (00-09, 90-99); it runs anyway"
+            ));
+        }
+        scripts.push(ExtrasScript {
+            path: entry.path(),
+            file_name,
+            sequence,
+        });
+    }
+    scripts.sort_by(|a, b| (a.sequence, &a.file_name).cmp(&(b.sequence, &b.file_name)));
+    Ok((scripts, warnings))
+}
+
+fn parse_extras_name(name: &str) -> Option<u8> {
+    let stem = name.strip_suffix(".sh")?;
+    let bytes = stem.as_bytes();
+    if bytes.len() < 4
+        || !bytes[0].is_ascii_digit()
+        || !bytes[1].is_ascii_digit()
+        || bytes[2] != b'-'
+    {
+        return None;
+    }
+    let rest = &stem[3..];
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return None;
+    }
+    stem[..2].parse().ok()
+}
+
+/// One `enable_plugin NAME URL [REF]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPlugin {
+    pub name: String,
+    pub url: String,
+    pub git_ref: String,
+    /// `$DEST/NAME` (DEST as it was at the enable_plugin line).
+    pub dir: PathBuf,
+    /// From `plugin_requires NAME OTHER` lines in devstack/settings.
+    pub requires: Vec<String>,
+}
+
+impl ExternalPlugin {
+    pub fn override_defaults(&self) -> PathBuf {
+        self.dir.join("devstack/override-defaults")
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.dir.join("devstack/settings")
+    }
+    pub fn plugin_sh(&self) -> PathBuf {
+        self.dir.join("devstack/plugin.sh")
+    }
+}
+
+/// Records enable_plugin calls in order; a name given twice is an error.
+#[derive(Debug, Default, Clone)]
+pub struct PluginRegistry {
+    plugins: Vec<ExternalPlugin>,
+}
+
+impl PluginRegistry {
+    pub fn enable(
+        &mut self,
+        name: &str,
+        url: &str,
+        git_ref: &str,
+        dest: &Path,
+    ) -> Result<(), PluginError> {
+        if self.plugins.iter().any(|p| p.name == name) {
+            return Err(PluginError::EnabledTwice {
+                name: name.to_owned(),
+            });
+        }
+        self.plugins.push(ExternalPlugin {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            git_ref: if git_ref.is_empty() {
+                "master"
+            } else {
+                git_ref
+            }
+            .to_owned(),
+            dir: dest.join(name),
+            requires: Vec::new(),
+        });
+        Ok(())
+    }
+
+    pub fn plugins(&self) -> &[ExternalPlugin] {
+        &self.plugins
+    }
+
+    pub fn plugins_mut(&mut self) -> &mut [ExternalPlugin] {
+        &mut self.plugins
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+}
+
+/// Reads `plugin_requires NAME OTHER` lines of a plugin's settings (as DevStack's
+/// Zuul role does): the declarations, without running anything.
+pub fn read_requires(settings: &Path, plugin: &str) -> Result<Vec<String>, PluginError> {
+    let text = match fs::read_to_string(settings) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PluginError::Read {
+                path: settings.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("plugin_requires") {
+            continue;
+        }
+        let (Some(name), Some(other)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if name.trim_matches(['"', '\'']) == plugin {
+            let other = other.trim_matches(['"', '\'']).to_owned();
+            if !out.contains(&other) {
+                out.push(other);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Orders plugins so each runs after those it requires; otherwise registration order.
+pub fn order(plugins: &[ExternalPlugin]) -> Result<Vec<ExternalPlugin>, PluginError> {
+    let index: BTreeMap<&str, usize> = plugins
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    for p in plugins {
+        for r in &p.requires {
+            if !index.contains_key(r.as_str()) {
+                return Err(PluginError::MissingRequirement {
+                    plugin: p.name.clone(),
+                    missing: r.clone(),
+                });
+            }
+        }
+    }
+    let mut marks = vec![Mark::New; plugins.len()];
+    let mut out = Vec::with_capacity(plugins.len());
+    for i in 0..plugins.len() {
+        visit(i, plugins, &index, &mut marks, &mut Vec::new(), &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Where a plugin stands in the depth-first ordering.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    New,
+    Active,
+    Done,
+}
+
+/// Depth-first in registration order: stable, and a cycle is found with its path.
+fn visit(
+    i: usize,
+    plugins: &[ExternalPlugin],
+    index: &BTreeMap<&str, usize>,
+    marks: &mut [Mark],
+    path: &mut Vec<String>,
+    out: &mut Vec<ExternalPlugin>,
+) -> Result<(), PluginError> {
+    match marks[i] {
+        Mark::Done => return Ok(()),
+        Mark::Active => {
+            let start = path.iter().position(|n| *n == plugins[i].name).unwrap_or(0);
+            let mut cycle = path[start..].to_vec();
+            cycle.push(plugins[i].name.clone());
+            return Err(PluginError::Cycle { cycle });
+        }
+        Mark::New => {}
+    }
+    marks[i] = Mark::Active;
+    path.push(plugins[i].name.clone());
+    for r in &plugins[i].requires {
+        visit(index[r.as_str()], plugins, index, marks, path, out)?;
+    }
+    path.pop();
+    marks[i] = Mark::Done;
+    out.push(plugins[i].clone());
+    Ok(())
+}
+
+/// Turns a plugin URL into something git clones: a local path becomes itself.
+fn clone_source(url: &str) -> String {
+    url.to_owned()
+}
+
+/// Clones a plugin at its ref into its directory, unless it is there already (then
+/// it is left alone, or re-fetched with RECLONE).
+pub fn fetch(
+    plugin: &ExternalPlugin,
+    reclone: bool,
+    error_on_clone: bool,
+    base: &Cmd,
+) -> Result<bool, PluginError> {
+    let clone_err = |source| PluginError::Clone {
+        name: plugin.name.clone(),
+        url: plugin.url.clone(),
+        git_ref: plugin.git_ref.clone(),
+        source: Box::new(source),
+    };
+    let git = |args: &[&str]| base.clone().args(args.iter().copied());
+    let dir = plugin.dir.to_string_lossy().into_owned();
+    if plugin.dir.join(".git").exists() || plugin.dir.join("devstack").is_dir() {
+        if !reclone {
+            return Ok(false);
+        }
+        git(&[
+            "-C",
+            &dir,
+            "remote",
+            "set-url",
+            "origin",
+            &clone_source(&plugin.url),
+        ])
+        .run()
+        .map_err(clone_err)?;
+        git(&["-C", &dir, "fetch", "origin", &plugin.git_ref])
+            .run()
+            .map_err(clone_err)?;
+        git(&["-C", &dir, "checkout", "--force", "FETCH_HEAD"])
+            .run()
+            .map_err(clone_err)?;
+        return Ok(true);
+    }
+    if error_on_clone {
+        return Err(PluginError::CloneForbidden {
+            name: plugin.name.clone(),
+            dir: plugin.dir.clone(),
+        });
+    }
+    if let Some(parent) = plugin.dir.parent() {
+        fs::create_dir_all(parent).map_err(|source| PluginError::Read {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    git(&[
+        "clone",
+        "--quiet",
+        "--no-checkout",
+        &clone_source(&plugin.url),
+        &dir,
+    ])
+    .run()
+    .map_err(clone_err)?;
+    git(&["-C", &dir, "fetch", "--quiet", "origin", &plugin.git_ref])
+        .run()
+        .map_err(clone_err)?;
+    git(&["-C", &dir, "checkout", "--quiet", "FETCH_HEAD"])
+        .run()
+        .map_err(clone_err)?;
+    Ok(true)
+}
+
+/// `$NOVA_PLUGINS/hypervisor-$VIRT_DRIVER`, when it exists.
+pub fn hypervisor_file(nova_plugins: &Path, virt_driver: &str) -> PathBuf {
+    nova_plugins.join(format!("hypervisor-{virt_driver}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(name: &str, requires: &[&str]) -> ExternalPlugin {
+        ExternalPlugin {
+            name: name.into(),
+            url: String::new(),
+            git_ref: "master".into(),
+            dir: PathBuf::new(),
+            requires: requires.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn names(list: &[ExternalPlugin]) -> Vec<&str> {
+        list.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    #[test]
+    fn extras_names() {
+        assert_eq!(parse_extras_name("50-foo.sh"), Some(50));
+        assert_eq!(parse_extras_name("05-a-b.sh"), Some(5));
+        for bad in ["5-foo.sh", "50foo.sh", "50-.sh", "ab-foo.sh", "500-foo.sh"] {
+            assert_eq!(parse_extras_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn discover_sorts_warns_and_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "50-b.sh",
+            "20-z.sh",
+            "50-a.sh",
+            "95-late.sh",
+            "bad.sh",
+            "README.md",
+        ] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let (scripts, warnings) = discover_extras(dir.path()).unwrap();
+        let names: Vec<_> = scripts.iter().map(|s| s.file_name.as_str()).collect();
+        assert_eq!(names, ["20-z.sh", "50-a.sh", "50-b.sh", "95-late.sh"]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("bad.sh") && w.contains("skipped"))
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("95-late.sh") && w.contains("reserved"))
+        );
+    }
+
+    #[test]
+    fn requires_reorder_and_errors() {
+        let ordered = order(&[plugin("a", &["c"]), plugin("b", &[]), plugin("c", &[])]).unwrap();
+        assert_eq!(names(&ordered), ["c", "a", "b"]);
+        assert!(matches!(
+            order(&[plugin("a", &["x"])]),
+            Err(PluginError::MissingRequirement { .. })
+        ));
+        let err = order(&[plugin("a", &["b"]), plugin("b", &["a"])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plugins require each other in a cycle: a -> b -> a"
+        );
+    }
+
+    #[test]
+    fn reads_requires_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("settings");
+        std::fs::write(&f, "define_plugin a\nplugin_requires a b\nplugin_requires other c\n  plugin_requires a \"d\"\n").unwrap();
+        assert_eq!(read_requires(&f, "a").unwrap(), ["b", "d"]);
+    }
+
+    #[test]
+    fn enabling_twice_is_an_error() {
+        let mut reg = PluginRegistry::default();
+        reg.enable("a", "u", "", Path::new("/opt/stack")).unwrap();
+        assert_eq!(reg.plugins()[0].git_ref, "master");
+        assert!(matches!(
+            reg.enable("a", "u", "", Path::new("/x")),
+            Err(PluginError::EnabledTwice { .. })
+        ));
+    }
+}

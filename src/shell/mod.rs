@@ -1,0 +1,589 @@
+//! The plugin shell: one long-lived bash process per run, driven over a framed channel.
+//!
+//! DevStack plugins are bash fragments sourced into one shell, sharing one variable
+//! space across every hook of a run. This module starts that shell (`inc/driver`), sends
+//! it commands (source a hook, call a function, report variables) and serves the calls
+//! its function library makes back into Rust, through a [`Host`].
+
+pub mod callbacks;
+pub mod protocol;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, PipeReader, PipeWriter, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::unistd::Pid;
+
+use crate::system::process::{Cmd, KILL_GRACE, LineSink, Stream, TAIL_LINES, stop_group};
+use crate::system::redact::Redactor;
+pub use protocol::{Call, Frame, Reply};
+
+/// The default time one hook may take before it is reported as hung.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What the shell's library asks of Rust while a command runs.
+pub trait Callbacks {
+    /// Serves a `_ds_call` from the shell library.
+    fn call(&mut self, call: &Call) -> Reply;
+    /// An `echo_summary` line: progress a person wants to see.
+    fn summary(&mut self, text: &str);
+    /// A `warn` line, or a failure that does not stop the run (unstack, clean).
+    fn warning(&mut self, text: &str);
+}
+
+/// Where a hook failed, as the shell's ERR trap saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    pub status: i32,
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+    pub command: String,
+    /// `file:line:function`, innermost first.
+    pub trace: Vec<String>,
+    /// The last lines of the shell's output before the failure.
+    pub tail: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error("could not start the plugin shell ({driver})")]
+    Start {
+        driver: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` failed with status {} at {}:{}", .0.command, .0.status, .0.file, .0.line)]
+    Failed(Box<Failure>),
+    #[error("the plugin shell exited{} while {doing}", status.map(|s| format!(" with status {s}")).unwrap_or_default())]
+    Died {
+        status: Option<i32>,
+        doing: String,
+        tail: Vec<String>,
+    },
+    #[error("{doing} did not finish within {} s; the plugin shell was stopped", after.as_secs())]
+    Timeout {
+        doing: String,
+        after: Duration,
+        tail: Vec<String>,
+    },
+    #[error("the plugin shell broke the protocol: {0}")]
+    Protocol(String),
+}
+
+impl ShellError {
+    pub fn tail(&self) -> &[String] {
+        match self {
+            Self::Failed(f) => &f.tail,
+            Self::Died { tail, .. } | Self::Timeout { tail, .. } => tail,
+            Self::Start { .. } | Self::Protocol(_) => &[],
+        }
+    }
+}
+
+enum Event {
+    Frame(Frame),
+    Closed,
+}
+
+/// The shell's stdout and stderr: into the log sink, redacted, with a rolling tail.
+struct OutputTap {
+    sink: Arc<dyn LineSink>,
+    redactor: RwLock<Redactor>,
+    tail: Mutex<VecDeque<String>>,
+}
+
+impl OutputTap {
+    fn line(&self, stream: Stream, raw: &str) {
+        let line = self
+            .redactor
+            .read()
+            .expect("redactor lock")
+            .redact(raw)
+            .into_owned();
+        self.sink.line("shell", stream, &line);
+        let mut tail = self.tail.lock().expect("tail lock");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+
+    fn take_tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .expect("tail lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// How the shell is started.
+pub struct ShellConfig {
+    pub top_dir: PathBuf,
+    /// The devstack binary, for the library's calls from child scripts.
+    pub devstack_bin: PathBuf,
+    pub sink: Arc<dyn LineSink>,
+    pub hook_timeout: Duration,
+    /// Extra environment for the shell (on top of the user's, minus `OS_*`).
+    pub env: Vec<(String, String)>,
+}
+
+/// A running plugin shell.
+pub struct Shell {
+    child: Child,
+    pid: Pid,
+    commands: PipeWriter,
+    events: mpsc::Receiver<Event>,
+    tap: Arc<OutputTap>,
+    readers: Vec<thread::JoinHandle<()>>,
+    driver: String,
+    hook_timeout: Duration,
+    strict: bool,
+    closed: bool,
+}
+
+impl Shell {
+    pub fn start(config: &ShellConfig) -> Result<Self, ShellError> {
+        let driver = config.top_dir.join("inc/driver");
+        let start_err = |source| ShellError::Start {
+            driver: driver.clone(),
+            source,
+        };
+        let (cmd_read, cmd_write) = std::io::pipe().map_err(start_err)?;
+        let (evt_read, evt_write) = std::io::pipe().map_err(start_err)?;
+        // The child inherits these two ends; ours stay close-on-exec.
+        for fd in [cmd_read.as_raw_fd(), evt_write.as_raw_fd()] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| start_err(e.into()))?;
+        }
+        let mut cmd = Cmd::new("bash")
+            .args(["--noprofile", "--norc"])
+            .arg(&driver)
+            .inherit_env()
+            .env("TOP_DIR", &config.top_dir)
+            .env("DEVSTACK_BIN", &config.devstack_bin)
+            .env("_DS_CMD_FD", cmd_read.as_raw_fd().to_string())
+            .env("_DS_EVT_FD", evt_write.as_raw_fd().to_string())
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("LANG")
+            .env_remove("LANGUAGE")
+            .current_dir(&config.top_dir);
+        // DevStack unsets every OS_* variable so a user's cloud credentials cannot leak in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OS_") {
+                cmd = cmd.env_remove(key);
+            }
+        }
+        cmd = cmd.envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut child = cmd
+            .to_std()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(start_err)?;
+        drop(cmd_read);
+        drop(evt_write);
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+
+        let tap = Arc::new(OutputTap {
+            sink: Arc::clone(&config.sink),
+            redactor: RwLock::new(Redactor::default()),
+            tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
+        });
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(spawn_output(out, Stream::Stdout, Arc::clone(&tap)));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(spawn_output(err, Stream::Stderr, Arc::clone(&tap)));
+        }
+        let (tx, events) = mpsc::channel();
+        readers.push(spawn_events(evt_read, tx));
+
+        let mut shell = Self {
+            child,
+            pid,
+            commands: cmd_write,
+            events,
+            tap,
+            readers,
+            driver: driver.to_string_lossy().into_owned(),
+            hook_timeout: config.hook_timeout,
+            strict: true,
+            closed: false,
+        };
+        // The driver says `ready` once the function library is loaded.
+        match shell.next_event(Duration::from_secs(60), "loading the function library")? {
+            Event::Frame(f) if f.kind == "ready" => Ok(shell),
+            Event::Frame(f) => Err(ShellError::Protocol(format!(
+                "expected ready, got {}",
+                f.kind
+            ))),
+            Event::Closed => Err(shell.died("loading the function library")),
+        }
+    }
+
+    /// Secrets to redact from the shell's output from now on.
+    pub fn set_redactor(&self, redactor: Redactor) {
+        *self.tap.redactor.write().expect("redactor lock") = redactor;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Errexit while hooks run (stack) or failures as warnings (unstack, clean).
+    pub fn set_strict(&mut self, strict: bool, host: &mut dyn Callbacks) -> Result<(), ShellError> {
+        self.strict = strict;
+        self.request(
+            &Frame::new("strict", [if strict { "1" } else { "0" }]),
+            host,
+            "setting the error mode",
+        )
+        .map(|_| ())
+    }
+
+    /// Sources a hook file inside a function with the hook's arguments.
+    /// Returns the file's status (non-zero only when not strict).
+    pub fn source_hook(
+        &mut self,
+        file: &Path,
+        args: &[&str],
+        host: &mut dyn Callbacks,
+    ) -> Result<i32, ShellError> {
+        let mut fields = vec![file.to_string_lossy().into_owned()];
+        fields.extend(args.iter().map(|a| (*a).to_owned()));
+        let doing = format!("sourcing {} {}", file.display(), args.join(" "));
+        self.request(&Frame::new("source", fields), host, doing.trim_end())
+    }
+
+    /// Sources a file at global scope (localrc: its declarations stay global).
+    pub fn source_global(
+        &mut self,
+        file: &Path,
+        host: &mut dyn Callbacks,
+    ) -> Result<i32, ShellError> {
+        let doing = format!("sourcing {}", file.display());
+        self.request(
+            &Frame::new("global", [file.to_string_lossy()]),
+            host,
+            &doing,
+        )
+    }
+
+    /// Calls a shell function (hypervisor plugin functions).
+    pub fn call_function(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        host: &mut dyn Callbacks,
+    ) -> Result<i32, ShellError> {
+        let mut fields = vec![name.to_owned()];
+        fields.extend(args.iter().map(|a| (*a).to_owned()));
+        self.request(
+            &Frame::new("call", fields),
+            host,
+            &format!("calling {name}"),
+        )
+    }
+
+    /// Reads every scalar shell variable back.
+    pub fn read_vars(
+        &mut self,
+        host: &mut dyn Callbacks,
+    ) -> Result<BTreeMap<String, String>, ShellError> {
+        self.send(
+            &Frame::new("vars", Vec::<String>::new()),
+            "reading variables",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let frame = self.wait_frame(deadline, "reading variables", host)?;
+            if frame.kind == "vars" {
+                return Ok(frame
+                    .fields
+                    .chunks(2)
+                    .filter(|kv| kv.len() == 2)
+                    .map(|kv| (kv[0].clone(), kv[1].clone()))
+                    .collect());
+            }
+            Self::unexpected(&frame)?;
+        }
+    }
+
+    /// Assigns shell variables at global scope.
+    pub fn set_vars(
+        &mut self,
+        vars: &[(String, String)],
+        host: &mut dyn Callbacks,
+    ) -> Result<(), ShellError> {
+        let fields: Vec<String> = vars
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect();
+        self.request(&Frame::new("set", fields), host, "setting variables")
+            .map(|_| ())
+    }
+
+    /// Which of these functions the shell does not define.
+    pub fn missing_functions(
+        &mut self,
+        names: &[&str],
+        host: &mut dyn Callbacks,
+    ) -> Result<Vec<String>, ShellError> {
+        self.send(
+            &Frame::new("defined", names.iter().copied()),
+            "checking functions",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let frame = self.wait_frame(deadline, "checking functions", host)?;
+            if frame.kind == "defined" {
+                return Ok(frame.fields);
+            }
+            Self::unexpected(&frame)?;
+        }
+    }
+
+    /// Ends the shell politely, then firmly.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let _ = Frame::new("exit", Vec::<String>::new()).write_to(&mut self.commands);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let child = &mut self.child;
+            stop_group(self.pid, KILL_GRACE, || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            let _ = self.child.wait();
+        }
+        // The readers end with the pipes; they are not joined, since a daemon a plugin
+        // started by hand may hold them open for ever.
+        self.readers.clear();
+    }
+
+    fn send(&mut self, frame: &Frame, doing: &str) -> Result<(), ShellError> {
+        if frame.write_to(&mut self.commands).is_err() {
+            return Err(self.died(doing));
+        }
+        Ok(())
+    }
+
+    /// Sends a command and serves the shell until it reports `done`.
+    fn request(
+        &mut self,
+        frame: &Frame,
+        host: &mut dyn Callbacks,
+        doing: &str,
+    ) -> Result<i32, ShellError> {
+        self.tap.tail.lock().expect("tail lock").clear();
+        self.send(frame, doing)?;
+        let deadline = Instant::now() + self.hook_timeout;
+        let mut failure: Option<Failure> = None;
+        loop {
+            let frame = match self.wait_frame(deadline, doing, host) {
+                Ok(frame) => frame,
+                Err(ShellError::Died {
+                    status,
+                    doing,
+                    tail,
+                }) => {
+                    // A strict failure makes the shell exit after reporting where.
+                    return Err(match failure {
+                        Some(mut f) => {
+                            f.tail = tail;
+                            ShellError::Failed(Box::new(f))
+                        }
+                        None => ShellError::Died {
+                            status,
+                            doing,
+                            tail,
+                        },
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            match frame.kind.as_str() {
+                "done" => {
+                    let status = frame
+                        .fields
+                        .first()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    return Ok(status);
+                }
+                "err" => {
+                    let f = self.parse_failure(&frame.fields);
+                    let strict = frame.fields.get(6).is_some_and(|s| s == "1");
+                    if strict {
+                        // Keep the innermost report: a subshell's comes before its parent's.
+                        failure.get_or_insert(f);
+                    } else if f.file != self.driver {
+                        host.warning(&format!(
+                            "`{}` failed with status {} at {}:{} (continuing)",
+                            f.command, f.status, f.file, f.line
+                        ));
+                    }
+                }
+                _ => Self::unexpected(&frame)?,
+            }
+        }
+    }
+
+    fn parse_failure(&self, fields: &[String]) -> Failure {
+        let get = |i: usize| fields.get(i).cloned().unwrap_or_default();
+        Failure {
+            status: get(0).parse().unwrap_or(1),
+            file: get(1),
+            line: get(2).parse().unwrap_or(0),
+            function: get(3),
+            command: get(4),
+            trace: get(5).lines().map(str::to_owned).collect(),
+            tail: self.tap.take_tail(),
+        }
+    }
+
+    fn unexpected(frame: &Frame) -> Result<(), ShellError> {
+        Err(ShellError::Protocol(format!(
+            "unexpected message '{}'",
+            frame.kind
+        )))
+    }
+
+    /// Waits for the next frame that is not a call, summary or warning (those are
+    /// served here, as they come).
+    fn wait_frame(
+        &mut self,
+        deadline: Instant,
+        doing: &str,
+        host: &mut dyn Callbacks,
+    ) -> Result<Frame, ShellError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left, doing)? {
+                Event::Closed => return Err(self.died(doing)),
+                Event::Frame(frame) => match frame.kind.as_str() {
+                    "call" => {
+                        let reply = match Call::parse(&frame.fields) {
+                            Ok(call) => host.call(&call),
+                            Err(e) => Reply::error(2, format!("devstack: {e}")),
+                        };
+                        self.send(&reply.to_frame(), doing)?;
+                    }
+                    "summary" => host.summary(frame.fields.first().map_or("", String::as_str)),
+                    "warn" => host.warning(frame.fields.first().map_or("", String::as_str)),
+                    _ => return Ok(frame),
+                },
+            }
+        }
+    }
+
+    /// The next event, or `Closed` once the shell has exited (checked as well as the
+    /// channel's end: a background child of a plugin may hold the channel open).
+    fn next_event(&mut self, timeout: Duration, doing: &str) -> Result<Event, ShellError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            match self.events.recv_timeout(slice) {
+                Ok(event) => return Ok(event),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Event::Closed),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                // Whatever the shell sent before it exited is still worth reading.
+                return Ok(self
+                    .events
+                    .recv_timeout(Duration::from_millis(50))
+                    .unwrap_or(Event::Closed));
+            }
+            if Instant::now() >= deadline {
+                let tail = self.tap.take_tail();
+                self.closed = true;
+                let child = &mut self.child;
+                stop_group(self.pid, KILL_GRACE, || {
+                    matches!(child.try_wait(), Ok(Some(_)))
+                });
+                let _ = self.child.wait();
+                return Err(ShellError::Timeout {
+                    doing: doing.to_owned(),
+                    after: timeout,
+                    tail,
+                });
+            }
+        }
+    }
+
+    fn died(&mut self, doing: &str) -> ShellError {
+        self.closed = true;
+        let status = self.child.wait().ok().and_then(|s| s.code());
+        // Let the output readers catch what the shell said last (not joined: a
+        // background child of a plugin may keep the pipes open).
+        thread::sleep(Duration::from_millis(50));
+        ShellError::Died {
+            status,
+            doing: doing.to_owned(),
+            tail: self.tap.take_tail(),
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn_output(
+    pipe: impl Read + Send + 'static,
+    stream: Stream,
+    tap: Arc<OutputTap>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => tap.line(
+                    stream,
+                    String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']),
+                ),
+            }
+        }
+    })
+}
+
+fn spawn_events(pipe: PipeReader, tx: mpsc::Sender<Event>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
+            if tx.send(Event::Frame(frame)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Event::Closed);
+    })
+}

@@ -1,0 +1,6 @@
+//! The machine: child processes, packages, supervised services, Python environments.
+
+pub mod packages;
+pub mod process;
+pub mod redact;
+pub mod supervisor;

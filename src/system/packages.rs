@@ -1,0 +1,214 @@
+//! Debian packages: one batched install of every enabled service's prerequisites, and
+//! the shell library's `install_package` family. `apt-get update` runs once per run;
+//! what we install is recorded in the state (clean does not remove packages, as
+//! DevStack does not, but `status` and the user can see them).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use fs_err as fs;
+
+use crate::host::Host;
+use crate::pipeline::Run;
+use crate::services::registry;
+use crate::shell::{Call, Reply};
+use crate::system::process::ProcessError;
+
+/// apt can be slow on a cold mirror; a hung apt is still reported.
+const APT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Debian's hook that tells maintainer scripts not to start services (exit 101).
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("apt-get failed")]
+    Apt(#[source] ProcessError),
+    #[error("could not read the package list {path}")]
+    List {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Is a package installed (dpkg says "install ok installed")?
+pub fn is_installed(host: &Host, package: &str) -> bool {
+    host.cmd("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .capture()
+        .allow_failure()
+        .run()
+        .is_ok_and(|o| o.status.success() && o.stdout.trim() == "install ok installed")
+}
+
+fn apt(host: &Host) -> crate::system::process::Cmd {
+    host.cmd("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("APT_LISTCHANGES_FRONTEND", "none")
+        .timeout(APT_TIMEOUT)
+}
+
+/// `apt-get update`, once per run.
+pub fn update(host: &mut Host) -> Result<(), PackageError> {
+    if host.apt_updated || host.settings.flag("NO_UPDATE_REPOS", false) {
+        return Ok(());
+    }
+    apt(host)
+        .args(["-q", "update"])
+        .run()
+        .map_err(PackageError::Apt)?;
+    host.apt_updated = true;
+    Ok(())
+}
+
+/// Installs the packages that are not installed yet and records them.
+pub fn install(host: &mut Host, packages: &[String]) -> Result<Vec<String>, PackageError> {
+    let missing: Vec<String> = packages
+        .iter()
+        .filter(|p| !p.is_empty())
+        .filter(|p| !is_installed(host, p))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    update(host)?;
+    // Without systemd, a maintainer script would start a server we do not supervise;
+    // Debian's policy-rc.d hook tells it not to (containers usually ship one).
+    let guard = !Path::new(POLICY_RC_D).exists()
+        && fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n").is_ok()
+        && set_executable(POLICY_RC_D);
+    let result = apt(host)
+        .args([
+            "-q",
+            "-y",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "install",
+            "--no-install-recommends",
+        ])
+        .args(&missing)
+        .run();
+    if guard {
+        let _ = fs::remove_file(POLICY_RC_D);
+    }
+    result.map_err(PackageError::Apt)?;
+    host.state.state.packages.extend(missing.iter().cloned());
+    let _ = host.save_state();
+    Ok(missing)
+}
+
+fn set_executable(path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).is_ok()
+}
+
+/// Reads a DevStack package list (`files/debs/NAME`): one package per line, `#`
+/// comments, lines marked `# NOPRIME` skipped.
+pub fn read_list(path: &Path) -> Result<Vec<String>, PackageError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PackageError::List {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.contains("NOPRIME"))
+        .filter_map(|l| l.split('#').next())
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The prerequisite step: every enabled service's packages and every plugin's
+/// `devstack/files/debs/NAME`, in one apt-get install.
+pub fn install_prerequisites(run: &mut Run) -> anyhow::Result<()> {
+    let mut wanted: Vec<String> = Vec::new();
+    // Plugins call `sudo` everywhere; a root container may not have it.
+    if which("sudo").is_none() {
+        wanted.push("sudo".into());
+    }
+    for svc in registry() {
+        if svc.is_enabled(&run.host.settings) {
+            wanted.extend(svc.packages(&run.host.settings));
+        }
+    }
+    for plugin in run.plugins() {
+        wanted.extend(read_list(
+            &plugin.dir.join("devstack/files/debs").join(&plugin.name),
+        )?);
+    }
+    let installed = install(&mut run.host, &wanted)?;
+    if !installed.is_empty() {
+        run.host
+            .log
+            .note(&format!("installed: {}", installed.join(" ")));
+    }
+    Ok(())
+}
+
+/// Finds a program on PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The shell library's package calls.
+pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
+    let args: Vec<String> = call.args().to_vec();
+    Some(match call.op() {
+        "install-package" => match install(host, &args) {
+            Ok(_) => Reply::ok(),
+            Err(e) => Reply::error(100, format!("install_package: {e}: {}", tail_text(&e))),
+        },
+        "uninstall-package" => match apt(host).args(["-q", "-y", "purge"]).args(&args).run() {
+            Ok(_) => {
+                for p in &args {
+                    host.state.state.packages.remove(p);
+                }
+                Reply::ok()
+            }
+            Err(e) => Reply::error(100, format!("uninstall_package: {e}")),
+        },
+        "is-package-installed" => {
+            Reply::status(i32::from(!args.iter().all(|p| is_installed(host, p))))
+        }
+        "apt-get-update" => match update(host) {
+            Ok(()) => Reply::ok(),
+            Err(e) => Reply::error(100, e),
+        },
+        _ => return None,
+    })
+}
+
+fn tail_text(e: &PackageError) -> String {
+    match e {
+        PackageError::Apt(p) => p.tail().join("\n"),
+        PackageError::List { .. } => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_lists_follow_devstack_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, "# comment\nfoo\nbar # dist:bookworm\nbaz # NOPRIME\n\n").unwrap();
+        assert_eq!(read_list(&f).unwrap(), ["foo", "bar"]);
+        assert!(read_list(&dir.path().join("missing")).unwrap().is_empty());
+    }
+}

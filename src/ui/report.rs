@@ -1,0 +1,62 @@
+//! The one place errors are printed: `error:`, then each cause as `Caused by:`, then
+//! the details a failure carries (where, the command, the last lines) and a `hint:`.
+
+use std::fmt;
+
+/// A failure with the details a person needs to act on it. Pipeline errors that
+/// name a hook, a step or a service are turned into this before they reach `main`.
+#[derive(Debug)]
+pub struct Report {
+    pub headline: String,
+    /// `key: value` lines (step, plugin, phase, file:line, command, log).
+    pub details: Vec<(String, String)>,
+    /// The last lines of output, already redacted.
+    pub tail: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.headline)
+    }
+}
+
+impl std::error::Error for Report {}
+
+/// Prints an error once, with its causes, details and hint, to stderr.
+pub fn print_error(err: &anyhow::Error) {
+    eprint!("{}", render_error(err));
+}
+
+pub fn render_error(err: &anyhow::Error) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("error: {err}\n");
+    let report = err.chain().find_map(|e| e.downcast_ref::<Report>());
+    for cause in err.chain().skip(1) {
+        if cause.downcast_ref::<Report>().is_some() {
+            continue;
+        }
+        let _ = writeln!(out, "Caused by: {cause}");
+    }
+    if let Some(report) = report {
+        let width = report
+            .details
+            .iter()
+            .map(|(k, _)| k.len())
+            .max()
+            .unwrap_or(0);
+        for (key, value) in &report.details {
+            let _ = writeln!(out, "  {key:>width$}: {value}");
+        }
+        if !report.tail.is_empty() {
+            let _ = writeln!(out, "  last {} lines of output:", report.tail.len());
+            for line in &report.tail {
+                let _ = writeln!(out, "    | {line}");
+            }
+        }
+        if let Some(hint) = &report.hint {
+            let _ = writeln!(out, "hint: {hint}");
+        }
+    }
+    out
+}
