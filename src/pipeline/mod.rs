@@ -99,6 +99,7 @@ pub struct Run {
     extras: Vec<ExtrasScript>,
     plugins: Vec<ExternalPlugin>,
     localconf: Option<LocalConf>,
+    shell_config: ShellConfig,
     timings: Vec<(String, Duration, StepOutcome)>,
     started: Instant,
 }
@@ -113,16 +114,18 @@ impl Run {
             .and_then(|s| s.parse().ok())
             .map_or(crate::shell::DEFAULT_HOOK_TIMEOUT, Duration::from_secs);
         let devstack_bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("devstack"));
-        let shell = Shell::start(&ShellConfig {
+        let shell_config = ShellConfig {
             top_dir: top_dir.to_path_buf(),
             devstack_bin,
             sink: log,
             hook_timeout,
             env: vec![("DEVSTACK_COMMAND".into(), kind.name().into())],
-        })?;
+        };
+        let shell = Shell::start(&shell_config)?;
         Ok(Self {
             host,
             shell: Some(shell),
+            shell_config,
             kind,
             hypervisor: None,
             extras: Vec::new(),
@@ -131,6 +134,32 @@ impl Run {
             timings: Vec::new(),
             started: Instant::now(),
         })
+    }
+
+    /// A new shell after a plugin ended the old one during unstack or clean, so the
+    /// teardown goes on: variables restored from the last read-back, the hypervisor
+    /// plugin sourced again (functions a plugin defined are gone, as after any exit).
+    fn respawn_shell(&mut self) -> anyhow::Result<()> {
+        if let Some(old) = self.shell.take() {
+            old.close();
+        }
+        let mut shell = Shell::start(&self.shell_config)?;
+        shell.set_redactor(self.host.redactor.clone());
+        shell.set_strict(false, &mut self.host)?;
+        let restore: Vec<(String, String)> = self
+            .host
+            .settings
+            .vars()
+            .iter()
+            .filter(|(k, _)| restorable(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        shell.set_vars(&restore, &mut self.host)?;
+        self.shell = Some(shell);
+        if let Some(file) = self.hypervisor.clone() {
+            self.source_global(&file)?;
+        }
+        Ok(())
     }
 
     /// The enabled external plugins, in hook order.
@@ -206,6 +235,16 @@ impl Run {
             StepOutcome::Failed
         };
         self.host.progress.step_finished(name, took, outcome);
+        if self.kind == Kind::Stack {
+            self.host.state.state.steps.insert(
+                name.to_owned(),
+                crate::state::StepRecord {
+                    fingerprint: String::new(),
+                    seconds: took.as_secs_f64(),
+                    ok: outcome == StepOutcome::Done,
+                },
+            );
+        }
         self.host
             .log
             .note(&format!("<== {name} ({:.3} s)", took.as_secs_f64()));
@@ -227,6 +266,19 @@ impl Drop for Run {
             shell.close();
         }
     }
+}
+
+/// Shell variables that can be assigned back into a new shell (bash's own
+/// read-only and dynamic ones cannot).
+fn restorable(name: &str) -> bool {
+    const BASH_OWN: &[&str] = &[
+        "UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "SHLVL", "PWD", "OLDPWD", "RANDOM", "SRANDOM",
+        "SECONDS", "LINENO", "HISTCMD", "EPOCHSECONDS", "EPOCHREALTIME", "OPTIND", "OPTERR", "IFS", "PS4",
+        "HOSTNAME", "HOSTTYPE", "MACHTYPE", "OSTYPE", "PATH", "TOP_DIR", "DEVSTACK_BIN",
+    ];
+    name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && !BASH_OWN.contains(&name)
 }
 
 /// stack, unstack or clean.
@@ -365,6 +417,11 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
                     "{} returned {status} at {point}",
                     target.display()
                 ));
+            }
+            Err(err @ ShellError::Died { .. }) if run.kind != Kind::Stack => {
+                let report = hook_report(run, &point, &target, &err);
+                run.host.warn(crate::ui::report::render_error(&report.into()).trim_end());
+                run.respawn_shell()?;
             }
             Err(err) => return Err(hook_report(run, &point, &target, &err).into()),
         }
@@ -683,7 +740,11 @@ fn merge_phase(run: &mut Run, phase: Phase) -> anyhow::Result<()> {
         }
         let path = PathBuf::from(&file);
         let mut doc = crate::ini::IniDoc::load(&path)?;
-        crate::config::localconf::merge_fragment(&mut doc, section, display)?;
+        // Values expand like DevStack's eval'd iniset lines: `my_ip = $HOST_IP` works.
+        let vars = run.host.settings.vars();
+        crate::config::localconf::merge_fragment_with(&mut doc, section, display, |v| {
+            expand_file(v, vars)
+        })?;
         doc.save(&path)?;
         merged.push(file);
     }

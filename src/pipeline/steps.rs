@@ -167,8 +167,15 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
     match step {
         Step::Settings => {
             load_settings(run)?;
+            if run.kind == Kind::Stack {
+                create_run_dirs(run)?;
+            }
             let logdir = run.host.settings.path("LOGDIR");
             let name = format!("{}.sh", run.kind.name());
+            // unstack and clean on a tree that never stacked must leave nothing behind.
+            if run.kind != Kind::Stack && !logdir.is_dir() {
+                return Ok(());
+            }
             if let Err(e) = run.host.log.open(&logdir, &name) {
                 run.host
                     .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
@@ -221,6 +228,22 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Creates DEST, DATA_DIR, LOGDIR and SERVICE_DIR; the ones that did not exist are
+/// recorded, so clean removes them (DEST keeps source checkouts: never removed).
+fn create_run_dirs(run: &mut Run) -> anyhow::Result<()> {
+    for var in ["DEST", "DATA_DIR", "LOGDIR", "SERVICE_DIR"] {
+        let dir = run.host.settings.path(var);
+        if dir.as_os_str().is_empty() || dir.exists() {
+            continue;
+        }
+        fs_err::create_dir_all(&dir)?;
+        if var != "DEST" {
+            run.host.state.state.dirs.insert(dir);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` for each enabled service that `which` selects, in registry order.
@@ -291,6 +314,13 @@ fn clean_everything(run: &mut Run) {
         }
     }
     crate::services::remove_created(run);
+    // Files devstack itself generated in the tree.
+    let top = run.host.top_dir.clone();
+    let _ = fs_err::remove_file(top.join(".localrc.auto"));
+    for generated in ["early.sh", "stackrc.sh", "lib-defaults.sh", "plan-cache"] {
+        let p = crate::state::state_dir(&top).join(generated);
+        let _ = fs_err::remove_file(&p).or_else(|_| fs_err::remove_dir_all(&p));
+    }
 }
 
 /// `plan`: the settings part runs for real (localrc, override-defaults, settings);
@@ -411,8 +441,17 @@ pub fn print_summary(run: &Run) {
         run.kind.name(),
         format_duration(total)
     );
+    // Steps that took a blink are counted, not listed: the table is for where time went.
+    let mut quick = 0;
     for (name, took, _) in &run.timings {
+        if took.as_secs_f64() < 0.1 {
+            quick += 1;
+            continue;
+        }
         let _ = writeln!(text, "  {:>8}  {name}", format_duration(*took));
+    }
+    if quick > 0 {
+        let _ = writeln!(text, "  {:>8}  {quick} more steps under 0.1 s each", "");
     }
     if run.kind == Kind::Stack {
         let s = &run.host.settings;
