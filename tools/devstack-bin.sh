@@ -18,6 +18,7 @@ _needs_build() {
 
 if _needs_build; then
     if ! command -v cargo >/dev/null 2>&1; then
+        # shellcheck source=/dev/null
         [[ -f $HOME/.cargo/env ]] && source "$HOME/.cargo/env"
     fi
     if ! command -v cargo >/dev/null 2>&1; then

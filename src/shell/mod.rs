@@ -528,7 +528,7 @@ impl Shell {
                 let _ = self.child.wait();
                 return Err(ShellError::Timeout {
                     doing: doing.to_owned(),
-                    after: timeout,
+                    after: self.hook_timeout,
                     tail,
                 });
             }

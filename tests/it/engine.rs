@@ -219,7 +219,7 @@ fn failing_hook_reports_script_phase_file_line_command_and_tail() {
         "{err}"
     );
     assert!(err.contains("phase: stack install"), "{err}");
-    assert!(err.contains("50-bad.sh:4"), "file and line: {err}");
+    assert!(err.contains("50-bad.sh:5"), "file and line: {err}");
     assert!(err.contains("false_command_for_test"), "command: {err}");
     assert!(err.contains("| output-before-failure"), "tail: {err}");
     assert!(err.contains("stack.sh.log"), "log path: {err}");

@@ -27,6 +27,7 @@ make_tree() {
     done
     printf '[[local|localrc]]\nDEST=%s\ndisable_all_services\n' "$tree/stack" >"$tree/local.conf"
     for ((i = 0; i < count; i++)); do
+        # shellcheck disable=SC2016  # the $1/$2 belong to the generated script
         printf 'BENCH_LAST=%d\ncase $1 in stack) BENCH_PHASE=$2 ;; *) BENCH_PHASE=$1 ;; esac\n' "$i" \
             >"$tree/extras.d/$(printf '%02d' $((10 + i % 80)))-s$(printf '%03d' "$i").sh"
     done
@@ -38,8 +39,7 @@ make_tree "$WORK/none" 0
 PHASES=("override_defaults" "source" "stack pre-install" "stack install" "stack post-config" "stack extra" "stack test-config")
 
 plain_bash() {
-    local dir=$1
-    bash --noprofile --norc -c '
+    DIR=$1 bash --noprofile --norc -c '
         run_phase() { local f; for f in "$DIR"/extras.d/*.sh; do source "$f" "$@"; done; }
         for p in "$@"; do run_phase $p; done
     ' bench "${PHASES[@]}" 2>/dev/null
@@ -60,7 +60,7 @@ measure() {
     printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p"
 }
 
-export DIR=$WORK/many
+
 plain=$(measure plain_bash "$WORK/many")
 startup=$(measure "$BIN" --top-dir "$WORK/none" -q stack)
 engine=$(measure "$BIN" --top-dir "$WORK/many" -q stack)
