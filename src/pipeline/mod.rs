@@ -119,6 +119,7 @@ impl Run {
             devstack_bin,
             sink: log,
             hook_timeout,
+            work_dir: crate::state::state_dir(top_dir),
             env: vec![("DEVSTACK_COMMAND".into(), kind.name().into())],
         };
         let shell = Shell::start(&shell_config)?;
@@ -272,12 +273,37 @@ impl Drop for Run {
 /// read-only and dynamic ones cannot).
 fn restorable(name: &str) -> bool {
     const BASH_OWN: &[&str] = &[
-        "UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "SHLVL", "PWD", "OLDPWD", "RANDOM", "SRANDOM",
-        "SECONDS", "LINENO", "HISTCMD", "EPOCHSECONDS", "EPOCHREALTIME", "OPTIND", "OPTERR", "IFS", "PS4",
-        "HOSTNAME", "HOSTTYPE", "MACHTYPE", "OSTYPE", "PATH", "TOP_DIR", "DEVSTACK_BIN",
+        "UID",
+        "EUID",
+        "PPID",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "SHLVL",
+        "PWD",
+        "OLDPWD",
+        "RANDOM",
+        "SRANDOM",
+        "SECONDS",
+        "LINENO",
+        "HISTCMD",
+        "EPOCHSECONDS",
+        "EPOCHREALTIME",
+        "OPTIND",
+        "OPTERR",
+        "IFS",
+        "PS4",
+        "HOSTNAME",
+        "HOSTTYPE",
+        "MACHTYPE",
+        "OSTYPE",
+        "PATH",
+        "TOP_DIR",
+        "DEVSTACK_BIN",
     ];
     name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         && !BASH_OWN.contains(&name)
 }
 
@@ -381,10 +407,11 @@ pub fn hook_targets(run: &Run, mode: &str, phase: Option<&str>) -> Vec<HookTarge
 /// Runs every target of a hook point.
 fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()> {
     let point = phase.map_or_else(|| mode.to_owned(), |p| format!("{mode} {p}"));
-    for target in hook_targets(run, mode, phase) {
-        if mode == "override_defaults" && target.kind == "plugin" {
-            // DevStack copies a plugin's overrides into the log, so the run log says
-            // which defaults a plugin changed.
+    let targets = hook_targets(run, mode, phase);
+    if mode == "override_defaults" {
+        // DevStack copies a plugin's overrides into the log, so the run log says
+        // which defaults a plugin changed.
+        for target in targets.iter().filter(|t| t.kind == "plugin") {
             let text = fs::read_to_string(&target.file).unwrap_or_default();
             run.host.log.note(&format!(
                 "{} has overridden the following defaults:",
@@ -394,36 +421,72 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
                 run.host.log.note(&format!("  {line}"));
             }
         }
-        let args: Vec<&str> = target.args.iter().map(String::as_str).collect();
-        let t0 = Instant::now();
-        let (shell, host) = run.shell();
-        let result = shell.source_hook(&target.file, &args, host);
-        let status = match &result {
-            Ok(s) => *s,
-            Err(ShellError::Failed(f)) => f.status,
-            Err(_) => -1,
+    }
+    // All the point's files go to the shell in one batch, which reports them together.
+    let mut next = 0;
+    while next < targets.len() {
+        let batch: Vec<(&Path, Vec<String>)> = targets[next..]
+            .iter()
+            .map(|t| (t.file.as_path(), t.args.clone()))
+            .collect();
+        let result = {
+            let (shell, host) = run.shell();
+            shell.source_hooks(&batch, host)
+        };
+        let (results, failed) = match result {
+            Ok(results) => (results, None),
+            // The files before the one that stopped the batch ran to the end.
+            Err(e) => {
+                let before = e.index.unwrap_or(0);
+                let results = (0..before)
+                    .map(|index| crate::shell::HookResult {
+                        index,
+                        status: 0,
+                        seconds: 0.0,
+                    })
+                    .collect();
+                (results, Some((before, e.error)))
+            }
+        };
+        for r in &results {
+            let target = &targets[next + r.index];
+            run.host.state.state.hooks.push(HookRecord {
+                point: point.clone(),
+                script: target.display(),
+                status: r.status,
+                seconds: r.seconds,
+            });
+            if r.status != 0 {
+                // Only reached without errexit (unstack, clean): a warning, and on.
+                run.host.warn(&format!(
+                    "{} returned {} at {point}",
+                    target.display(),
+                    r.status
+                ));
+            }
+        }
+        let Some((index, err)) = failed else { break };
+        next += index;
+        let target = &targets[next];
+        let status = match &err {
+            ShellError::Failed(f) => f.status,
+            _ => -1,
         };
         run.host.state.state.hooks.push(HookRecord {
             point: point.clone(),
             script: target.display(),
             status,
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: 0.0,
         });
-        match result {
-            Ok(0) => {}
-            Ok(status) => {
-                // Only reached without errexit (unstack, clean): a warning, and on.
-                run.host.warn(&format!(
-                    "{} returned {status} at {point}",
-                    target.display()
-                ));
-            }
-            Err(err @ ShellError::Died { .. }) if run.kind != Kind::Stack => {
-                let report = hook_report(run, &point, &target, &err);
-                run.host.warn(crate::ui::report::render_error(&report.into()).trim_end());
+        match err {
+            err @ ShellError::Died { .. } if run.kind != Kind::Stack => {
+                let report = hook_report(run, &point, target, &err);
+                run.host
+                    .warn(crate::ui::report::render_error(&report.into()).trim_end());
                 run.respawn_shell()?;
+                next += 1;
             }
-            Err(err) => return Err(hook_report(run, &point, &target, &err).into()),
+            err => return Err(hook_report(run, &point, target, &err).into()),
         }
     }
     Ok(())
@@ -450,16 +513,15 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
             } else {
                 f.file.clone()
             };
-            let location = if f.file.ends_with("inc/driver") {
+            let location = if run.shell_ref().is_some_and(|s| s.is_ours(&f.file))
+                || f.file.ends_with("inc/driver")
+            {
                 format!(
                     "{} (the file returned status {})",
                     target.file.display(),
                     f.status
                 )
-            } else if f.function.is_empty()
-                || f.function == "source"
-                || f.function == "_ds_source_hook"
-            {
+            } else if f.function.is_empty() || f.function == "source" {
                 format!("{file}:{}", f.line)
             } else {
                 format!("{file}:{} (in function {})", f.line, f.function)

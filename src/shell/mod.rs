@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod protocol;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, PipeReader, PipeWriter, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,12 @@ pub enum ShellError {
         after: Duration,
         tail: Vec<String>,
     },
+    #[error("could not write {path} for the plugin shell")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the plugin shell broke the protocol: {0}")]
     Protocol(String),
 }
@@ -82,9 +89,24 @@ impl ShellError {
         match self {
             Self::Failed(f) => &f.tail,
             Self::Died { tail, .. } | Self::Timeout { tail, .. } => tail,
-            Self::Start { .. } | Self::Protocol(_) => &[],
+            Self::Start { .. } | Self::Io { .. } | Self::Protocol(_) => &[],
         }
     }
+}
+
+/// One hook file of a batch, as the shell timed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HookResult {
+    pub index: usize,
+    pub status: i32,
+    pub seconds: f64,
+}
+
+/// A batch that stopped: the error, and which file when known.
+#[derive(Debug)]
+pub struct BatchError {
+    pub index: Option<usize>,
+    pub error: ShellError,
 }
 
 enum Event {
@@ -132,6 +154,8 @@ pub struct ShellConfig {
     pub devstack_bin: PathBuf,
     pub sink: Arc<dyn LineSink>,
     pub hook_timeout: Duration,
+    /// A private directory for files the shell reads (hook batches).
+    pub work_dir: PathBuf,
     /// Extra environment for the shell (on top of the user's, minus `OS_*`).
     pub env: Vec<(String, String)>,
 }
@@ -146,6 +170,10 @@ pub struct Shell {
     readers: Vec<thread::JoinHandle<()>>,
     driver: String,
     hook_timeout: Duration,
+    /// Where hook batches are written for the shell to read.
+    batch_file: PathBuf,
+    /// The batch index of the hook that failed or exited, as the shell said.
+    hook_index: Option<usize>,
     strict: bool,
     closed: bool,
 }
@@ -216,6 +244,10 @@ impl Shell {
             readers,
             driver: driver.to_string_lossy().into_owned(),
             hook_timeout: config.hook_timeout,
+            batch_file: config
+                .work_dir
+                .join(format!("hooks.{}.batch", std::process::id())),
+            hook_index: None,
             strict: true,
             closed: false,
         };
@@ -250,18 +282,62 @@ impl Shell {
         .map(|_| ())
     }
 
-    /// Sources a hook file inside a function with the hook's arguments.
-    /// Returns the file's status (non-zero only when not strict).
-    pub fn source_hook(
+    /// Sources hook files one after the other in one round trip; the shell reports
+    /// every file's status and times with the batch's end. On an error, the index
+    /// of the file that failed, exited or hung is given when the shell said it.
+    pub fn source_hooks(
         &mut self,
-        file: &Path,
-        args: &[&str],
+        hooks: &[(&Path, Vec<String>)],
         host: &mut dyn Callbacks,
-    ) -> Result<i32, ShellError> {
-        let mut fields = vec![file.to_string_lossy().into_owned()];
-        fields.extend(args.iter().map(|a| (*a).to_owned()));
-        let doing = format!("sourcing {} {}", file.display(), args.join(" "));
-        self.request(&Frame::new("source", fields), host, doing.trim_end())
+    ) -> Result<Vec<HookResult>, BatchError> {
+        let mut batch = String::from("# hook batch written by devstack-rs\n");
+        for (index, (file, args)) in hooks.iter().enumerate() {
+            let _ = write!(
+                batch,
+                "_ds_index={index} _ds_t0=$EPOCHREALTIME; source {}",
+                bash_quote(&file.to_string_lossy())
+            );
+            for arg in args {
+                let _ = write!(batch, " {}", bash_quote(arg));
+            }
+            let _ = writeln!(
+                batch,
+                "; _ds_results+=({index} \"$?\" \"$_ds_t0\" \"$EPOCHREALTIME\")"
+            );
+        }
+        let doing = match hooks.first() {
+            Some((file, args)) => format!("sourcing {} {}", file.display(), args.join(" ")),
+            None => "sourcing nothing".to_owned(),
+        };
+        let path = self.batch_file.clone();
+        let fail = |error| BatchError { index: None, error };
+        fs_err::write(&path, &batch).map_err(|source| {
+            fail(ShellError::Io {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        self.hook_index = None;
+        let frame = Frame::new("hooks", [path.to_string_lossy()]);
+        match self.request_frame(&frame, host, doing.trim_end()) {
+            Ok(fields) => Ok(fields
+                .get(1..)
+                .unwrap_or_default()
+                .chunks(4)
+                .filter(|c| c.len() == 4)
+                .map(|c| HookResult {
+                    index: c[0].parse().unwrap_or(0),
+                    status: c[1].parse().unwrap_or(0),
+                    seconds: (c[3].parse::<f64>().unwrap_or(0.0)
+                        - c[2].parse::<f64>().unwrap_or(0.0))
+                    .max(0.0),
+                })
+                .collect()),
+            Err(error) => Err(BatchError {
+                index: self.hook_index,
+                error,
+            }),
+        }
     }
 
     /// Sources a file at global scope (localrc: its declarations stay global).
@@ -362,6 +438,7 @@ impl Shell {
             return;
         }
         self.closed = true;
+        let _ = std::fs::remove_file(&self.batch_file);
         let _ = Frame::new("exit", Vec::<String>::new()).write_to(&mut self.commands);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
@@ -396,6 +473,18 @@ impl Shell {
         host: &mut dyn Callbacks,
         doing: &str,
     ) -> Result<i32, ShellError> {
+        let fields = self.request_frame(frame, host, doing)?;
+        Ok(fields.first().and_then(|s| s.parse().ok()).unwrap_or(0))
+    }
+
+    /// Sends a command and serves the shell until it reports `done`; returns the
+    /// fields of `done`.
+    fn request_frame(
+        &mut self,
+        frame: &Frame,
+        host: &mut dyn Callbacks,
+        doing: &str,
+    ) -> Result<Vec<String>, ShellError> {
         self.tap.tail.lock().expect("tail lock").clear();
         self.send(frame, doing)?;
         let deadline = Instant::now() + self.hook_timeout;
@@ -424,21 +513,18 @@ impl Shell {
                 Err(e) => return Err(e),
             };
             match frame.kind.as_str() {
-                "done" => {
-                    let status = frame
-                        .fields
-                        .first()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    return Ok(status);
+                "exiting" => {
+                    self.hook_index = frame.fields.get(1).and_then(|s| s.parse().ok());
                 }
+                "done" => return Ok(frame.fields),
                 "err" => {
                     let f = self.parse_failure(&frame.fields);
                     let strict = frame.fields.get(6).is_some_and(|s| s == "1");
                     if strict {
+                        self.hook_index = frame.fields.get(7).and_then(|s| s.parse().ok());
                         // Keep the innermost report: a subshell's comes before its parent's.
                         failure.get_or_insert(f);
-                    } else if f.file != self.driver {
+                    } else if !self.is_ours(&f.file) {
                         host.warning(&format!(
                             "`{}` failed with status {} at {}:{} (continuing)",
                             f.command, f.status, f.file, f.line
@@ -461,6 +547,12 @@ impl Shell {
             trace: get(5).lines().map(str::to_owned).collect(),
             tail: self.tap.take_tail(),
         }
+    }
+
+    /// A location in the driver or a hook batch: the failing command was the
+    /// `source` of a hook file that returned non-zero (its own failure came first).
+    pub fn is_ours(&self, file: &str) -> bool {
+        file == self.driver || Path::new(file) == self.batch_file
     }
 
     fn unexpected(frame: &Frame) -> Result<(), ShellError> {
@@ -553,6 +645,11 @@ impl Drop for Shell {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Quotes a word for bash: single quotes, with `'` written as `'\''`.
+pub fn bash_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 fn spawn_output(

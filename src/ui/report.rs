@@ -31,7 +31,11 @@ pub fn print_error(err: &anyhow::Error) {
 pub fn render_error(err: &anyhow::Error) -> String {
     use std::fmt::Write as _;
     let mut out = format!("error: {err}\n");
-    let report = err.chain().find_map(|e| e.downcast_ref::<Report>());
+    // A Report attached with `.context(..)` is found by downcasting the error itself;
+    // one that is a cause further down, through the chain.
+    let report = err
+        .downcast_ref::<Report>()
+        .or_else(|| err.chain().find_map(|e| e.downcast_ref::<Report>()));
     for cause in err.chain().skip(1) {
         if cause.downcast_ref::<Report>().is_some() {
             continue;

@@ -137,8 +137,10 @@ fn variables_persist_across_hooks_and_functions_scope_like_devstack() {
     );
     t.devstack(&["stack"]).success();
     let lines = t.trace_lines();
+    // As in DevStack's run_phase, a point's files share one function call: a top-level
+    // `local` lasts until the point ends, a `declare` is gone at the next point.
     assert!(
-        lines.contains(&"20-read.sh stack extra FROM_SOURCE=seen LOCAL_DECL= scoped=".to_owned()),
+        lines.contains(&"20-read.sh stack extra FROM_SOURCE=seen LOCAL_DECL= scoped=1".to_owned()),
         "{lines:#?}"
     );
 }
@@ -567,4 +569,26 @@ fn a_second_stack_while_one_runs_is_refused_naming_the_holder() {
         second.stderr
     );
     assert!(status.success());
+}
+
+#[test]
+fn a_plugin_that_exits_during_unstack_does_not_stop_the_teardown() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services\nKEPT_VAR=kept", "");
+    t.extras("10-exits.sh", "if [[ $1 == unstack ]]; then exit 4; fi\n");
+    t.extras("20-after.sh", &recording_hook("20-after.sh", &["KEPT_VAR"]));
+    let run = t.devstack(&["unstack"]);
+    run.success();
+    assert!(
+        run.stderr
+            .contains("10-exits.sh ended the plugin shell at unstack (exit status 4)"),
+        "{}",
+        run.stderr
+    );
+    // The next hook ran in a new shell that still has the settings.
+    assert!(
+        t.trace().contains("20-after.sh unstack KEPT_VAR=kept"),
+        "{}",
+        t.trace()
+    );
 }

@@ -12,8 +12,8 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 N=${1:-100}
 RUNS=${2:-5}
 
-cargo build --release --quiet --manifest-path "$TOP/Cargo.toml" --bin devstack
-BIN=$TOP/target/release/devstack
+[[ -n ${BENCH_BIN:-} ]] || cargo build --release --quiet --manifest-path "$TOP/Cargo.toml" --bin devstack
+BIN=${BENCH_BIN:-$TOP/target/release/devstack}
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
