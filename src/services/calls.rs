@@ -1,0 +1,355 @@
+//! Shell-library calls served by services (processes, databases, message queue,
+//! system services). `None`: not one of ours.
+//!
+//! The shims live in `inc/process`, `lib/database` and `lib/rpc_backend`; each sends
+//! the variables it needs with `-v`, so the same call works inside a run and through
+//! `devstack __call`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::host::Host;
+use crate::services::{ServiceError, database, memcached, mysql, postgresql, rabbit};
+use crate::shell::{Call, Reply};
+use crate::state::ProcessRecord;
+use crate::system::supervisor::{OwnSupervisor, ProcStatus, ProcessSpec, Supervisor};
+
+/// Each HTTP request of `wait_for_service` gets at most this long.
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
+    let args: Vec<&str> = call.args().iter().map(String::as_str).collect();
+    let arg = |i: usize| args.get(i).copied().unwrap_or("");
+    Some(match call.op() {
+        "run-process" => run_process(host, &args),
+        "stop-process" => stop_process(host, arg(0)),
+        "is-running" => Reply::status(i32::from(!is_running(host, arg(0)))),
+        "service-check" => service_check(host),
+        "wait-for-service" => wait_for_service(arg(0), arg(1)),
+        "system-service" => system_service(host, arg(0), arg(1)),
+        "recreate-database" => match database::recreate_database(host, arg(0)) {
+            Ok(()) => Reply::ok(),
+            Err(e) => service_error("recreate_database", &e),
+        },
+        "database-connection-url" => Reply::stdout(format!(
+            "{}\n",
+            database::connection_url(&host.settings, arg(0))
+        )),
+        "transport-url" => {
+            let mut url = rabbit::transport_url(&host.settings);
+            url.push_str(arg(0));
+            Reply::stdout(format!("{url}\n"))
+        }
+        _ => return None,
+    })
+}
+
+fn service_error(what: &str, e: &ServiceError) -> Reply {
+    let mut text = format!("{what}: {e}");
+    for line in e.tail() {
+        text.push_str("\n  ");
+        text.push_str(line);
+    }
+    Reply::error(1, text)
+}
+
+fn supervisor(host: &Host) -> &dyn Supervisor {
+    static OWN: OwnSupervisor = OwnSupervisor {
+        grace: crate::system::supervisor::STOP_GRACE,
+    };
+    host.supervisor.as_deref().unwrap_or(&OWN)
+}
+
+/// Splits DevStack's ENV argument ("A=1 B=2").
+pub fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// `run_process NAME COMMAND [GROUP] [USER] [ENV]` (the shim already checked that
+/// NAME is enabled). A process of the same name we started before is replaced.
+fn run_process(host: &mut Host, args: &[&str]) -> Reply {
+    let (Some(name), Some(command)) = (args.first(), args.get(1)) else {
+        return Reply::error(2, "usage: run_process NAME COMMAND [GROUP] [USER] [ENV]");
+    };
+    if name.is_empty() || name.contains('/') {
+        return Reply::error(2, format!("run_process: bad service name '{name}'"));
+    }
+    let s = &host.settings;
+    let group = args
+        .get(2)
+        .filter(|g| !g.is_empty())
+        .map(|g| (*g).to_owned());
+    let user = args
+        .get(3)
+        .filter(|u| !u.is_empty())
+        .map(|u| (*u).to_owned())
+        .or_else(|| Some(s.str("STACK_USER").to_owned()).filter(|u| !u.is_empty()));
+    let mut env = Vec::new();
+    if let Some(path) = s.get("PATH").filter(|p| !p.is_empty()) {
+        env.push(("PATH".to_owned(), path.to_owned()));
+    }
+    env.extend(parse_env(args.get(4).copied().unwrap_or("")));
+    let logdir = s.path("LOGDIR");
+    let logdir = if logdir.as_os_str().is_empty() {
+        host.top_dir.join("logs")
+    } else {
+        logdir
+    };
+    let spec = ProcessSpec {
+        name: (*name).to_owned(),
+        command: (*command).to_owned(),
+        env,
+        user,
+        group,
+        log: logdir.join(format!("{name}.log")),
+        workdir: None,
+        address: None,
+    };
+    if let Some(old) = host.state.state.processes.get(*name).cloned() {
+        if let Err(e) = supervisor(host).stop(&old) {
+            return Reply::error(1, format!("run_process: {e}"));
+        }
+        host.state.state.processes.remove(*name);
+    }
+    match supervisor(host).start(&spec) {
+        Ok(record) => {
+            host.log.note(&format!(
+                "run_process {name}: pid {:?} ({})",
+                record.pid,
+                supervisor(host).backend()
+            ));
+            host.state
+                .state
+                .processes
+                .insert((*name).to_owned(), record);
+            let _ = host.save_state();
+            Reply::ok()
+        }
+        Err(e) => Reply::error(1, format!("run_process: {e}")),
+    }
+}
+
+fn stop_process(host: &mut Host, name: &str) -> Reply {
+    let Some(record) = host.state.state.processes.get(name).cloned() else {
+        return Reply::ok();
+    };
+    match supervisor(host).stop(&record) {
+        Ok(()) => {
+            host.state.state.processes.remove(name);
+            let _ = host.save_state();
+            Reply::ok()
+        }
+        Err(e) => Reply::error(1, format!("stop_process: {e}")),
+    }
+}
+
+fn record_of(host: &Host, name: &str) -> Option<ProcessRecord> {
+    host.state
+        .state
+        .processes
+        .get(name)
+        .cloned()
+        .or_else(|| database::recorded(host, name))
+}
+
+fn is_running(host: &Host, name: &str) -> bool {
+    record_of(host, name).is_some_and(|r| {
+        let status = if r.backend == "own" {
+            OwnSupervisor::default().status(&r)
+        } else {
+            supervisor(host).status(&r)
+        };
+        matches!(status, ProcStatus::Running { .. })
+    })
+}
+
+/// DevStack's `service_check`: every process we started, and whether it runs.
+fn service_check(host: &Host) -> Reply {
+    let mut out = String::new();
+    let mut failed = Vec::new();
+    for (name, record) in &host.state.state.processes {
+        match supervisor(host).status(record) {
+            ProcStatus::Running { pid } => {
+                let _ = writeln!(out, "{name}: running (pid {pid})");
+            }
+            ProcStatus::Stopped => {
+                let _ = writeln!(out, "{name}: stopped");
+            }
+            ProcStatus::Failed { detail } => {
+                let _ = writeln!(out, "{name}: failed: {detail}");
+                failed.push(name.clone());
+            }
+        }
+    }
+    let mut reply = Reply::stdout(out);
+    if !failed.is_empty() {
+        reply.status = 1;
+        reply.stderr = format!(
+            "ERROR: the following services have failed: {}\n",
+            failed.join(" ")
+        );
+    }
+    reply
+}
+
+/// DevStack's `wait_for_service TIMEOUT URL`: polls while the connection fails or the
+/// answer is 503; any other HTTP answer is success. Each request has its own timeout.
+pub fn wait_for_service(timeout: &str, url: &str) -> Reply {
+    let Ok(secs) = timeout.trim().parse::<u64>() else {
+        return Reply::error(2, "usage: wait_for_service TIMEOUT URL");
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let per_request = left
+            .min(HTTP_REQUEST_TIMEOUT)
+            .max(Duration::from_millis(100));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(per_request))
+            .build()
+            .into();
+        if let Ok(resp) = agent.get(url).call() {
+            if resp.status().as_u16() != 503 {
+                return Reply::ok();
+            }
+        }
+        if Instant::now() >= deadline {
+            return Reply::error(
+                124,
+                format!("wait_for_service: {url} did not answer within {secs} s"),
+            );
+        }
+        std::thread::sleep(
+            Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now())),
+        );
+    }
+}
+
+/// Which of our layer-1 services a distro service name means.
+fn our_service(name: &str) -> Option<&'static str> {
+    match name {
+        "mysql" | "mariadb" | "mysqld" => Some(mysql::NAME),
+        "postgresql" | "postgres" => Some(postgresql::NAME),
+        "rabbitmq-server" | "rabbitmq" | "rabbit" => Some(rabbit::NAME),
+        "memcached" => Some(memcached::NAME),
+        _ => None,
+    }
+}
+
+fn start_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
+    match name {
+        mysql::NAME => mysql::start_server(host),
+        postgresql::NAME => postgresql::start_server(host),
+        rabbit::NAME => rabbit::start_server(host),
+        _ => memcached::start_server(host),
+    }
+}
+
+fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
+    match name {
+        mysql::NAME => mysql::stop_server(host),
+        postgresql::NAME => postgresql::stop_server(host),
+        rabbit::NAME => rabbit::stop_server(host),
+        _ => memcached::stop_server(host),
+    }
+}
+
+/// `start_service`/`stop_service`/`restart_service`/`reload_service NAME`: systemctl on
+/// systemd machines; otherwise our own start and stop for the layer-1 servers and the
+/// distro's `service` script for anything else.
+fn system_service(host: &mut Host, action: &str, name: &str) -> Reply {
+    if !matches!(action, "start" | "stop" | "restart" | "reload") || name.is_empty() {
+        return Reply::error(2, format!("usage: {action}_service NAME"));
+    }
+    let result = if database::use_systemctl() {
+        database::systemctl(host, name, action, name)
+    } else if let Some(ours) = our_service(name) {
+        match action {
+            "start" => start_ours(host, ours),
+            "stop" => stop_ours(host, ours),
+            // Our servers read no config that a reload would pick up; restart both.
+            _ => stop_ours(host, ours).and_then(|()| start_ours(host, ours)),
+        }
+    } else if crate::system::packages::which("service").is_some() {
+        host.cmd("service")
+            .args([name, action])
+            .timeout(Duration::from_secs(180))
+            .run()
+            .map(|_| ())
+            .map_err(|source| ServiceError::Process {
+                service: name.into(),
+                what: format!("service {name} {action}"),
+                source,
+            })
+    } else {
+        Err(ServiceError::failed(
+            name,
+            "no systemd and no service script to manage it",
+        ))
+    };
+    match result {
+        Ok(()) => Reply::ok(),
+        Err(e) => service_error(&format!("{action}_service {name}"), &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_argument_splits_like_devstack() {
+        assert_eq!(
+            parse_env("A=1 B=x=y  C=\"q\""),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), "q".into())
+            ]
+        );
+        assert!(parse_env("").is_empty());
+    }
+
+    #[test]
+    fn wait_for_service_gives_up_on_a_closed_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let t0 = Instant::now();
+        let reply = wait_for_service("1", &format!("http://127.0.0.1:{port}/"));
+        assert_eq!(reply.status, 124);
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn wait_for_service_succeeds_on_any_answer_but_503() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for status in ["503 Service Unavailable", "404 Not Found"] {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = writeln!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r"
+                );
+            }
+        });
+        let reply = wait_for_service("10", &format!("http://127.0.0.1:{port}/"));
+        assert_eq!(reply.status, 0, "{reply:?}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn distro_names_map_to_our_services() {
+        assert_eq!(our_service("mariadb"), Some("mysql"));
+        assert_eq!(our_service("rabbitmq-server"), Some("rabbit"));
+        assert_eq!(our_service("apache2"), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! `memcached`: started when keystone (`key`) or a plugin (`enable_service memcached`)
+//! needs it, listening on `SERVICE_HOST` only, waited for until `version` answers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::settings::Settings;
+use crate::host::Host;
+use crate::pipeline::Run;
+use crate::services::database;
+use crate::services::{Layer, Service, ServiceError};
+use crate::system::supervisor::ProcessSpec;
+
+pub const NAME: &str = "memcached";
+pub const PORT: u16 = 11211;
+const SYSTEMD_UNIT: &str = "memcached";
+
+pub struct Memcached;
+
+fn host_addr(s: &Settings) -> String {
+    s.get_or("SERVICE_HOST", "127.0.0.1").to_owned()
+}
+
+/// `version` over TCP, with a per-request timeout.
+pub fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String, String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"version\r\n").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    line.strip_prefix("VERSION ")
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| format!("unexpected answer {line:?}"))
+}
+
+pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    let addr = host_addr(&host.settings);
+    let timeout = database::service_timeout(&host.settings);
+    let log = database::daemon_log(&host.settings, NAME);
+    let probe = |a: &str| version_probe(a, PORT, database::PROBE_TIMEOUT).map(|_| ());
+    if database::use_systemctl() {
+        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
+        host.state.state.system_services.insert(NAME.into());
+        return database::wait_ready(NAME, None, &log, timeout, "memcached version", || {
+            probe(&addr)
+        });
+    }
+    if let Some(record) = database::running(host, NAME) {
+        return database::wait_ready(
+            NAME,
+            Some(&record),
+            &log,
+            timeout,
+            "memcached version",
+            || probe(&addr),
+        );
+    }
+    database::check_ports(NAME, &addr, &[PORT])?;
+    let user = if nix::unistd::User::from_name("memcache")
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        "memcache"
+    } else {
+        "nobody"
+    };
+    let spec = ProcessSpec {
+        name: NAME.into(),
+        command: format!(
+            "exec /usr/bin/memcached -u {user} -l {addr} -p {PORT} -U 0 -m 64 -c 1024 -v"
+        ),
+        log: log.clone(),
+        workdir: Some("/".into()),
+        address: Some(format!("{addr}:{PORT}")),
+        ..ProcessSpec::default()
+    };
+    let record = database::launch(host, NAME, &spec)?;
+    database::wait_ready(
+        NAME,
+        Some(&record),
+        &log,
+        timeout,
+        "memcached version",
+        || probe(&addr),
+    )
+}
+
+pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+    if database::use_systemctl() {
+        if host.state.state.system_services.remove(NAME) {
+            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
+        }
+        return Ok(());
+    }
+    database::halt(host, NAME, NAME)?;
+    host.state.state.system_services.remove(NAME);
+    let _ = host.save_state();
+    Ok(())
+}
+
+impl Service for Memcached {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn layer(&self) -> Layer {
+        Layer::Infra
+    }
+    fn is_enabled(&self, settings: &Settings) -> bool {
+        settings.is_enabled(&[NAME, "key"])
+    }
+    fn packages(&self, _settings: &Settings) -> Vec<String> {
+        vec!["memcached".into()]
+    }
+    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+        start_server(&mut run.host)
+    }
+    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
+        // A cache holds nothing worth keeping, but DevStack stops it with the rest of
+        // layer 1 only on --all.
+        if !all || !run.host.state.state.system_services.contains(NAME) {
+            return Ok(());
+        }
+        stop_server(&mut run.host)
+    }
+    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let log = database::daemon_log(&run.host.settings, NAME);
+        let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, NAME));
+        let _ = std::fs::remove_file(log);
+        Ok(())
+    }
+}

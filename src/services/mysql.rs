@@ -1,0 +1,264 @@
+//! `mysql`: MariaDB from Debian, listening on `DATABASE_HOST` only, started by us
+//! (no systemd here) or by systemctl (systemd machines), waited for until a query
+//! works, with `DATABASE_USER`/`DATABASE_PASSWORD` able to log in over TCP.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::host::Host;
+use crate::pipeline::{Kind, Run};
+use crate::services::database::{self, Backend};
+use crate::services::{Layer, Service, ServiceError};
+use crate::system::supervisor::ProcessSpec;
+
+pub const NAME: &str = "mysql";
+pub const PORT: u16 = 3306;
+const DATADIR: &str = "/var/lib/mysql";
+const RUNDIR: &str = "/run/mysqld";
+const SYSTEMD_UNIT: &str = "mariadb";
+
+pub struct Mysql;
+
+fn host_addr(host: &Host) -> String {
+    host.settings
+        .get_or("DATABASE_HOST", "127.0.0.1")
+        .to_owned()
+}
+
+/// `SELECT 1` as the administrator over the socket (the first round trip).
+fn admin_probe(host: &Host) -> Result<(), String> {
+    database::probe_cmd(
+        &host
+            .cmd("mariadb")
+            .args([
+                "--connect-timeout=3",
+                "-u",
+                "root",
+                "--batch",
+                "-e",
+                "SELECT 1",
+            ])
+            .label("mysql-probe"),
+    )
+}
+
+/// `SELECT 1` as DATABASE_USER over TCP on DATABASE_HOST (the password in MYSQL_PWD).
+pub fn user_probe(host: &Host) -> Result<(), String> {
+    let s = &host.settings;
+    database::probe_cmd(
+        &host
+            .cmd("mariadb")
+            .args([
+                "--connect-timeout=3",
+                "--protocol=TCP",
+                "-h",
+                &host_addr(host),
+            ])
+            .args([
+                "-P",
+                &PORT.to_string(),
+                "-u",
+                s.get_or("DATABASE_USER", "root"),
+                "--batch",
+                "-e",
+                "SELECT 1",
+            ])
+            .env("MYSQL_PWD", s.str("DATABASE_PASSWORD"))
+            .label("mysql-probe"),
+    )
+}
+
+/// Starts MariaDB unless ours already runs; waits until it answers.
+pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    let timeout = database::service_timeout(&host.settings);
+    let log = database::daemon_log(&host.settings, NAME);
+    if database::use_systemctl() {
+        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
+        host.state.state.system_services.insert(NAME.into());
+        return database::wait_ready(NAME, None, &log, timeout, "mariadb SELECT 1", || {
+            admin_probe(host)
+        });
+    }
+    if let Some(record) = database::running(host, NAME) {
+        if admin_probe(host).is_ok() {
+            host.log
+                .note("mysql: our MariaDB is already running; reusing it");
+            return Ok(());
+        }
+        return database::wait_ready(
+            NAME,
+            Some(&record),
+            &log,
+            timeout,
+            "mariadb SELECT 1",
+            || admin_probe(host),
+        );
+    }
+    let addr = host_addr(host);
+    database::check_ports(NAME, &addr, &[PORT])?;
+    database::ensure_owned_dir(NAME, Path::new(RUNDIR), "mysql")?;
+    if !Path::new(DATADIR).join("mysql").is_dir() {
+        // Debian's postinst initialises the data dir; do it when it did not.
+        host.cmd("mariadb-install-db")
+            .args([
+                "--user=mysql",
+                &format!("--datadir={DATADIR}"),
+                "--auth-root-authentication-method=socket",
+            ])
+            .timeout(database::service_timeout(&host.settings) * 2)
+            .run()
+            .map_err(|source| ServiceError::Process {
+                service: NAME.into(),
+                what: "mariadb-install-db failed".into(),
+                source,
+            })?;
+        host.state.state.dirs.insert(DATADIR.into());
+    }
+    let command = format!(
+        "exec /usr/sbin/mariadbd --user=mysql --datadir={DATADIR} --bind-address={addr} --port={PORT} \
+         --socket={RUNDIR}/mysqld.sock --pid-file={RUNDIR}/mysqld.pid --max-connections=1024 \
+         --character-set-server=utf8 --collation-server=utf8_general_ci --skip-name-resolve"
+    );
+    let spec = ProcessSpec {
+        name: NAME.into(),
+        command,
+        log: log.clone(),
+        workdir: Some("/".into()),
+        address: Some(format!("{addr}:{PORT}")),
+        ..ProcessSpec::default()
+    };
+    let record = database::launch(host, NAME, &spec)?;
+    database::wait_ready(
+        NAME,
+        Some(&record),
+        &log,
+        timeout,
+        "mariadb SELECT 1",
+        || admin_probe(host),
+    )
+}
+
+/// Creates (or updates) DATABASE_USER with DATABASE_PASSWORD, able to do anything
+/// (DevStack grants all on *.*), and checks the login over TCP.
+fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
+    let user = host.settings.get_or("DATABASE_USER", "root").to_owned();
+    let pass = host.settings.str("DATABASE_PASSWORD").to_owned();
+    if user_probe(host).is_ok() {
+        return Ok(());
+    }
+    if !database::valid_identifier(&user) {
+        return Err(ServiceError::failed(
+            NAME,
+            format!("DATABASE_USER '{user}' is not a plain name"),
+        ));
+    }
+    let existed = database::admin_sql(
+        host,
+        Backend::Mysql,
+        &format!("SELECT COUNT(*) FROM mysql.user WHERE User='{user}';"),
+    )?
+    .trim()
+        != "0";
+    let pw = database::sql_literal(&pass);
+    let mut sql = String::new();
+    for from in ["%", "localhost"] {
+        if user == "root" && from == "localhost" {
+            // root@localhost keeps Debian's socket authentication.
+            continue;
+        }
+        let _ = writeln!(
+            sql,
+            "CREATE USER IF NOT EXISTS '{user}'@'{from}' IDENTIFIED BY {pw};\n\
+             ALTER USER '{user}'@'{from}' IDENTIFIED BY {pw};\n\
+             GRANT ALL PRIVILEGES ON *.* TO '{user}'@'{from}' WITH GRANT OPTION;"
+        );
+    }
+    sql.push_str("FLUSH PRIVILEGES;\n");
+    database::admin_sql(host, Backend::Mysql, &sql)?;
+    if !existed && !database::is_system_user(&user) {
+        host.state.state.db_users.insert(format!("{NAME}:{user}"));
+    }
+    let _ = host.save_state();
+    let log = database::daemon_log(&host.settings, NAME);
+    database::wait_ready(
+        NAME,
+        None,
+        &log,
+        database::PROBE_TIMEOUT,
+        "login as DATABASE_USER over TCP",
+        || user_probe(host),
+    )
+}
+
+/// Stops our MariaDB (or the distro unit on systemd machines).
+pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+    if database::use_systemctl() {
+        if host.state.state.system_services.remove(NAME) {
+            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
+        }
+        return Ok(());
+    }
+    database::halt(host, NAME, NAME)?;
+    host.state.state.system_services.remove(NAME);
+    let _ = host.save_state();
+    Ok(())
+}
+
+impl Service for Mysql {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn layer(&self) -> Layer {
+        Layer::Infra
+    }
+    fn is_enabled(&self, settings: &crate::config::settings::Settings) -> bool {
+        settings.is_enabled(&[NAME])
+    }
+    fn packages(&self, _settings: &crate::config::settings::Settings) -> Vec<String> {
+        vec!["mariadb-server".into(), "mariadb-client".into()]
+    }
+    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+        start_server(&mut run.host)?;
+        ensure_user(&mut run.host)
+    }
+    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
+        if !all
+            || (database::recorded(&run.host, NAME).is_none()
+                && !run.host.state.state.system_services.contains(NAME))
+        {
+            return Ok(());
+        }
+        if run.kind == Kind::Clean && database::running(&run.host, NAME).is_some() {
+            // clean drops what stack created while the server still runs.
+            if let Err(e) = database::drop_created(&mut run.host, Backend::Mysql) {
+                run.host.warn(&format!("{e}"));
+            }
+        }
+        stop_server(&mut run.host)
+    }
+    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+        // Databases and users were dropped before the server stopped; when it was
+        // not running then, start it for this.
+        let left = run
+            .host
+            .state
+            .state
+            .databases
+            .iter()
+            .chain(run.host.state.state.db_users.iter())
+            .any(|d| d.starts_with("mysql:"));
+        if left && !database::use_systemctl() && !database::port_taken(&host_addr(&run.host), PORT)
+        {
+            start_server(&mut run.host)?;
+            let r = database::drop_created(&mut run.host, Backend::Mysql);
+            stop_server(&mut run.host)?;
+            r?;
+        } else if left {
+            database::drop_created(&mut run.host, Backend::Mysql)?;
+        }
+        let log = database::daemon_log(&run.host.settings, NAME);
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, NAME));
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! `rabbit`: RabbitMQ from Debian, listening on `RABBIT_HOST` only (AMQP, the Erlang
+//! distribution port and epmd), started by us as the rabbitmq user, waited for until
+//! an AMQP handshake works, with `RABBIT_USERID`/`RABBIT_PASSWORD` able to log in.
+//! DevStack's lib/rpc_backend: `get_transport_url`, `iniset_rpc_backend`.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::settings::Settings;
+use crate::host::Host;
+use crate::pipeline::{Kind, Run};
+use crate::services::database;
+use crate::services::{Layer, Service, ServiceError};
+use crate::system::supervisor::ProcessSpec;
+
+pub const NAME: &str = "rabbit";
+pub const PORT: u16 = 5672;
+const DIST_PORT: u16 = 25672;
+const EPMD_PORT: u16 = 4369;
+const EPMD: &str = "rabbit-epmd";
+const NODE: &str = "rabbit@localhost";
+const HOME: &str = "/var/lib/rabbitmq";
+const SYSTEMD_UNIT: &str = "rabbitmq-server";
+/// Facts: the user this project created (clean deletes it).
+const USER_FACT: &str = "rabbit-user-created";
+
+pub struct Rabbit;
+
+fn host_addr(s: &Settings) -> String {
+    s.get_or("RABBIT_HOST", "127.0.0.1").to_owned()
+}
+
+/// DevStack's `get_transport_url`.
+pub fn transport_url(s: &Settings) -> String {
+    format!(
+        "rabbit://{}:{}@{}:{PORT}/",
+        s.get_or("RABBIT_USERID", "stackrabbit"),
+        s.str("RABBIT_PASSWORD"),
+        host_addr(s)
+    )
+}
+
+/// Should services be configured for rabbit (DevStack: enabled, or a remote one given)?
+pub fn rpc_configured(s: &Settings) -> bool {
+    s.is_enabled(&[NAME])
+        || (!s.str("RABBIT_HOST").is_empty() && !s.str("RABBIT_PASSWORD").is_empty())
+}
+
+fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 7];
+    stream.read_exact(&mut head)?;
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+    if size > 1 << 20 {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut payload = vec![0u8; size + 1];
+    stream.read_exact(&mut payload)?;
+    if payload.pop() != Some(0xCE) {
+        return Err(std::io::Error::other("bad frame end"));
+    }
+    Ok((head[0], payload))
+}
+
+fn method_of(payload: &[u8]) -> Option<(u16, u16)> {
+    (payload.len() >= 4).then(|| {
+        (
+            u16::from_be_bytes([payload[0], payload[1]]),
+            u16::from_be_bytes([payload[2], payload[3]]),
+        )
+    })
+}
+
+/// One AMQP 0-9-1 exchange with the broker: the protocol header, `connection.start`
+/// back; with credentials also `start-ok` (PLAIN) and `connection.tune` back (the
+/// login worked). Every read and write has `timeout`.
+pub fn amqp_probe(
+    host: &str,
+    port: u16,
+    login: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"AMQP\x00\x00\x09\x01")
+        .map_err(|e| e.to_string())?;
+    let (kind, payload) = read_frame(&mut s).map_err(|e| format!("no connection.start: {e}"))?;
+    if kind != 1 || method_of(&payload) != Some((10, 10)) {
+        return Err("the broker did not send connection.start".into());
+    }
+    let Some((user, pass)) = login else {
+        return Ok(());
+    };
+    let mut args = Vec::new();
+    args.extend_from_slice(&10u16.to_be_bytes());
+    args.extend_from_slice(&11u16.to_be_bytes());
+    args.extend_from_slice(&0u32.to_be_bytes()); // client-properties: empty table
+    args.push(5);
+    args.extend_from_slice(b"PLAIN");
+    let response = format!("\0{user}\0{pass}");
+    args.extend_from_slice(&u32::try_from(response.len()).unwrap_or(0).to_be_bytes());
+    args.extend_from_slice(response.as_bytes());
+    args.push(5);
+    args.extend_from_slice(b"en_US");
+    let mut frame = vec![1u8, 0, 0];
+    frame.extend_from_slice(&u32::try_from(args.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(&args);
+    frame.push(0xCE);
+    s.write_all(&frame).map_err(|e| e.to_string())?;
+    match read_frame(&mut s) {
+        Ok((1, p)) if method_of(&p) == Some((10, 30)) => Ok(()),
+        Ok(_) | Err(_) => Err(format!("login as {user} was refused")),
+    }
+}
+
+fn erlang_ip(addr: &str) -> Option<String> {
+    let ip: std::net::Ipv4Addr = addr.parse().ok()?;
+    let o = ip.octets();
+    Some(format!("{{{},{},{},{}}}", o[0], o[1], o[2], o[3]))
+}
+
+fn rabbitmqctl(host: &Host, args: &[&str], stdin_secret: Option<&str>) -> Result<(), ServiceError> {
+    // The wrapper switches to the rabbitmq user (whose Erlang cookie it needs). A
+    // password goes in on stdin, from the environment of a shell: never on argv.
+    let mut cmd = host
+        .cmd("bash")
+        .args([
+            "-c",
+            "if [[ -n ${DS_SECRET+x} ]]; then printf '%s' \"$DS_SECRET\" | \"$@\"; else \"$@\"; fi",
+            "bash",
+        ])
+        .args(["rabbitmqctl", "-q", "-n", NODE])
+        .args(args)
+        .env("RABBITMQ_NODENAME", NODE)
+        .label("rabbitmqctl")
+        .timeout(Duration::from_secs(60));
+    if let Some(secret) = stdin_secret {
+        cmd = cmd.env("DS_SECRET", secret);
+    }
+    cmd.run()
+        .map(|_| ())
+        .map_err(|source| ServiceError::Process {
+            service: NAME.into(),
+            what: format!("rabbitmqctl {}", args.first().copied().unwrap_or("")),
+            source,
+        })
+}
+
+/// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
+pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    let addr = host_addr(&host.settings);
+    let timeout = database::service_timeout(&host.settings);
+    let log = database::daemon_log(&host.settings, NAME);
+    let probe = |a: &str| amqp_probe(a, PORT, None, database::PROBE_TIMEOUT);
+    if database::use_systemctl() {
+        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
+        host.state.state.system_services.insert(NAME.into());
+        return database::wait_ready(NAME, None, &log, timeout, "AMQP handshake", || probe(&addr));
+    }
+    if let Some(record) = database::running(host, NAME) {
+        host.log
+            .note("rabbit: our RabbitMQ is already running; reusing it");
+        return database::wait_ready(NAME, Some(&record), &log, timeout, "AMQP handshake", || {
+            probe(&addr)
+        });
+    }
+    database::check_ports(NAME, &addr, &[PORT, DIST_PORT])?;
+    let mut env = vec![
+        ("HOME".to_owned(), HOME.to_owned()),
+        ("RABBITMQ_NODENAME".into(), NODE.into()),
+        ("RABBITMQ_NODE_IP_ADDRESS".into(), addr.clone()),
+        ("RABBITMQ_NODE_PORT".into(), PORT.to_string()),
+        ("RABBITMQ_LOGS".into(), "-".into()),
+        ("ERL_EPMD_ADDRESS".into(), addr.clone()),
+    ];
+    if let Some(ip) = erlang_ip(&addr) {
+        env.push((
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
+            format!("-kernel inet_dist_use_interface {ip}"),
+        ));
+    }
+    // epmd under our supervisor (rabbit would otherwise daemonise one we cannot
+    // see); a foreign epmd already listening is used as it is.
+    if !database::port_taken(&addr, EPMD_PORT) {
+        let spec = ProcessSpec {
+            name: EPMD.into(),
+            command: format!("exec /usr/bin/epmd -address {addr} -port {EPMD_PORT}"),
+            user: Some("rabbitmq".into()),
+            log: database::daemon_log(&host.settings, EPMD),
+            workdir: Some(HOME.into()),
+            address: Some(format!("{addr}:{EPMD_PORT}")),
+            ..ProcessSpec::default()
+        };
+        let record = database::launch(host, NAME, &spec)?;
+        database::wait_ready(NAME, Some(&record), &spec.log, timeout, "epmd", || {
+            if database::port_taken(&addr, EPMD_PORT) {
+                Ok(())
+            } else {
+                Err("epmd not listening".into())
+            }
+        })?;
+    }
+    let mnesia = std::path::Path::new(HOME).join("mnesia").join(NODE);
+    if !mnesia.exists() {
+        host.state.state.dirs.insert(mnesia.clone());
+        // A file, not a directory.
+        host.state
+            .state
+            .files
+            .insert(mnesia.with_file_name(format!("{NODE}-feature_flags")));
+        host.state
+            .state
+            .dirs
+            .insert(mnesia.with_file_name(format!("{NODE}-plugins-expand")));
+    }
+    let spec = ProcessSpec {
+        name: NAME.into(),
+        command: "exec /usr/lib/rabbitmq/bin/rabbitmq-server".into(),
+        env,
+        user: Some("rabbitmq".into()),
+        log: log.clone(),
+        workdir: Some(HOME.into()),
+        address: Some(format!("{addr}:{PORT}")),
+        ..ProcessSpec::default()
+    };
+    let record = database::launch(host, NAME, &spec)?;
+    database::wait_ready(NAME, Some(&record), &log, timeout, "AMQP handshake", || {
+        probe(&addr)
+    })
+}
+
+/// RABBIT_USERID with RABBIT_PASSWORD and all permissions on "/"; checked by an AMQP login.
+fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
+    let addr = host_addr(&host.settings);
+    let user = host
+        .settings
+        .get_or("RABBIT_USERID", "stackrabbit")
+        .to_owned();
+    let pass = host.settings.str("RABBIT_PASSWORD").to_owned();
+    let login = || amqp_probe(&addr, PORT, Some((&user, &pass)), database::PROBE_TIMEOUT);
+    if login().is_ok() {
+        return Ok(());
+    }
+    if rabbitmqctl(host, &["add_user", &user], Some(&pass)).is_ok() {
+        if user != "guest" {
+            host.state
+                .state
+                .facts
+                .insert(USER_FACT.into(), user.clone());
+        }
+    } else {
+        rabbitmqctl(host, &["change_password", &user], Some(&pass))?;
+    }
+    rabbitmqctl(host, &["set_permissions", &user, ".*", ".*", ".*"], None)?;
+    let _ = host.save_state();
+    let log = database::daemon_log(&host.settings, NAME);
+    database::wait_ready(
+        NAME,
+        None,
+        &log,
+        database::PROBE_TIMEOUT,
+        "AMQP login as RABBIT_USERID",
+        login,
+    )
+}
+
+/// Deletes the user this project created (clean), while the broker runs.
+fn delete_created_user(host: &mut Host) -> Result<(), ServiceError> {
+    if let Some(user) = host.state.state.facts.get(USER_FACT).cloned() {
+        rabbitmqctl(host, &["delete_user", &user], None)?;
+        host.state.state.facts.remove(USER_FACT);
+        let _ = host.save_state();
+    }
+    Ok(())
+}
+
+pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+    if database::use_systemctl() {
+        if host.state.state.system_services.remove(NAME) {
+            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
+        }
+        return Ok(());
+    }
+    database::halt(host, NAME, NAME)?;
+    database::halt(host, NAME, EPMD)?;
+    host.state.state.system_services.remove(NAME);
+    let _ = host.save_state();
+    Ok(())
+}
+
+impl Service for Rabbit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn layer(&self) -> Layer {
+        Layer::Infra
+    }
+    fn is_enabled(&self, settings: &Settings) -> bool {
+        settings.is_enabled(&[NAME])
+    }
+    fn packages(&self, _settings: &Settings) -> Vec<String> {
+        vec!["rabbitmq-server".into()]
+    }
+    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+        start_server(&mut run.host)?;
+        ensure_user(&mut run.host)
+    }
+    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
+        if !all || !run.host.state.state.system_services.contains(NAME) {
+            return Ok(());
+        }
+        if run.kind == Kind::Clean && database::running(&run.host, NAME).is_some() {
+            if let Err(e) = delete_created_user(&mut run.host) {
+                run.host.warn(&e.to_string());
+            }
+        }
+        stop_server(&mut run.host)
+    }
+    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+        // The broker's data for our node name goes with the directories stack
+        // created (the user goes with it); logs too.
+        run.host.state.state.facts.remove(USER_FACT);
+        for name in [NAME, EPMD] {
+            let log = database::daemon_log(&run.host.settings, name);
+            let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, name));
+            let _ = std::fs::remove_file(log);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_url_is_devstacks() {
+        let s = Settings::new(
+            [
+                ("RABBIT_USERID", "stackrabbit"),
+                ("RABBIT_PASSWORD", "pw"),
+                ("RABBIT_HOST", "10.1.2.3"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
+        assert_eq!(transport_url(&s), "rabbit://stackrabbit:pw@10.1.2.3:5672/");
+    }
+
+    #[test]
+    fn erlang_interface_tuple() {
+        assert_eq!(erlang_ip("127.0.0.1").as_deref(), Some("{127,0,0,1}"));
+        assert_eq!(erlang_ip("localhost"), None);
+    }
+
+    #[test]
+    fn probe_of_a_silent_port_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t0 = std::time::Instant::now();
+        assert!(amqp_probe("127.0.0.1", port, None, Duration::from_millis(200)).is_err());
+        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,170 @@
+//! `devstack status` and `devstack logs`.
+//!
+//! What "enabled" means here: what the last stack started, as the state records it
+//! (layer-1 servers and every `run_process` process). A recorded one that does not
+//! run makes the exit status non-zero.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::state::{ProcessRecord, State, StateFile};
+use crate::system::supervisor::{OwnSupervisor, ProcStatus, Supervisor, SystemdSupervisor};
+
+/// Every process the state records: layer-1 servers first, then run_process ones.
+pub fn records(state: &State) -> Vec<ProcessRecord> {
+    let mut out: Vec<ProcessRecord> = state
+        .facts
+        .iter()
+        .filter(|(k, _)| k.starts_with("system-process:"))
+        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .collect();
+    out.extend(state.processes.values().cloned());
+    out
+}
+
+fn status_of(record: &ProcessRecord) -> ProcStatus {
+    if record.backend == "systemd" {
+        SystemdSupervisor::default().status(record)
+    } else {
+        OwnSupervisor::default().status(record)
+    }
+}
+
+/// One line per recorded process.
+pub fn render(state: &State) -> (String, bool) {
+    let mut text = String::new();
+    let mut all_ok = true;
+    let recs = records(state);
+    let width = recs.iter().map(|r| r.name.len()).max().unwrap_or(4).max(7);
+    let _ = writeln!(
+        text,
+        "{:<width$}  {:<7}  {:>7}  {:<21}  LOG",
+        "SERVICE", "STATUS", "PID", "ADDRESS"
+    );
+    for r in &recs {
+        let (word, pid) = match status_of(r) {
+            ProcStatus::Running { pid } => ("running", pid.to_string()),
+            ProcStatus::Stopped => {
+                all_ok = false;
+                ("stopped", "-".into())
+            }
+            ProcStatus::Failed { .. } => {
+                all_ok = false;
+                ("failed", "-".into())
+            }
+        };
+        let _ = writeln!(
+            text,
+            "{:<width$}  {word:<7}  {pid:>7}  {:<21}  {}",
+            r.name,
+            r.address.as_deref().unwrap_or("-"),
+            r.log.display()
+        );
+    }
+    // System services managed by systemctl have no record of ours.
+    for svc in &state.system_services {
+        if !recs.iter().any(|r| &r.name == svc)
+            && !recs.iter().any(|r| r.name.starts_with(svc.as_str()))
+        {
+            let _ = writeln!(
+                text,
+                "{svc:<width$}  {:<7}  {:>7}  {:<21}  (systemd journal)",
+                "system", "-", "-"
+            );
+        }
+    }
+    (text, all_ok)
+}
+
+pub fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
+    let state = StateFile::load(top_dir)?.state;
+    if records(&state).is_empty() && state.system_services.is_empty() {
+        println!("nothing recorded: no stack has started a service here");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (text, ok) = render(&state);
+    print!("{text}");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints a service's log; with `follow`, keeps printing as it grows (until killed).
+pub fn logs(top_dir: &Path, service: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    let state = StateFile::load(top_dir)?.state;
+    let recs = records(&state);
+    let Some(record) = recs.iter().find(|r| r.name == service) else {
+        let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();
+        anyhow::bail!(
+            "no log recorded for '{service}' (known: {})",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+    };
+    let mut file = fs_err::File::open(&record.log)?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    out.write_all(&buf)?;
+    out.flush()?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut pos = file.stream_position()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let len = fs_err::metadata(&record.log).map_or(pos, |m| m.len());
+        if len < pos {
+            // Truncated or replaced: start again from the top.
+            file = fs_err::File::open(&record.log)?;
+            pos = 0;
+        }
+        file.seek(SeekFrom::Start(pos))?;
+        buf.clear();
+        file.read_to_end(&mut buf)?;
+        if !buf.is_empty() {
+            out.write_all(&buf)?;
+            out.flush()?;
+            pos += buf.len() as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_process_that_is_gone_fails_the_status() {
+        let mut state = State::default();
+        state.processes.insert(
+            "p".into(),
+            ProcessRecord {
+                name: "p".into(),
+                backend: "own".into(),
+                pid: Some(u32::MAX - 2),
+                command: "sleep".into(),
+                log: "/nonexistent/p.log".into(),
+                unit: None,
+                address: Some("127.0.0.1:1".into()),
+            },
+        );
+        let (text, ok) = render(&state);
+        assert!(!ok);
+        assert!(text.lines().nth(1).unwrap().starts_with("p "), "{text}");
+        assert!(
+            text.contains("stopped")
+                && text.contains("127.0.0.1:1")
+                && text.contains("/nonexistent/p.log"),
+            "{text}"
+        );
+    }
+}

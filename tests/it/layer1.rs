@@ -1,0 +1,447 @@
+//! Layer 1 with the real servers (issue 3): MariaDB, PostgreSQL, RabbitMQ, and
+//! processes a plugin starts with run_process. Needs the Debian packages that
+//! run_tests.sh installs (mariadb-server, mariadb-client, postgresql,
+//! postgresql-client, rabbitmq-server, memcached, python3-pika). Tests that use the
+//! servers share their ports, so they take one lock.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::Tree;
+
+static SERVERS: Mutex<()> = Mutex::new(());
+
+/// Held while a test uses the real servers: a mutex for this test binary and a file
+/// lock for other test runs on the same machine (they share the ports).
+struct ServerLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+fn lock() -> ServerLock {
+    let guard = SERVERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("devstack-rs-layer1-tests.lock"))
+        .expect("lock file");
+    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock");
+    ServerLock {
+        _flock: flock,
+        _guard: guard,
+    }
+}
+
+/// A live (not zombie) process?
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        !rest.starts_with('Z') && !rest.starts_with('X')
+    })
+}
+
+/// Live processes whose command line contains `needle`.
+fn processes_matching(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
+/// The pids `devstack status` shows (second-to-last-but-two column).
+fn status_pids(stdout: &str) -> Vec<(String, u32)> {
+    stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Splits `scheme://user:pass@host[:port]/db?...`.
+fn url_parts(url: &str) -> (String, String, String, String) {
+    let rest = url.split_once("://").unwrap().1;
+    let (cred, rest) = rest.split_once('@').unwrap();
+    let (user, pass) = cred.split_once(':').unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let db = path.split('?').next().unwrap();
+    (user.into(), pass.into(), host.into(), db.into())
+}
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A plugin fixture: creates a database, writes the URLs it was given, starts a
+/// supervised process whose command line carries `marker`.
+fn plugin(marker: &str) -> String {
+    format!(
+        "if [[ $1 == stack && $2 == install ]]; then\n\
+         \x20   recreate_database plugdb\n\
+         \x20   database_connection_url plugdb > \"$TRACE_FILE.db\"\n\
+         \x20   get_transport_url > \"$TRACE_FILE.mq\"\n\
+         \x20   run_process plugin-sleeper \"exec -a {marker} /bin/sleep 1000\"\n\
+         \x20   is_running plugin-sleeper\n\
+         fi\n"
+    )
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn amqp_round_trip(url: &str) {
+    let script = r#"
+import sys, pika
+url = sys.argv[1]
+params = pika.URLParameters(url)
+conn = pika.BlockingConnection(params)
+ch = conn.channel()
+ch.queue_declare(queue="devstack-rs-test", auto_delete=True)
+ch.basic_publish(exchange="", routing_key="devstack-rs-test", body=b"hello layer 1")
+for _ in range(50):
+    m, props, body = ch.basic_get(queue="devstack-rs-test", auto_ack=True)
+    if body is not None:
+        print(body.decode())
+        break
+    conn.sleep(0.1)
+conn.close()
+"#;
+    let (ok, text) = output(Command::new("/usr/bin/python3").args(["-c", script, url]));
+    assert!(
+        ok && text.contains("hello layer 1"),
+        "AMQP publish/consume failed:\n{text}"
+    );
+}
+
+/// What every backend test checks after stack: status, unstack (plugin process
+/// stopped, servers kept), unstack --all (none of our processes left).
+fn status_then_teardown(tree: &Tree, marker: &str, servers: &[&str]) {
+    let status = tree.devstack(&["status"]);
+    status.success();
+    for s in servers.iter().chain(["plugin-sleeper"].iter()) {
+        assert!(
+            status
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(s) && l.contains("running")),
+            "{s} not running:\n{}",
+            status.stdout
+        );
+    }
+    let pids = status_pids(&status.stdout);
+    assert_eq!(processes_matching(marker).len(), 1);
+
+    tree.devstack(&["unstack"]).success();
+    assert!(
+        processes_matching(marker).is_empty(),
+        "unstack left the plugin's process"
+    );
+    let status = tree.devstack(&["status"]);
+    for s in servers {
+        assert!(
+            status
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(s) && l.contains("running")),
+            "{}",
+            status.stdout
+        );
+    }
+
+    tree.devstack(&["unstack", "--all"]).success();
+    for (name, pid) in &pids {
+        assert!(
+            !alive(*pid),
+            "{name} (pid {pid}) still runs after unstack --all"
+        );
+    }
+    let status = tree.devstack(&["status"]);
+    assert!(
+        status.stdout.contains("nothing recorded"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
+    let _guard = lock();
+    let tree = Tree::new();
+    let marker = format!("ds-test-sleeper-{}", std::process::id());
+    tree.local_conf(
+        "disable_all_services\nenable_service mysql rabbit plugin-sleeper\nSERVICE_TIMEOUT=90",
+        "",
+    );
+    tree.extras("50-plugin.sh", &plugin(&marker));
+    let t0 = std::time::Instant::now();
+    tree.devstack(&["stack"]).success();
+    eprintln!("stack mysql+rabbit: {:.1} s", t0.elapsed().as_secs_f64());
+
+    // The database the plugin made answers to the URL it was given.
+    let url = read_trimmed(&tree.trace.with_extension("db"));
+    assert!(
+        url.starts_with("mysql+pymysql://") && url.ends_with("/plugdb?charset=utf8"),
+        "{url}"
+    );
+    let (user, pass, host, db) = url_parts(&url);
+    let (ok, text) = output(
+        Command::new("mariadb")
+            .args([
+                "--protocol=TCP",
+                "-h",
+                &host,
+                "-u",
+                &user,
+                &db,
+                "--batch",
+                "--skip-column-names",
+                "-e",
+            ])
+            .arg("CREATE TABLE t (x INT); INSERT INTO t VALUES (42); SELECT x FROM t;")
+            .env("MYSQL_PWD", &pass),
+    );
+    assert!(ok && text.trim() == "42", "{text}");
+    // The password never reached the run log.
+    let log = std::fs::read_to_string(tree.dest.join("logs/stack.sh.log")).unwrap();
+    assert!(!log.contains(&pass), "the database password is in the log");
+
+    // Publish and consume with the credentials get_transport_url gave.
+    let mq = read_trimmed(&tree.trace.with_extension("mq"));
+    assert!(
+        mq.starts_with("rabbit://") && mq.ends_with(":5672/"),
+        "{mq}"
+    );
+    amqp_round_trip(&mq.replacen("rabbit://", "amqp://", 1));
+
+    // Stacking again reuses the running servers: still one of each.
+    let pids_before = status_pids(&tree.devstack(&["status"]).stdout);
+    tree.devstack(&["stack"]).success();
+    let pids_after = status_pids(&tree.devstack(&["status"]).stdout);
+    let servers = |p: &[(String, u32)]| {
+        p.iter()
+            .filter(|(n, _)| n != "plugin-sleeper")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(servers(&pids_before), servers(&pids_after));
+    assert_eq!(
+        processes_matching(&marker).len(),
+        1,
+        "one plugin process after two stacks"
+    );
+
+    let t0 = std::time::Instant::now();
+    status_then_teardown(&tree, &marker, &["mysql", "rabbit"]);
+    eprintln!(
+        "status + unstack + unstack --all: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // A port taken by a foreign program is named.
+    {
+        let _foreign = std::net::TcpListener::bind("127.0.0.1:3306")
+            .expect("3306 is free after unstack --all");
+        let run = tree.devstack(&["stack"]);
+        run.failure();
+        assert!(run.stderr.contains("3306"), "{}", run.stderr);
+    }
+
+    tree.devstack(&["stack"]).success();
+    tree.devstack(&["clean"]).success();
+    assert!(
+        !tree.dest.join("logs").exists(),
+        "clean left the log directory"
+    );
+    assert!(!tree.path(".devstack/state.json").exists());
+
+    // The database and the user are gone: look with the server started through the
+    // shell library (start_service/stop_service outside a run).
+    let script = format!(
+        "source functions\nLOGDIR={logs}\nDATA_DIR={data}\nDATABASE_HOST=127.0.0.1\nSERVICE_TIMEOUT=60\n\
+         start_service mysql || exit 9\n\
+         mariadb --batch --skip-column-names -e \"SHOW DATABASES LIKE 'plugdb'; SELECT user FROM mysql.user WHERE user='{user}'\"\n\
+         stop_service mysql\n",
+        logs = tree.dest.join("logs").display(),
+        data = tree.dest.join("data").display(),
+    );
+    let run = tree.bash(&script);
+    run.success();
+    assert_eq!(
+        run.stdout.trim(),
+        "",
+        "clean left a database or user: {}",
+        run.stdout
+    );
+    assert!(
+        processes_matching("mariadbd").iter().all(|p| !alive(*p))
+            || processes_matching("mariadbd").is_empty()
+    );
+}
+
+#[test]
+fn postgresql_real_server_stacks_serves_and_goes_away() {
+    let _guard = lock();
+    let tree = Tree::new();
+    let marker = format!("ds-test-pg-sleeper-{}", std::process::id());
+    tree.local_conf(
+        "disable_all_services\nenable_service postgresql plugin-sleeper\nSERVICE_TIMEOUT=90",
+        "",
+    );
+    tree.extras("50-plugin.sh", &plugin(&marker));
+    tree.devstack(&["stack"]).success();
+
+    let url = read_trimmed(&tree.trace.with_extension("db"));
+    assert!(
+        url.starts_with("postgresql://") && url.ends_with("/plugdb?client_encoding=utf8"),
+        "{url}"
+    );
+    let (user, pass, host, db) = url_parts(&url);
+    let (ok, text) = output(
+        Command::new("psql")
+            .args(["-X", "-tA", "-h", &host, "-U", &user, "-d", &db, "-c"])
+            .arg("CREATE TABLE t (x INT); INSERT INTO t VALUES (42); SELECT x FROM t;")
+            .env("PGPASSWORD", &pass),
+    );
+    assert!(ok && text.trim().ends_with("42"), "{text}");
+
+    status_then_teardown(&tree, &marker, &["postgresql"]);
+    tree.devstack(&["stack"]).success();
+    tree.devstack(&["clean"]).success();
+    assert!(!tree.dest.join("logs").exists());
+
+    let script = format!(
+        "source functions\nLOGDIR={logs}\nDATA_DIR={data}\nDATABASE_HOST=127.0.0.1\nSERVICE_TIMEOUT=60\n\
+         start_service postgresql || exit 9\n\
+         runuser -u postgres -- psql -X -tA -c \"SELECT datname FROM pg_database WHERE datname='plugdb' UNION ALL SELECT rolname FROM pg_roles WHERE rolname='{user}'\"\n\
+         stop_service postgresql\n",
+        logs = tree.dest.join("logs").display(),
+        data = tree.dest.join("data").display(),
+    );
+    let run = tree.bash(&script);
+    run.success();
+    assert_eq!(
+        run.stdout.trim(),
+        "",
+        "clean left a database or role: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn memcached_answers_when_keystone_needs_it() {
+    let _guard = lock();
+    let tree = Tree::new();
+    tree.local_conf("disable_all_services\nenable_service memcached", "");
+    tree.devstack(&["stack"]).success();
+    let (ok, text) = output(Command::new("bash").args([
+        "-c",
+        "exec 3<>/dev/tcp/127.0.0.1/11211; printf 'version\\r\\n' >&3; head -c 8 <&3",
+    ]));
+    assert!(ok && text.starts_with("VERSION"), "{text}");
+    let status = tree.devstack(&["status"]);
+    status.success();
+    let pids = status_pids(&status.stdout);
+    tree.devstack(&["unstack", "--all"]).success();
+    for (_, pid) in pids {
+        assert!(!alive(pid));
+    }
+    tree.devstack(&["clean"]).success();
+}
+
+/// No servers: a plugin's run_process alone (no lock needed).
+#[test]
+fn a_plugins_run_process_is_supervised_and_stopped_by_unstack() {
+    let tree = Tree::new();
+    let marker = format!("ds-test-only-sleeper-{}", std::process::id());
+    tree.local_conf("disable_all_services\nenable_service only-sleeper", "");
+    tree.extras(
+        "50-plugin.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == extra ]]; then\n\
+             \x20   run_process only-sleeper \"exec -a {marker} /bin/sleep 1000\" '' '' 'GREETING=hi'\n\
+             \x20   run_process not-enabled \"/bin/sleep 1000\"\n\
+             fi\n"
+        ),
+    );
+    tree.devstack(&["stack"]).success();
+    let status = tree.devstack(&["status"]);
+    status.success();
+    assert!(
+        status.stdout.contains("only-sleeper") && !status.stdout.contains("not-enabled"),
+        "{}",
+        status.stdout
+    );
+    let pids = processes_matching(&marker);
+    assert_eq!(pids.len(), 1);
+    let env = std::fs::read(format!("/proc/{}/environ", pids[0])).unwrap();
+    assert!(String::from_utf8_lossy(&env).contains("GREETING=hi"));
+    // It runs in its own process group, detached from the devstack process.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap();
+    let pgrp: u32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pgrp, pids[0]);
+    assert!(tree.dest.join("logs/only-sleeper.log").exists());
+    tree.devstack(&["unstack"]).success();
+    assert!(processes_matching(&marker).is_empty());
+    let status = tree.devstack(&["status"]);
+    assert!(
+        status.stdout.contains("nothing recorded"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// A process that dies makes `status` fail and say so.
+#[test]
+fn status_fails_when_a_recorded_process_died() {
+    let tree = Tree::new();
+    tree.local_conf("disable_all_services\nenable_service short-lived", "");
+    tree.extras(
+        "50-plugin.sh",
+        "if [[ $1 == stack && $2 == extra ]]; then\n    run_process short-lived \"/bin/sh -c 'echo bye; exit 3'\"\nfi\n",
+    );
+    tree.devstack(&["stack"]).success();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = tree.devstack(&["status"]);
+    status.failure();
+    assert!(
+        status.stdout.contains("short-lived") && status.stdout.contains("failed"),
+        "{}",
+        status.stdout
+    );
+    let logs = tree.devstack(&["logs", "short-lived"]);
+    logs.success();
+    assert_eq!(logs.stdout, "bye\n");
+    tree.devstack(&["unstack"]).success();
+}
