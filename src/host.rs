@@ -30,6 +30,8 @@ pub struct Host {
     pub apt_updated: bool,
     pub warnings: Vec<String>,
     pub supervisor: Option<Box<dyn Supervisor>>,
+    /// The keystone client for the run (made on first use, token cached).
+    pub keystone: Option<crate::openstack::keystone::Client>,
 }
 
 impl Host {
@@ -50,12 +52,13 @@ impl Host {
             in_run: true,
             apt_updated: false,
             warnings: Vec::new(),
-            supervisor: None,
+            supervisor: Some(crate::system::supervisor::detect()),
+            keystone: None,
         }
     }
 
     /// A child process whose output goes to the run log, redacted.
-    pub fn cmd(&self, program: &str) -> Cmd {
+    pub fn cmd(&self, program: impl Into<std::ffi::OsString>) -> Cmd {
         Cmd::new(program)
             .sink(self.log.clone())
             .redactor(self.redactor.clone())

@@ -1,1 +1,5 @@
 //! Clients for OpenStack APIs (keystone's REST API for accounts, services, endpoints).
+
+pub mod accounts;
+pub mod calls;
+pub mod keystone;

@@ -9,7 +9,19 @@ use crate::shell::ShellError;
 use crate::system::process::ProcessError;
 
 pub mod calls;
+pub mod credentials;
+pub mod database;
+pub mod glance;
 pub mod hypervisor;
+pub mod keystone;
+pub mod memcached;
+pub mod mysql;
+pub mod neutron;
+pub mod nova;
+pub mod placement;
+pub mod postgresql;
+pub mod rabbit;
+pub mod uwsgi;
 
 /// Where a service sits in the stack's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,7 +129,19 @@ pub trait Service {
 
 /// Every service the project knows, in stack order.
 pub fn registry() -> Vec<Box<dyn Service>> {
-    vec![Box::new(hypervisor::HypervisorProbe)]
+    vec![
+        Box::new(mysql::Mysql),
+        Box::new(postgresql::Postgresql),
+        Box::new(rabbit::Rabbit),
+        Box::new(memcached::Memcached),
+        Box::new(keystone::Keystone),
+        Box::new(glance::Glance),
+        Box::new(placement::Placement),
+        Box::new(neutron::Neutron),
+        Box::new(nova::Nova),
+        Box::new(credentials::Credentials),
+        Box::new(hypervisor::HypervisorProbe),
+    ]
 }
 
 pub mod status;

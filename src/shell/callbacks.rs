@@ -54,6 +54,8 @@ pub fn dispatch(host: &mut Host, call: &Call) -> Reply {
         "redact" => Reply::stdout(host.redactor.redact(&args.join(" ")).into_owned()),
         _ => crate::system::packages::dispatch(host, call)
             .or_else(|| crate::services::calls::dispatch(host, call))
+            .or_else(|| crate::openstack::calls::dispatch(host, call))
+            .or_else(|| crate::system::python::dispatch(host, call))
             .unwrap_or_else(|| {
                 Reply::error(127, format!("devstack: unknown call '{}'", call.op()))
             }),

@@ -2,5 +2,6 @@
 
 pub mod packages;
 pub mod process;
+pub mod python;
 pub mod redact;
 pub mod supervisor;

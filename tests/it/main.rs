@@ -2,6 +2,10 @@
 //! DevStack trees. Modules by area; shared helpers below.
 
 mod engine;
+mod keystone;
+mod layer1;
+mod library;
+mod shellcheck;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -1,0 +1,104 @@
+//! Shell-library calls served by the keystone client (the shims in lib/keystone).
+//! `None`: not one of ours.
+//!
+//! Each op prints the id on stdout as DevStack's function does, so
+//! `id=$(get_or_create_service ...)` works. Credentials and URLs come from the call's
+//! variables (KEYSTONE_SERVICE_URI, ADMIN_PASSWORD, SERVICE_PASSWORD, REGION_NAME,
+//! SERVICE_PROJECT_NAME, SERVICE_DOMAIN_NAME ...) overlaid on the host's settings by
+//! the core dispatcher; the client is the host's, kept for the run.
+
+use crate::host::Host;
+use crate::openstack::accounts;
+use crate::openstack::keystone::{Client, KeystoneError};
+use crate::shell::{Call, Reply};
+
+/// Serves the `keystone-*` ops.
+pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
+    let op = call.op();
+    if !op.starts_with("keystone-") {
+        return None;
+    }
+    let args: Vec<&str> = call.args().iter().map(String::as_str).collect();
+    let arg = |i: usize| args.get(i).copied().filter(|a| !a.is_empty());
+    let need = |n: usize, usage: &str| -> Result<(), Reply> {
+        if (0..n).all(|i| arg(i).is_some()) {
+            Ok(())
+        } else {
+            Err(Reply::error(2, format!("usage: {usage}")))
+        }
+    };
+    let result: Result<Result<String, KeystoneError>, Reply> = match op {
+        "keystone-get-or-create-service" => need(2, "get_or_create_service NAME TYPE DESCRIPTION")
+            .map(|()| {
+                with_client(host, |c| {
+                    c.get_or_create_service(args[0], args[1], arg(2).unwrap_or(""))
+                })
+            }),
+        "keystone-get-or-create-endpoint" => need(
+            3,
+            "get_or_create_endpoint SERVICE REGION PUBLIC_URL [ADMIN_URL] [INTERNAL_URL]",
+        )
+        .map(|()| {
+            with_client(host, |c| {
+                c.get_or_create_endpoints(args[0], args[1], args[2], arg(3), arg(4))
+            })
+        }),
+        "keystone-get-or-create-user" => need(3, "get_or_create_user NAME PASSWORD DOMAIN [EMAIL]")
+            .map(|()| {
+                with_client(host, |c| {
+                    c.get_or_create_user(args[0], args[1], args[2], arg(3))
+                })
+            }),
+        "keystone-get-or-create-project" => need(2, "get_or_create_project NAME DOMAIN")
+            .map(|()| with_client(host, |c| c.get_or_create_project(args[0], args[1]))),
+        "keystone-get-or-create-role" => need(1, "get_or_create_role NAME")
+            .map(|()| with_client(host, |c| c.get_or_create_role(args[0]))),
+        "keystone-get-or-create-domain" => {
+            need(1, "get_or_create_domain NAME DESCRIPTION").map(|()| {
+                with_client(host, |c| {
+                    c.get_or_create_domain(args[0], arg(1).unwrap_or(""))
+                })
+            })
+        }
+        "keystone-get-or-add-user-project-role" => need(
+            3,
+            "get_or_add_user_project_role ROLE USER PROJECT [USER_DOMAIN] [PROJECT_DOMAIN]",
+        )
+        .map(|()| {
+            with_client(host, |c| {
+                c.get_or_add_user_project_role(args[0], args[1], args[2], arg(3), arg(4))
+            })
+        }),
+        "keystone-get-or-add-user-domain-role" => {
+            need(3, "get_or_add_user_domain_role ROLE USER DOMAIN").map(|()| {
+                with_client(host, |c| {
+                    c.get_or_add_user_domain_role(args[0], args[1], args[2])
+                })
+            })
+        }
+        "keystone-create-service-user" => need(1, "create_service_user NAME [ROLE]").map(|()| {
+            let settings = host.settings.clone();
+            with_client(host, |c| {
+                accounts::create_service_user(c, &settings, args[0], arg(1))
+            })
+        }),
+        // Every account, service and endpoint of the enabled services in one session
+        // (what a run does after keystone's bootstrap; tools/bench/keystone.sh times it).
+        "keystone-create-accounts" => Ok(accounts::create_for_enabled(host).map(|r| r.summary())),
+        _ => return None,
+    };
+    Some(match result {
+        Err(usage) => usage,
+        Ok(Ok(out)) if out.ends_with('\n') => Reply::stdout(out),
+        Ok(Ok(id)) => Reply::stdout(format!("{id}\n")),
+        Ok(Err(e)) => Reply::error(1, e.report()),
+    })
+}
+
+fn with_client(
+    host: &mut Host,
+    f: impl FnOnce(&mut Client) -> Result<String, KeystoneError>,
+) -> Result<String, KeystoneError> {
+    let client = accounts::client(host)?;
+    f(client)
+}

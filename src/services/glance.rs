@@ -1,0 +1,169 @@
+//! glance (`g-api`): `GLANCE_API_CONF`, the file store under `$DATA_DIR/glance`,
+//! `glance-manage db_sync`, `glance.wsgi.api` under uwsgi on `GLANCE_SERVICE_PORT`
+//! (the `glance-api` console script is a dead stub in 2026.2).
+
+use std::path::PathBuf;
+
+use crate::config::settings::Settings;
+use crate::host::Host;
+use crate::pipeline::Run;
+use crate::services::database;
+use crate::services::keystone::{self, DbJob};
+use crate::services::uwsgi::{self, WsgiApp};
+use crate::services::{Layer, Service, ServiceError};
+
+pub const NAME: &str = "glance";
+pub const SERVICE: &str = "g-api";
+const PREFIX: &str = "GLANCE";
+const PORT: u16 = 9292;
+
+pub struct Glance;
+
+fn enabled(s: &Settings) -> bool {
+    s.is_enabled(&[SERVICE, NAME])
+}
+
+fn conf_dir(s: &Settings) -> PathBuf {
+    s.path("GLANCE_CONF_DIR")
+}
+
+fn conf(s: &Settings) -> PathBuf {
+    s.path("GLANCE_API_CONF")
+}
+
+fn data_dir(s: &Settings) -> PathBuf {
+    s.path("DATA_DIR").join("glance")
+}
+
+fn uwsgi_ini(s: &Settings) -> PathBuf {
+    conf_dir(s).join("glance-api-uwsgi.ini")
+}
+
+/// The database sync, for keystone's concurrent batch.
+pub fn db_job(host: &Host) -> Option<DbJob> {
+    let s = &host.settings;
+    enabled(s).then(|| DbJob {
+        service: NAME,
+        databases: vec!["glance"],
+        cmds: vec![
+            uwsgi::venv_cmd(host, "glance-manage")
+                .arg("--config-file")
+                .arg(conf(s))
+                .arg("db_sync")
+                .label("glance-manage"),
+        ],
+    })
+}
+
+fn write_config(host: &mut Host) -> Result<(), ServiceError> {
+    let s = host.settings.clone();
+    let data = data_dir(&s);
+    for sub in ["images", "staging", "tasks", "cache", "lock"] {
+        uwsgi::make_dir(host, NAME, &data.join(sub))?;
+    }
+    let url = crate::openstack::accounts::GLANCE.url(&s);
+    let d = |sub: &str| data.join(sub).display().to_string();
+    uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
+        uwsgi::common_defaults(doc, &s);
+        doc.set("DEFAULT", "enabled_backends", "fs:file");
+        doc.set("DEFAULT", "worker_self_reference_url", &url);
+        doc.set("DEFAULT", "image_cache_dir", &d("cache"));
+        doc.set(
+            "DEFAULT",
+            "transport_url",
+            &crate::services::rabbit::transport_url(&s),
+        );
+        doc.set("glance_store", "default_backend", "fs");
+        doc.set("fs", "filesystem_store_datadir", &d("images"));
+        doc.set(
+            "os_glance_staging_store",
+            "filesystem_store_datadir",
+            &d("staging"),
+        );
+        doc.set(
+            "os_glance_tasks_store",
+            "filesystem_store_datadir",
+            &d("tasks"),
+        );
+        doc.set(
+            "database",
+            "connection",
+            &database::connection_url(&s, "glance"),
+        );
+        doc.set("paste_deploy", "flavor", "keystone");
+        doc.set("oslo_concurrency", "lock_path", &d("lock"));
+        uwsgi::authtoken(doc, &s, NAME);
+    })?;
+    let paste = conf_dir(&s).join("glance-api-paste.ini");
+    uwsgi::copy_file(
+        host,
+        NAME,
+        &uwsgi::venv_etc(host, "glance/glance-api-paste.ini"),
+        &paste,
+    )?;
+    let app = WsgiApp {
+        wsgi: "glance.wsgi.api:application".into(),
+        http: uwsgi::listen(&s, PREFIX, PORT),
+        venv: crate::system::python::venv_dir(host),
+        env: vec![(
+            "OS_GLANCE_CONFIG_DIR".into(),
+            conf_dir(&s).display().to_string(),
+        )],
+        processes: s.number("API_WORKERS", 1),
+        name: "glance-api".into(),
+    };
+    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
+}
+
+impl Service for Glance {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn layer(&self) -> Layer {
+        Layer::OpenStack
+    }
+    fn is_enabled(&self, settings: &Settings) -> bool {
+        enabled(settings)
+    }
+    fn packages(&self, _settings: &Settings) -> Vec<String> {
+        uwsgi::PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+    }
+    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
+        uwsgi::install_python(run)
+    }
+    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
+        write_config(&mut run.host)
+    }
+    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let job = db_job(&run.host);
+        keystone::ensure_synced(&mut run.host, job)
+    }
+    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let s = run.host.settings.clone();
+        let record = uwsgi::start_process(
+            &mut run.host,
+            NAME,
+            SERVICE,
+            &uwsgi::command(&uwsgi_ini(&s)),
+            &[],
+            Some(uwsgi::listen(&s, PREFIX, PORT)),
+        )?;
+        uwsgi::wait_http(
+            &run.host,
+            NAME,
+            &record,
+            &uwsgi::probe_url(&s, PREFIX, PORT),
+            |c| c < 500,
+        )
+    }
+    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
+        uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
+    }
+    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let s = run.host.settings.clone();
+        let _ = std::fs::remove_file(database::daemon_log(&s, SERVICE));
+        keystone::remove_dir_if_ours(&run.host, &conf_dir(&s));
+        let _ = std::fs::remove_dir_all(data_dir(&s));
+        Ok(())
+    }
+}

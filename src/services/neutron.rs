@@ -1,0 +1,214 @@
+//! neutron's API server alone (`q-svc`): ML2 with no agents and no mechanism
+//! drivers, `service_plugins = router`, `neutron.wsgi.api` under uwsgi on
+//! `NEUTRON_SERVICE_PORT`. nova's server API needs a network endpoint even for
+//! `--nic none`. After it answers, one authenticated warm-up request per worker: the
+//! first `GET /v2.0/ports` of a fresh worker fails otherwise (field notes, trap 6).
+
+use std::path::PathBuf;
+
+use crate::config::settings::Settings;
+use crate::host::Host;
+use crate::pipeline::Run;
+use crate::services::database;
+use crate::services::keystone::{self, DbJob};
+use crate::services::uwsgi::{self, WsgiApp};
+use crate::services::{Layer, Service, ServiceError};
+
+pub const NAME: &str = "neutron";
+pub const SERVICE: &str = "q-svc";
+const PREFIX: &str = "NEUTRON";
+const PORT: u16 = 9696;
+
+pub struct Neutron;
+
+fn enabled(s: &Settings) -> bool {
+    s.is_enabled(&[SERVICE, "neutron-api"])
+}
+
+fn conf_dir(s: &Settings) -> PathBuf {
+    s.path("NEUTRON_CONF_DIR")
+}
+
+fn conf(s: &Settings) -> PathBuf {
+    s.path("NEUTRON_CONF")
+}
+
+/// `$NEUTRON_CONF_DIR/plugins/ml2/ml2_conf.ini` (DevStack's `Q_PLUGIN_CONF_FILE`).
+fn ml2_conf(s: &Settings) -> PathBuf {
+    match s.get("Q_PLUGIN_CONF_FILE").filter(|v| !v.is_empty()) {
+        Some(v) if v.starts_with('/') => PathBuf::from(v),
+        Some(v) => conf_dir(s).join(v),
+        None => conf_dir(s).join("plugins/ml2/ml2_conf.ini"),
+    }
+}
+
+fn uwsgi_ini(s: &Settings) -> PathBuf {
+    conf_dir(s).join("neutron-api-uwsgi.ini")
+}
+
+fn state_dir(s: &Settings) -> PathBuf {
+    s.path("DATA_DIR").join("neutron")
+}
+
+pub fn db_job(host: &Host) -> Option<DbJob> {
+    let s = &host.settings;
+    enabled(s).then(|| DbJob {
+        service: NAME,
+        databases: vec!["neutron"],
+        cmds: vec![
+            uwsgi::venv_cmd(host, "neutron-db-manage")
+                .arg("--config-file")
+                .arg(conf(s))
+                .arg("--config-file")
+                .arg(ml2_conf(s))
+                .args(["upgrade", "head"])
+                .label("neutron-db-manage"),
+        ],
+    })
+}
+
+fn write_config(host: &mut Host) -> Result<(), ServiceError> {
+    let s = host.settings.clone();
+    let state = state_dir(&s);
+    uwsgi::make_dir(host, NAME, &state.join("lock"))?;
+    let paste = conf_dir(&s).join("api-paste.ini");
+    uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
+        uwsgi::common_defaults(doc, &s);
+        doc.set("DEFAULT", "core_plugin", "ml2");
+        doc.set("DEFAULT", "service_plugins", "router");
+        doc.set("DEFAULT", "auth_strategy", "keystone");
+        doc.set("DEFAULT", "state_path", &state.display().to_string());
+        doc.set("DEFAULT", "api_paste_config", &paste.display().to_string());
+        doc.set(
+            "DEFAULT",
+            "transport_url",
+            &crate::services::rabbit::transport_url(&s),
+        );
+        // No agents and no compute notifications: the API server alone.
+        doc.set("DEFAULT", "notify_nova_on_port_status_changes", "False");
+        doc.set("DEFAULT", "notify_nova_on_port_data_changes", "False");
+        doc.set(
+            "database",
+            "connection",
+            &database::connection_url(&s, "neutron"),
+        );
+        doc.set(
+            "oslo_concurrency",
+            "lock_path",
+            &state.join("lock").display().to_string(),
+        );
+        uwsgi::authtoken(doc, &s, NAME);
+        uwsgi::keystoneauth(doc, &s, "nova", "nova");
+    })?;
+    uwsgi::write_conf(host, NAME, &ml2_conf(&s), |doc| {
+        doc.set("ml2", "type_drivers", "flat");
+        doc.set("ml2", "tenant_network_types", "");
+        doc.set("ml2", "mechanism_drivers", "");
+        doc.set("ml2", "extension_drivers", "port_security");
+        doc.set("ml2_type_flat", "flat_networks", "*");
+    })?;
+    uwsgi::copy_file(
+        host,
+        NAME,
+        &uwsgi::venv_etc(host, "neutron/api-paste.ini"),
+        &paste,
+    )?;
+    let ml2 = ml2_conf(&s);
+    let dir = conf_dir(&s);
+    let rel = |p: &std::path::Path| {
+        p.strip_prefix(&dir)
+            .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
+    };
+    let app = WsgiApp {
+        wsgi: "neutron.wsgi.api:application".into(),
+        http: uwsgi::listen(&s, PREFIX, PORT),
+        venv: crate::system::python::venv_dir(host),
+        env: vec![
+            ("OS_NEUTRON_CONFIG_DIR".into(), dir.display().to_string()),
+            (
+                "OS_NEUTRON_CONFIG_FILES".into(),
+                format!("{};{}", rel(&conf(&s)), rel(&ml2)),
+            ),
+        ],
+        processes: s.number("API_WORKERS", 1),
+        name: "neutron-api".into(),
+    };
+    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
+}
+
+/// One authenticated round of list requests, so every worker's models are set up
+/// before nova asks for ports.
+fn warm_up(run: &mut Run) -> Result<(), ServiceError> {
+    let token = crate::openstack::accounts::client(&mut run.host)
+        .and_then(|c| c.token().map(str::to_owned))
+        .map_err(|e| ServiceError::failed(NAME, format!("warm-up token: {e}")))?;
+    let base = uwsgi::probe_url(&run.host.settings, PREFIX, PORT);
+    let workers = run.host.settings.number("API_WORKERS", 1).max(1);
+    for _ in 0..workers {
+        for path in ["v2.0/networks", "v2.0/ports", "v2.0/ports"] {
+            let url = format!("{base}{path}");
+            let answer = uwsgi::http_get(&url, Some(&token), uwsgi::REQUEST_TIMEOUT * 6);
+            run.host
+                .log
+                .note(&format!("neutron warm-up: GET {url}: {answer:?}"));
+        }
+    }
+    Ok(())
+}
+
+impl Service for Neutron {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn layer(&self) -> Layer {
+        Layer::OpenStack
+    }
+    fn is_enabled(&self, settings: &Settings) -> bool {
+        enabled(settings)
+    }
+    fn packages(&self, _settings: &Settings) -> Vec<String> {
+        uwsgi::PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+    }
+    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
+        uwsgi::install_python(run)
+    }
+    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
+        write_config(&mut run.host)
+    }
+    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let job = db_job(&run.host);
+        keystone::ensure_synced(&mut run.host, job)
+    }
+    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let s = run.host.settings.clone();
+        let record = uwsgi::start_process(
+            &mut run.host,
+            NAME,
+            SERVICE,
+            &uwsgi::command(&uwsgi_ini(&s)),
+            &[],
+            Some(uwsgi::listen(&s, PREFIX, PORT)),
+        )?;
+        uwsgi::wait_http(
+            &run.host,
+            NAME,
+            &record,
+            &uwsgi::probe_url(&s, PREFIX, PORT),
+            |c| c < 500,
+        )?;
+        if s.is_enabled(&["key"]) {
+            warm_up(run)?;
+        }
+        Ok(())
+    }
+    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
+        uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
+    }
+    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let s = run.host.settings.clone();
+        let _ = std::fs::remove_file(database::daemon_log(&s, SERVICE));
+        keystone::remove_dir_if_ours(&run.host, &conf_dir(&s));
+        let _ = std::fs::remove_dir_all(state_dir(&s));
+        Ok(())
+    }
+}

@@ -1,0 +1,684 @@
+//! Python: `uv` (installed by us into `$DEST/.uv-venv`), the one virtualenv at
+//! `DEVSTACK_VENV` on Debian's `/usr/bin/python3`, and installs into it with the
+//! project's constraints file (`files/constraints/openstack-2026.2.txt`).
+//!
+//! Every OpenStack project a stack needs goes in ONE `uv pip install` (batched);
+//! `--offline` first (a warm cache answers in about a second: the registry's answers
+//! are not cacheable, so an online install re-downloads and rebuilds sdists), online
+//! when that fails. A project whose `<PROJECT>_REPO` points at a local checkout (and
+//! each library named in `LIBS_FROM_GIT` found at `$DEST/NAME`) is installed editable
+//! instead, with its own pin removed from the constraints. When the venv already
+//! holds the same requirement set (a fingerprint kept in the state's facts and in the
+//! venv), nothing runs at all.
+//!
+//! The shell shims (`inc/python`: `setup_develop`, `pip_install`, `pip_install_gr`,
+//! `setup_dev_lib`) call [`dispatch`].
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::host::Host;
+use crate::shell::{Call, Reply};
+use crate::system::process::{Cmd, ProcessError};
+
+/// The interpreter every venv is built on (Debian's: Debian's uwsgi plugin is linked
+/// against its libpython, and its packages match it).
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+/// uv's cache: outside `$DEST`, so it survives clean and makes the next stack warm.
+pub const UV_CACHE_DIR: &str = "/var/cache/devstack-rs/uv";
+/// The constraints file, relative to the tree.
+pub const CONSTRAINTS: &str = "files/constraints/openstack-2026.2.txt";
+/// The fact (and the file in the venv) holding the installed requirement set's hash.
+const FINGERPRINT_FACT: &str = "python-venv-fingerprint";
+const FINGERPRINT_FILE: &str = ".devstack-requirements";
+/// An install may take this long (a cold one with sdist builds takes under a minute).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error("{what}")]
+    Process {
+        what: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PythonError {
+    pub fn tail(&self) -> &[String] {
+        match self {
+            Self::Process { source, .. } => source.tail(),
+            _ => &[],
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PythonError + '_ {
+    move |source| PythonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A project DevStack installs from PyPI, and the variable that points at a checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Project {
+    /// The distribution name on PyPI.
+    pub dist: &'static str,
+    /// `<PROJECT>_REPO`: when it names a local directory, that checkout is used.
+    pub repo_var: &'static str,
+}
+
+pub const KEYSTONE: Project = Project {
+    dist: "keystone",
+    repo_var: "KEYSTONE_REPO",
+};
+pub const GLANCE: Project = Project {
+    dist: "glance",
+    repo_var: "GLANCE_REPO",
+};
+pub const PLACEMENT: Project = Project {
+    dist: "openstack-placement",
+    repo_var: "PLACEMENT_REPO",
+};
+pub const NEUTRON: Project = Project {
+    dist: "neutron",
+    repo_var: "NEUTRON_REPO",
+};
+pub const NOVA: Project = Project {
+    dist: "nova",
+    repo_var: "NOVA_REPO",
+};
+
+/// What every stack with an OpenStack service installs besides the services: the
+/// client, the database and memcached drivers.
+pub const COMMON: &[&str] = &[
+    "python-openstackclient",
+    "osc-placement",
+    "pymysql",
+    "python-memcached",
+    "pymemcache",
+];
+
+/// The projects of the enabled services (DevStack service names).
+pub fn enabled_projects(s: &crate::config::settings::Settings) -> Vec<Project> {
+    let mut out = Vec::new();
+    if s.is_enabled(&["key"]) {
+        out.push(KEYSTONE);
+    }
+    if s.is_enabled(&["g-api", "glance"]) {
+        out.push(GLANCE);
+    }
+    if s.is_enabled(&["placement-api", "placement"]) {
+        out.push(PLACEMENT);
+    }
+    if s.is_enabled(&["q-svc", "neutron-api"]) {
+        out.push(NEUTRON);
+    }
+    if s.is_enabled(&["n-api", "n-cond", "n-sch", "n-cpu"]) {
+        out.push(NOVA);
+    }
+    out
+}
+
+/// PEP 503 normalisation (`oslo.messaging` and `oslo_messaging` are one name).
+pub fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    let mut sep = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+            continue;
+        }
+        if sep && !out.is_empty() {
+            out.push('-');
+        }
+        sep = false;
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Does `dir` look like a Python source checkout?
+fn is_checkout(dir: &Path) -> bool {
+    dir.join("setup.py").is_file()
+        || dir.join("pyproject.toml").is_file()
+        || dir.join("setup.cfg").is_file()
+}
+
+/// The distribution name of a checkout (`[metadata] name` in setup.cfg, `name` in
+/// pyproject's `[project]`), else the directory name.
+pub fn checkout_name(dir: &Path) -> String {
+    if let Ok(doc) = crate::ini::IniDoc::load(&dir.join("setup.cfg")) {
+        if let Some(name) = doc.get("metadata", "name") {
+            return name.trim().to_owned();
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("pyproject.toml")) {
+        let mut in_project = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_project = line == "[project]";
+            } else if in_project {
+                if let Some(v) = line.strip_prefix("name") {
+                    let v = v.trim_start();
+                    if let Some(v) = v.strip_prefix('=') {
+                        return v.trim().trim_matches(['"', '\'']).to_owned();
+                    }
+                }
+            }
+        }
+    }
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// One requirement of an install.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Req {
+    /// A name (or a spec such as `foo>=1`) resolved from PyPI under the constraints.
+    Pypi(String),
+    /// A local checkout installed editable; `extras` without brackets.
+    Editable {
+        dir: PathBuf,
+        name: String,
+        extras: String,
+    },
+}
+
+/// What the stack installs: the enabled projects from PyPI (or their checkouts),
+/// the common tools, and the `LIBS_FROM_GIT` libraries found under `$DEST`.
+pub fn requirements(s: &crate::config::settings::Settings, extra: &[String]) -> Vec<Req> {
+    let mut reqs = Vec::new();
+    for p in enabled_projects(s) {
+        let repo = s.str(p.repo_var);
+        let dir = Path::new(repo);
+        if !repo.is_empty() && dir.is_dir() && is_checkout(dir) {
+            reqs.push(Req::Editable {
+                dir: dir.to_path_buf(),
+                name: checkout_name(dir),
+                extras: String::new(),
+            });
+        } else {
+            reqs.push(Req::Pypi(p.dist.to_owned()));
+        }
+    }
+    if s.str("DATABASE_TYPE") == "postgresql" || s.is_enabled(&["postgresql"]) {
+        reqs.push(Req::Pypi("psycopg2-binary".into()));
+    }
+    for name in COMMON {
+        reqs.push(Req::Pypi((*name).to_owned()));
+    }
+    for lib in s
+        .str("LIBS_FROM_GIT")
+        .split([',', ' '])
+        .filter(|l| !l.is_empty())
+    {
+        let dir = s.path("DEST").join(lib);
+        if is_checkout(&dir) {
+            reqs.push(Req::Editable {
+                name: checkout_name(&dir),
+                dir,
+                extras: String::new(),
+            });
+        }
+    }
+    reqs.extend(extra.iter().map(|e| Req::Pypi(e.clone())));
+    // Editable ones replace their PyPI namesakes.
+    let editable: Vec<String> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            Req::Editable { name, .. } => Some(normalize(name)),
+            Req::Pypi(_) => None,
+        })
+        .collect();
+    reqs.retain(|r| match r {
+        Req::Pypi(n) => !editable.contains(&normalize(n)),
+        Req::Editable { .. } => true,
+    });
+    reqs.sort();
+    reqs.dedup();
+    reqs
+}
+
+/// The venv's directory (`DEVSTACK_VENV`, default `$DEST/venv`).
+pub fn venv_dir(host: &Host) -> PathBuf {
+    let v = host.settings.path("DEVSTACK_VENV");
+    if v.as_os_str().is_empty() {
+        host.settings.path("DEST").join("venv")
+    } else {
+        v
+    }
+}
+
+/// `<venv>/bin/NAME`.
+pub fn venv_bin(host: &Host, name: &str) -> PathBuf {
+    venv_dir(host).join("bin").join(name)
+}
+
+fn uv_home(host: &Host) -> PathBuf {
+    let dest = host.settings.path("DEST");
+    let dest = if dest.as_os_str().is_empty() {
+        PathBuf::from("/opt/stack")
+    } else {
+        dest
+    };
+    dest.join(".uv-venv")
+}
+
+fn run(cmd: &Cmd, what: &str) -> Result<crate::system::process::Output, PythonError> {
+    cmd.run().map_err(|source| PythonError::Process {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// uv, installed by us with pip into a venv of its own when it is not there yet.
+pub fn ensure_uv(host: &Host) -> Result<PathBuf, PythonError> {
+    let home = uv_home(host);
+    let uv = home.join("bin/uv");
+    if uv.is_file() {
+        return Ok(uv);
+    }
+    host.log
+        .note(&format!("python: installing uv into {}", home.display()));
+    if let Some(parent) = home.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    run(
+        &host
+            .cmd(SYSTEM_PYTHON)
+            .args(["-m", "venv", "--clear"])
+            .arg(&home)
+            .timeout(Duration::from_secs(300)),
+        "creating the venv for uv",
+    )?;
+    run(
+        &with_network_env(host.cmd(home.join("bin/pip")))
+            .args(["install", "--disable-pip-version-check", "uv"])
+            .env("PIP_DEFAULT_TIMEOUT", "180")
+            .timeout(Duration::from_secs(600)),
+        "pip install uv",
+    )?;
+    if !uv.is_file() {
+        return Err(PythonError::Invalid(format!(
+            "pip installed uv, but {} is not there",
+            uv.display()
+        )));
+    }
+    Ok(uv)
+}
+
+/// What an installer needs from our environment to reach the registry: the
+/// machine's CA bundle, proxies, a configured index.
+const NETWORK_ENV: &[&str] = &[
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_CERT",
+];
+
+fn with_network_env(mut cmd: Cmd) -> Cmd {
+    for key in NETWORK_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            cmd = cmd.env(key, v);
+        }
+    }
+    cmd
+}
+
+fn uv_cmd(host: &Host, uv: &Path) -> Cmd {
+    let mut cmd = with_network_env(host.cmd(uv))
+        .env("UV_CACHE_DIR", UV_CACHE_DIR)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_NO_PROGRESS", "1")
+        // The machine's trust store (a registry behind a local CA works).
+        .env("UV_NATIVE_TLS", "1")
+        .label("uv");
+    if std::env::var_os("UV_INDEX_URL").is_none() {
+        if let Some(index) = std::env::var_os("PIP_INDEX_URL") {
+            cmd = cmd.env("UV_INDEX_URL", index);
+        }
+    }
+    cmd
+}
+
+/// The venv, created with uv on Debian's python when it does not exist.
+pub fn ensure_venv(host: &Host, uv: &Path) -> Result<PathBuf, PythonError> {
+    let venv = venv_dir(host);
+    let python = venv.join("bin/python3");
+    if python.is_file()
+        && host
+            .cmd(&python)
+            .args(["-c", "import sys"])
+            .timeout(Duration::from_secs(60))
+            .run()
+            .is_ok()
+    {
+        return Ok(venv);
+    }
+    run(
+        &uv_cmd(host, uv)
+            .args(["venv", "--allow-existing", "--python", SYSTEM_PYTHON])
+            .arg(&venv)
+            .timeout(Duration::from_secs(300)),
+        "creating the virtualenv",
+    )?;
+    Ok(venv)
+}
+
+/// The constraints for an install: the project's file without the pins of what is
+/// installed from a checkout (DevStack's edit-constraints). Written beside the state.
+fn constraints_for(host: &Host, reqs: &[Req]) -> Result<PathBuf, PythonError> {
+    let source = host.top_dir.join(CONSTRAINTS);
+    let text = std::fs::read_to_string(&source).map_err(io_err(&source))?;
+    let editable: Vec<String> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            Req::Editable { name, .. } => Some(normalize(name)),
+            Req::Pypi(_) => None,
+        })
+        .collect();
+    if editable.is_empty() {
+        return Ok(source);
+    }
+    let mut out = String::new();
+    for line in text.lines() {
+        let name = line
+            .split(['=', '<', '>', '!', '~', ';', ' ', '['])
+            .next()
+            .unwrap_or("");
+        if !name.is_empty() && !line.starts_with('#') && editable.contains(&normalize(name)) {
+            let _ = writeln!(out, "# {line}  (installed from a checkout)");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let path = crate::state::state_dir(&host.top_dir).join("constraints.txt");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    std::fs::write(&path, out).map_err(io_err(&path))?;
+    Ok(path)
+}
+
+fn install_args(reqs: &[Req]) -> Vec<String> {
+    let mut args = Vec::new();
+    for r in reqs {
+        match r {
+            Req::Pypi(name) => args.push(name.clone()),
+            Req::Editable { dir, extras, .. } => {
+                args.push("-e".into());
+                if extras.is_empty() {
+                    args.push(dir.display().to_string());
+                } else {
+                    args.push(format!("{}[{extras}]", dir.display()));
+                }
+            }
+        }
+    }
+    args
+}
+
+/// The fingerprint of an install: what is asked, under which constraints, into
+/// which interpreter.
+fn fingerprint(reqs: &[Req], constraints: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(SYSTEM_PYTHON.as_bytes());
+    h.update(std::fs::read(constraints).unwrap_or_default());
+    for a in install_args(reqs) {
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    digest.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `uv pip install -c CONSTRAINTS ARGS...` into the venv, offline first.
+fn uv_install(
+    host: &Host,
+    uv: &Path,
+    constraints: &Path,
+    args: &[String],
+) -> Result<(), PythonError> {
+    let python = venv_dir(host).join("bin/python3");
+    let base = uv_cmd(host, uv)
+        .args(["pip", "install", "--python"])
+        .arg(&python)
+        .arg("-c")
+        .arg(constraints)
+        .timeout(INSTALL_TIMEOUT);
+    let offline = base.clone().arg("--offline").args(args).run();
+    if offline.is_ok() {
+        return Ok(());
+    }
+    host.log
+        .note("python: the offline install missed the cache; installing online");
+    run(&base.args(args), "uv pip install")?;
+    Ok(())
+}
+
+/// Installs everything the enabled services need, in one command, unless the venv
+/// already holds exactly that set. `extra`: more PyPI names (plugins' pip_install).
+pub fn install_for_enabled(host: &mut Host) -> Result<(), PythonError> {
+    let reqs = requirements(&host.settings, &[]);
+    if reqs.is_empty() {
+        return Ok(());
+    }
+    install(host, &reqs, true)
+}
+
+/// Installs `reqs`; with `record`, skips when the fingerprint matches and keeps it.
+pub fn install(host: &mut Host, reqs: &[Req], record: bool) -> Result<(), PythonError> {
+    let t0 = Instant::now();
+    let constraints = constraints_for(host, reqs)?;
+    let print = fingerprint(reqs, &constraints);
+    let venv = venv_dir(host);
+    let marker = venv.join(FINGERPRINT_FILE);
+    let has_python = venv.join("bin/python3").is_file();
+    if record && has_python && std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == print) {
+        host.state
+            .state
+            .facts
+            .insert(FINGERPRINT_FACT.into(), print.clone());
+        host.log
+            .note("python: the venv already holds this requirement set; nothing to install");
+        return Ok(());
+    }
+    let uv = ensure_uv(host)?;
+    ensure_venv(host, &uv)?;
+    std::fs::create_dir_all(UV_CACHE_DIR).map_err(io_err(Path::new(UV_CACHE_DIR)))?;
+    let args = install_args(reqs);
+    uv_install(host, &uv, &constraints, &args)?;
+    if record {
+        std::fs::write(&marker, format!("{print}\n")).map_err(io_err(&marker))?;
+        host.state
+            .state
+            .facts
+            .insert(FINGERPRINT_FACT.into(), print);
+        let _ = host.save_state();
+    }
+    host.log.note(&format!(
+        "python: installed {} requirement(s) in {:.1} s",
+        reqs.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn reply_of(result: Result<(), PythonError>, what: &str) -> Reply {
+    match result {
+        Ok(()) => Reply::ok(),
+        Err(e) => {
+            let mut text = format!("{what}: {e}");
+            for line in e.tail() {
+                text.push_str("\n  ");
+                text.push_str(line);
+            }
+            Reply::error(1, text)
+        }
+    }
+}
+
+/// `setup_develop DIR [EXTRAS]`: the checkout, editable, with its own pin dropped.
+fn setup_develop(host: &mut Host, dir: &str, extras: &str) -> Reply {
+    let path = PathBuf::from(dir);
+    if !is_checkout(&path) {
+        return Reply::error(1, format!("setup_develop: {dir} is not a Python checkout"));
+    }
+    let req = Req::Editable {
+        name: checkout_name(&path),
+        dir: path,
+        extras: extras.trim_matches(['[', ']']).to_owned(),
+    };
+    reply_of(install(host, &[req], false), "setup_develop")
+}
+
+/// `pip_install ARGS...`: names and specs from PyPI under the constraints; `-e DIR`
+/// works too (its pin dropped).
+fn pip_install(host: &mut Host, args: &[&str]) -> Reply {
+    let mut reqs = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "-e" | "--editable" => {
+                if let Some(dir) = it.next() {
+                    let (dir, extras) = match dir.split_once('[') {
+                        Some((d, e)) => (d, e.trim_end_matches(']')),
+                        None => (*dir, ""),
+                    };
+                    let path = PathBuf::from(dir);
+                    reqs.push(Req::Editable {
+                        name: checkout_name(&path),
+                        dir: path,
+                        extras: extras.to_owned(),
+                    });
+                }
+            }
+            // Flags DevStack's pip_install callers pass that uv has no use for.
+            "-U" | "--upgrade" | "--force-reinstall" | "--no-deps" => {}
+            a if a.starts_with('-') => {
+                return Reply::error(2, format!("pip_install: option {a} is not supported"));
+            }
+            a => reqs.push(Req::Pypi(a.to_owned())),
+        }
+    }
+    if reqs.is_empty() {
+        return Reply::ok();
+    }
+    reply_of(install(host, &reqs, false), "pip_install")
+}
+
+/// The shell library's Python calls (`inc/python`) and the uwsgi config calls
+/// (`lib/apache`). `None`: not one of ours.
+pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
+    let args: Vec<&str> = call.args().iter().map(String::as_str).collect();
+    let arg = |i: usize| args.get(i).copied().unwrap_or("");
+    Some(match call.op() {
+        "python-setup-develop" => setup_develop(host, arg(0), arg(1)),
+        "python-pip-install" => pip_install(host, &args),
+        "python-setup-dev-lib" => {
+            let dir = host.settings.path("DEST").join(arg(0));
+            setup_develop(host, &dir.display().to_string(), arg(1))
+        }
+        "python-venv" => Reply::stdout(format!("{}\n", venv_dir(host).display())),
+        _ => return crate::services::uwsgi::dispatch(host, call),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings::Settings;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn names_normalise() {
+        assert_eq!(normalize("oslo.messaging"), "oslo-messaging");
+        assert_eq!(normalize("Oslo__Messaging"), "oslo-messaging");
+        assert_eq!(normalize("openstack-placement"), "openstack-placement");
+    }
+
+    #[test]
+    fn default_services_need_five_projects_and_the_tools() {
+        let s = settings(&[(
+            "ENABLED_SERVICES",
+            crate::config::settings::DEFAULT_SERVICES,
+        )]);
+        let reqs = requirements(&s, &[]);
+        for name in [
+            "keystone",
+            "glance",
+            "openstack-placement",
+            "neutron",
+            "nova",
+        ] {
+            assert!(reqs.contains(&Req::Pypi(name.into())), "{name}: {reqs:?}");
+        }
+        assert!(reqs.contains(&Req::Pypi("python-openstackclient".into())));
+    }
+
+    #[test]
+    fn a_local_checkout_replaces_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("setup.cfg"), "[metadata]\nname = nova\n").unwrap();
+        let s = settings(&[
+            ("ENABLED_SERVICES", "n-api"),
+            ("NOVA_REPO", dir.path().to_str().unwrap()),
+        ]);
+        let reqs = requirements(&s, &[]);
+        assert!(!reqs.contains(&Req::Pypi("nova".into())));
+        assert!(reqs.iter().any(
+            |r| matches!(r, Req::Editable { name, dir: d, .. } if name == "nova" && d == dir.path())
+        ));
+        let args = install_args(&reqs);
+        let i = args.iter().position(|a| a == "-e").unwrap();
+        assert_eq!(args[i + 1], dir.path().display().to_string());
+    }
+
+    #[test]
+    fn fingerprints_follow_the_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("c.txt");
+        std::fs::write(&c, "a==1\n").unwrap();
+        let a = fingerprint(&[Req::Pypi("nova".into())], &c);
+        assert_eq!(a, fingerprint(&[Req::Pypi("nova".into())], &c));
+        assert_ne!(a, fingerprint(&[Req::Pypi("glance".into())], &c));
+        std::fs::write(&c, "a==2\n").unwrap();
+        assert_ne!(a, fingerprint(&[Req::Pypi("nova".into())], &c));
+    }
+}
