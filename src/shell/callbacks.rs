@@ -78,10 +78,25 @@ fn plugin_enable(host: &mut Host, call: &Call) -> Reply {
     }
 }
 
-/// `devstack __call NVARS K V ... OP ARG...`: the same calls outside a run, for a
+/// `devstack __call [NVARS K V ... OP ARG...]`: the same calls outside a run, for a
 /// plain bash that sourced `$TOP_DIR/functions`. Prints the framed reply on stdout.
 pub fn standalone(top_dir: std::path::PathBuf, fields: &[String]) -> anyhow::Result<ExitCode> {
-    let reply = match Call::parse(fields) {
+    // Without arguments the request comes NUL-separated on stdin (the library sends
+    // it so: secrets must not show in the process table).
+    let fields = if fields.is_empty() {
+        let mut input = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)?;
+        input
+            .split(|b| *b == 0)
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, rest)| rest.to_vec())
+            .unwrap_or_default()
+    } else {
+        fields.to_vec()
+    };
+    let reply = match Call::parse(&fields) {
         Err(e) => Reply::error(2, format!("devstack __call: {e}")),
         Ok(call) => {
             let state = StateFile::load(&top_dir)?;
