@@ -353,6 +353,136 @@ pub fn launch(
     Ok(record)
 }
 
+/// The first step of starting a layer-1 daemon `service`: on a systemd machine the
+/// distro's `unit` is started (and recorded); else ours, when it still runs, is
+/// reused. Either is waited for with `probe` (`what` names it). False: neither, so
+/// launch it.
+pub fn start_unit_or_reuse(
+    host: &mut Host,
+    service: &str,
+    unit: &str,
+    what: &str,
+    probe: impl Fn(&Host) -> Result<(), String>,
+) -> Result<bool, ServiceError> {
+    let timeout = service_timeout(&host.settings);
+    let log = daemon_log(&host.settings, service);
+    let record = if use_systemctl() {
+        systemctl(host, service, "start", unit)?;
+        host.state.state.system_services.insert(service.into());
+        None
+    } else if let Some(record) = running(host, service) {
+        host.log
+            .note(&format!("{service}: ours is already running; reusing it"));
+        Some(record)
+    } else {
+        return Ok(false);
+    };
+    wait_ready(service, record.as_ref(), &log, timeout, what, || {
+        probe(host)
+    })?;
+    Ok(true)
+}
+
+/// Stops a layer-1 daemon `service`: the distro's `unit` on a systemd machine (when
+/// we started it), else our processes `names`, in order.
+pub fn stop_daemon(
+    host: &mut Host,
+    service: &str,
+    unit: &str,
+    names: &[&str],
+) -> Result<(), ServiceError> {
+    if use_systemctl() {
+        if host.state.state.system_services.remove(service) {
+            systemctl(host, service, "stop", unit)?;
+        }
+        return Ok(());
+    }
+    for name in names {
+        halt(host, service, name)?;
+    }
+    host.state.state.system_services.remove(service);
+    let _ = host.save_state();
+    Ok(())
+}
+
+/// Removes a daemon's own log and its pidfile (clean).
+pub fn remove_daemon_log(s: &Settings, name: &str) {
+    let log = daemon_log(s, name);
+    let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, name));
+    let _ = std::fs::remove_file(log);
+}
+
+/// `DATABASE_USER`, refused unless it may go into SQL unquoted.
+pub fn plain_user(s: &Settings, backend: Backend) -> Result<String, ServiceError> {
+    let user = s.get_or("DATABASE_USER", "root").to_owned();
+    if valid_identifier(&user) {
+        Ok(user)
+    } else {
+        Err(ServiceError::failed(
+            backend.name(),
+            format!("DATABASE_USER '{user}' is not a plain name"),
+        ))
+    }
+}
+
+/// After `user` was created (or updated): recorded for clean when it is new and no
+/// system user; then `probe` must log in with it within [`PROBE_TIMEOUT`].
+pub fn user_ready(
+    host: &mut Host,
+    backend: Backend,
+    user: &str,
+    existed: bool,
+    probe: impl Fn(&Host) -> Result<(), String>,
+) -> Result<(), ServiceError> {
+    let service = backend.name();
+    if !existed && !is_system_user(user) {
+        host.state
+            .state
+            .db_users
+            .insert(format!("{service}:{user}"));
+    }
+    let _ = host.save_state();
+    let log = daemon_log(&host.settings, service);
+    wait_ready(
+        service,
+        None,
+        &log,
+        PROBE_TIMEOUT,
+        "login as DATABASE_USER over TCP",
+        || probe(host),
+    )
+}
+
+/// clean of a database backend: drops what the state says stack created in it.
+/// When our server is down (and the port free), it is started for this and stopped
+/// again.
+pub fn drop_left(
+    host: &mut Host,
+    backend: Backend,
+    addr: &str,
+    port: u16,
+    start: fn(&mut Host) -> Result<(), ServiceError>,
+    stop: fn(&mut Host) -> Result<(), ServiceError>,
+) -> Result<(), ServiceError> {
+    let prefix = format!("{}:", backend.name());
+    let state = &host.state.state;
+    let left = state
+        .databases
+        .iter()
+        .chain(state.db_users.iter())
+        .any(|d| d.starts_with(&prefix));
+    if !left {
+        return Ok(());
+    }
+    if use_systemctl() || port_taken(addr, port) {
+        return drop_created(host, backend);
+    }
+    start(host)?;
+    let r = drop_created(host, backend);
+    stop(host)?;
+    r
+}
+
 /// Stops our daemon `name` (if recorded) and forgets it.
 pub fn halt(host: &mut Host, service: &str, name: &str) -> Result<(), ServiceError> {
     if let Some(record) = recorded(host, name) {

@@ -126,7 +126,7 @@ impl Service for Glance {
         enabled(settings)
     }
     fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+        uwsgi::packages()
     }
     fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
         uwsgi::install_python(run)
@@ -135,34 +135,18 @@ impl Service for Glance {
         write_config(&mut run.host)
     }
     fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let job = db_job(&run.host);
-        keystone::ensure_synced(&mut run.host, job)
+        keystone::ensure_synced(&mut run.host, db_job)
     }
     fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let s = run.host.settings.clone();
-        let record = uwsgi::start_process(
-            &mut run.host,
-            NAME,
-            SERVICE,
-            &uwsgi::command(&uwsgi_ini(&s)),
-            &[],
-            Some(uwsgi::listen(&s, PREFIX, PORT)),
-        )?;
-        uwsgi::wait_http(
-            &run.host,
-            NAME,
-            &record,
-            &uwsgi::probe_url(&s, PREFIX, PORT),
-            |c| c < 500,
-        )
+        let ini = uwsgi_ini(&run.host.settings);
+        uwsgi::start_api(&mut run.host, NAME, SERVICE, &ini, PREFIX, PORT)
     }
     fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
         uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
     }
     fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
         let s = run.host.settings.clone();
-        let _ = std::fs::remove_file(database::daemon_log(&s, SERVICE));
-        keystone::remove_dir_if_ours(&run.host, &conf_dir(&s));
+        uwsgi::clean_api(&run.host, &[SERVICE], &conf_dir(&s));
         let _ = std::fs::remove_dir_all(data_dir(&s));
         Ok(())
     }

@@ -229,9 +229,12 @@ pub fn synced(service: &str) -> bool {
     SYNCED.lock().expect("synced lock").contains(&service)
 }
 
-/// A service's `init` when keystone did not run its job: run it alone.
-pub fn ensure_synced(host: &mut Host, job: Option<DbJob>) -> Result<(), ServiceError> {
-    match job {
+/// A service's `init` when keystone did not run its job (`db_job`): run it alone.
+pub fn ensure_synced(
+    host: &mut Host,
+    db_job: fn(&Host) -> Option<DbJob>,
+) -> Result<(), ServiceError> {
+    match db_job(host) {
         Some(job) if !synced(job.service) => run_db_jobs(host, vec![job]),
         _ => Ok(()),
     }
@@ -263,7 +266,7 @@ impl Service for Keystone {
         settings.is_enabled(&[SERVICE])
     }
     fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+        uwsgi::packages()
     }
     fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
         uwsgi::install_python(run)
@@ -309,9 +312,7 @@ impl Service for Keystone {
         uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
     }
     fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let s = run.host.settings.clone();
-        let _ = std::fs::remove_file(database::daemon_log(&s, SERVICE));
-        remove_dir_if_ours(&run.host, &conf_dir(&s));
+        uwsgi::clean_api(&run.host, &[SERVICE], &conf_dir(&run.host.settings));
         Ok(())
     }
 }
@@ -343,13 +344,5 @@ fn flush_cache(host: &Host) {
                 line.trim()
             ));
         }
-    }
-}
-
-/// Removes a config dir we created (the state's `dirs` has it; remove_created does
-/// the rest for recorded ones).
-pub fn remove_dir_if_ours(host: &Host, dir: &std::path::Path) {
-    if host.state.state.dirs.contains(dir) {
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

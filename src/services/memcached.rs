@@ -46,26 +46,14 @@ pub fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String,
 
 pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     let addr = host_addr(&host.settings);
+    let probe = |a: &str| version_probe(a, PORT, database::PROBE_TIMEOUT).map(|_| ());
+    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "memcached version", |_| {
+        probe(&addr)
+    })? {
+        return Ok(());
+    }
     let timeout = database::service_timeout(&host.settings);
     let log = database::daemon_log(&host.settings, NAME);
-    let probe = |a: &str| version_probe(a, PORT, database::PROBE_TIMEOUT).map(|_| ());
-    if database::use_systemctl() {
-        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
-        host.state.state.system_services.insert(NAME.into());
-        return database::wait_ready(NAME, None, &log, timeout, "memcached version", || {
-            probe(&addr)
-        });
-    }
-    if let Some(record) = database::running(host, NAME) {
-        return database::wait_ready(
-            NAME,
-            Some(&record),
-            &log,
-            timeout,
-            "memcached version",
-            || probe(&addr),
-        );
-    }
     database::check_ports(NAME, &addr, &[PORT])?;
     let user = if nix::unistd::User::from_name("memcache")
         .ok()
@@ -98,16 +86,7 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    if database::use_systemctl() {
-        if host.state.state.system_services.remove(NAME) {
-            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
-        }
-        return Ok(());
-    }
-    database::halt(host, NAME, NAME)?;
-    host.state.state.system_services.remove(NAME);
-    let _ = host.save_state();
-    Ok(())
+    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
 }
 
 impl Service for Memcached {
@@ -135,9 +114,7 @@ impl Service for Memcached {
         stop_server(&mut run.host)
     }
     fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let log = database::daemon_log(&run.host.settings, NAME);
-        let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, NAME));
-        let _ = std::fs::remove_file(log);
+        database::remove_daemon_log(&run.host.settings, NAME);
         Ok(())
     }
 }

@@ -70,30 +70,11 @@ pub fn user_probe(host: &Host) -> Result<(), String> {
 
 /// Starts MariaDB unless ours already runs; waits until it answers.
 pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "mariadb SELECT 1", admin_probe)? {
+        return Ok(());
+    }
     let timeout = database::service_timeout(&host.settings);
     let log = database::daemon_log(&host.settings, NAME);
-    if database::use_systemctl() {
-        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
-        host.state.state.system_services.insert(NAME.into());
-        return database::wait_ready(NAME, None, &log, timeout, "mariadb SELECT 1", || {
-            admin_probe(host)
-        });
-    }
-    if let Some(record) = database::running(host, NAME) {
-        if admin_probe(host).is_ok() {
-            host.log
-                .note("mysql: our MariaDB is already running; reusing it");
-            return Ok(());
-        }
-        return database::wait_ready(
-            NAME,
-            Some(&record),
-            &log,
-            timeout,
-            "mariadb SELECT 1",
-            || admin_probe(host),
-        );
-    }
     let addr = host_addr(host);
     database::check_ports(NAME, &addr, &[PORT])?;
     database::ensure_owned_dir(NAME, Path::new(RUNDIR), "mysql")?;
@@ -105,7 +86,7 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
                 &format!("--datadir={DATADIR}"),
                 "--auth-root-authentication-method=socket",
             ])
-            .timeout(database::service_timeout(&host.settings) * 2)
+            .timeout(timeout * 2)
             .run()
             .map_err(|source| ServiceError::Process {
                 service: NAME.into(),
@@ -141,17 +122,11 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
 /// Creates (or updates) DATABASE_USER with DATABASE_PASSWORD, able to do anything
 /// (DevStack grants all on *.*), and checks the login over TCP.
 fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
-    let user = host.settings.get_or("DATABASE_USER", "root").to_owned();
-    let pass = host.settings.str("DATABASE_PASSWORD").to_owned();
     if user_probe(host).is_ok() {
         return Ok(());
     }
-    if !database::valid_identifier(&user) {
-        return Err(ServiceError::failed(
-            NAME,
-            format!("DATABASE_USER '{user}' is not a plain name"),
-        ));
-    }
+    let user = database::plain_user(&host.settings, Backend::Mysql)?;
+    let pass = host.settings.str("DATABASE_PASSWORD").to_owned();
     let existed = database::admin_sql(
         host,
         Backend::Mysql,
@@ -175,33 +150,12 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     }
     sql.push_str("FLUSH PRIVILEGES;\n");
     database::admin_sql(host, Backend::Mysql, &sql)?;
-    if !existed && !database::is_system_user(&user) {
-        host.state.state.db_users.insert(format!("{NAME}:{user}"));
-    }
-    let _ = host.save_state();
-    let log = database::daemon_log(&host.settings, NAME);
-    database::wait_ready(
-        NAME,
-        None,
-        &log,
-        database::PROBE_TIMEOUT,
-        "login as DATABASE_USER over TCP",
-        || user_probe(host),
-    )
+    database::user_ready(host, Backend::Mysql, &user, existed, user_probe)
 }
 
 /// Stops our MariaDB (or the distro unit on systemd machines).
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    if database::use_systemctl() {
-        if host.state.state.system_services.remove(NAME) {
-            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
-        }
-        return Ok(());
-    }
-    database::halt(host, NAME, NAME)?;
-    host.state.state.system_services.remove(NAME);
-    let _ = host.save_state();
-    Ok(())
+    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
 }
 
 impl Service for Mysql {
@@ -239,26 +193,16 @@ impl Service for Mysql {
     fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
         // Databases and users were dropped before the server stopped; when it was
         // not running then, start it for this.
-        let left = run
-            .host
-            .state
-            .state
-            .databases
-            .iter()
-            .chain(run.host.state.state.db_users.iter())
-            .any(|d| d.starts_with("mysql:"));
-        if left && !database::use_systemctl() && !database::port_taken(&host_addr(&run.host), PORT)
-        {
-            start_server(&mut run.host)?;
-            let r = database::drop_created(&mut run.host, Backend::Mysql);
-            stop_server(&mut run.host)?;
-            r?;
-        } else if left {
-            database::drop_created(&mut run.host, Backend::Mysql)?;
-        }
-        let log = database::daemon_log(&run.host.settings, NAME);
-        let _ = std::fs::remove_file(&log);
-        let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, NAME));
+        let addr = host_addr(&run.host);
+        database::drop_left(
+            &mut run.host,
+            Backend::Mysql,
+            &addr,
+            PORT,
+            start_server,
+            stop_server,
+        )?;
+        database::remove_daemon_log(&run.host.settings, NAME);
         Ok(())
     }
 }

@@ -190,30 +190,118 @@ fn write_cpu_conf(host: &mut Host) -> Result<(), ServiceError> {
     })
 }
 
-/// Waits until the compute host is mapped to cell1 (the scheduler's periodic
-/// discovery usually does it; we also run `discover_hosts`). Bounded; a warning if not.
+/// How often the cell databases are asked whether compute registered and is mapped.
+const MAP_POLL: Duration = Duration::from_millis(500);
+/// How long after compute registered the scheduler's periodic discovery
+/// (`discover_hosts_in_cells_interval = 2`) gets before we run `discover_hosts`.
+const SCHEDULER_GRACE: Duration = Duration::from_secs(4);
+
+/// Two counts, one a line: the hosts `nova_api` maps to cell1, and the live compute
+/// nodes registered in `nova_cell1`. PostgreSQL has no cross-database queries, so
+/// psql switches database (`\c`; quiet under `-q`).
+fn cell1_hosts_sql(backend: database::Backend) -> &'static str {
+    match backend {
+        database::Backend::Mysql => {
+            "SELECT COUNT(*) FROM nova_api.host_mappings h \
+             JOIN nova_api.cell_mappings c ON h.cell_id = c.id WHERE c.name = 'cell1';\n\
+             SELECT COUNT(*) FROM nova_cell1.compute_nodes WHERE deleted = 0;\n"
+        }
+        database::Backend::Postgresql => {
+            "\\c nova_api\n\
+             SELECT COUNT(*) FROM host_mappings h \
+             JOIN cell_mappings c ON h.cell_id = c.id WHERE c.name = 'cell1';\n\
+             \\c nova_cell1\n\
+             SELECT COUNT(*) FROM compute_nodes WHERE deleted = 0;\n"
+        }
+    }
+}
+
+/// Where compute stands in cell1, from the output of [`cell1_hosts_sql`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cell1Hosts {
+    mapped: bool,
+    registered: bool,
+}
+
+fn parse_cell1_hosts(out: &str) -> Option<Cell1Hosts> {
+    let counts: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    match counts[..] {
+        [mapped, registered] => Some(Cell1Hosts {
+            mapped: mapped > 0,
+            registered: registered > 0,
+        }),
+        _ => None,
+    }
+}
+
+/// Asks the databases (as their administrator, locally); None when that fails (e.g.
+/// the database server runs on another host).
+fn cell1_hosts(host: &Host) -> Option<Cell1Hosts> {
+    let backend = database::Backend::from_settings(&host.settings);
+    database::admin_sql(host, backend, cell1_hosts_sql(backend))
+        .ok()
+        .and_then(|out| parse_cell1_hosts(&out))
+}
+
+fn nova_manage_cell_v2(host: &Host, what: &str) -> crate::system::process::Cmd {
+    uwsgi::venv_cmd(host, "nova-manage")
+        .arg("--config-file")
+        .arg(conf(&host.settings))
+        .args(["cell_v2", what])
+        .label("nova-manage")
+        .timeout(Duration::from_secs(60))
+        .allow_failure()
+}
+
+/// Waits until the compute host is mapped to cell1, within
+/// max(SERVICE_TIMEOUT, 30 s); a warning if not. Polls the databases every 0.5 s
+/// (a SQL round trip, not a 2-3 s nova-manage start): usually the scheduler's periodic
+/// discovery maps compute soon after it registers; when it has not within
+/// [`SCHEDULER_GRACE`], `nova-manage cell_v2 discover_hosts` runs, once.
 fn discover_hosts(run: &mut Run) {
-    let s = run.host.settings.clone();
-    let c = conf(&s);
     let t0 = Instant::now();
-    let limit = database::service_timeout(&s).max(Duration::from_secs(30));
+    let limit = database::service_timeout(&run.host.settings).max(Duration::from_secs(30));
+    let mut registered_at: Option<Instant> = None;
+    let mut discovered = false;
     loop {
-        let _ = uwsgi::venv_cmd(&run.host, "nova-manage")
-            .arg("--config-file")
-            .arg(&c)
-            .args(["cell_v2", "discover_hosts"])
-            .label("nova-manage")
-            .timeout(Duration::from_secs(60))
-            .allow_failure()
-            .run();
-        let listed = uwsgi::venv_cmd(&run.host, "nova-manage")
-            .arg("--config-file")
-            .arg(&c)
-            .args(["cell_v2", "list_hosts"])
-            .label("nova-manage")
-            .timeout(Duration::from_secs(60))
+        let Some(now) = cell1_hosts(&run.host) else {
+            run.host
+                .log
+                .note("nova: cannot read the cell databases locally; asking nova-manage instead");
+            discover_hosts_by_manage(run, t0, limit);
+            return;
+        };
+        if now.mapped {
+            run.host.log.note(&format!(
+                "nova: compute host mapped to cell1 after {:.1} s{}",
+                t0.elapsed().as_secs_f64(),
+                if discovered { " (discover_hosts)" } else { "" }
+            ));
+            return;
+        }
+        if now.registered {
+            let since = *registered_at.get_or_insert_with(Instant::now);
+            if !discovered && since.elapsed() >= SCHEDULER_GRACE {
+                let _ = nova_manage_cell_v2(&run.host, "discover_hosts").run();
+                discovered = true;
+                continue;
+            }
+        }
+        if t0.elapsed() > limit {
+            warn_unmapped(run);
+            return;
+        }
+        std::thread::sleep(MAP_POLL);
+    }
+}
+
+/// The way without database access: `discover_hosts` and `list_hosts` in turn
+/// until cell1 lists a host.
+fn discover_hosts_by_manage(run: &mut Run, t0: Instant, limit: Duration) {
+    loop {
+        let _ = nova_manage_cell_v2(&run.host, "discover_hosts").run();
+        let listed = nova_manage_cell_v2(&run.host, "list_hosts")
             .capture()
-            .allow_failure()
             .run()
             .map(|o| o.stdout)
             .unwrap_or_default();
@@ -228,14 +316,18 @@ fn discover_hosts(run: &mut Run) {
             return;
         }
         if t0.elapsed() > limit {
-            run.host.warn(
-                "nova: no compute host was mapped to cell1 in time; \
-                 the scheduler's periodic discovery will map it when it registers",
-            );
+            warn_unmapped(run);
             return;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+fn warn_unmapped(run: &mut Run) {
+    run.host.warn(
+        "nova: no compute host was mapped to cell1 in time; \
+         the scheduler's periodic discovery will map it when it registers",
+    );
 }
 
 impl Service for Nova {
@@ -249,7 +341,7 @@ impl Service for Nova {
         enabled(settings)
     }
     fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+        uwsgi::packages()
     }
     fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
         uwsgi::install_python(run)?;
@@ -267,8 +359,7 @@ impl Service for Nova {
         Ok(())
     }
     fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let job = db_job(&run.host);
-        keystone::ensure_synced(&mut run.host, job)?;
+        keystone::ensure_synced(&mut run.host, db_job)?;
         if compute(&run.host.settings) {
             write_cpu_conf(&mut run.host)?;
         }
@@ -280,21 +371,7 @@ impl Service for Nova {
         let venv_bin = crate::system::python::venv_bin(&run.host, "");
         let bin = |name: &str| venv_bin.join(name).display().to_string();
         if s.is_enabled(&["n-api"]) {
-            let record = uwsgi::start_process(
-                &mut run.host,
-                NAME,
-                "n-api",
-                &uwsgi::command(&uwsgi_ini(&s)),
-                &[],
-                Some(uwsgi::listen(&s, PREFIX, PORT)),
-            )?;
-            uwsgi::wait_http(
-                &run.host,
-                NAME,
-                &record,
-                &uwsgi::probe_url(&s, PREFIX, PORT),
-                |code| code < 500,
-            )?;
+            uwsgi::start_api(&mut run.host, NAME, "n-api", &uwsgi_ini(&s), PREFIX, PORT)?;
         }
         for (svc, script) in [("n-cond", "nova-conductor"), ("n-sch", "nova-scheduler")] {
             if s.is_enabled(&[svc]) {
@@ -336,11 +413,69 @@ impl Service for Nova {
     fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
         hypervisor::call(run, "cleanup_nova_hypervisor")?;
         let s = run.host.settings.clone();
-        for p in PROCESSES {
-            let _ = std::fs::remove_file(database::daemon_log(&s, p));
-        }
-        keystone::remove_dir_if_ours(&run.host, &conf_dir(&s));
+        uwsgi::clean_api(&run.host, PROCESSES, &conf_dir(&s));
         let _ = std::fs::remove_dir_all(state_dir(&s));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::database::Backend;
+
+    #[test]
+    fn the_cell1_query_counts_mappings_then_compute_nodes() {
+        let my = cell1_hosts_sql(Backend::Mysql);
+        assert_eq!(
+            my,
+            "SELECT COUNT(*) FROM nova_api.host_mappings h JOIN nova_api.cell_mappings c \
+             ON h.cell_id = c.id WHERE c.name = 'cell1';\n\
+             SELECT COUNT(*) FROM nova_cell1.compute_nodes WHERE deleted = 0;\n"
+        );
+        let pg = cell1_hosts_sql(Backend::Postgresql);
+        let lines: Vec<&str> = pg.lines().collect();
+        assert_eq!(lines[0], "\\c nova_api");
+        assert!(lines[1].starts_with("SELECT COUNT(*) FROM host_mappings h JOIN cell_mappings c"));
+        assert!(lines[1].ends_with("WHERE c.name = 'cell1';"));
+        assert_eq!(lines[2], "\\c nova_cell1");
+        assert_eq!(
+            lines[3],
+            "SELECT COUNT(*) FROM compute_nodes WHERE deleted = 0;"
+        );
+        // No password or other secret: the text is fixed.
+        assert!(!my.contains("PASSWORD") && !pg.contains("PASSWORD"));
+    }
+
+    #[test]
+    fn counts_are_parsed_from_either_client() {
+        assert_eq!(
+            parse_cell1_hosts("0\n1\n"),
+            Some(Cell1Hosts {
+                mapped: false,
+                registered: true
+            })
+        );
+        assert_eq!(
+            parse_cell1_hosts("1\r\n 1 \n"),
+            Some(Cell1Hosts {
+                mapped: true,
+                registered: true
+            })
+        );
+        // psql without -q would announce the switch; only the counts count.
+        assert_eq!(
+            parse_cell1_hosts(
+                "You are now connected to database \"nova_api\" as user \"postgres\".\n0\n\
+                 You are now connected to database \"nova_cell1\".\n0\n"
+            ),
+            Some(Cell1Hosts {
+                mapped: false,
+                registered: false
+            })
+        );
+        assert_eq!(parse_cell1_hosts(""), None);
+        assert_eq!(parse_cell1_hosts("1\n"), None);
+        assert_eq!(parse_cell1_hosts("ERROR 1146: no such table\n"), None);
     }
 }

@@ -64,23 +64,12 @@ pub fn user_probe(host: &Host) -> Result<(), String> {
 }
 
 pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "psql SELECT 1", admin_probe)? {
+        return Ok(());
+    }
     let addr = host_addr(&host.settings);
     let timeout = database::service_timeout(&host.settings);
     let log = database::daemon_log(&host.settings, NAME);
-    if database::use_systemctl() {
-        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
-        host.state.state.system_services.insert(NAME.into());
-        return database::wait_ready(NAME, None, &log, timeout, "psql SELECT 1", || {
-            admin_probe(host)
-        });
-    }
-    if let Some(record) = database::running(host, NAME) {
-        host.log
-            .note("postgresql: our PostgreSQL is already running; reusing it");
-        return database::wait_ready(NAME, Some(&record), &log, timeout, "psql SELECT 1", || {
-            admin_probe(host)
-        });
-    }
     database::check_ports(NAME, &addr, &[PORT])?;
     let ver = version().ok_or_else(|| {
         ServiceError::failed(NAME, "no PostgreSQL server under /usr/lib/postgresql")
@@ -126,13 +115,7 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     if user_probe(host).is_ok() {
         return Ok(());
     }
-    let user = host.settings.get_or("DATABASE_USER", "root").to_owned();
-    if !database::valid_identifier(&user) {
-        return Err(ServiceError::failed(
-            NAME,
-            format!("DATABASE_USER '{user}' is not a plain name"),
-        ));
-    }
+    let user = database::plain_user(&host.settings, Backend::Postgresql)?;
     let pw = database::sql_literal(host.settings.str("DATABASE_PASSWORD"));
     let existed = database::admin_sql(
         host,
@@ -147,32 +130,11 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
         Backend::Postgresql,
         &format!("{verb} ROLE \"{user}\" WITH SUPERUSER LOGIN PASSWORD {pw};\n"),
     )?;
-    if !existed && !database::is_system_user(&user) {
-        host.state.state.db_users.insert(format!("{NAME}:{user}"));
-    }
-    let _ = host.save_state();
-    let log = database::daemon_log(&host.settings, NAME);
-    database::wait_ready(
-        NAME,
-        None,
-        &log,
-        database::PROBE_TIMEOUT,
-        "login as DATABASE_USER over TCP",
-        || user_probe(host),
-    )
+    database::user_ready(host, Backend::Postgresql, &user, existed, user_probe)
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    if database::use_systemctl() {
-        if host.state.state.system_services.remove(NAME) {
-            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
-        }
-        return Ok(());
-    }
-    database::halt(host, NAME, NAME)?;
-    host.state.state.system_services.remove(NAME);
-    let _ = host.save_state();
-    Ok(())
+    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
 }
 
 impl Service for Postgresql {
@@ -204,28 +166,16 @@ impl Service for Postgresql {
         stop_server(&mut run.host)
     }
     fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let left = run
-            .host
-            .state
-            .state
-            .databases
-            .iter()
-            .chain(run.host.state.state.db_users.iter())
-            .any(|d| d.starts_with("postgresql:"));
-        if left
-            && !database::use_systemctl()
-            && !database::port_taken(&host_addr(&run.host.settings), PORT)
-        {
-            start_server(&mut run.host)?;
-            let r = database::drop_created(&mut run.host, Backend::Postgresql);
-            stop_server(&mut run.host)?;
-            r?;
-        } else if left {
-            database::drop_created(&mut run.host, Backend::Postgresql)?;
-        }
-        let log = database::daemon_log(&run.host.settings, NAME);
-        let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, NAME));
-        let _ = std::fs::remove_file(log);
+        let addr = host_addr(&run.host.settings);
+        database::drop_left(
+            &mut run.host,
+            Backend::Postgresql,
+            &addr,
+            PORT,
+            start_server,
+            stop_server,
+        )?;
+        database::remove_daemon_log(&run.host.settings, NAME);
         Ok(())
     }
 }

@@ -157,21 +157,13 @@ fn rabbitmqctl(host: &Host, args: &[&str], stdin_secret: Option<&str>) -> Result
 /// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
 pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     let addr = host_addr(&host.settings);
+    let probe = |a: &str| amqp_probe(a, PORT, None, database::PROBE_TIMEOUT);
+    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "AMQP handshake", |_| probe(&addr))?
+    {
+        return Ok(());
+    }
     let timeout = database::service_timeout(&host.settings);
     let log = database::daemon_log(&host.settings, NAME);
-    let probe = |a: &str| amqp_probe(a, PORT, None, database::PROBE_TIMEOUT);
-    if database::use_systemctl() {
-        database::systemctl(host, NAME, "start", SYSTEMD_UNIT)?;
-        host.state.state.system_services.insert(NAME.into());
-        return database::wait_ready(NAME, None, &log, timeout, "AMQP handshake", || probe(&addr));
-    }
-    if let Some(record) = database::running(host, NAME) {
-        host.log
-            .note("rabbit: our RabbitMQ is already running; reusing it");
-        return database::wait_ready(NAME, Some(&record), &log, timeout, "AMQP handshake", || {
-            probe(&addr)
-        });
-    }
     database::check_ports(NAME, &addr, &[PORT, DIST_PORT])?;
     let mut env = vec![
         ("HOME".to_owned(), HOME.to_owned()),
@@ -283,17 +275,7 @@ fn delete_created_user(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    if database::use_systemctl() {
-        if host.state.state.system_services.remove(NAME) {
-            database::systemctl(host, NAME, "stop", SYSTEMD_UNIT)?;
-        }
-        return Ok(());
-    }
-    database::halt(host, NAME, NAME)?;
-    database::halt(host, NAME, EPMD)?;
-    host.state.state.system_services.remove(NAME);
-    let _ = host.save_state();
-    Ok(())
+    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME, EPMD])
 }
 
 impl Service for Rabbit {
@@ -329,9 +311,7 @@ impl Service for Rabbit {
         // created (the user goes with it); logs too.
         run.host.state.state.facts.remove(USER_FACT);
         for name in [NAME, EPMD] {
-            let log = database::daemon_log(&run.host.settings, name);
-            let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, name));
-            let _ = std::fs::remove_file(log);
+            database::remove_daemon_log(&run.host.settings, name);
         }
         Ok(())
     }

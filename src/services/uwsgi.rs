@@ -315,6 +315,47 @@ pub fn start_process(
     Ok(record)
 }
 
+/// The Debian packages of every uwsgi-served service, as `Service::packages` wants them.
+pub fn packages() -> Vec<String> {
+    PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+}
+
+/// Starts process `name` serving the uwsgi ini `ini` on `<PREFIX>_SERVICE_PORT`
+/// and waits until its root URL answers below 500.
+pub fn start_api(
+    host: &mut Host,
+    service: &str,
+    name: &str,
+    ini: &Path,
+    prefix: &str,
+    port: u16,
+) -> Result<(), ServiceError> {
+    let s = host.settings.clone();
+    let record = start_process(
+        host,
+        service,
+        name,
+        &command(ini),
+        &[],
+        Some(listen(&s, prefix, port)),
+    )?;
+    wait_http(host, service, &record, &probe_url(&s, prefix, port), |c| {
+        c < 500
+    })
+}
+
+/// What clean removes of a uwsgi-served service: its processes' daemon logs and its
+/// config dir, when we created it (the state's `dirs` has it; remove_created does
+/// the rest for recorded ones).
+pub fn clean_api(host: &Host, names: &[&str], conf_dir: &Path) {
+    for name in names {
+        let _ = std::fs::remove_file(database::daemon_log(&host.settings, name));
+    }
+    if host.state.state.dirs.contains(conf_dir) {
+        let _ = std::fs::remove_dir_all(conf_dir);
+    }
+}
+
 /// Is the recorded process still alive (own backend), or unknown (systemd: assume)?
 pub fn alive(host: &Host, record: &ProcessRecord) -> bool {
     matches!(supervisor(host).status(record), ProcStatus::Running { .. })
