@@ -533,6 +533,38 @@ impl Client {
             .map(str::to_owned))
     }
 
+    /// The id of the first object `list` finds, if any.
+    fn first_id(
+        &mut self,
+        what: &str,
+        collection: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<String>, KeystoneError> {
+        Ok(id_of(self.list(what, collection, query)?.first()))
+    }
+
+    /// An unscoped object given by name or id: by name first, then `GET collection/ID`.
+    fn name_or_id(
+        &mut self,
+        kind: &'static str,
+        collection: &str,
+        name_or_id: &str,
+    ) -> Result<String, KeystoneError> {
+        let what = format!("find {kind} '{name_or_id}'");
+        match self.first_id(&what, collection, &[("name", name_or_id)])? {
+            Some(id) => Ok(id),
+            None => self
+                .show(&what, collection, name_or_id)?
+                .ok_or_else(|| not_found(&what, kind, name_or_id, "")),
+        }
+    }
+
+    /// PUT a role assignment (idempotent in keystone); returns the role id.
+    fn put_role(&mut self, what: &str, path: &str, role_id: &str) -> Result<String, KeystoneError> {
+        self.call_ok(what, Method::Put, path, &[], None)?;
+        Ok(role_id.to_owned())
+    }
+
     /// POST a new object; on 409 (created meanwhile) the lookup runs again.
     fn create(
         &mut self,
@@ -564,14 +596,7 @@ impl Client {
         if let Some(id) = self.domains.get(name_or_id) {
             return Ok(id.clone());
         }
-        let what = format!("find domain '{name_or_id}'");
-        let found = self.list(&what, "domains", &[("name", name_or_id)])?;
-        let id = match id_of(found.first()) {
-            Some(id) => id,
-            None => self
-                .show(&what, "domains", name_or_id)?
-                .ok_or_else(|| not_found(&what, "domain", name_or_id, ""))?,
-        };
+        let id = self.name_or_id("domain", "domains", name_or_id)?;
         self.domains.insert(name_or_id.to_owned(), id.clone());
         Ok(id)
     }
@@ -586,10 +611,7 @@ impl Client {
             return Ok(id.clone());
         }
         let what = format!("get or create domain '{name}'");
-        let mut lookup = |c: &mut Self| -> Result<Option<String>, KeystoneError> {
-            let found = c.list(&what, "domains", &[("name", name)])?;
-            Ok(id_of(found.first()))
-        };
+        let mut lookup = |c: &mut Self| c.first_id(&what, "domains", &[("name", name)]);
         let id = if let Some(id) = lookup(self)? {
             id
         } else {
@@ -614,13 +636,12 @@ impl Client {
             return Ok(id.clone());
         }
         let what = format!("get or create project '{name}' in domain '{domain}'");
-        let mut lookup = |c: &mut Self| -> Result<Option<String>, KeystoneError> {
-            let found = c.list(
+        let mut lookup = |c: &mut Self| {
+            c.first_id(
                 &what,
                 "projects",
                 &[("name", name), ("domain_id", &domain_id)],
-            )?;
-            Ok(id_of(found.first()))
+            )
         };
         // Names are unique in a domain: create first (a stack's keystone is new, so
         // this is one request), find on 409.
@@ -665,10 +686,8 @@ impl Client {
         self.remember_secret(password);
         let domain_id = self.domain_id(domain)?;
         let what = format!("get or create user '{name}' in domain '{domain}'");
-        let mut lookup = |c: &mut Self| -> Result<Option<String>, KeystoneError> {
-            let found = c.list(&what, "users", &[("name", name), ("domain_id", &domain_id)])?;
-            Ok(id_of(found.first()))
-        };
+        let mut lookup =
+            |c: &mut Self| c.first_id(&what, "users", &[("name", name), ("domain_id", &domain_id)]);
         // Names are unique in a domain: create first, find on 409 (keystone then
         // leaves the existing user, and its password, as they are).
         let mut user = json!({
@@ -732,10 +751,7 @@ impl Client {
             return Ok(id.clone());
         }
         let what = format!("get or create role '{name}'");
-        let mut lookup = |c: &mut Self| -> Result<Option<String>, KeystoneError> {
-            let found = c.list(&what, "roles", &[("name", name)])?;
-            Ok(id_of(found.first()))
-        };
+        let mut lookup = |c: &mut Self| c.first_id(&what, "roles", &[("name", name)]);
         // Global role names are unique: create first, find on 409.
         let body = json!({"role": {"name": name}});
         let id = self.create(&what, "roles", &body, &mut lookup)?;
@@ -748,14 +764,7 @@ impl Client {
         if let Some(id) = self.roles.get(name_or_id) {
             return Ok(id.clone());
         }
-        let what = format!("find role '{name_or_id}'");
-        let found = self.list(&what, "roles", &[("name", name_or_id)])?;
-        let id = match id_of(found.first()) {
-            Some(id) => id,
-            None => self
-                .show(&what, "roles", name_or_id)?
-                .ok_or_else(|| not_found(&what, "role", name_or_id, ""))?,
-        };
+        let id = self.name_or_id("role", "roles", name_or_id)?;
         self.roles.insert(name_or_id.to_owned(), id.clone());
         Ok(id)
     }
@@ -776,8 +785,7 @@ impl Client {
             encode(user_id),
             encode(role_id)
         );
-        self.call_ok(&what, Method::Put, &path, &[], None)?;
-        Ok(role_id.to_owned())
+        self.put_role(&what, &path, role_id)
     }
 
     /// Gives a user a role on a domain (ids).
@@ -794,8 +802,7 @@ impl Client {
             encode(user_id),
             encode(role_id)
         );
-        self.call_ok(&what, Method::Put, &path, &[], None)?;
-        Ok(role_id.to_owned())
+        self.put_role(&what, &path, role_id)
     }
 
     /// Gives a user a role on the whole system (`--system all`).
@@ -806,8 +813,7 @@ impl Client {
     ) -> Result<String, KeystoneError> {
         let what = format!("give user {user_id} system role {role_id}");
         let path = format!("system/users/{}/roles/{}", encode(user_id), encode(role_id));
-        self.call_ok(&what, Method::Put, &path, &[], None)?;
-        Ok(role_id.to_owned())
+        self.put_role(&what, &path, role_id)
     }
 
     /// DevStack's `get_or_add_user_project_role ROLE USER PROJECT [USER_DOMAIN]
