@@ -290,20 +290,27 @@ impl Shell {
         hooks: &[(&Path, Vec<String>)],
         host: &mut dyn Callbacks,
     ) -> Result<Vec<HookResult>, BatchError> {
+        // One loop per run of files with the same arguments: bash parses a line per
+        // file far slower than it runs a loop over an array.
         let mut batch = String::from("# hook batch written by devstack-rs\n");
-        for (index, (file, args)) in hooks.iter().enumerate() {
-            let _ = write!(
-                batch,
-                "_ds_index={index} _ds_t0=$EPOCHREALTIME; source {}",
-                bash_quote(&file.to_string_lossy())
-            );
-            for arg in args {
-                let _ = write!(batch, " {}", bash_quote(arg));
-            }
+        let mut base = 0;
+        for group in hooks.chunk_by(|a, b| a.1 == b.1) {
+            let files: Vec<String> = group
+                .iter()
+                .map(|(f, _)| bash_quote(&f.to_string_lossy()))
+                .collect();
+            let args: Vec<String> = group[0].1.iter().map(|a| bash_quote(a)).collect();
             let _ = writeln!(
                 batch,
-                "; _ds_results+=({index} \"$?\" \"$_ds_t0\" \"$EPOCHREALTIME\")"
+                "_ds_files=({}); _ds_args=({}); _ds_base={base}\n\
+                 for ((_ds_i = 0; _ds_i < ${{#_ds_files[@]}}; _ds_i++)); do \
+                 _ds_index=$((_ds_base + _ds_i)) _ds_t0=$EPOCHREALTIME; \
+                 source \"${{_ds_files[_ds_i]}}\" \"${{_ds_args[@]}}\"; \
+                 _ds_results+=(\"$_ds_index\" \"$?\" \"$_ds_t0\" \"$EPOCHREALTIME\"); done",
+                files.join(" "),
+                args.join(" ")
             );
+            base += group.len();
         }
         let doing = match hooks.first() {
             Some((file, args)) => format!("sourcing {} {}", file.display(), args.join(" ")),

@@ -192,7 +192,8 @@ impl StateFile {
         let text = serde_json::to_string_pretty(&self.state).expect("state serialises");
         let mut file = fs::File::create(&tmp).map_err(err)?;
         file.write_all(text.as_bytes()).map_err(err)?;
-        file.sync_all().map_err(err)?;
+        // No fsync: the rename is atomic for the reader that matters (the next run);
+        // a power cut during a devstack run leaves more than this file to redo.
         fs::rename(&tmp, &self.path).map_err(err)?;
         Ok(())
     }
