@@ -140,6 +140,66 @@ conn.close()
     );
 }
 
+/// Is `service` listed as running in `devstack status`'s output?
+fn listed_running(status: &str, service: &str) -> bool {
+    status
+        .lines()
+        .any(|l| l.starts_with(service) && l.contains("running"))
+}
+
+/// `devstack status` says nothing is recorded.
+fn assert_nothing_recorded(tree: &Tree) {
+    let status = tree.devstack(&["status"]);
+    assert!(
+        status.stdout.contains("nothing recorded"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// A tree with `services` and the [`plugin`] fixture enabled, stacked; returns the
+/// tree and the plugin process's marker.
+fn stacked_with_plugin(services: &str, marker: &str) -> (Tree, String) {
+    let tree = Tree::new();
+    let marker = format!("{marker}-{}", std::process::id());
+    tree.local_conf(
+        &format!(
+            "disable_all_services\nenable_service {services} plugin-sleeper\nSERVICE_TIMEOUT=90"
+        ),
+        "",
+    );
+    tree.extras("50-plugin.sh", &plugin(&marker));
+    tree.devstack(&["stack"]).success();
+    (tree, marker)
+}
+
+/// After clean: starts `service` through the shell library (start_service outside a
+/// run), runs `query` (a shell command), stops it; the query's output.
+fn query_after_clean(tree: &Tree, service: &str, query: &str) -> String {
+    let script = format!(
+        "source functions\nLOGDIR={logs}\nDATA_DIR={data}\nDATABASE_HOST=127.0.0.1\nSERVICE_TIMEOUT=60\n\
+         start_service {service} || exit 9\n\
+         {query}\n\
+         stop_service {service}\n",
+        logs = tree.dest.join("logs").display(),
+        data = tree.dest.join("data").display(),
+    );
+    let run = tree.bash(&script);
+    run.success();
+    run.stdout.trim().to_owned()
+}
+
+/// `unstack --all`: none of the processes `status` listed is left.
+fn unstack_all_stops(tree: &Tree, pids: &[(String, u32)]) {
+    tree.devstack(&["unstack", "--all"]).success();
+    for (name, pid) in pids {
+        assert!(
+            !alive(*pid),
+            "{name} (pid {pid}) still runs after unstack --all"
+        );
+    }
+}
+
 /// What every backend test checks after stack: status, unstack (plugin process
 /// stopped, servers kept), unstack --all (none of our processes left).
 fn status_then_teardown(tree: &Tree, marker: &str, servers: &[&str]) {
@@ -147,10 +207,7 @@ fn status_then_teardown(tree: &Tree, marker: &str, servers: &[&str]) {
     status.success();
     for s in servers.iter().chain(["plugin-sleeper"].iter()) {
         assert!(
-            status
-                .stdout
-                .lines()
-                .any(|l| l.starts_with(s) && l.contains("running")),
+            listed_running(&status.stdout, s),
             "{s} not running:\n{}",
             status.stdout
         );
@@ -165,43 +222,18 @@ fn status_then_teardown(tree: &Tree, marker: &str, servers: &[&str]) {
     );
     let status = tree.devstack(&["status"]);
     for s in servers {
-        assert!(
-            status
-                .stdout
-                .lines()
-                .any(|l| l.starts_with(s) && l.contains("running")),
-            "{}",
-            status.stdout
-        );
+        assert!(listed_running(&status.stdout, s), "{}", status.stdout);
     }
 
-    tree.devstack(&["unstack", "--all"]).success();
-    for (name, pid) in &pids {
-        assert!(
-            !alive(*pid),
-            "{name} (pid {pid}) still runs after unstack --all"
-        );
-    }
-    let status = tree.devstack(&["status"]);
-    assert!(
-        status.stdout.contains("nothing recorded"),
-        "{}",
-        status.stdout
-    );
+    unstack_all_stops(tree, &pids);
+    assert_nothing_recorded(tree);
 }
 
 #[test]
 fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
     let _guard = lock();
-    let tree = Tree::new();
-    let marker = format!("ds-test-sleeper-{}", std::process::id());
-    tree.local_conf(
-        "disable_all_services\nenable_service mysql rabbit plugin-sleeper\nSERVICE_TIMEOUT=90",
-        "",
-    );
-    tree.extras("50-plugin.sh", &plugin(&marker));
     let t0 = std::time::Instant::now();
-    tree.devstack(&["stack"]).success();
+    let (tree, marker) = stacked_with_plugin("mysql rabbit", "ds-test-sleeper");
     eprintln!("stack mysql+rabbit: {:.1} s", t0.elapsed().as_secs_f64());
 
     // The database the plugin made answers to the URL it was given.
@@ -281,24 +313,15 @@ fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
     );
     assert!(!tree.path(".devstack/state.json").exists());
 
-    // The database and the user are gone: look with the server started through the
-    // shell library (start_service/stop_service outside a run).
-    let script = format!(
-        "source functions\nLOGDIR={logs}\nDATA_DIR={data}\nDATABASE_HOST=127.0.0.1\nSERVICE_TIMEOUT=60\n\
-         start_service mysql || exit 9\n\
-         mariadb --batch --skip-column-names -e \"SHOW DATABASES LIKE 'plugdb'; SELECT user FROM mysql.user WHERE user='{user}'\"\n\
-         stop_service mysql\n",
-        logs = tree.dest.join("logs").display(),
-        data = tree.dest.join("data").display(),
+    // The database and the user are gone.
+    let left = query_after_clean(
+        &tree,
+        "mysql",
+        &format!(
+            "mariadb --batch --skip-column-names -e \"SHOW DATABASES LIKE 'plugdb'; SELECT user FROM mysql.user WHERE user='{user}'\""
+        ),
     );
-    let run = tree.bash(&script);
-    run.success();
-    assert_eq!(
-        run.stdout.trim(),
-        "",
-        "clean left a database or user: {}",
-        run.stdout
-    );
+    assert_eq!(left, "", "clean left a database or user: {left}");
     assert!(
         processes_matching("mariadbd").iter().all(|p| !alive(*p))
             || processes_matching("mariadbd").is_empty()
@@ -308,14 +331,7 @@ fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
 #[test]
 fn postgresql_real_server_stacks_serves_and_goes_away() {
     let _guard = lock();
-    let tree = Tree::new();
-    let marker = format!("ds-test-pg-sleeper-{}", std::process::id());
-    tree.local_conf(
-        "disable_all_services\nenable_service postgresql plugin-sleeper\nSERVICE_TIMEOUT=90",
-        "",
-    );
-    tree.extras("50-plugin.sh", &plugin(&marker));
-    tree.devstack(&["stack"]).success();
+    let (tree, marker) = stacked_with_plugin("postgresql", "ds-test-pg-sleeper");
 
     let url = read_trimmed(&tree.trace.with_extension("db"));
     assert!(
@@ -336,22 +352,14 @@ fn postgresql_real_server_stacks_serves_and_goes_away() {
     tree.devstack(&["clean"]).success();
     assert!(!tree.dest.join("logs").exists());
 
-    let script = format!(
-        "source functions\nLOGDIR={logs}\nDATA_DIR={data}\nDATABASE_HOST=127.0.0.1\nSERVICE_TIMEOUT=60\n\
-         start_service postgresql || exit 9\n\
-         runuser -u postgres -- psql -X -tA -c \"SELECT datname FROM pg_database WHERE datname='plugdb' UNION ALL SELECT rolname FROM pg_roles WHERE rolname='{user}'\"\n\
-         stop_service postgresql\n",
-        logs = tree.dest.join("logs").display(),
-        data = tree.dest.join("data").display(),
+    let left = query_after_clean(
+        &tree,
+        "postgresql",
+        &format!(
+            "runuser -u postgres -- psql -X -tA -c \"SELECT datname FROM pg_database WHERE datname='plugdb' UNION ALL SELECT rolname FROM pg_roles WHERE rolname='{user}'\""
+        ),
     );
-    let run = tree.bash(&script);
-    run.success();
-    assert_eq!(
-        run.stdout.trim(),
-        "",
-        "clean left a database or role: {}",
-        run.stdout
-    );
+    assert_eq!(left, "", "clean left a database or role: {left}");
 }
 
 #[test]
@@ -367,11 +375,7 @@ fn memcached_answers_when_keystone_needs_it() {
     assert!(ok && text.starts_with("VERSION"), "{text}");
     let status = tree.devstack(&["status"]);
     status.success();
-    let pids = status_pids(&status.stdout);
-    tree.devstack(&["unstack", "--all"]).success();
-    for (_, pid) in pids {
-        assert!(!alive(pid));
-    }
+    unstack_all_stops(&tree, &status_pids(&status.stdout));
     tree.devstack(&["clean"]).success();
 }
 
@@ -414,12 +418,7 @@ fn a_plugins_run_process_is_supervised_and_stopped_by_unstack() {
     assert!(tree.dest.join("logs/only-sleeper.log").exists());
     tree.devstack(&["unstack"]).success();
     assert!(processes_matching(&marker).is_empty());
-    let status = tree.devstack(&["status"]);
-    assert!(
-        status.stdout.contains("nothing recorded"),
-        "{}",
-        status.stdout
-    );
+    assert_nothing_recorded(&tree);
 }
 
 /// A process that dies makes `status` fail and say so.
