@@ -9,7 +9,8 @@
 #      default services and enables a plugin fixture (a git repo made here) that, at
 #      `stack extra`, registers its own service user, service and endpoint through
 #      the bash library (create_service_user, get_or_create_service,
-#      get_or_create_endpoint);
+#      get_or_create_endpoint), and a [[post-config|$NOVA_CONF]] section that the
+#      created server must show (its instance name);
 #   2. with the real `openstack` client and the generated openrc: token issue; service
 #      list (identity, image, placement, network, compute, and the fixture's); compute
 #      service list (conductor, scheduler, compute up); hypervisor list (fake); an
@@ -118,6 +119,12 @@ write_localconf() {
 [[local|localrc]]
 # The default services, plus the e2e plugin fixture.
 enable_plugin e2e-fixture file://$fixture
+
+# Merged into the real nova.conf after 'stack post-config', before nova starts: the
+# server created below must carry this name.
+[[post-config|\$NOVA_CONF]]
+[DEFAULT]
+instance_name_template = e2e-%08x
 EOS
     fi
 }
@@ -190,7 +197,12 @@ create_server() {
         -f value -c status
     status=$(os_admin server show e2e-vm -f value -c status)
     echo "server status: $status"
-    [[ $status == ACTIVE ]]
+    [[ $status == ACTIVE ]] || return 1
+    # The [[post-config|$NOVA_CONF]] section reached nova.
+    local name
+    name=$(os_admin server show e2e-vm -f value -c OS-EXT-SRV-ATTR:instance_name)
+    echo "instance name: $name (from local.conf's post-config section)"
+    [[ $name == e2e-* ]]
 }
 
 delete_server() {
