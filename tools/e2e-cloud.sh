@@ -209,6 +209,25 @@ delete_server() {
     os_admin server delete --wait e2e-vm
 }
 
+# No password (generated, kept 0600 in $DATA_DIR) may appear in any log: ours or
+# the services' own.
+no_password_in_logs() {
+    local dest=${DEST:-/opt/stack} name value found=0
+    local pwfile=$dest/data/.devstack-passwords logdir=$dest/logs
+    [[ -r $pwfile ]] || {
+        echo "no passwords file at $pwfile" >&2
+        return 1
+    }
+    while IFS='=' read -r name value; do
+        [[ -n $value ]] || continue
+        if grep -rlF -- "$value" "$logdir"; then
+            echo "$name appears in the files above" >&2
+            found=1
+        fi
+    done <"$pwfile"
+    ((found == 0)) && echo "no password in $logdir"
+}
+
 nothing_of_ours_left() {
     local procs dbs
     # uwsgi, nova, mysqld/mariadbd, beam (rabbit), memcached that we started (zombies
@@ -259,6 +278,7 @@ step "flavor create" create_flavor
 step "server create --nic none --wait" create_server
 step "demo user sees the catalog" os_demo catalog list -f value -c Type
 step "server delete" delete_server
+step "no password in any log" no_password_in_logs
 
 UNSTACK_T0=$(date +%s.%N)
 step "unstack --all" ./unstack.sh --all
