@@ -202,7 +202,9 @@ create_server() {
     local name
     name=$(os_admin server show e2e-vm -f value -c OS-EXT-SRV-ATTR:instance_name)
     echo "instance name: $name (from local.conf's post-config section)"
-    [[ $name == e2e-* ]]
+    [[ $name == e2e-* ]] || return 1
+    # nova-compute's own config is derived from nova.conf after the merge, as DevStack's.
+    grep -q '^instance_name_template = e2e-%08x' /etc/nova/nova-cpu.conf
 }
 
 delete_server() {

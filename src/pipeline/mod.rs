@@ -781,6 +781,17 @@ fn expand_file(spec: &str, vars: &BTreeMap<String, String>) -> String {
 
 /// Merges the `[[PHASE|FILE]]` sections of local.conf into their files.
 fn merge_phase(run: &mut Run, phase: Phase) -> anyhow::Result<()> {
+    merge_sections(run, phase, None)
+}
+
+/// Merges again the `[[PHASE|FILE]]` sections that name `file`: for a service that
+/// rebuilds a config file after the phase's merge (nova-cpu.conf is derived from
+/// nova.conf when compute starts, as DevStack's start_nova_compute does).
+pub fn merge_into(run: &mut Run, phase: Phase, file: &Path) -> anyhow::Result<()> {
+    merge_sections(run, phase, Some(file))
+}
+
+fn merge_sections(run: &mut Run, phase: Phase, only: Option<&Path>) -> anyhow::Result<()> {
     let Some(lc) = run.localconf.as_ref() else {
         return Ok(());
     };
@@ -788,6 +799,9 @@ fn merge_phase(run: &mut Run, phase: Phase) -> anyhow::Result<()> {
     let mut merged = Vec::new();
     for section in lc.sections_for(phase) {
         let file = expand_file(&section.file, run.host.settings.vars());
+        if only.is_some_and(|o| Path::new(&file) != o) {
+            continue;
+        }
         if file.is_empty() {
             return Err(Report {
                 headline: format!(

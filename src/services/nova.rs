@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::config::localconf::Phase;
 use crate::config::settings::Settings;
 use crate::host::Host;
 use crate::pipeline::Run;
@@ -380,6 +381,12 @@ impl Service for Nova {
             }
         }
         if compute(&s) {
+            // As DevStack's start_nova_compute: nova-cpu.conf is derived from nova.conf
+            // as it is now (post-config sections merged), then its own
+            // [[post-config|$NOVA_CPU_CONF]] sections are merged again.
+            write_cpu_conf(&mut run.host)?;
+            crate::pipeline::merge_into(run, Phase::PostConfig, &cpu_conf(&s))
+                .map_err(|e| ServiceError::failed(NAME, format!("{e:#}")))?;
             hypervisor::call(run, "start_nova_hypervisor")?;
             let cmd = format!(
                 "exec {} --config-file {}",
