@@ -15,7 +15,9 @@
 #      list (identity, image, placement, network, compute, and the fixture's); compute
 #      service list (conductor, scheduler, compute up); hypervisor list (fake); an
 #      image upload; a flavor; `server create --nic none --wait` ACTIVE; delete it;
-#   3. ./unstack.sh --all, then ./clean.sh: no process and no database of ours left.
+#   3. a second ./stack.sh over the unchanged cloud skips init and start, and the cloud
+#      still answers;
+#   4. ./unstack.sh --all, then ./clean.sh: no process and no database of ours left.
 #
 # Options (environment): E2E_KEEP_LOCALCONF=1 keeps an existing local.conf (it is
 # moved aside and restored otherwise); E2E_NO_CLEAN=1 skips the first clean (a warm
@@ -230,6 +232,22 @@ no_password_in_logs() {
     ((found == 0)) && echo "no password in $logdir"
 }
 
+# A second ./stack.sh over the unchanged, running cloud skips initialisation and
+# start (the hooks still run), and the cloud still answers.
+restack_unchanged() {
+    local out
+    out=$(./stack.sh 2>&1) || {
+        echo "$out" >&2
+        return 1
+    }
+    echo "$out" | grep -E 'skipped|completed in'
+    grep -q '\[skipped\] start services' <<<"$out" || {
+        echo "init and start were not skipped" >&2
+        return 1
+    }
+    os_admin token issue -f value -c expires
+}
+
 nothing_of_ours_left() {
     local procs dbs
     # uwsgi, nova, mysqld/mariadbd, beam (rabbit), memcached that we started (zombies
@@ -281,6 +299,7 @@ step "server create --nic none --wait" create_server
 step "demo user sees the catalog" os_demo catalog list -f value -c Type
 step "server delete" delete_server
 step "no password in any log" no_password_in_logs
+step "re-stack of the unchanged cloud" restack_unchanged
 
 UNSTACK_T0=$(date +%s.%N)
 step "unstack --all" ./unstack.sh --all

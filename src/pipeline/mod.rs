@@ -3,6 +3,7 @@
 //! The order of each command is data ([`steps`]), so `plan` prints exactly what `stack`
 //! runs. A [`Run`] owns the plugin shell and the [`Host`]; steps act through it.
 
+mod resume;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,12 @@ pub struct Run {
     plugins: Vec<ExternalPlugin>,
     localconf: Option<LocalConf>,
     shell_config: ShellConfig,
+    /// How the run before this one ended (for a re-stack of an unchanged cloud).
+    previous: Option<crate::state::RunRecord>,
+    /// This stack's fingerprint, once the settings are final.
+    fingerprint: Option<String>,
+    /// Nothing changed and everything runs: init and start are skipped.
+    unchanged: bool,
     timings: Vec<(String, Duration, StepOutcome)>,
     started: Instant,
 }
@@ -132,6 +139,9 @@ impl Run {
             extras: Vec::new(),
             plugins: Vec::new(),
             localconf: None,
+            previous: None,
+            fingerprint: None,
+            unchanged: false,
             timings: Vec::new(),
             started: Instant::now(),
         })
@@ -217,6 +227,16 @@ impl Run {
         fs::write(&path, text)?;
         self.source_global(&path)?;
         Ok(())
+    }
+
+    /// Reports a step that did not need to run, and why.
+    fn skipped(&mut self, name: &str, why: &str) {
+        self.host.log.note(&format!("=== {name}: skipped ({why})"));
+        self.host
+            .progress
+            .step_finished(name, Duration::ZERO, StepOutcome::Skipped);
+        self.timings
+            .push((name.to_owned(), Duration::ZERO, StepOutcome::Skipped));
     }
 
     /// Times one step and reports it.
@@ -311,6 +331,7 @@ fn restorable(name: &str) -> bool {
 fn execute(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::Result<ExitCode> {
     let _lock = RunLock::acquire(top_dir)?;
     let mut run = Run::start(top_dir, kind, progress)?;
+    run.previous = run.host.state.state.last_run.clone();
     run.host.state.state.last_run = Some(crate::state::RunRecord {
         command: kind.name().into(),
         outcome: "running".into(),
@@ -320,6 +341,19 @@ fn execute(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::R
     run.host.state.state.hooks.clear();
     let result = steps::run_all(&mut run);
     let outcome = if result.is_ok() { "ok" } else { "failed" };
+    // Only a stack that ended well vouches for the cloud it left.
+    match (&run.fingerprint, kind, result.is_ok()) {
+        (Some(fp), Kind::Stack, true) => {
+            run.host
+                .state
+                .state
+                .facts
+                .insert(resume::FACT.into(), fp.clone());
+        }
+        _ => {
+            run.host.state.state.facts.remove(resume::FACT);
+        }
+    }
     if let Some(last) = run.host.state.state.last_run.as_mut() {
         last.outcome = outcome.into();
     }

@@ -149,6 +149,20 @@ pub fn run_all(run: &mut Run) -> anyhow::Result<()> {
         shell.set_strict(strict, host)?;
     }
     for &step in steps(run.kind) {
+        if run.kind == Kind::Stack && step == Step::Init {
+            // The settings are final here: is this a re-stack of an unchanged cloud?
+            let fingerprint = super::resume::fingerprint(run);
+            run.unchanged =
+                super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
+            run.fingerprint = Some(fingerprint);
+        }
+        if run.unchanged && matches!(step, Step::Init | Step::Start) {
+            run.skipped(
+                &step.title(),
+                "nothing changed since the last stack and every process runs",
+            );
+            continue;
+        }
         // Teardown goes on past a failing step: one broken piece must not leave the
         // rest running. The first error is reported at the end.
         let result = run.timed(&step.title(), |run| do_step(run, step));

@@ -592,3 +592,40 @@ fn a_plugin_that_exits_during_unstack_does_not_stop_the_teardown() {
         t.trace()
     );
 }
+
+#[test]
+fn a_re_stack_of_an_unchanged_running_cloud_skips_init_and_start() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services\nenable_service sleeper", "");
+    t.extras(
+        "10-sleeper.sh",
+        "if [[ $1 == stack && $2 == extra ]] && ! is_running sleeper; then run_process sleeper \"/bin/sleep 300\"; fi\n",
+    );
+    t.devstack(&["stack"]).success();
+    let again = t.devstack(&["stack"]);
+    again.success();
+    assert!(
+        again.stderr.contains("[skipped] initialise services"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("[skipped] start services"),
+        "{}",
+        again.stderr
+    );
+    // A change to local.conf means a full stack again.
+    t.local_conf(
+        "disable_all_services\nenable_service sleeper\nSOMETHING_NEW=1",
+        "",
+    );
+    let changed = t.devstack(&["stack"]);
+    changed.success();
+    assert!(!changed.stderr.contains("[skipped]"), "{}", changed.stderr);
+    // After unstack nothing runs: a full stack again.
+    t.devstack(&["unstack"]).success();
+    let after = t.devstack(&["stack"]);
+    after.success();
+    assert!(!after.stderr.contains("[skipped]"), "{}", after.stderr);
+    t.devstack(&["unstack"]).success();
+}

@@ -1,0 +1,69 @@
+//! A re-stack of a running, unchanged cloud: when nothing that shapes the cloud
+//! changed since the last successful stack and every process it started still runs,
+//! the initialisation and start steps are skipped (hooks still run: plugins expect
+//! their calls). Anything else, and the steps run as on a first stack.
+
+use sha2::{Digest, Sha256};
+
+use super::{Run, restorable};
+use crate::state::RunRecord;
+use crate::system::supervisor::ProcStatus;
+
+/// The state fact that holds the fingerprint of the last successful stack.
+pub const FACT: &str = "stack-fingerprint";
+
+/// What shapes the cloud: this binary, local.conf / localrc, every shell variable
+/// after the `source` hook, and the enabled plugins' hook files.
+pub fn fingerprint(run: &Run) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    if let Some(meta) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| std::fs::metadata(exe).ok())
+    {
+        h.update(format!("{:?} {}", meta.modified().ok(), meta.len()));
+    }
+    for file in ["local.conf", "localrc"] {
+        h.update(std::fs::read(run.host.top_dir.join(file)).unwrap_or_default());
+        h.update([0]);
+    }
+    for (name, value) in run.host.settings.vars() {
+        if restorable(name) {
+            h.update(name);
+            h.update([0]);
+            h.update(value);
+            h.update([0]);
+        }
+    }
+    for plugin in run.plugins() {
+        for file in [
+            plugin.override_defaults(),
+            plugin.settings(),
+            plugin.plugin_sh(),
+        ] {
+            h.update(std::fs::read(file).unwrap_or_default());
+            h.update([0]);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True when the last run was a successful stack with this fingerprint and every
+/// process the state records is running.
+pub fn unchanged_and_running(run: &Run, previous: Option<&RunRecord>, fingerprint: &str) -> bool {
+    let state = &run.host.state.state;
+    let last_ok = previous.is_some_and(|r| r.command == "stack" && r.outcome == "ok");
+    if !last_ok
+        || state.facts.get(FACT).map(String::as_str) != Some(fingerprint)
+        || state.processes.is_empty()
+    {
+        return false;
+    }
+    let Some(supervisor) = run.host.supervisor.as_ref() else {
+        return false;
+    };
+    state
+        .processes
+        .values()
+        .all(|record| matches!(supervisor.status(record), ProcStatus::Running { .. }))
+}
