@@ -45,7 +45,7 @@ pub fn fingerprint(run: &Run) -> String {
             h.update([0]);
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::state::hex(&h.finalize())
 }
 
 /// True when the last run was a successful stack with this fingerprint and every

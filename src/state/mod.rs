@@ -141,6 +141,17 @@ impl Default for State {
     }
 }
 
+/// Lower-case hex of a digest, as fingerprints are kept in the state.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// The directory of the state and lock files for a tree.
 pub fn state_dir(top_dir: &Path) -> PathBuf {
     top_dir.join(".devstack")

@@ -453,11 +453,7 @@ fn fingerprint(reqs: &[Req], constraints: &Path) -> String {
         h.update(a.as_bytes());
         h.update([0]);
     }
-    let digest = h.finalize();
-    digest.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    crate::state::hex(&h.finalize())
 }
 
 /// `uv pip install -c CONSTRAINTS ARGS...` into the venv, offline first.
