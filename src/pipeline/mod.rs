@@ -329,6 +329,7 @@ fn restorable(name: &str) -> bool {
 
 /// stack, unstack or clean.
 fn execute(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::Result<ExitCode> {
+    crate::system::interrupt::install();
     let _lock = RunLock::acquire(top_dir)?;
     let mut run = Run::start(top_dir, kind, progress)?;
     run.previous = run.host.state.state.last_run.clone();
@@ -362,6 +363,20 @@ fn execute(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::R
         let _ = fs::remove_file(&run.host.state.path);
     } else {
         run.host.save_state()?;
+    }
+    if crate::system::interrupt::requested() {
+        // The state is saved: what was started is known to unstack.
+        let err = result
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("interrupted"));
+        let mut text = crate::ui::report::render_error(&err);
+        let _ = writeln!(
+            text,
+            "hint: {} was interrupted; ./unstack.sh stops what was started, ./stack.sh starts over",
+            kind.name()
+        );
+        eprint!("{text}");
+        return Ok(ExitCode::from(130));
     }
     result?;
     steps::print_summary(&run);

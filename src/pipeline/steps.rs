@@ -149,6 +149,19 @@ pub fn run_all(run: &mut Run) -> anyhow::Result<()> {
         shell.set_strict(strict, host)?;
     }
     for &step in steps(run.kind) {
+        if crate::system::interrupt::requested() {
+            return Err(Report {
+                headline: format!(
+                    "{} was interrupted before '{}'",
+                    run.kind.name(),
+                    step.title()
+                ),
+                details: Vec::new(),
+                tail: Vec::new(),
+                hint: None,
+            }
+            .into());
+        }
         if run.kind == Kind::Stack && step == Step::Init {
             // The settings are final here: is this a re-stack of an unchanged cloud?
             let fingerprint = super::resume::fingerprint(run);

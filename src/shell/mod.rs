@@ -74,6 +74,8 @@ pub enum ShellError {
         after: Duration,
         tail: Vec<String>,
     },
+    #[error("devstack was interrupted while {doing}; the plugin shell was stopped")]
+    Interrupted { doing: String, tail: Vec<String> },
     #[error("could not write {path} for the plugin shell")]
     Io {
         path: PathBuf,
@@ -88,7 +90,9 @@ impl ShellError {
     pub fn tail(&self) -> &[String] {
         match self {
             Self::Failed(f) => &f.tail,
-            Self::Died { tail, .. } | Self::Timeout { tail, .. } => tail,
+            Self::Died { tail, .. }
+            | Self::Timeout { tail, .. }
+            | Self::Interrupted { tail, .. } => tail,
             Self::Start { .. } | Self::Io { .. } | Self::Protocol(_) => &[],
         }
     }
@@ -609,6 +613,19 @@ impl Shell {
                 Ok(event) => return Ok(event),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Event::Closed),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if crate::system::interrupt::requested() {
+                let tail = self.tap.take_tail();
+                self.closed = true;
+                let child = &mut self.child;
+                stop_group(self.pid, KILL_GRACE, || {
+                    matches!(child.try_wait(), Ok(Some(_)))
+                });
+                let _ = self.child.wait();
+                return Err(ShellError::Interrupted {
+                    doing: doing.to_owned(),
+                    tail,
+                });
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 // Whatever the shell sent before it exited is still worth reading.

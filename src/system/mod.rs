@@ -1,5 +1,6 @@
 //! The machine: child processes, packages, supervised services, Python environments.
 
+pub mod interrupt;
 pub mod packages;
 pub mod process;
 pub mod python;

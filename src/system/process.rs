@@ -64,6 +64,8 @@ pub enum ProcessError {
         status: ExitStatus,
         tail: Vec<String>,
     },
+    #[error("`{command}` was stopped: devstack was interrupted")]
+    Interrupted { command: String, tail: Vec<String> },
     #[error("`{command}` did not finish within {} s and was stopped", timeout.as_secs())]
     Timeout {
         command: String,
@@ -77,7 +79,9 @@ impl ProcessError {
     pub fn tail(&self) -> &[String] {
         match self {
             Self::Spawn { .. } => &[],
-            Self::Failed { tail, .. } | Self::Timeout { tail, .. } => tail,
+            Self::Failed { tail, .. }
+            | Self::Timeout { tail, .. }
+            | Self::Interrupted { tail, .. } => tail,
         }
     }
 }
@@ -297,11 +301,20 @@ impl Cmd {
             let _ = tx.send(());
             status
         });
+        // Wait in slices: a timeout or an interrupt (Ctrl-C) stops the whole group.
+        let deadline = self.timeout.map(|t| std::time::Instant::now() + t);
         let mut timed_out = false;
-        if let Some(timeout) = self.timeout {
-            if rx.recv_timeout(timeout).is_err() {
-                timed_out = true;
+        let mut interrupted = false;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            timed_out = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            interrupted = crate::system::interrupt::requested();
+            if timed_out || interrupted {
                 stop_group(pid, KILL_GRACE, || rx.try_recv().is_ok());
+                break;
             }
         }
         let status = waiter
@@ -316,6 +329,12 @@ impl Cmd {
             let _ = h.join();
         }
         let tail: Vec<String> = tail.lock().expect("tail lock").iter().cloned().collect();
+        if interrupted {
+            return Err(ProcessError::Interrupted {
+                command: self.display(),
+                tail,
+            });
+        }
         if timed_out {
             return Err(ProcessError::Timeout {
                 command: self.display(),

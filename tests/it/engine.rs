@@ -629,3 +629,55 @@ fn a_re_stack_of_an_unchanged_running_cloud_skips_init_and_start() {
     assert!(!after.stderr.contains("[skipped]"), "{}", after.stderr);
     t.devstack(&["unstack"]).success();
 }
+
+#[test]
+fn an_interrupted_stack_stops_its_hooks_and_says_how_to_go_on() {
+    let t = Tree::new();
+    let marker = t.top.parent().unwrap().join("hook-child");
+    t.local_conf("disable_all_services", "");
+    // The hook starts a child (in the shell's process group) and waits on it.
+    t.extras(
+        "10-slow.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == install ]]; then sleep 300 & echo $! > {}; wait; fi\n",
+            marker.display()
+        ),
+    );
+    let child = Command::new(crate::devstack_bin())
+        .arg("--top-dir")
+        .arg(&t.top)
+        .arg("stack")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let sleeper: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stderr.contains("./unstack.sh stops what was started"),
+        "{stderr}"
+    );
+    // The hook's child went with the shell's process group.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let alive = std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"));
+    assert!(!alive, "the hook's child {sleeper} is still running");
+    // The state says how the run ended.
+    let state = std::fs::read_to_string(t.top.join(".devstack/state.json")).unwrap();
+    assert!(state.contains("\"outcome\": \"failed\""), "{state}");
+}
