@@ -297,7 +297,6 @@ impl Shell {
         // One loop per run of files with the same arguments: bash parses a line per
         // file far slower than it runs a loop over an array.
         let mut batch = String::from("# hook batch written by devstack-rs\n");
-        let mut base = 0;
         for group in hooks.chunk_by(|a, b| a.1 == b.1) {
             let files: Vec<String> = group
                 .iter()
@@ -306,15 +305,13 @@ impl Shell {
             let args: Vec<String> = group[0].1.iter().map(|a| bash_quote(a)).collect();
             let _ = writeln!(
                 batch,
-                "_ds_files=({}); _ds_args=({}); _ds_base={base}\n\
-                 for ((_ds_i = 0; _ds_i < ${{#_ds_files[@]}}; _ds_i++)); do \
-                 _ds_index=$((_ds_base + _ds_i)) _ds_t0=$EPOCHREALTIME; \
-                 source \"${{_ds_files[_ds_i]}}\" \"${{_ds_args[@]}}\"; \
-                 _ds_results+=(\"$_ds_index\" \"$?\" \"$_ds_t0\" \"$EPOCHREALTIME\"); done",
+                "_ds_files=({}); _ds_args=({})\n\
+                 for _ds_f in \"${{_ds_files[@]}}\"; do \
+                 source \"$_ds_f\" \"${{_ds_args[@]}}\"; \
+                 _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); done",
                 files.join(" "),
                 args.join(" ")
             );
-            base += group.len();
         }
         let doing = match hooks.first() {
             Some((file, args)) => format!("sourcing {} {}", file.display(), args.join(" ")),
@@ -331,19 +328,7 @@ impl Shell {
         self.hook_index = None;
         let frame = Frame::new("hooks", [path.to_string_lossy()]);
         match self.request_frame(&frame, host, doing.trim_end()) {
-            Ok(fields) => Ok(fields
-                .get(1..)
-                .unwrap_or_default()
-                .chunks(4)
-                .filter(|c| c.len() == 4)
-                .map(|c| HookResult {
-                    index: c[0].parse().unwrap_or(0),
-                    status: c[1].parse().unwrap_or(0),
-                    seconds: (c[3].parse::<f64>().unwrap_or(0.0)
-                        - c[2].parse::<f64>().unwrap_or(0.0))
-                    .max(0.0),
-                })
-                .collect()),
+            Ok(fields) => Ok(hook_results(fields.get(1..).unwrap_or_default())),
             Err(error) => Err(BatchError {
                 index: self.hook_index,
                 error,
@@ -671,6 +656,29 @@ impl Drop for Shell {
     }
 }
 
+/// Reads a batch's `done` fields, START (STATUS END)...: each file ran from the end
+/// of the one before (the first from START).
+fn hook_results(fields: &[String]) -> Vec<HookResult> {
+    let time = |s: &String| s.parse::<f64>().unwrap_or(0.0);
+    let Some((start, rest)) = fields.split_first() else {
+        return Vec::new();
+    };
+    let mut before = time(start);
+    rest.chunks_exact(2)
+        .enumerate()
+        .map(|(index, pair)| {
+            let end = time(&pair[1]);
+            let seconds = (end - before).max(0.0);
+            before = end;
+            HookResult {
+                index,
+                status: pair[0].parse().unwrap_or(0),
+                seconds,
+            }
+        })
+        .collect()
+}
+
 /// Quotes a word for bash: single quotes, with `'` written as `'\''`.
 pub fn bash_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
@@ -707,4 +715,28 @@ fn spawn_events(pipe: PipeReader, tx: mpsc::Sender<Event>) -> thread::JoinHandle
         }
         let _ = tx.send(Event::Closed);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_results_time_each_file_from_the_previous_end() {
+        let fields: Vec<String> = ["10.0", "0", "10.5", "3", "12.0"]
+            .map(String::from)
+            .to_vec();
+        let r = hook_results(&fields);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].index, r[0].status), (0, 0));
+        assert!((r[0].seconds - 0.5).abs() < 1e-9);
+        assert_eq!((r[1].index, r[1].status), (1, 3));
+        assert!((r[1].seconds - 1.5).abs() < 1e-9);
+        assert!(hook_results(&[]).is_empty());
+    }
+
+    #[test]
+    fn bash_quote_survives_single_quotes() {
+        assert_eq!(bash_quote("it's"), r"'it'\''s'");
+    }
 }
