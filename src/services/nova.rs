@@ -110,6 +110,9 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         );
         doc.set("DEFAULT", "osapi_compute_workers", &workers);
         doc.set("DEFAULT", "enabled_apis", "osapi_compute");
+        // oslo.service waits up to 60 s for in-flight work on TERM; a development
+        // cloud's unstack should not (the supervisor would KILL at its grace anyway).
+        doc.set("DEFAULT", "graceful_shutdown_timeout", "2");
         doc.set(
             "api_database",
             "connection",
