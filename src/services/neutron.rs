@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use crate::config::settings::Settings;
 use crate::host::Host;
 use crate::pipeline::Run;
+use crate::services::ServiceError;
 use crate::services::database;
-use crate::services::keystone::{self, DbJob};
-use crate::services::uwsgi::{self, WsgiApp};
-use crate::services::{Layer, Service, ServiceError};
+use crate::services::keystone::DbJob;
+use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
 
 pub const NAME: &str = "neutron";
 pub const SERVICE: &str = "q-svc";
@@ -156,43 +156,33 @@ fn warm_up(run: &mut Run) -> Result<(), ServiceError> {
     Ok(())
 }
 
-impl Service for Neutron {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn layer(&self) -> Layer {
-        Layer::OpenStack
-    }
-    fn is_enabled(&self, settings: &Settings) -> bool {
+impl UwsgiApi for Neutron {
+    const NAME: &'static str = NAME;
+    const SERVICE: &'static str = SERVICE;
+    const PREFIX: &'static str = PREFIX;
+    const PORT: u16 = PORT;
+    fn enabled(settings: &Settings) -> bool {
         enabled(settings)
     }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::packages()
+    fn conf_dir(settings: &Settings) -> PathBuf {
+        conf_dir(settings)
     }
-    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
-        uwsgi::install_python(run)
+    fn uwsgi_ini(settings: &Settings) -> PathBuf {
+        uwsgi_ini(settings)
     }
-    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
-        write_config(&mut run.host)
+    fn write_config(host: &mut Host) -> Result<(), ServiceError> {
+        write_config(host)
     }
-    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
-        keystone::ensure_synced(&mut run.host, db_job)
+    fn db_job(host: &Host) -> Option<DbJob> {
+        db_job(host)
     }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let s = run.host.settings.clone();
-        uwsgi::start_api(&mut run.host, NAME, SERVICE, &uwsgi_ini(&s), PREFIX, PORT)?;
-        if s.is_enabled(&["key"]) {
+    fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
+        vec![state_dir(settings)]
+    }
+    fn after_start(run: &mut Run) -> Result<(), ServiceError> {
+        if run.host.settings.is_enabled(&["key"]) {
             warm_up(run)?;
         }
-        Ok(())
-    }
-    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
-        uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
-    }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let s = run.host.settings.clone();
-        uwsgi::clean_api(&run.host, &[SERVICE], &conf_dir(&s));
-        let _ = std::fs::remove_dir_all(state_dir(&s));
         Ok(())
     }
 }

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use crate::config::settings::Settings;
 use crate::host::Host;
-use crate::pipeline::Run;
+use crate::services::ServiceError;
 use crate::services::database;
-use crate::services::keystone::{self, DbJob};
-use crate::services::uwsgi::{self, WsgiApp};
-use crate::services::{Layer, Service, ServiceError};
+use crate::services::keystone::DbJob;
+use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
 
 pub const NAME: &str = "placement";
 pub const SERVICE: &str = "placement-api";
@@ -76,37 +75,24 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
 }
 
-impl Service for Placement {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn layer(&self) -> Layer {
-        Layer::OpenStack
-    }
-    fn is_enabled(&self, settings: &Settings) -> bool {
+impl UwsgiApi for Placement {
+    const NAME: &'static str = NAME;
+    const SERVICE: &'static str = SERVICE;
+    const PREFIX: &'static str = PREFIX;
+    const PORT: u16 = PORT;
+    fn enabled(settings: &Settings) -> bool {
         enabled(settings)
     }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::packages()
+    fn conf_dir(settings: &Settings) -> PathBuf {
+        conf_dir(settings)
     }
-    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
-        uwsgi::install_python(run)
+    fn uwsgi_ini(settings: &Settings) -> PathBuf {
+        uwsgi_ini(settings)
     }
-    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
-        write_config(&mut run.host)
+    fn write_config(host: &mut Host) -> Result<(), ServiceError> {
+        write_config(host)
     }
-    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
-        keystone::ensure_synced(&mut run.host, db_job)
-    }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let ini = uwsgi_ini(&run.host.settings);
-        uwsgi::start_api(&mut run.host, NAME, SERVICE, &ini, PREFIX, PORT)
-    }
-    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
-        uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
-    }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        uwsgi::clean_api(&run.host, &[SERVICE], &conf_dir(&run.host.settings));
-        Ok(())
+    fn db_job(host: &Host) -> Option<DbJob> {
+        db_job(host)
     }
 }

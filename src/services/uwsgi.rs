@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use crate::config::settings::Settings;
 use crate::host::Host;
 use crate::ini::IniDoc;
-use crate::services::ServiceError;
+use crate::pipeline::Run;
 use crate::services::database;
+use crate::services::keystone::{self, DbJob};
+use crate::services::{Layer, Service, ServiceError};
 use crate::shell::{Call, Reply};
 use crate::state::ProcessRecord;
 use crate::system::process::Cmd;
@@ -569,6 +571,71 @@ pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
         }
         _ => return None,
     })
+}
+
+/// An OpenStack API served by uWSGI with a database of its own (glance, placement,
+/// neutron): only what differs between them. Every such API is a [`Service`] through
+/// the impl below, so the steps they share are written once.
+pub trait UwsgiApi {
+    /// The lib name (glance) and the DevStack service name of its process (g-api).
+    const NAME: &'static str;
+    const SERVICE: &'static str;
+    /// The variables' prefix (`GLANCE` for `GLANCE_SERVICE_PORT`) and default port.
+    const PREFIX: &'static str;
+    const PORT: u16;
+    fn enabled(settings: &Settings) -> bool;
+    fn conf_dir(settings: &Settings) -> PathBuf;
+    fn uwsgi_ini(settings: &Settings) -> PathBuf;
+    fn write_config(host: &mut Host) -> Result<(), ServiceError>;
+    fn db_job(host: &Host) -> Option<DbJob>;
+    /// Data directories of its own that clean removes.
+    fn data_dirs(_settings: &Settings) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// After the API answers (neutron's warm-up request).
+    fn after_start(_run: &mut Run) -> Result<(), ServiceError> {
+        Ok(())
+    }
+}
+
+impl<T: UwsgiApi> Service for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+    fn layer(&self) -> Layer {
+        Layer::OpenStack
+    }
+    fn is_enabled(&self, settings: &Settings) -> bool {
+        T::enabled(settings)
+    }
+    fn packages(&self, _settings: &Settings) -> Vec<String> {
+        packages()
+    }
+    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
+        install_python(run)
+    }
+    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
+        T::write_config(&mut run.host)
+    }
+    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
+        keystone::ensure_synced(&mut run.host, T::db_job)
+    }
+    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let ini = T::uwsgi_ini(&run.host.settings);
+        start_api(&mut run.host, T::NAME, T::SERVICE, &ini, T::PREFIX, T::PORT)?;
+        T::after_start(run)
+    }
+    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
+        stop_processes(&mut run.host, T::NAME, &[T::SERVICE])
+    }
+    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+        let s = run.host.settings.clone();
+        clean_api(&run.host, &[T::SERVICE], &T::conf_dir(&s));
+        for dir in T::data_dirs(&s) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
