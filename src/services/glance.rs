@@ -18,14 +18,6 @@ const PORT: u16 = 9292;
 
 pub struct Glance;
 
-fn enabled(s: &Settings) -> bool {
-    s.is_enabled(&[SERVICE, NAME])
-}
-
-fn conf_dir(s: &Settings) -> PathBuf {
-    s.path("GLANCE_CONF_DIR")
-}
-
 fn conf(s: &Settings) -> PathBuf {
     s.path("GLANCE_API_CONF")
 }
@@ -34,105 +26,93 @@ fn data_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("glance")
 }
 
-fn uwsgi_ini(s: &Settings) -> PathBuf {
-    conf_dir(s).join("glance-api-uwsgi.ini")
-}
-
-/// The database sync, for keystone's concurrent batch.
-pub fn db_job(host: &Host) -> Option<DbJob> {
-    let s = &host.settings;
-    enabled(s).then(|| DbJob {
-        service: NAME,
-        databases: vec!["glance"],
-        cmds: vec![
-            uwsgi::venv_cmd(host, "glance-manage")
-                .arg("--config-file")
-                .arg(conf(s))
-                .arg("db_sync")
-                .label("glance-manage"),
-        ],
-    })
-}
-
-fn write_config(host: &mut Host) -> Result<(), ServiceError> {
-    let s = host.settings.clone();
-    let data = data_dir(&s);
-    for sub in ["images", "staging", "tasks", "cache", "lock"] {
-        uwsgi::make_dir(host, NAME, &data.join(sub))?;
-    }
-    let url = crate::openstack::accounts::GLANCE.url(&s);
-    let d = |sub: &str| data.join(sub).display().to_string();
-    uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-        uwsgi::common_defaults(doc, &s);
-        doc.set("DEFAULT", "enabled_backends", "fs:file");
-        doc.set("DEFAULT", "worker_self_reference_url", &url);
-        doc.set("DEFAULT", "image_cache_dir", &d("cache"));
-        doc.set(
-            "DEFAULT",
-            "transport_url",
-            &crate::services::rabbit::transport_url(&s),
-        );
-        doc.set("glance_store", "default_backend", "fs");
-        doc.set("fs", "filesystem_store_datadir", &d("images"));
-        doc.set(
-            "os_glance_staging_store",
-            "filesystem_store_datadir",
-            &d("staging"),
-        );
-        doc.set(
-            "os_glance_tasks_store",
-            "filesystem_store_datadir",
-            &d("tasks"),
-        );
-        doc.set(
-            "database",
-            "connection",
-            &database::connection_url(&s, "glance"),
-        );
-        doc.set("paste_deploy", "flavor", "keystone");
-        doc.set("oslo_concurrency", "lock_path", &d("lock"));
-        uwsgi::authtoken(doc, &s, NAME);
-    })?;
-    let paste = conf_dir(&s).join("glance-api-paste.ini");
-    uwsgi::copy_file(
-        host,
-        NAME,
-        &uwsgi::venv_etc(host, "glance/glance-api-paste.ini"),
-        &paste,
-    )?;
-    let app = WsgiApp {
-        wsgi: "glance.wsgi.api:application".into(),
-        http: uwsgi::listen(&s, PREFIX, PORT),
-        venv: crate::system::python::venv_dir(host),
-        env: vec![(
-            "OS_GLANCE_CONFIG_DIR".into(),
-            conf_dir(&s).display().to_string(),
-        )],
-        processes: s.number("API_WORKERS", 1),
-        name: "glance-api".into(),
-    };
-    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
-}
-
 impl UwsgiApi for Glance {
     const NAME: &'static str = NAME;
     const SERVICE: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
-    fn enabled(settings: &Settings) -> bool {
-        enabled(settings)
+    fn enabled(s: &Settings) -> bool {
+        s.is_enabled(&[SERVICE, NAME])
     }
-    fn conf_dir(settings: &Settings) -> PathBuf {
-        conf_dir(settings)
+    fn conf_dir(s: &Settings) -> PathBuf {
+        s.path("GLANCE_CONF_DIR")
     }
-    fn uwsgi_ini(settings: &Settings) -> PathBuf {
-        uwsgi_ini(settings)
+    fn uwsgi_ini(s: &Settings) -> PathBuf {
+        Glance::conf_dir(s).join("glance-api-uwsgi.ini")
     }
     fn write_config(host: &mut Host) -> Result<(), ServiceError> {
-        write_config(host)
+        let s = host.settings.clone();
+        let data = data_dir(&s);
+        for sub in ["images", "staging", "tasks", "cache", "lock"] {
+            uwsgi::make_dir(host, NAME, &data.join(sub))?;
+        }
+        let url = crate::openstack::accounts::GLANCE.url(&s);
+        let d = |sub: &str| data.join(sub).display().to_string();
+        uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
+            uwsgi::common_defaults(doc, &s);
+            doc.set("DEFAULT", "enabled_backends", "fs:file");
+            doc.set("DEFAULT", "worker_self_reference_url", &url);
+            doc.set("DEFAULT", "image_cache_dir", &d("cache"));
+            doc.set(
+                "DEFAULT",
+                "transport_url",
+                &crate::services::rabbit::transport_url(&s),
+            );
+            doc.set("glance_store", "default_backend", "fs");
+            doc.set("fs", "filesystem_store_datadir", &d("images"));
+            doc.set(
+                "os_glance_staging_store",
+                "filesystem_store_datadir",
+                &d("staging"),
+            );
+            doc.set(
+                "os_glance_tasks_store",
+                "filesystem_store_datadir",
+                &d("tasks"),
+            );
+            doc.set(
+                "database",
+                "connection",
+                &database::connection_url(&s, "glance"),
+            );
+            doc.set("paste_deploy", "flavor", "keystone");
+            doc.set("oslo_concurrency", "lock_path", &d("lock"));
+            uwsgi::authtoken(doc, &s, NAME);
+        })?;
+        let paste = Glance::conf_dir(&s).join("glance-api-paste.ini");
+        uwsgi::copy_file(
+            host,
+            NAME,
+            &uwsgi::venv_etc(host, "glance/glance-api-paste.ini"),
+            &paste,
+        )?;
+        let app = WsgiApp {
+            wsgi: "glance.wsgi.api:application".into(),
+            http: uwsgi::listen(&s, PREFIX, PORT),
+            venv: crate::system::python::venv_dir(host),
+            env: vec![(
+                "OS_GLANCE_CONFIG_DIR".into(),
+                Glance::conf_dir(&s).display().to_string(),
+            )],
+            processes: s.number("API_WORKERS", 1),
+            name: "glance-api".into(),
+        };
+        uwsgi::write_ini(host, NAME, &Glance::uwsgi_ini(&s), &app)
     }
+    /// The database sync, for keystone's concurrent batch.
     fn db_job(host: &Host) -> Option<DbJob> {
-        db_job(host)
+        let s = &host.settings;
+        Glance::enabled(s).then(|| DbJob {
+            service: NAME,
+            databases: vec!["glance"],
+            cmds: vec![
+                uwsgi::venv_cmd(host, "glance-manage")
+                    .arg("--config-file")
+                    .arg(conf(s))
+                    .arg("db_sync")
+                    .label("glance-manage"),
+            ],
+        })
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![data_dir(settings)]

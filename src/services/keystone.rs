@@ -14,7 +14,7 @@ use crate::config::settings::Settings;
 use crate::host::Host;
 use crate::pipeline::Run;
 use crate::services::database;
-use crate::services::uwsgi::{self, WsgiApp};
+use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
 use crate::services::{Layer, Service, ServiceError, glance, neutron, nova, placement};
 use crate::system::process::Cmd;
 
@@ -178,9 +178,9 @@ fn all_jobs(host: &Host) -> Vec<DbJob> {
         });
     }
     for job in [
-        glance::db_job(host),
-        placement::db_job(host),
-        neutron::db_job(host),
+        glance::Glance::db_job(host),
+        placement::Placement::db_job(host),
+        neutron::Neutron::db_job(host),
         nova::db_job(host),
     ]
     .into_iter()

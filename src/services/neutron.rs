@@ -21,14 +21,6 @@ const PORT: u16 = 9696;
 
 pub struct Neutron;
 
-fn enabled(s: &Settings) -> bool {
-    s.is_enabled(&[SERVICE, "neutron-api"])
-}
-
-fn conf_dir(s: &Settings) -> PathBuf {
-    s.path("NEUTRON_CONF_DIR")
-}
-
 fn conf(s: &Settings) -> PathBuf {
     s.path("NEUTRON_CONF")
 }
@@ -37,103 +29,13 @@ fn conf(s: &Settings) -> PathBuf {
 fn ml2_conf(s: &Settings) -> PathBuf {
     match s.get("Q_PLUGIN_CONF_FILE").filter(|v| !v.is_empty()) {
         Some(v) if v.starts_with('/') => PathBuf::from(v),
-        Some(v) => conf_dir(s).join(v),
-        None => conf_dir(s).join("plugins/ml2/ml2_conf.ini"),
+        Some(v) => Neutron::conf_dir(s).join(v),
+        None => Neutron::conf_dir(s).join("plugins/ml2/ml2_conf.ini"),
     }
-}
-
-fn uwsgi_ini(s: &Settings) -> PathBuf {
-    conf_dir(s).join("neutron-api-uwsgi.ini")
 }
 
 fn state_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("neutron")
-}
-
-pub fn db_job(host: &Host) -> Option<DbJob> {
-    let s = &host.settings;
-    enabled(s).then(|| DbJob {
-        service: NAME,
-        databases: vec!["neutron"],
-        cmds: vec![
-            uwsgi::venv_cmd(host, "neutron-db-manage")
-                .arg("--config-file")
-                .arg(conf(s))
-                .arg("--config-file")
-                .arg(ml2_conf(s))
-                .args(["upgrade", "head"])
-                .label("neutron-db-manage"),
-        ],
-    })
-}
-
-fn write_config(host: &mut Host) -> Result<(), ServiceError> {
-    let s = host.settings.clone();
-    let state = state_dir(&s);
-    uwsgi::make_dir(host, NAME, &state.join("lock"))?;
-    let paste = conf_dir(&s).join("api-paste.ini");
-    uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-        uwsgi::common_defaults(doc, &s);
-        doc.set("DEFAULT", "core_plugin", "ml2");
-        doc.set("DEFAULT", "service_plugins", "router");
-        doc.set("DEFAULT", "auth_strategy", "keystone");
-        doc.set("DEFAULT", "state_path", &state.display().to_string());
-        doc.set("DEFAULT", "api_paste_config", &paste.display().to_string());
-        doc.set(
-            "DEFAULT",
-            "transport_url",
-            &crate::services::rabbit::transport_url(&s),
-        );
-        // No agents and no compute notifications: the API server alone.
-        doc.set("DEFAULT", "notify_nova_on_port_status_changes", "False");
-        doc.set("DEFAULT", "notify_nova_on_port_data_changes", "False");
-        doc.set(
-            "database",
-            "connection",
-            &database::connection_url(&s, "neutron"),
-        );
-        doc.set(
-            "oslo_concurrency",
-            "lock_path",
-            &state.join("lock").display().to_string(),
-        );
-        uwsgi::authtoken(doc, &s, NAME);
-        uwsgi::keystoneauth(doc, &s, "nova", "nova");
-    })?;
-    uwsgi::write_conf(host, NAME, &ml2_conf(&s), |doc| {
-        doc.set("ml2", "type_drivers", "flat");
-        doc.set("ml2", "tenant_network_types", "");
-        doc.set("ml2", "mechanism_drivers", "");
-        doc.set("ml2", "extension_drivers", "port_security");
-        doc.set("ml2_type_flat", "flat_networks", "*");
-    })?;
-    uwsgi::copy_file(
-        host,
-        NAME,
-        &uwsgi::venv_etc(host, "neutron/api-paste.ini"),
-        &paste,
-    )?;
-    let ml2 = ml2_conf(&s);
-    let dir = conf_dir(&s);
-    let rel = |p: &std::path::Path| {
-        p.strip_prefix(&dir)
-            .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
-    };
-    let app = WsgiApp {
-        wsgi: "neutron.wsgi.api:application".into(),
-        http: uwsgi::listen(&s, PREFIX, PORT),
-        venv: crate::system::python::venv_dir(host),
-        env: vec![
-            ("OS_NEUTRON_CONFIG_DIR".into(), dir.display().to_string()),
-            (
-                "OS_NEUTRON_CONFIG_FILES".into(),
-                format!("{};{}", rel(&conf(&s)), rel(&ml2)),
-            ),
-        ],
-        processes: s.number("API_WORKERS", 1),
-        name: "neutron-api".into(),
-    };
-    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
 }
 
 /// One authenticated round of list requests, so every worker's models are set up
@@ -161,20 +63,98 @@ impl UwsgiApi for Neutron {
     const SERVICE: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
-    fn enabled(settings: &Settings) -> bool {
-        enabled(settings)
+    fn enabled(s: &Settings) -> bool {
+        s.is_enabled(&[SERVICE, "neutron-api"])
     }
-    fn conf_dir(settings: &Settings) -> PathBuf {
-        conf_dir(settings)
+    fn conf_dir(s: &Settings) -> PathBuf {
+        s.path("NEUTRON_CONF_DIR")
     }
-    fn uwsgi_ini(settings: &Settings) -> PathBuf {
-        uwsgi_ini(settings)
+    fn uwsgi_ini(s: &Settings) -> PathBuf {
+        Neutron::conf_dir(s).join("neutron-api-uwsgi.ini")
     }
     fn write_config(host: &mut Host) -> Result<(), ServiceError> {
-        write_config(host)
+        let s = host.settings.clone();
+        let state = state_dir(&s);
+        uwsgi::make_dir(host, NAME, &state.join("lock"))?;
+        let paste = Neutron::conf_dir(&s).join("api-paste.ini");
+        uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
+            uwsgi::common_defaults(doc, &s);
+            doc.set("DEFAULT", "core_plugin", "ml2");
+            doc.set("DEFAULT", "service_plugins", "router");
+            doc.set("DEFAULT", "auth_strategy", "keystone");
+            doc.set("DEFAULT", "state_path", &state.display().to_string());
+            doc.set("DEFAULT", "api_paste_config", &paste.display().to_string());
+            doc.set(
+                "DEFAULT",
+                "transport_url",
+                &crate::services::rabbit::transport_url(&s),
+            );
+            // No agents and no compute notifications: the API server alone.
+            doc.set("DEFAULT", "notify_nova_on_port_status_changes", "False");
+            doc.set("DEFAULT", "notify_nova_on_port_data_changes", "False");
+            doc.set(
+                "database",
+                "connection",
+                &database::connection_url(&s, "neutron"),
+            );
+            doc.set(
+                "oslo_concurrency",
+                "lock_path",
+                &state.join("lock").display().to_string(),
+            );
+            uwsgi::authtoken(doc, &s, NAME);
+            uwsgi::keystoneauth(doc, &s, "nova", "nova");
+        })?;
+        uwsgi::write_conf(host, NAME, &ml2_conf(&s), |doc| {
+            doc.set("ml2", "type_drivers", "flat");
+            doc.set("ml2", "tenant_network_types", "");
+            doc.set("ml2", "mechanism_drivers", "");
+            doc.set("ml2", "extension_drivers", "port_security");
+            doc.set("ml2_type_flat", "flat_networks", "*");
+        })?;
+        uwsgi::copy_file(
+            host,
+            NAME,
+            &uwsgi::venv_etc(host, "neutron/api-paste.ini"),
+            &paste,
+        )?;
+        let ml2 = ml2_conf(&s);
+        let dir = Neutron::conf_dir(&s);
+        let rel = |p: &std::path::Path| {
+            p.strip_prefix(&dir)
+                .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
+        };
+        let app = WsgiApp {
+            wsgi: "neutron.wsgi.api:application".into(),
+            http: uwsgi::listen(&s, PREFIX, PORT),
+            venv: crate::system::python::venv_dir(host),
+            env: vec![
+                ("OS_NEUTRON_CONFIG_DIR".into(), dir.display().to_string()),
+                (
+                    "OS_NEUTRON_CONFIG_FILES".into(),
+                    format!("{};{}", rel(&conf(&s)), rel(&ml2)),
+                ),
+            ],
+            processes: s.number("API_WORKERS", 1),
+            name: "neutron-api".into(),
+        };
+        uwsgi::write_ini(host, NAME, &Neutron::uwsgi_ini(&s), &app)
     }
     fn db_job(host: &Host) -> Option<DbJob> {
-        db_job(host)
+        let s = &host.settings;
+        Neutron::enabled(s).then(|| DbJob {
+            service: NAME,
+            databases: vec!["neutron"],
+            cmds: vec![
+                uwsgi::venv_cmd(host, "neutron-db-manage")
+                    .arg("--config-file")
+                    .arg(conf(s))
+                    .arg("--config-file")
+                    .arg(ml2_conf(s))
+                    .args(["upgrade", "head"])
+                    .label("neutron-db-manage"),
+            ],
+        })
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![state_dir(settings)]
