@@ -260,6 +260,15 @@ nothing_of_ours_left() {
         echo "$procs" >&2
         return 1
     fi
+    # MariaDB keeps a database as a directory of its datadir: checked with the server
+    # stopped too (unstack --all stopped it).
+    local db
+    for db in keystone glance placement neutron nova_api nova_cell0 nova_cell1; do
+        if [[ -d /var/lib/mysql/$db ]]; then
+            echo "database $db left in /var/lib/mysql" >&2
+            return 1
+        fi
+    done
     if command -v mariadb >/dev/null && [[ -S /run/mysqld/mysqld.sock ]]; then
         dbs=$(mariadb -u root -N -e 'SHOW DATABASES' 2>/dev/null |
             grep -E '^(keystone|glance|placement|neutron|nova_api|nova_cell0|nova_cell1)$' || true)
