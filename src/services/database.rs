@@ -513,6 +513,23 @@ pub fn service_timeout(s: &Settings) -> Duration {
 
 /// Polls `probe` until it succeeds or `timeout` passes. When the daemon exits on the
 /// way, fails at once. Either failure carries the tail of the daemon's own log.
+/// Starts a server under our supervisor and waits until `probe` answers (with the
+/// tail of the server's own log when it does not).
+pub fn launch_ready(
+    host: &mut Host,
+    service: &str,
+    spec: &ProcessSpec,
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut(&Host) -> Result<(), String>,
+) -> Result<(), ServiceError> {
+    let record = launch(host, service, spec)?;
+    let host = &*host;
+    wait_ready(service, Some(&record), &spec.log, timeout, what, || {
+        probe(host)
+    })
+}
+
 pub fn wait_ready(
     service: &str,
     record: Option<&ProcessRecord>,

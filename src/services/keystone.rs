@@ -319,26 +319,14 @@ impl Service for Keystone {
 
 /// `flush_all` to each of MEMCACHE_SERVERS (keystone's cache of the old database).
 fn flush_cache(host: &Host) {
-    use std::io::{BufRead as _, BufReader, Write as _};
-    use std::net::{TcpStream, ToSocketAddrs as _};
     for server in host.settings.str("MEMCACHE_SERVERS").split(',') {
-        let Some(addr) = server
-            .trim()
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-        else {
+        let server = server.trim();
+        if server.is_empty() {
             continue;
-        };
-        let timeout = database::PROBE_TIMEOUT;
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
-            continue;
-        };
-        let _ = stream.set_read_timeout(Some(timeout));
-        let _ = stream.set_write_timeout(Some(timeout));
-        if stream.write_all(b"flush_all\r\n").is_ok() {
-            let mut line = String::new();
-            let _ = BufReader::new(stream).read_line(&mut line);
+        }
+        if let Ok(line) =
+            crate::services::memcached::command(server, "flush_all", database::PROBE_TIMEOUT)
+        {
             host.log.note(&format!(
                 "keystone: flushed memcached {server}: {}",
                 line.trim()

@@ -2,7 +2,6 @@
 //! needs it, listening on `SERVICE_HOST` only, waited for until `version` answers.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::config::settings::Settings;
@@ -22,23 +21,26 @@ fn host_addr(s: &Settings) -> String {
     s.get_or("SERVICE_HOST", "127.0.0.1").to_owned()
 }
 
-/// `version` over TCP, with a per-request timeout.
-pub fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String, String> {
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
+/// Sends one memcached text command to `server` (`host:port`, or a pair) and returns
+/// the first line of the answer; every step has `timeout`.
+pub fn command(
+    server: impl std::net::ToSocketAddrs,
+    command: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut s = crate::system::net::connect(server, timeout).map_err(|e| e.to_string())?;
+    s.write_all(format!("{command}\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"version\r\n").map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(s)
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
+    Ok(line)
+}
+
+/// `version` over TCP, with a per-request timeout.
+pub fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String, String> {
+    let line = command((host, port), "version", timeout)?;
     line.strip_prefix("VERSION ")
         .map(|v| v.trim().to_owned())
         .ok_or_else(|| format!("unexpected answer {line:?}"))
@@ -69,20 +71,14 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
         command: format!(
             "exec /usr/bin/memcached -u {user} -l {addr} -p {PORT} -U 0 -m 64 -c 1024 -v"
         ),
-        log: log.clone(),
+        log,
         workdir: Some("/".into()),
         address: Some(format!("{addr}:{PORT}")),
         ..ProcessSpec::default()
     };
-    let record = database::launch(host, NAME, &spec)?;
-    database::wait_ready(
-        NAME,
-        Some(&record),
-        &log,
-        timeout,
-        "memcached version",
-        || probe(&addr),
-    )
+    database::launch_ready(host, NAME, &spec, timeout, "memcached version", |_| {
+        probe(&addr)
+    })
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {

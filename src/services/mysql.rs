@@ -103,20 +103,12 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     let spec = ProcessSpec {
         name: NAME.into(),
         command,
-        log: log.clone(),
+        log,
         workdir: Some("/".into()),
         address: Some(format!("{addr}:{PORT}")),
         ..ProcessSpec::default()
     };
-    let record = database::launch(host, NAME, &spec)?;
-    database::wait_ready(
-        NAME,
-        Some(&record),
-        &log,
-        timeout,
-        "mariadb SELECT 1",
-        || admin_probe(host),
-    )
+    database::launch_ready(host, NAME, &spec, timeout, "mariadb SELECT 1", admin_probe)
 }
 
 /// Creates (or updates) DATABASE_USER with DATABASE_PASSWORD, able to do anything

@@ -100,15 +100,12 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
         name: NAME.into(),
         command,
         user: Some("postgres".into()),
-        log: log.clone(),
+        log,
         workdir: Some("/".into()),
         address: Some(format!("{addr}:{PORT}")),
         ..ProcessSpec::default()
     };
-    let record = database::launch(host, NAME, &spec)?;
-    database::wait_ready(NAME, Some(&record), &log, timeout, "psql SELECT 1", || {
-        admin_probe(host)
-    })
+    database::launch_ready(host, NAME, &spec, timeout, "psql SELECT 1", admin_probe)
 }
 
 fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {

@@ -4,7 +4,7 @@
 //! DevStack's lib/rpc_backend: `get_transport_url`, `iniset_rpc_backend`.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::config::settings::Settings;
@@ -80,16 +80,7 @@ pub fn amqp_probe(
     login: Option<(&str, &str)>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    let mut s = crate::system::net::connect((host, port), timeout).map_err(|e| e.to_string())?;
     s.write_all(b"AMQP\x00\x00\x09\x01")
         .map_err(|e| e.to_string())?;
     let (kind, payload) = read_frame(&mut s).map_err(|e| format!("no connection.start: {e}"))?;
@@ -191,8 +182,7 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
             address: Some(format!("{addr}:{EPMD_PORT}")),
             ..ProcessSpec::default()
         };
-        let record = database::launch(host, NAME, &spec)?;
-        database::wait_ready(NAME, Some(&record), &spec.log, timeout, "epmd", || {
+        database::launch_ready(host, NAME, &spec, timeout, "epmd", |_| {
             if database::port_taken(&addr, EPMD_PORT) {
                 Ok(())
             } else {
@@ -218,13 +208,12 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
         command: "exec /usr/lib/rabbitmq/bin/rabbitmq-server".into(),
         env,
         user: Some("rabbitmq".into()),
-        log: log.clone(),
+        log,
         workdir: Some(HOME.into()),
         address: Some(format!("{addr}:{PORT}")),
         ..ProcessSpec::default()
     };
-    let record = database::launch(host, NAME, &spec)?;
-    database::wait_ready(NAME, Some(&record), &log, timeout, "AMQP handshake", || {
+    database::launch_ready(host, NAME, &spec, timeout, "AMQP handshake", |_| {
         probe(&addr)
     })
 }
