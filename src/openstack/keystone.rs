@@ -170,10 +170,9 @@ pub struct Client {
     token: Option<String>,
     /// Every password this client has sent, masked out of keystone's error messages.
     secrets: Vec<String>,
-    domains: HashMap<String, String>,
-    roles: HashMap<String, String>,
-    /// (domain id, name) -> id of the projects created or found.
-    projects: HashMap<(String, String), String>,
+    /// Ids found or created: (kind, scope, name or id) -> id, for domains, roles
+    /// (scope "") and projects (scope = domain id).
+    ids: HashMap<(&'static str, String, String), String>,
     regions: Vec<String>,
     /// Services this client created: they can have no endpoints it did not make.
     created_services: Vec<String>,
@@ -233,9 +232,7 @@ impl Client {
             timeout,
             token: None,
             secrets,
-            domains: HashMap::new(),
-            roles: HashMap::new(),
-            projects: HashMap::new(),
+            ids: HashMap::new(),
             regions: Vec::new(),
             created_services: Vec::new(),
             created_endpoints: HashMap::new(),
@@ -593,11 +590,22 @@ impl Client {
 
     /// The id of a domain given by name or id (cached for the client's life).
     pub fn domain_id(&mut self, name_or_id: &str) -> Result<String, KeystoneError> {
-        if let Some(id) = self.domains.get(name_or_id) {
+        self.remembered(("domain", String::new(), name_or_id.to_owned()), |c| {
+            c.name_or_id("domain", "domains", name_or_id)
+        })
+    }
+
+    /// The id kept under `key`, else what `find` says (then kept for the client's life).
+    fn remembered(
+        &mut self,
+        key: (&'static str, String, String),
+        find: impl FnOnce(&mut Self) -> Result<String, KeystoneError>,
+    ) -> Result<String, KeystoneError> {
+        if let Some(id) = self.ids.get(&key) {
             return Ok(id.clone());
         }
-        let id = self.name_or_id("domain", "domains", name_or_id)?;
-        self.domains.insert(name_or_id.to_owned(), id.clone());
+        let id = find(self)?;
+        self.ids.insert(key, id.clone());
         Ok(id)
     }
 
@@ -607,19 +615,15 @@ impl Client {
         name: &str,
         description: &str,
     ) -> Result<String, KeystoneError> {
-        if let Some(id) = self.domains.get(name) {
-            return Ok(id.clone());
-        }
-        let what = format!("get or create domain '{name}'");
-        let mut lookup = |c: &mut Self| c.first_id(&what, "domains", &[("name", name)]);
-        let id = if let Some(id) = lookup(self)? {
-            id
-        } else {
+        self.remembered(("domain", String::new(), name.to_owned()), |c| {
+            let what = format!("get or create domain '{name}'");
+            let mut lookup = |c: &mut Self| c.first_id(&what, "domains", &[("name", name)]);
+            if let Some(id) = lookup(c)? {
+                return Ok(id);
+            }
             let body = json!({"domain": {"name": name, "description": description}});
-            self.create(&what, "domains", &body, &mut lookup)?
-        };
-        self.domains.insert(name.to_owned(), id.clone());
-        Ok(id)
+            c.create(&what, "domains", &body, &mut lookup)
+        })
     }
 
     // ----- projects -----
@@ -631,26 +635,23 @@ impl Client {
         domain: &str,
     ) -> Result<String, KeystoneError> {
         let domain_id = self.domain_id(domain)?;
-        let key = (domain_id.clone(), name.to_owned());
-        if let Some(id) = self.projects.get(&key) {
-            return Ok(id.clone());
-        }
-        let what = format!("get or create project '{name}' in domain '{domain}'");
-        let mut lookup = |c: &mut Self| {
-            c.first_id(
-                &what,
-                "projects",
-                &[("name", name), ("domain_id", &domain_id)],
-            )
-        };
-        // Names are unique in a domain: create first (a stack's keystone is new, so
-        // this is one request), find on 409.
-        let body = json!({"project": {
-            "name": name, "domain_id": domain_id, "description": "", "enabled": true
-        }});
-        let id = self.create(&what, "projects", &body, &mut lookup)?;
-        self.projects.insert(key, id.clone());
-        Ok(id)
+        let key = ("project", domain_id.clone(), name.to_owned());
+        self.remembered(key, |c| {
+            let what = format!("get or create project '{name}' in domain '{domain}'");
+            let mut lookup = |c: &mut Self| {
+                c.first_id(
+                    &what,
+                    "projects",
+                    &[("name", name), ("domain_id", &domain_id)],
+                )
+            };
+            // Names are unique in a domain: create first (a stack's keystone is new,
+            // so this is one request), find on 409.
+            let body = json!({"project": {
+                "name": name, "domain_id": domain_id, "description": "", "enabled": true
+            }});
+            c.create(&what, "projects", &body, &mut lookup)
+        })
     }
 
     /// The id of a project given by name (in `domain`, or anywhere if unique) or id.
@@ -662,13 +663,10 @@ impl Client {
         let Some(domain) = domain.filter(|d| !d.is_empty()) else {
             return self.find_scoped("project", "projects", name_or_id, None);
         };
-        let key = (self.domain_id(domain)?, name_or_id.to_owned());
-        if let Some(id) = self.projects.get(&key) {
-            return Ok(id.clone());
-        }
-        let id = self.find_scoped("project", "projects", name_or_id, Some(domain))?;
-        self.projects.insert(key, id.clone());
-        Ok(id)
+        let key = ("project", self.domain_id(domain)?, name_or_id.to_owned());
+        self.remembered(key, |c| {
+            c.find_scoped("project", "projects", name_or_id, Some(domain))
+        })
     }
 
     // ----- users -----
@@ -747,26 +745,20 @@ impl Client {
 
     /// DevStack's `get_or_create_role NAME` (a global role; cached).
     pub fn get_or_create_role(&mut self, name: &str) -> Result<String, KeystoneError> {
-        if let Some(id) = self.roles.get(name) {
-            return Ok(id.clone());
-        }
-        let what = format!("get or create role '{name}'");
-        let mut lookup = |c: &mut Self| c.first_id(&what, "roles", &[("name", name)]);
-        // Global role names are unique: create first, find on 409.
-        let body = json!({"role": {"name": name}});
-        let id = self.create(&what, "roles", &body, &mut lookup)?;
-        self.roles.insert(name.to_owned(), id.clone());
-        Ok(id)
+        self.remembered(("role", String::new(), name.to_owned()), |c| {
+            let what = format!("get or create role '{name}'");
+            let mut lookup = |c: &mut Self| c.first_id(&what, "roles", &[("name", name)]);
+            // Global role names are unique: create first, find on 409.
+            let body = json!({"role": {"name": name}});
+            c.create(&what, "roles", &body, &mut lookup)
+        })
     }
 
     /// The id of a role given by name or id (cached).
     pub fn role_id(&mut self, name_or_id: &str) -> Result<String, KeystoneError> {
-        if let Some(id) = self.roles.get(name_or_id) {
-            return Ok(id.clone());
-        }
-        let id = self.name_or_id("role", "roles", name_or_id)?;
-        self.roles.insert(name_or_id.to_owned(), id.clone());
-        Ok(id)
+        self.remembered(("role", String::new(), name_or_id.to_owned()), |c| {
+            c.name_or_id("role", "roles", name_or_id)
+        })
     }
 
     // ----- role assignments -----
