@@ -32,14 +32,29 @@ pub enum PackageError {
     },
 }
 
-/// Is a package installed (dpkg says "install ok installed")?
-pub fn is_installed(host: &Host, package: &str) -> bool {
-    host.cmd("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
+/// Which of these packages are installed (dpkg says "install ok installed"): one
+/// dpkg-query for all of them (it names unknown ones on stderr and exits 1).
+pub fn installed(host: &Host, packages: &[String]) -> BTreeSet<String> {
+    if packages.is_empty() {
+        return BTreeSet::new();
+    }
+    let out = host
+        .cmd("dpkg-query")
+        .args(["-W", "-f=${Package}\t${Status}\n"])
+        .args(packages)
         .capture()
         .allow_failure()
-        .run()
-        .is_ok_and(|o| o.status.success() && o.stdout.trim() == "install ok installed")
+        .run();
+    out.map(|o| parse_installed(&o.stdout)).unwrap_or_default()
+}
+
+/// Reads `PACKAGE<TAB>STATUS` lines into the set of installed packages.
+fn parse_installed(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, status)| status.trim() == "install ok installed")
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 fn apt(host: &Host) -> crate::system::process::Cmd {
@@ -64,13 +79,17 @@ pub fn update(host: &mut Host) -> Result<(), PackageError> {
 
 /// Installs the packages that are not installed yet and records them.
 pub fn install(host: &mut Host, packages: &[String]) -> Result<Vec<String>, PackageError> {
-    let missing: Vec<String> = packages
+    let wanted: Vec<String> = packages
         .iter()
         .filter(|p| !p.is_empty())
-        .filter(|p| !is_installed(host, p))
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
+        .collect();
+    let present = installed(host, &wanted);
+    let missing: Vec<String> = wanted
+        .into_iter()
+        .filter(|p| !present.contains(p))
         .collect();
     if missing.is_empty() {
         return Ok(missing);
@@ -181,9 +200,9 @@ pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
             }
             Err(e) => Reply::error(100, format!("uninstall_package: {e}")),
         },
-        "is-package-installed" => {
-            Reply::status(i32::from(!args.iter().all(|p| is_installed(host, p))))
-        }
+        "is-package-installed" => Reply::status(i32::from(
+            installed(host, &args).len() != args.iter().collect::<BTreeSet<_>>().len(),
+        )),
         "apt-get-update" => match update(host) {
             Ok(()) => Reply::ok(),
             Err(e) => Reply::error(100, e),
@@ -202,6 +221,13 @@ fn tail_text(e: &PackageError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dpkg_query_lines_give_the_installed_set() {
+        let text = "sudo\tinstall ok installed\nfoo\tdeinstall ok config-files\nbar\tinstall ok installed\n";
+        let set = parse_installed(text);
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), ["bar", "sudo"]);
+    }
 
     #[test]
     fn package_lists_follow_devstack_syntax() {
