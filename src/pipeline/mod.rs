@@ -562,9 +562,7 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
             } else {
                 f.file.clone()
             };
-            let location = if run.shell_ref().is_some_and(|s| s.is_ours(&f.file))
-                || f.file.ends_with("inc/driver")
-            {
+            let location = if run.shell_ref().is_some_and(|s| s.is_ours(&f.file)) {
                 format!(
                     "{} (the file returned status {})",
                     target.file.display(),

@@ -181,14 +181,6 @@ impl PluginRegistry {
     pub fn plugins(&self) -> &[ExternalPlugin] {
         &self.plugins
     }
-
-    pub fn plugins_mut(&mut self) -> &mut [ExternalPlugin] {
-        &mut self.plugins
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
-    }
 }
 
 /// Reads `plugin_requires NAME OTHER` lines of a plugin's settings (as DevStack's
@@ -286,11 +278,6 @@ fn visit(
     Ok(())
 }
 
-/// Turns a plugin URL into something git clones: a local path becomes itself.
-fn clone_source(url: &str) -> String {
-    url.to_owned()
-}
-
 /// Clones a plugin at its ref into its directory, unless it is there already (then
 /// it is left alone, or re-fetched with RECLONE).
 pub fn fetch(
@@ -311,16 +298,9 @@ pub fn fetch(
         if !reclone {
             return Ok(false);
         }
-        git(&[
-            "-C",
-            &dir,
-            "remote",
-            "set-url",
-            "origin",
-            &clone_source(&plugin.url),
-        ])
-        .run()
-        .map_err(clone_err)?;
+        git(&["-C", &dir, "remote", "set-url", "origin", &plugin.url])
+            .run()
+            .map_err(clone_err)?;
         git(&["-C", &dir, "fetch", "origin", &plugin.git_ref])
             .run()
             .map_err(clone_err)?;
@@ -341,15 +321,9 @@ pub fn fetch(
             source,
         })?;
     }
-    git(&[
-        "clone",
-        "--quiet",
-        "--no-checkout",
-        &clone_source(&plugin.url),
-        &dir,
-    ])
-    .run()
-    .map_err(clone_err)?;
+    git(&["clone", "--quiet", "--no-checkout", &plugin.url, &dir])
+        .run()
+        .map_err(clone_err)?;
     git(&["-C", &dir, "fetch", "--quiet", "origin", &plugin.git_ref])
         .run()
         .map_err(clone_err)?;

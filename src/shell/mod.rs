@@ -271,10 +271,6 @@ impl Shell {
         *self.tap.redactor.write().expect("redactor lock") = redactor;
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Errexit while hooks run (stack) or failures as warnings (unstack, clean).
     pub fn set_strict(&mut self, strict: bool, host: &mut dyn Callbacks) -> Result<(), ShellError> {
         self.strict = strict;

@@ -41,10 +41,6 @@ impl Redactor {
         }
         out
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
 }
 
 #[cfg(test)]
