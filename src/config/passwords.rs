@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 
-use crate::config::settings::PASSWORD_VARS;
-use crate::pipeline::{Kind, Run};
-
 const FILE_NAME: &str = ".devstack-passwords";
 const LENGTH: usize = 24;
 
@@ -45,7 +42,7 @@ pub fn load(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn save(path: &Path, passwords: &BTreeMap<String, String>) -> std::io::Result<()> {
+pub fn save(path: &Path, passwords: &BTreeMap<String, String>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
@@ -61,40 +58,6 @@ fn save(path: &Path, passwords: &BTreeMap<String, String>) -> std::io::Result<()
     }
     f.sync_all()?;
     fs::rename(&tmp, path)
-}
-
-/// Fills every password variable the user left unset: from the kept file, else a new
-/// one (kept, for stack only; unstack and clean only read). Then the redactor learns them.
-pub fn ensure(run: &mut Run) -> anyhow::Result<()> {
-    let path = file(&run.host.settings.path("DATA_DIR"));
-    let mut kept = load(&path);
-    let mut assign = Vec::new();
-    let mut changed = false;
-    for name in PASSWORD_VARS {
-        if !run.host.settings.str(name).is_empty() {
-            continue;
-        }
-        let value = if let Some(v) = kept.get(*name) {
-            v.clone()
-        } else {
-            let v = generate();
-            kept.insert((*name).to_owned(), v.clone());
-            changed = true;
-            v
-        };
-        assign.push(((*name).to_owned(), value));
-    }
-    if changed && run.kind == Kind::Stack {
-        save(&path, &kept)?;
-    }
-    if !assign.is_empty() {
-        run.set_vars(&assign)?;
-    }
-    let redactor = run.host.refresh_secrets();
-    if let Some(shell) = run.shell_ref() {
-        shell.set_redactor(redactor);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

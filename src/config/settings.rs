@@ -19,7 +19,8 @@ pub const DEFAULT_SERVICES: &str =
     "mysql,rabbit,key,g-api,placement-api,q-svc,n-api,n-cond,n-sch,n-cpu";
 
 /// DevStack's stackrc defaults, applied after localrc (`${NAME:-default}`). Order
-/// matters: later entries may use earlier ones.
+/// matters: later entries may use earlier ones. A service's own variables (lib/nova's
+/// NOVA_CONF ...) are in its descriptor, applied after `override_defaults`.
 pub const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("DATA_DIR", "$DEST/data"),
     ("LOGDIR", "$DEST/logs"),
@@ -49,31 +50,12 @@ pub const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("MEMCACHE_SERVERS", "$SERVICE_HOST:11211"),
     ("DEVSTACK_VENV", "$DEST/venv"),
     ("PYTHON", "$DEVSTACK_VENV/bin/python3"),
-    ("KEYSTONE_SERVICE_HOST", "$SERVICE_HOST"),
-    ("KEYSTONE_SERVICE_PROTOCOL", "$SERVICE_PROTOCOL"),
-    ("KEYSTONE_SERVICE_PORT", "5000"),
-    (
-        "KEYSTONE_SERVICE_URI",
-        "$KEYSTONE_SERVICE_PROTOCOL://$KEYSTONE_SERVICE_HOST:$KEYSTONE_SERVICE_PORT",
-    ),
-    ("KEYSTONE_AUTH_URI", "$KEYSTONE_SERVICE_URI"),
     ("SERVICE_DOMAIN_NAME", "Default"),
     ("SERVICE_PROJECT_NAME", "service"),
     ("ADMIN_DOMAIN_NAME", "Default"),
     ("TEMPEST_CONFIG", "$DEST/tempest/etc/tempest.conf"),
-    ("GLANCE_CONF_DIR", "/etc/glance"),
-    ("GLANCE_API_CONF", "$GLANCE_CONF_DIR/glance-api.conf"),
-    ("NOVA_CONF_DIR", "/etc/nova"),
-    ("NOVA_CONF", "$NOVA_CONF_DIR/nova.conf"),
-    ("NOVA_CPU_CONF", "$NOVA_CONF_DIR/nova-cpu.conf"),
     ("CINDER_CONF_DIR", "/etc/cinder"),
     ("CINDER_CONF", "$CINDER_CONF_DIR/cinder.conf"),
-    ("KEYSTONE_CONF_DIR", "/etc/keystone"),
-    ("KEYSTONE_CONF", "$KEYSTONE_CONF_DIR/keystone.conf"),
-    ("PLACEMENT_CONF_DIR", "/etc/placement"),
-    ("PLACEMENT_CONF", "$PLACEMENT_CONF_DIR/placement.conf"),
-    ("NEUTRON_CONF_DIR", "/etc/neutron"),
-    ("NEUTRON_CONF", "$NEUTRON_CONF_DIR/neutron.conf"),
     ("LOGDAYS", "7"),
 ];
 

@@ -2,20 +2,18 @@
 //! what `create_keystone_accounts` and each service's `create_*_accounts` do in
 //! DevStack's lib/*, without one `openstack` CLI process per object.
 //!
-//! The services engineer calls [`create_for_enabled`] once keystone is bootstrapped
-//! and answering; plugins reach the same client through the bash shims in lib/keystone.
+//! The pipeline calls [`create_all`] with the catalog entries of the enabled
+//! services once keystone is bootstrapped and answering; plugins reach the same
+//! client through the bash shims in lib/keystone.
 
 use std::time::{Duration, Instant};
 
 use crate::config::settings::Settings;
-use crate::host::Host;
 use crate::openstack::keystone::{Client, Credentials, DEFAULT_TIMEOUT, KeystoneError};
 
 /// One OpenStack service's keystone registration, as DevStack's lib/<service> does it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceAccount {
-    /// The service's names in ENABLED_SERVICES; any of them enables the registration.
-    pub enabled_by: &'static [&'static str],
     /// The service user's name, and the catalog service's name.
     pub name: &'static str,
     /// The catalog service type.
@@ -31,54 +29,6 @@ pub struct ServiceAccount {
     pub path: &'static str,
 }
 
-/// Glance: `image` on :9292 (DevStack's /image is for the Apache proxy; we use ports).
-pub const GLANCE: ServiceAccount = ServiceAccount {
-    enabled_by: &["g-api", "glance"],
-    name: "glance",
-    service_type: "image",
-    description: "Glance Image Service",
-    extra_role: Some("admin"),
-    prefix: "GLANCE",
-    default_port: 9292,
-    path: "",
-};
-
-pub const PLACEMENT: ServiceAccount = ServiceAccount {
-    enabled_by: &["placement-api", "placement"],
-    name: "placement",
-    service_type: "placement",
-    description: "Placement Service",
-    extra_role: Some("admin"),
-    prefix: "PLACEMENT",
-    default_port: 8778,
-    path: "",
-};
-
-pub const NEUTRON: ServiceAccount = ServiceAccount {
-    enabled_by: &["q-svc", "neutron-api", "neutron"],
-    name: "neutron",
-    service_type: "network",
-    description: "Neutron Service",
-    extra_role: Some("admin"),
-    prefix: "NEUTRON",
-    default_port: 9696,
-    path: "/",
-};
-
-pub const NOVA: ServiceAccount = ServiceAccount {
-    enabled_by: &["n-api", "nova"],
-    name: "nova",
-    service_type: "compute",
-    description: "Nova Compute Service",
-    extra_role: Some("admin"),
-    prefix: "NOVA",
-    default_port: 8774,
-    path: "/v2.1",
-};
-
-/// Every service registered here, in DevStack's order.
-pub const SERVICES: &[ServiceAccount] = &[GLANCE, PLACEMENT, NEUTRON, NOVA];
-
 impl ServiceAccount {
     /// The public endpoint URL from the settings (`<PREFIX>_SERVICE_*`, falling back
     /// to SERVICE_PROTOCOL and SERVICE_HOST, and the service's default port).
@@ -91,10 +41,6 @@ impl ServiceAccount {
         let host = bracket_ipv6(host);
         let port = settings.number(&port_var, u64::from(self.default_port));
         format!("{protocol}://{host}:{port}{}", self.path)
-    }
-
-    pub fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(self.enabled_by)
     }
 }
 
@@ -183,27 +129,27 @@ pub fn admin_credentials(settings: &Settings) -> Credentials {
     creds
 }
 
-/// The host's keystone client for the run, (re)made when the URL or the admin
+/// The run's keystone client (kept in `slot`), (re)made when the URL or the admin
 /// credentials changed since it was made.
-pub fn client(host: &mut Host) -> Result<&mut Client, KeystoneError> {
-    let creds = admin_credentials(&host.settings);
+pub fn client<'a>(
+    slot: &'a mut Option<Client>,
+    settings: &Settings,
+) -> Result<&'a mut Client, KeystoneError> {
+    let creds = admin_credentials(settings);
     if creds.password.is_empty() {
         return Err(KeystoneError::Config(
             "ADMIN_PASSWORD is not set: cannot authenticate to keystone".into(),
         ));
     }
-    let stale = host
-        .keystone
-        .as_ref()
-        .is_none_or(|c| c.credentials() != &creds);
+    let stale = slot.as_ref().is_none_or(|c| c.credentials() != &creds);
     if stale {
-        let timeout = match host.settings.number("KEYSTONE_REQUEST_TIMEOUT", 0) {
+        let timeout = match settings.number("KEYSTONE_REQUEST_TIMEOUT", 0) {
             0 => DEFAULT_TIMEOUT,
             secs => Duration::from_secs(secs),
         };
-        host.keystone = Some(Client::new(creds, timeout)?);
+        *slot = Some(Client::new(creds, timeout)?);
     }
-    Ok(host.keystone.as_mut().expect("client just made"))
+    Ok(slot.as_mut().expect("client just made"))
 }
 
 /// Names DevStack's account functions use, read from the settings.
@@ -390,38 +336,6 @@ pub fn identity_service(
     })
 }
 
-/// The registration of the service called `name` (glance, placement, neutron, nova),
-/// whether enabled or not.
-pub fn service_account(name: &str) -> Option<&'static ServiceAccount> {
-    SERVICES.iter().find(|s| s.name == name)
-}
-
-/// Creates one service's accounts with the host's client (for the services engineer:
-/// `accounts::create_for(host, "glance")`).
-pub fn create_for(host: &mut Host, name: &str) -> Result<ServiceIds, KeystoneError> {
-    let service = service_account(name)
-        .ok_or_else(|| KeystoneError::Config(format!("no keystone registration for '{name}'")))?;
-    let settings = host.settings.clone();
-    let client = client(host)?;
-    create_service_accounts(client, &settings, service)
-}
-
-/// Everything for every enabled service, in one client session: the core accounts,
-/// the identity service, then each enabled service of [`SERVICES`]. Nothing is sent
-/// when keystone itself is not enabled (as in DevStack's stack.sh).
-pub fn create_for_enabled(host: &mut Host) -> Result<AccountsReport, KeystoneError> {
-    if !host.settings.is_enabled(&["key", "keystone"]) {
-        return Ok(AccountsReport::default());
-    }
-    let settings = host.settings.clone();
-    let client = client(host)?;
-    create_all(
-        client,
-        &settings,
-        SERVICES.iter().filter(|s| s.is_enabled(&settings)),
-    )
-}
-
 /// The core accounts, identity, and the given services with this client.
 pub fn create_all<'a>(
     client: &mut Client,
@@ -460,12 +374,19 @@ mod tests {
         )
     }
 
+    const NOVA: ServiceAccount = ServiceAccount {
+        name: "nova",
+        service_type: "compute",
+        description: "Nova Compute Service",
+        extra_role: Some("admin"),
+        prefix: "NOVA",
+        default_port: 8774,
+        path: "/v2.1",
+    };
+
     #[test]
     fn endpoint_urls_follow_devstack_settings() {
         let s = settings(&[("SERVICE_HOST", "10.0.0.5")]);
-        assert_eq!(GLANCE.url(&s), "http://10.0.0.5:9292");
-        assert_eq!(PLACEMENT.url(&s), "http://10.0.0.5:8778");
-        assert_eq!(NEUTRON.url(&s), "http://10.0.0.5:9696/");
         assert_eq!(NOVA.url(&s), "http://10.0.0.5:8774/v2.1");
         let s = settings(&[
             ("SERVICE_HOST", "::1"),
@@ -473,23 +394,6 @@ mod tests {
             ("NOVA_SERVICE_PORT", "18774"),
         ]);
         assert_eq!(NOVA.url(&s), "https://[::1]:18774/v2.1");
-    }
-
-    #[test]
-    fn enabled_services_choose_the_registrations() {
-        let s = settings(&[(
-            "ENABLED_SERVICES",
-            "mysql,rabbit,key,g-api,placement-api,q-svc,n-api,n-cond",
-        )]);
-        let names: Vec<&str> = SERVICES
-            .iter()
-            .filter(|svc| svc.is_enabled(&s))
-            .map(|svc| svc.name)
-            .collect();
-        assert_eq!(names, ["glance", "placement", "neutron", "nova"]);
-        let s = settings(&[("ENABLED_SERVICES", "key,g-api")]);
-        assert!(!NOVA.is_enabled(&s));
-        assert!(GLANCE.is_enabled(&s));
     }
 
     #[test]

@@ -1,5 +1,4 @@
 //! Clients for OpenStack APIs (keystone's REST API for accounts, services, endpoints).
 
 pub mod accounts;
-pub mod calls;
 pub mod keystone;

@@ -13,90 +13,27 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use fs_err as fs;
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::calls::Server;
 use crate::config::localconf::{LocalConf, Phase};
 use crate::config::settings::{self, Settings};
-use crate::host::Host;
+use crate::context::{Host, PipelineError, PipelineOps, ServiceCtx};
 use crate::plugins::{self, ExternalPlugin, ExtrasScript};
+use crate::services::Registry;
 use crate::shell::{Shell, ShellConfig, ShellError};
-use crate::state::{HookRecord, RunLock, StateFile};
+use crate::state::{HookRecord, Ledger, Outcome, RunLock, StepRecord};
 use crate::ui::log::RunLog;
 use crate::ui::report::Report;
 use crate::ui::{Progress, StepOutcome, TermProgress, Verbosity};
 
 pub use steps::{Kind, Step};
 
-/// Runs a command line.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let verbosity = if cli.global.quiet {
-        Verbosity::Quiet
-    } else if cli.global.verbose > 0 {
-        Verbosity::Verbose
-    } else {
-        Verbosity::Normal
-    };
-    init_tracing();
-    let top_dir = top_dir(&cli.global)?;
-    let progress: Arc<dyn Progress> = Arc::new(TermProgress::new(verbosity));
-    match cli.command {
-        Command::Stack => execute(&top_dir, Kind::Stack, progress),
-        Command::Unstack { all } => execute(&top_dir, Kind::Unstack { all }, progress),
-        Command::Clean => execute(&top_dir, Kind::Clean, progress),
-        Command::Plan => plan(&top_dir),
-        Command::Status => crate::services::status::status(&top_dir),
-        Command::Logs { service, follow } => {
-            crate::services::status::logs(&top_dir, &service, follow)
-        }
-        Command::Ini { args } => {
-            let out = crate::ini::apply_op(&args)?;
-            print!("{}", out.stdout);
-            Ok(ExitCode::from(u8::try_from(out.status).unwrap_or(1)))
-        }
-        Command::Call { args } => crate::shell::callbacks::standalone(top_dir, &args),
-    }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(crate::env_vars::DEVSTACK_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// The tree to act on: `--top-dir`/`DEVSTACK_TOP_DIR`, else the current directory.
-fn top_dir(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    let dir = match &global.top_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_dir().context("cannot read the current directory")?,
-    };
-    let dir = fs::canonicalize(&dir)
-        .with_context(|| format!("the DevStack tree {} does not exist", dir.display()))?;
-    if !dir.join("inc/driver").is_file() {
-        return Err(anyhow::Error::new(Report {
-            headline: format!(
-                "{} is not a devstack-rs tree (no inc/driver)",
-                dir.display()
-            ),
-            details: Vec::new(),
-            tail: Vec::new(),
-            hint: Some("run from the top of the checkout, or pass --top-dir".into()),
-        }));
-    }
-    Ok(dir)
-}
-
 /// One run of stack, unstack or clean (or the settings part of plan).
 pub struct Run {
     pub host: Host,
     shell: Option<Shell>,
     pub kind: Kind,
-    /// The hypervisor plugin file, once sourced.
-    pub hypervisor: Option<PathBuf>,
     extras: Vec<ExtrasScript>,
     plugins: Vec<ExternalPlugin>,
     localconf: Option<LocalConf>,
@@ -109,13 +46,20 @@ pub struct Run {
     unchanged: bool,
     timings: Vec<(String, Duration, StepOutcome)>,
     started: Instant,
+    /// The services this run knows.
+    registry: Registry,
 }
 
 impl Run {
     fn start(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::Result<Self> {
-        let state = StateFile::load(top_dir)?;
+        let ledger = Ledger::load(top_dir)?;
         let log = Arc::new(RunLog::new(progress.clone()));
-        let host = Host::new(top_dir.to_path_buf(), state, log.clone(), progress);
+        let mut host = Host::new(top_dir.to_path_buf(), ledger, log.clone(), progress);
+        host.mode = match kind {
+            Kind::Clean => crate::context::Mode::Clean,
+            Kind::Unstack { .. } => crate::context::Mode::Unstack,
+            Kind::Stack | Kind::Plan => crate::context::Mode::Stack,
+        };
         let hook_timeout = std::env::var(crate::env_vars::DEVSTACK_HOOK_TIMEOUT)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -135,7 +79,6 @@ impl Run {
             shell: Some(shell),
             shell_config,
             kind,
-            hypervisor: None,
             extras: Vec::new(),
             plugins: Vec::new(),
             localconf: None,
@@ -144,6 +87,7 @@ impl Run {
             unchanged: false,
             timings: Vec::new(),
             started: Instant::now(),
+            registry: Registry::builtin(),
         })
     }
 
@@ -155,8 +99,8 @@ impl Run {
             old.close();
         }
         let mut shell = Shell::start(&self.shell_config)?;
-        shell.set_redactor(self.host.redactor.clone());
-        shell.set_strict(false, &mut self.host)?;
+        shell.set_redactor(self.host.redactor().clone());
+        shell.set_strict(false, &mut Server(&mut self.host))?;
         let restore: Vec<(String, String)> = self
             .host
             .settings
@@ -165,9 +109,9 @@ impl Run {
             .filter(|(k, _)| restorable(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        shell.set_vars(&restore, &mut self.host)?;
+        shell.set_vars(&restore, &mut Server(&mut self.host))?;
         self.shell = Some(shell);
-        if let Some(file) = self.hypervisor.clone() {
+        if let Some(file) = self.host.hypervisor.clone() {
             self.source_global(&file)?;
         }
         Ok(())
@@ -183,39 +127,43 @@ impl Run {
         self.shell.as_ref()
     }
 
-    fn shell(&mut self) -> (&mut Shell, &mut Host) {
+    fn shell(&mut self) -> (&mut Shell, Server<'_>) {
         (
             self.shell.as_mut().expect("the plugin shell is running"),
-            &mut self.host,
+            Server(&mut self.host),
         )
     }
 
-    /// Calls a shell function (hypervisor plugin functions, for services).
-    pub fn call_function(&mut self, name: &str, args: &[&str]) -> Result<i32, ShellError> {
-        let (shell, host) = self.shell();
-        shell.call_function(name, args, host)
+    /// The host and the pipeline's operations, as a service sees them.
+    fn service_ctx<T>(&mut self, f: impl FnOnce(&mut ServiceCtx<'_>) -> T) -> T {
+        let mut ops = Ops {
+            shell: self.shell.as_mut(),
+            localconf: self.localconf.as_ref(),
+        };
+        let mut cx = ServiceCtx::new(&mut self.host, &mut ops);
+        f(&mut cx)
     }
 
     /// Sources a file of ours at global scope.
     fn source_global(&mut self, file: &Path) -> Result<i32, ShellError> {
-        let (shell, host) = self.shell();
-        shell.source_global(file, host)
+        let (shell, mut host) = self.shell();
+        shell.source_global(file, &mut host)
     }
 
     /// Re-reads every shell variable into the settings.
     pub fn sync_settings(&mut self) -> Result<(), ShellError> {
-        let (shell, host) = self.shell();
-        let vars = shell.read_vars(host)?;
-        host.settings = Settings::new(vars);
+        let (shell, mut host) = self.shell();
+        let vars = shell.read_vars(&mut host)?;
+        host.0.settings = Settings::new(vars);
         Ok(())
     }
 
     /// Assigns variables in the shell and in the settings.
     pub fn set_vars(&mut self, vars: &[(String, String)]) -> Result<(), ShellError> {
-        let (shell, host) = self.shell();
-        shell.set_vars(vars, host)?;
+        let (shell, mut host) = self.shell();
+        shell.set_vars(vars, &mut host)?;
         for (k, v) in vars {
-            host.settings.set(k, v.clone());
+            host.0.settings.set(k, v.clone());
         }
         Ok(())
     }
@@ -256,10 +204,11 @@ impl Run {
             StepOutcome::Failed
         };
         self.host.progress.step_finished(name, took, outcome);
+        tracing::debug!(step = name, seconds = took.as_secs_f64(), ?outcome, "step");
         if self.kind == Kind::Stack {
-            self.host.state.state.steps.insert(
-                name.to_owned(),
-                crate::state::StepRecord {
+            self.host.ledger.record_step(
+                name,
+                StepRecord {
                     fingerprint: String::new(),
                     seconds: took.as_secs_f64(),
                     ok: outcome == StepOutcome::Done,
@@ -328,39 +277,38 @@ fn restorable(name: &str) -> bool {
 }
 
 /// stack, unstack or clean.
-fn execute(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::Result<ExitCode> {
+pub fn execute(
+    top_dir: &Path,
+    kind: Kind,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<ExitCode> {
     crate::system::interrupt::install();
     let _lock = RunLock::acquire(top_dir)?;
     let mut run = Run::start(top_dir, kind, progress)?;
-    run.previous = run.host.state.state.last_run.clone();
-    run.host.state.state.last_run = Some(crate::state::RunRecord {
-        command: kind.name().into(),
-        outcome: "running".into(),
-        pid: std::process::id(),
-        started: chrono::Local::now().to_rfc3339(),
-    });
-    run.host.state.state.hooks.clear();
+    run.previous = run.host.ledger.begin_run(kind.name());
     let result = steps::run_all(&mut run);
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    };
     // Only a stack that ended well vouches for the cloud it left.
     match (&run.fingerprint, kind, result.is_ok()) {
         (Some(fp), Kind::Stack, true) => {
-            run.host
-                .state
-                .state
-                .facts
-                .insert(resume::FACT.into(), fp.clone());
+            let fp = fp.clone();
+            run.host.ledger.set_fact(resume::FACT, fp);
         }
-        _ => {
-            run.host.state.state.facts.remove(resume::FACT);
-        }
+        _ => run.host.ledger.forget_fact(resume::FACT),
     }
-    if let Some(last) = run.host.state.state.last_run.as_mut() {
-        last.outcome = outcome.into();
-    }
+    run.host.ledger.end_run(outcome);
     if kind == Kind::Clean && result.is_ok() {
         // clean removes what stack created; the state has nothing left to say.
-        let _ = fs::remove_file(&run.host.state.path);
+        if let Err(e) = run.host.ledger.remove() {
+            run.host.warn(&format!(
+                "could not remove {}: {e}",
+                run.host.ledger.path().display()
+            ));
+        }
     } else {
         run.host.save_state()?;
     }
@@ -384,7 +332,7 @@ fn execute(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::R
 }
 
 /// `devstack plan`: what stack would do, without doing it.
-fn plan(top_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn plan(top_dir: &Path) -> anyhow::Result<ExitCode> {
     // The plan is the output: progress lines would only get in its way.
     let quiet: Arc<dyn Progress> = Arc::new(TermProgress::new(Verbosity::Quiet));
     let mut run = Run::start(top_dir, Kind::Plan, quiet)?;
@@ -479,8 +427,8 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
             .map(|t| (t.file.as_path(), t.args.clone()))
             .collect();
         let result = {
-            let (shell, host) = run.shell();
-            shell.source_hooks(&batch, host)
+            let (shell, mut host) = run.shell();
+            shell.source_hooks(&batch, &mut host)
         };
         let (results, failed) = match result {
             Ok(results) => (results, None),
@@ -499,7 +447,7 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
         };
         for r in &results {
             let target = &targets[next + r.index];
-            run.host.state.state.hooks.push(HookRecord {
+            run.host.ledger.record_hook(HookRecord {
                 point: point.clone(),
                 script: target.display(),
                 status: r.status,
@@ -521,7 +469,7 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
             ShellError::Failed(f) => f.status,
             _ => -1,
         };
-        run.host.state.state.hooks.push(HookRecord {
+        run.host.ledger.record_hook(HookRecord {
             point: point.clone(),
             script: target.display(),
             status,
@@ -662,8 +610,8 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
 /// Sources localrc; a failure there is reported against local.conf's own lines.
 fn source_localrc(run: &mut Run, file: &Path, shown_as: &str) -> anyhow::Result<()> {
     let result = {
-        let (shell, host) = run.shell();
-        shell.source_global(file, host)
+        let (shell, mut host) = run.shell();
+        shell.source_global(file, &mut host)
     };
     match result {
         Ok(_) => Ok(()),
@@ -724,10 +672,7 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
 
 /// lib/-layer defaults of every service, then the hypervisor plugin.
 fn lib_defaults(run: &mut Run) -> anyhow::Result<()> {
-    let mut defaults: Vec<(&str, &str)> = Vec::new();
-    for svc in crate::services::registry() {
-        defaults.extend_from_slice(svc.defaults());
-    }
+    let defaults = run.registry.defaults();
     run.source_generated("lib-defaults.sh", &settings::render_defaults(&defaults))?;
     run.sync_settings()?;
     Ok(())
@@ -751,8 +696,8 @@ fn load_hypervisor(run: &mut Run) -> anyhow::Result<()> {
     }
     run.source_global(&file)?;
     let missing = {
-        let (shell, host) = run.shell();
-        shell.missing_functions(&plugins::HYPERVISOR_FUNCTIONS, host)?
+        let (shell, mut host) = run.shell();
+        shell.missing_functions(&plugins::HYPERVISOR_FUNCTIONS, &mut host)?
     };
     if !missing.is_empty() {
         return Err(Report {
@@ -770,7 +715,7 @@ fn load_hypervisor(run: &mut Run) -> anyhow::Result<()> {
         }
         .into());
     }
-    run.hypervisor = Some(file);
+    run.host.hypervisor = Some(file);
     Ok(())
 }
 
@@ -828,24 +773,23 @@ fn expand_file(spec: &str, vars: &BTreeMap<String, String>) -> String {
 
 /// Merges the `[[PHASE|FILE]]` sections of local.conf into their files.
 fn merge_phase(run: &mut Run, phase: Phase) -> anyhow::Result<()> {
-    merge_sections(run, phase, None)
+    merge_sections(&mut run.host, run.localconf.as_ref(), phase, None)
 }
 
-/// Merges again the `[[PHASE|FILE]]` sections that name `file`: for a service that
-/// rebuilds a config file after the phase's merge (nova-cpu.conf is derived from
-/// nova.conf when compute starts, as DevStack's start_nova_compute does).
-pub fn merge_into(run: &mut Run, phase: Phase, file: &Path) -> anyhow::Result<()> {
-    merge_sections(run, phase, Some(file))
-}
-
-fn merge_sections(run: &mut Run, phase: Phase, only: Option<&Path>) -> anyhow::Result<()> {
-    let Some(lc) = run.localconf.as_ref() else {
+/// Merges `phase`'s sections (only those naming `only`, when given) into their files.
+fn merge_sections(
+    host: &mut Host,
+    localconf: Option<&LocalConf>,
+    phase: Phase,
+    only: Option<&Path>,
+) -> anyhow::Result<()> {
+    let Some(lc) = localconf else {
         return Ok(());
     };
     let display = "local.conf";
     let mut merged = Vec::new();
     for section in lc.sections_for(phase) {
-        let file = expand_file(&section.file, run.host.settings.vars());
+        let file = expand_file(&section.file, host.settings.vars());
         if only.is_some_and(|o| Path::new(&file) != o) {
             continue;
         }
@@ -864,7 +808,7 @@ fn merge_sections(run: &mut Run, phase: Phase, only: Option<&Path>) -> anyhow::R
         let path = PathBuf::from(&file);
         let mut doc = crate::ini::IniDoc::load(&path)?;
         // Values expand like DevStack's eval'd iniset lines: `my_ip = $HOST_IP` works.
-        let vars = run.host.settings.vars();
+        let vars = host.settings.vars();
         crate::config::localconf::merge_fragment_with(&mut doc, section, display, |v| {
             expand_file(v, vars)
         })?;
@@ -872,11 +816,43 @@ fn merge_sections(run: &mut Run, phase: Phase, only: Option<&Path>) -> anyhow::R
         merged.push(file);
     }
     for file in merged {
-        run.host
-            .log
-            .note(&format!("merged local.conf sections into {file}"));
+        host.note(&format!("merged local.conf sections into {file}"));
     }
     Ok(())
+}
+
+/// The pipeline's operations lent to a service: the plugin shell and local.conf.
+struct Ops<'a> {
+    shell: Option<&'a mut Shell>,
+    localconf: Option<&'a LocalConf>,
+}
+
+impl PipelineOps for Ops<'_> {
+    fn call_function(
+        &mut self,
+        host: &mut Host,
+        name: &str,
+        args: &[&str],
+    ) -> Result<i32, PipelineError> {
+        let shell = self
+            .shell
+            .as_deref_mut()
+            .ok_or_else(|| PipelineError::Merge(format!("no plugin shell to call {name} in")))?;
+        Ok(shell.call_function(name, args, &mut Server(host))?)
+    }
+
+    /// Merges again the sections that name `file`: for a service that rebuilds a
+    /// config file after the phase's merge (nova-cpu.conf is derived from nova.conf
+    /// when compute starts, as DevStack's start_nova_compute does).
+    fn merge_into(
+        &mut self,
+        host: &mut Host,
+        phase: Phase,
+        file: &Path,
+    ) -> Result<(), PipelineError> {
+        merge_sections(host, self.localconf, phase, Some(file))
+            .map_err(|e| PipelineError::Merge(format!("{e:#}")))
+    }
 }
 
 #[cfg(test)]

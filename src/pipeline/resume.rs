@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{Run, restorable};
-use crate::state::RunRecord;
+use crate::state::{Outcome, ProcessKind, RunRecord};
 use crate::system::supervisor::ProcStatus;
 
 /// The state fact that holds the fingerprint of the last successful stack.
@@ -51,19 +51,16 @@ pub fn fingerprint(run: &Run) -> String {
 /// True when the last run was a successful stack with this fingerprint and every
 /// process the state records is running.
 pub fn unchanged_and_running(run: &Run, previous: Option<&RunRecord>, fingerprint: &str) -> bool {
-    let state = &run.host.state.state;
-    let last_ok = previous.is_some_and(|r| r.command == "stack" && r.outcome == "ok");
-    if !last_ok
-        || state.facts.get(FACT).map(String::as_str) != Some(fingerprint)
-        || state.processes.is_empty()
-    {
+    let ledger = &run.host.ledger;
+    let last_ok = previous.is_some_and(|r| r.command == "stack" && r.outcome == Outcome::Ok);
+    let processes = ledger.processes(ProcessKind::Service);
+    if !last_ok || ledger.fact(FACT) != Some(fingerprint) || processes.is_empty() {
         return false;
     }
-    let Some(supervisor) = run.host.supervisor.as_ref() else {
-        return false;
-    };
-    state
-        .processes
-        .values()
-        .all(|record| matches!(supervisor.status(record), ProcStatus::Running { .. }))
+    processes.iter().all(|record| {
+        matches!(
+            run.host.supervisor.status(record),
+            ProcStatus::Running { .. }
+        )
+    })
 }

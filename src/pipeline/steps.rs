@@ -8,7 +8,9 @@ use super::{
     run_hook, verify_disabled,
 };
 use crate::config::localconf::Phase;
-use crate::services::{Layer, Service, ServiceError, registry};
+use crate::context::ServiceCtx;
+use crate::services::{Layer, Service, ServiceError};
+use crate::state::ProcessKind;
 use crate::ui::format_duration;
 use crate::ui::report::Report;
 
@@ -145,8 +147,8 @@ impl Step {
 pub fn run_all(run: &mut Run) -> anyhow::Result<()> {
     let strict = run.kind == super::Kind::Stack;
     {
-        let (shell, host) = run.shell();
-        shell.set_strict(strict, host)?;
+        let (shell, mut host) = run.shell();
+        shell.set_strict(strict, &mut host)?;
     }
     for &step in steps(run.kind) {
         if crate::system::interrupt::requested() {
@@ -222,32 +224,28 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             load_hypervisor(run)
         }
         Step::VerifyServices => verify_disabled(run),
-        Step::Passwords => crate::config::passwords::ensure(run),
-        Step::Prerequisites => crate::system::packages::install_prerequisites(run),
-        Step::Layer1 => for_services(
-            run,
-            |s| s.layer() == Layer::Infra,
-            |s, run| {
-                s.install(run)?;
-                s.configure(run)?;
-                s.init(run)?;
-                s.start(run)
-            },
-        ),
-        Step::Install => for_services(
-            run,
-            |s| s.layer() == Layer::OpenStack,
-            |s, run| {
-                s.install(run)?;
-                s.configure(run)
-            },
-        ),
-        Step::Init => for_services(run, |s| s.layer() == Layer::OpenStack, |s, run| s.init(run)),
-        Step::Start => for_services(
-            run,
-            |s| s.layer() == Layer::OpenStack,
-            |s, run| s.start(run),
-        ),
+        Step::Passwords => passwords(run),
+        Step::Prerequisites => prerequisites(run),
+        Step::Layer1 => for_services(run, Layer::Infra, |s, cx| {
+            s.install(cx)?;
+            s.configure(cx)?;
+            s.init(cx)?;
+            s.start(cx)
+        }),
+        Step::Install => {
+            python_install(run)?;
+            for_services(run, Layer::OpenStack, |s, cx| {
+                s.install(cx)?;
+                s.configure(cx)
+            })
+        }
+        Step::Init => {
+            for_services(run, Layer::OpenStack, |s, cx| s.before_sync(cx))?;
+            sync_databases(run)?;
+            for_services(run, Layer::OpenStack, |s, cx| s.init(cx))?;
+            create_accounts(run)
+        }
+        Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
         Step::Merge(phase) => merge_phase(run, phase),
         Step::Stop => stop_everything(run),
         Step::Clean => {
@@ -267,29 +265,172 @@ fn create_run_dirs(run: &mut Run) -> anyhow::Result<()> {
         }
         fs_err::create_dir_all(&dir)?;
         if var != "DEST" {
-            run.host.state.state.dirs.insert(dir);
+            run.host.ledger.record_dir(&dir);
         }
     }
     Ok(())
 }
 
-/// Runs `f` for each enabled service that `which` selects, in registry order.
+/// Runs `f` for each enabled service of `layer`, in the registry's order.
 fn for_services(
     run: &mut Run,
-    which: impl Fn(&dyn Service) -> bool,
-    f: impl Fn(&dyn Service, &mut Run) -> Result<(), ServiceError>,
+    layer: Layer,
+    f: impl Fn(&dyn Service, &mut ServiceCtx<'_>) -> Result<(), ServiceError>,
 ) -> anyhow::Result<()> {
-    for svc in registry() {
-        if which(svc.as_ref()) && svc.is_enabled(&run.host.settings) {
-            let t0 = Instant::now();
-            f(svc.as_ref(), run).map_err(|e| service_report(run, svc.name(), e))?;
-            run.host.log.note(&format!(
-                "{}: {:.3} s",
-                svc.name(),
-                t0.elapsed().as_secs_f64()
-            ));
-        }
+    let services: Vec<&'static dyn Service> = run
+        .registry
+        .enabled(&run.host.settings)
+        .filter(|s| s.layer() == layer)
+        .collect();
+    for svc in services {
+        let t0 = Instant::now();
+        tracing::debug!(service = svc.name(), "service step");
+        run.service_ctx(|cx| f(svc, cx))
+            .map_err(|e| service_report(run, svc.name(), e))?;
+        run.host.note(&format!(
+            "{}: {:.3} s",
+            svc.name(),
+            t0.elapsed().as_secs_f64()
+        ));
     }
+    Ok(())
+}
+
+/// Fills every password variable the user left unset: from the kept file, else a new
+/// one (kept, for stack only; unstack and clean only read). Then the redactor learns
+/// them.
+fn passwords(run: &mut Run) -> anyhow::Result<()> {
+    use crate::config::passwords::{file, generate, load, save};
+    let path = file(&run.host.settings.path("DATA_DIR"));
+    let mut kept = load(&path);
+    let mut assign = Vec::new();
+    let mut changed = false;
+    for name in crate::config::settings::PASSWORD_VARS {
+        if !run.host.settings.str(name).is_empty() {
+            continue;
+        }
+        let value = if let Some(v) = kept.get(*name) {
+            v.clone()
+        } else {
+            let v = generate();
+            kept.insert((*name).to_owned(), v.clone());
+            changed = true;
+            v
+        };
+        assign.push(((*name).to_owned(), value));
+    }
+    if changed && run.kind == Kind::Stack {
+        save(&path, &kept)?;
+    }
+    if !assign.is_empty() {
+        run.set_vars(&assign)?;
+    }
+    let redactor = run.host.refresh_secrets();
+    if let Some(shell) = run.shell_ref() {
+        shell.set_redactor(redactor);
+    }
+    Ok(())
+}
+
+/// The prerequisite step: every enabled service's packages and every plugin's
+/// `devstack/files/debs/NAME`, in one apt-get install.
+fn prerequisites(run: &mut Run) -> anyhow::Result<()> {
+    use crate::system::packages;
+    let mut wanted: Vec<String> = Vec::new();
+    // Plugins call `sudo` everywhere; a root container may not have it.
+    if packages::which("sudo").is_none() {
+        wanted.push("sudo".into());
+    }
+    wanted.extend(run.registry.packages(&run.host.settings));
+    for plugin in run.plugins() {
+        wanted.extend(packages::read_list(
+            &plugin.dir.join("devstack/files/debs").join(&plugin.name),
+        )?);
+    }
+    let installed = packages::install(&mut run.host.machine(), &wanted);
+    run.host.checkpoint();
+    let installed = installed?;
+    if !installed.is_empty() {
+        run.host
+            .note(&format!("installed: {}", installed.join(" ")));
+    }
+    Ok(())
+}
+
+/// The one batched Python install for every enabled service's projects (skipped
+/// when the venv already holds exactly that set).
+fn python_install(run: &mut Run) -> anyhow::Result<()> {
+    use crate::system::python;
+    let projects = run.registry.python_projects(&run.host.settings);
+    if projects.is_empty() {
+        return Ok(());
+    }
+    let reqs = python::requirements(&run.host.settings, &projects, &[]);
+    let result = python::install(&mut run.host.machine(), &reqs, true);
+    run.host.checkpoint();
+    result.map_err(|e| {
+        let err = match e {
+            python::PythonError::Process { what, source } => ServiceError::Process {
+                service: "python".into(),
+                what,
+                source,
+            },
+            other => ServiceError::caused("python", "installing the services", other),
+        };
+        service_report(run, "python", err)
+    })
+}
+
+/// Recreates every enabled service's databases, then runs their sync commands, the
+/// services concurrently (they are independent): a stack pays for the longest, not
+/// the sum.
+fn sync_databases(run: &mut Run) -> anyhow::Result<()> {
+    let jobs = run.registry.db_jobs(&run.host);
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let mut names = Vec::new();
+    for job in &jobs {
+        for db in job.databases {
+            crate::services::database::recreate_database(&mut run.host, db)
+                .map_err(|e| service_report(run, job.service, e))?;
+        }
+        names.push(job.service);
+    }
+    let parallel: Vec<(String, Vec<crate::system::process::Cmd>)> = jobs
+        .into_iter()
+        .map(|j| (j.service.to_owned(), j.cmds))
+        .collect();
+    crate::services::oslo::run_parallel(&parallel)
+        .map_err(|e| service_report(run, "database sync", e))?;
+    run.host.note(&format!(
+        "databases of {} synced in {:.1} s",
+        names.join(", "),
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// DevStack's accounts, services and endpoints of every enabled service, through
+/// keystone's REST API, once keystone answers.
+fn create_accounts(run: &mut Run) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let report = crate::calls::create_for_enabled(&mut run.host).map_err(|e| {
+        service_report(
+            run,
+            "keystone",
+            ServiceError::caused("keystone", "creating accounts", e),
+        )
+    })?;
+    if report.services.is_empty() {
+        return Ok(());
+    }
+    run.host.note(&report.summary());
+    run.host.note(&format!(
+        "keystone accounts, services and endpoints: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -314,18 +455,19 @@ fn service_report(run: &Run, service: &str, err: ServiceError) -> anyhow::Error 
 fn stop_everything(run: &mut Run) -> anyhow::Result<()> {
     let all = matches!(run.kind, Kind::Unstack { all: true } | Kind::Clean);
     let mut first_err = None;
-    for svc in registry().into_iter().rev() {
+    let services: Vec<&'static dyn Service> = run.registry.all().rev().collect();
+    for svc in services {
         if svc.layer() == Layer::Infra && !all {
             continue;
         }
         // Stop what is enabled now, and what the state says was started.
-        if let Err(e) = svc.stop(run, all) {
+        if let Err(e) = run.service_ctx(|cx| svc.stop(cx, all)) {
             let e = service_report(run, svc.name(), e);
             run.host.warn(&format!("{e:#}"));
             first_err.get_or_insert(e);
         }
     }
-    crate::services::stop_recorded_processes(run);
+    stop_recorded_processes(run);
     run.host.save_state()?;
     match first_err {
         Some(e) => Err(e),
@@ -333,14 +475,42 @@ fn stop_everything(run: &mut Run) -> anyhow::Result<()> {
     }
 }
 
+/// Stops every process the ledger still records (what services did not stop
+/// themselves: a plugin's `run_process` ones), and forgets them.
+fn stop_recorded_processes(run: &mut Run) {
+    for record in run.host.ledger.processes(ProcessKind::Service) {
+        match run.host.supervisor.stop(&record) {
+            Ok(()) => {
+                run.host
+                    .ledger
+                    .forget_process(ProcessKind::Service, &record.name);
+            }
+            Err(e) => run.host.warn(&e.to_string()),
+        }
+    }
+}
+
+/// Removes the files and directories the ledger says stack created.
+fn remove_created(run: &mut Run) {
+    for f in run.host.ledger.files() {
+        let _ = fs_err::remove_file(&f);
+        run.host.ledger.forget_file(&f);
+    }
+    for d in run.host.ledger.dirs().into_iter().rev() {
+        let _ = fs_err::remove_dir_all(&d);
+        run.host.ledger.forget_dir(&d);
+    }
+}
+
 fn clean_everything(run: &mut Run) {
-    for svc in registry().into_iter().rev() {
-        if let Err(e) = svc.clean(run) {
+    let services: Vec<&'static dyn Service> = run.registry.all().rev().collect();
+    for svc in services {
+        if let Err(e) = run.service_ctx(|cx| svc.clean(cx)) {
             let e = service_report(run, svc.name(), e);
             run.host.warn(&format!("{e:#}"));
         }
     }
-    crate::services::remove_created(run);
+    remove_created(run);
     // Files devstack itself generated in the tree.
     let top = run.host.top_dir.clone();
     let _ = fs_err::remove_file(top.join(".localrc.auto"));
@@ -355,8 +525,8 @@ fn clean_everything(run: &mut Run) {
 pub fn plan(run: &mut Run) -> anyhow::Result<String> {
     let mut out = String::new();
     {
-        let (shell, host) = run.shell();
-        shell.set_strict(true, host)?;
+        let (shell, mut host) = run.shell();
+        shell.set_strict(true, &mut host)?;
     }
     load_settings(run)?;
     prepare_plugins(run, false)?;
@@ -370,7 +540,11 @@ pub fn plan(run: &mut Run) -> anyhow::Result<String> {
 
     let s = &run.host.settings;
     let _ = writeln!(out, "ENABLED_SERVICES={}", s.enabled_services());
-    let hv = run.hypervisor.as_ref().map(|p| p.display().to_string());
+    let hv = run
+        .host
+        .hypervisor
+        .as_ref()
+        .map(|p| p.display().to_string());
     let _ = writeln!(
         out,
         "VIRT_DRIVER={} (hypervisor plugin: {})",
@@ -387,11 +561,8 @@ pub fn plan(run: &mut Run) -> anyhow::Result<String> {
             p.dir.display()
         );
     }
-    let services: Vec<Box<dyn Service>> = registry()
-        .into_iter()
-        .filter(|svc| svc.is_enabled(&run.host.settings))
-        .collect();
-    let hv_loaded = run.hypervisor.is_some();
+    let services: Vec<&'static dyn Service> = run.registry.enabled(&run.host.settings).collect();
+    let hv_loaded = run.host.hypervisor.is_some();
     let computes = hv_loaded
         && run
             .host

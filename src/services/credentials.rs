@@ -12,9 +12,9 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::Run;
-use crate::services::{Layer, Service, ServiceError};
+use crate::context::Host;
+use crate::context::ServiceCtx;
+use crate::services::{Descriptor, Layer, Service, ServiceError};
 
 pub const NAME: &str = "credentials";
 pub const CLOUDS_YAML: &str = "/etc/openstack/clouds.yaml";
@@ -164,11 +164,11 @@ pub fn clouds_yaml(s: &Settings) -> String {
     t
 }
 
-fn write_all(run: &mut Run) -> Result<(), ServiceError> {
-    let s = run.host.settings.clone();
-    let openrc = openrc_path(&run.host);
+fn write_all(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let s = cx.host.settings.clone();
+    let openrc = openrc_path(cx.host);
     std::fs::write(&openrc, openrc_text(&s)).map_err(io(&openrc))?;
-    run.host.state.state.files.insert(openrc);
+    cx.host.ledger.record_file(&openrc);
     // ADMIN_PASSWORD set in local.conf is not in the generated file: keep it for openrc.
     let data = s.path("DATA_DIR");
     let kept = crate::config::passwords::load(&crate::config::passwords::file(&data));
@@ -180,58 +180,59 @@ fn write_all(run: &mut Run) -> Result<(), ServiceError> {
             &secret,
             &format!("ADMIN_PASSWORD={}\n", s.str("ADMIN_PASSWORD")),
         )?;
-        run.host.state.state.files.insert(secret);
+        cx.host.ledger.record_file(&secret);
     }
     let clouds = PathBuf::from(CLOUDS_YAML);
     if let Some(dir) = clouds.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
-            run.host.state.state.dirs.insert(dir.to_path_buf());
+            cx.host.ledger.record_dir(dir);
         }
     }
     write_private(&clouds, &clouds_yaml(&s))?;
-    run.host.state.state.files.insert(clouds);
-    link_client(run);
-    let _ = run.host.save_state();
+    cx.host.ledger.record_file(&clouds);
+    link_client(cx);
+    cx.host.checkpoint();
     Ok(())
 }
 
 /// `/usr/local/bin/openstack` -> the venv's, unless something else is there.
-fn link_client(run: &mut Run) {
-    let target = crate::system::python::venv_bin(&run.host, "openstack");
+fn link_client(cx: &mut ServiceCtx<'_>) {
+    let target = crate::system::python::venv_bin(&cx.host.settings, "openstack");
     let link = PathBuf::from(OPENSTACK_LINK);
     let ours = std::fs::read_link(&link).is_ok_and(|t| t == target);
     if ours || !target.is_file() {
         return;
     }
     if link.symlink_metadata().is_ok() {
-        run.host.log.note(&format!(
+        cx.host.log.note(&format!(
             "{OPENSTACK_LINK} exists and is not ours; the client is {}",
             target.display()
         ));
         return;
     }
     if std::os::unix::fs::symlink(&target, &link).is_ok() {
-        run.host.state.state.files.insert(link);
+        cx.host.ledger.record_file(&link);
     }
 }
 
+/// openrc and clouds.yaml: written once every enabled API has started.
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &["key"],
+    after: &["keystone", "glance", "placement", "neutron", "nova"],
+    ..Descriptor::named(NAME, Layer::OpenStack)
+};
+
 impl Service for Credentials {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::OpenStack
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        write_all(cx)
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(&["key"])
-    }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        write_all(run)
-    }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let openrc = openrc_path(&run.host);
-        if run.host.state.state.files.contains(&openrc) {
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let openrc = openrc_path(cx.host);
+        if cx.host.ledger.has_file(&openrc) {
             let _ = std::fs::remove_file(&openrc);
         }
         Ok(())

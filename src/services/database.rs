@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::settings::Settings;
-use crate::host::Host;
+use crate::context::Host;
 use crate::services::ServiceError;
-use crate::state::ProcessRecord;
+use crate::state::{ProcessKind, ProcessRecord};
 use crate::system::process::Cmd;
 use crate::system::supervisor::{
     OwnSupervisor, ProcStatus, ProcessSpec, Supervisor, systemd_is_pid1,
@@ -204,31 +204,23 @@ pub fn recreate_database(host: &mut Host, db: &str) -> Result<(), ServiceError> 
         }
     };
     admin_sql(host, backend, &sql)?;
-    host.state
-        .state
-        .databases
-        .insert(format!("{}:{db}", backend.name()));
-    let _ = host.save_state();
+    host.ledger.record_database(backend.name(), db);
+    host.checkpoint();
     Ok(())
 }
 
 /// Drops every database and user the state says this backend created (clean).
 pub fn drop_created(host: &mut Host, backend: Backend) -> Result<(), ServiceError> {
-    let prefix = format!("{}:", backend.name());
     let dbs: Vec<String> = host
-        .state
-        .state
-        .databases
-        .iter()
-        .filter_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
+        .ledger
+        .databases(backend.name())
+        .into_iter()
         .filter(|d| valid_identifier(d))
         .collect();
     let users: Vec<String> = host
-        .state
-        .state
-        .db_users
-        .iter()
-        .filter_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
+        .ledger
+        .db_users(backend.name())
+        .into_iter()
         .filter(|u| valid_identifier(u) && !is_system_user(u))
         .collect();
     if dbs.is_empty() && users.is_empty() {
@@ -260,42 +252,22 @@ pub fn drop_created(host: &mut Host, backend: Backend) -> Result<(), ServiceErro
     }
     admin_sql(host, backend, &sql)?;
     for db in dbs {
-        host.state.state.databases.remove(&format!("{prefix}{db}"));
+        host.ledger.forget_database(backend.name(), &db);
     }
     for user in users {
-        host.state.state.db_users.remove(&format!("{prefix}{user}"));
+        host.ledger.forget_db_user(backend.name(), &user);
     }
-    let _ = host.save_state();
+    host.checkpoint();
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------
 // Layer-1 daemons
 
-/// The state key under which a daemon's process record is kept (layer-1 daemons are
-/// system services, not `processes`: plain unstack must leave them running).
-fn fact_key(name: &str) -> String {
-    format!("system-process:{name}")
-}
-
-/// The record of a daemon we started, if the state has one.
+/// The record of a daemon we started, if the ledger has one (layer-1 daemons are
+/// not the cloud's processes: plain unstack must leave them running).
 pub fn recorded(host: &Host, name: &str) -> Option<ProcessRecord> {
-    host.state
-        .state
-        .facts
-        .get(&fact_key(name))
-        .and_then(|json| serde_json::from_str(json).ok())
-}
-
-/// Every layer-1 daemon record (for status).
-pub fn all_recorded(host: &Host) -> Vec<ProcessRecord> {
-    host.state
-        .state
-        .facts
-        .iter()
-        .filter(|(k, _)| k.starts_with("system-process:"))
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-        .collect()
+    host.ledger.process(ProcessKind::Daemon, name).cloned()
 }
 
 /// Our daemon `name`, when it is recorded and still running.
@@ -345,11 +317,11 @@ pub fn launch(
     ));
     let record = OwnSupervisor::default()
         .start(spec)
-        .map_err(|e| ServiceError::failed(service, e.to_string()))?;
-    let json = serde_json::to_string(&record).expect("record serialises");
-    host.state.state.facts.insert(fact_key(&spec.name), json);
-    host.state.state.system_services.insert(service.to_owned());
-    let _ = host.save_state();
+        .map_err(|e| ServiceError::caused(service, format!("starting {}", spec.name), e))?;
+    host.ledger
+        .record_process(ProcessKind::Daemon, record.clone());
+    host.ledger.record_system_service(service);
+    host.checkpoint();
     Ok(record)
 }
 
@@ -368,7 +340,7 @@ pub fn start_unit_or_reuse(
     let log = daemon_log(&host.settings, service);
     let record = if use_systemctl() {
         systemctl(host, service, "start", unit)?;
-        host.state.state.system_services.insert(service.into());
+        host.ledger.record_system_service(service);
         None
     } else if let Some(record) = running(host, service) {
         host.log
@@ -392,7 +364,7 @@ pub fn stop_daemon(
     names: &[&str],
 ) -> Result<(), ServiceError> {
     if use_systemctl() {
-        if host.state.state.system_services.remove(service) {
+        if host.ledger.forget_system_service(service) {
             systemctl(host, service, "stop", unit)?;
         }
         return Ok(());
@@ -400,8 +372,8 @@ pub fn stop_daemon(
     for name in names {
         halt(host, service, name)?;
     }
-    host.state.state.system_services.remove(service);
-    let _ = host.save_state();
+    host.ledger.forget_system_service(service);
+    host.checkpoint();
     Ok(())
 }
 
@@ -436,12 +408,9 @@ pub fn user_ready(
 ) -> Result<(), ServiceError> {
     let service = backend.name();
     if !existed && !is_system_user(user) {
-        host.state
-            .state
-            .db_users
-            .insert(format!("{service}:{user}"));
+        host.ledger.record_db_user(service, user);
     }
-    let _ = host.save_state();
+    host.checkpoint();
     let log = daemon_log(&host.settings, service);
     wait_ready(
         service,
@@ -464,13 +433,8 @@ pub fn drop_left(
     start: fn(&mut Host) -> Result<(), ServiceError>,
     stop: fn(&mut Host) -> Result<(), ServiceError>,
 ) -> Result<(), ServiceError> {
-    let prefix = format!("{}:", backend.name());
-    let state = &host.state.state;
-    let left = state
-        .databases
-        .iter()
-        .chain(state.db_users.iter())
-        .any(|d| d.starts_with(&prefix));
+    let left = !host.ledger.databases(backend.name()).is_empty()
+        || !host.ledger.db_users(backend.name()).is_empty();
     if !left {
         return Ok(());
     }
@@ -489,10 +453,10 @@ pub fn halt(host: &mut Host, service: &str, name: &str) -> Result<(), ServiceErr
         host.log.note(&format!("{service}: stopping {name}"));
         OwnSupervisor::default()
             .stop(&record)
-            .map_err(|e| ServiceError::failed(service, e.to_string()))?;
-        host.state.state.facts.remove(&fact_key(name));
+            .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
+        host.ledger.forget_process(ProcessKind::Daemon, name);
     }
-    let _ = host.save_state();
+    host.checkpoint();
     Ok(())
 }
 

@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::services::ServiceError;
+use crate::context::Host;
+use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::keystone::DbJob;
 use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::{Descriptor, Layer, ServiceError, oslo};
+use crate::system::process::Cmd;
+use crate::system::python::Project;
 
 pub const NAME: &str = "glance";
 pub const SERVICE: &str = "g-api";
@@ -26,14 +28,40 @@ fn data_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("glance")
 }
 
+/// Glance: `image` on :9292 (DevStack's /image is for the Apache proxy; we use ports).
+pub const CATALOG: ServiceAccount = ServiceAccount {
+    name: "glance",
+    service_type: "image",
+    description: "Glance Image Service",
+    extra_role: Some("admin"),
+    prefix: PREFIX,
+    default_port: PORT,
+    path: "",
+};
+
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[SERVICE, NAME],
+    after: &["keystone"],
+    catalog: &[CATALOG],
+    python: &[Project {
+        dist: "glance",
+        repo_var: "GLANCE_REPO",
+    }],
+    packages: uwsgi::PACKAGES,
+    defaults: &[
+        ("GLANCE_CONF_DIR", "/etc/glance"),
+        ("GLANCE_API_CONF", "$GLANCE_CONF_DIR/glance-api.conf"),
+    ],
+    databases: &["glance"],
+    processes: &[SERVICE],
+    ..Descriptor::named(NAME, Layer::OpenStack)
+};
+
 impl UwsgiApi for Glance {
-    const NAME: &'static str = NAME;
-    const SERVICE: &'static str = SERVICE;
+    const DESCRIPTOR: &'static Descriptor = &DESCRIPTOR;
+    const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
-    fn enabled(s: &Settings) -> bool {
-        s.is_enabled(&[SERVICE, NAME])
-    }
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("GLANCE_CONF_DIR")
     }
@@ -44,12 +72,12 @@ impl UwsgiApi for Glance {
         let s = host.settings.clone();
         let data = data_dir(&s);
         for sub in ["images", "staging", "tasks", "cache", "lock"] {
-            uwsgi::make_dir(host, NAME, &data.join(sub))?;
+            oslo::make_dir(host, NAME, &data.join(sub))?;
         }
-        let url = crate::openstack::accounts::GLANCE.url(&s);
+        let url = CATALOG.url(&s);
         let d = |sub: &str| data.join(sub).display().to_string();
-        uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-            uwsgi::common_defaults(doc, &s);
+        oslo::write_conf(host, NAME, &conf(&s), |doc| {
+            oslo::common_defaults(doc, &s);
             doc.set("DEFAULT", "enabled_backends", "fs:file");
             doc.set("DEFAULT", "worker_self_reference_url", &url);
             doc.set("DEFAULT", "image_cache_dir", &d("cache"));
@@ -77,19 +105,19 @@ impl UwsgiApi for Glance {
             );
             doc.set("paste_deploy", "flavor", "keystone");
             doc.set("oslo_concurrency", "lock_path", &d("lock"));
-            uwsgi::authtoken(doc, &s, NAME);
+            oslo::authtoken(doc, &s, NAME);
         })?;
         let paste = Glance::conf_dir(&s).join("glance-api-paste.ini");
-        uwsgi::copy_file(
+        oslo::copy_file(
             host,
             NAME,
-            &uwsgi::venv_etc(host, "glance/glance-api-paste.ini"),
+            &oslo::venv_etc(host, "glance/glance-api-paste.ini"),
             &paste,
         )?;
         let app = WsgiApp {
             wsgi: "glance.wsgi.api:application".into(),
-            http: uwsgi::listen(&s, PREFIX, PORT),
-            venv: crate::system::python::venv_dir(host),
+            http: oslo::listen(&s, PREFIX, PORT),
+            venv: crate::system::python::venv_dir(&host.settings),
             env: vec![(
                 "OS_GLANCE_CONFIG_DIR".into(),
                 Glance::conf_dir(&s).display().to_string(),
@@ -99,20 +127,15 @@ impl UwsgiApi for Glance {
         };
         uwsgi::write_ini(host, NAME, &Glance::uwsgi_ini(&s), &app)
     }
-    /// The database sync, for keystone's concurrent batch.
-    fn db_job(host: &Host) -> Option<DbJob> {
+    fn db_sync(host: &Host) -> Vec<Cmd> {
         let s = &host.settings;
-        Glance::enabled(s).then(|| DbJob {
-            service: NAME,
-            databases: vec!["glance"],
-            cmds: vec![
-                uwsgi::venv_cmd(host, "glance-manage")
-                    .arg("--config-file")
-                    .arg(conf(s))
-                    .arg("db_sync")
-                    .label("glance-manage"),
-            ],
-        })
+        vec![
+            oslo::venv_cmd(host, "glance-manage")
+                .arg("--config-file")
+                .arg(conf(s))
+                .arg("db_sync")
+                .label("glance-manage"),
+        ]
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![data_dir(settings)]

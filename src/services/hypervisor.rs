@@ -1,17 +1,16 @@
 //! Hypervisor plugins: `$NOVA_PLUGINS/hypervisor-$VIRT_DRIVER` defines five functions
 //! that nova's steps call at its install, configure, start, stop and clean points.
 
-use crate::config::settings::Settings;
-use crate::pipeline::Run;
-use crate::services::{Layer, Service, ServiceError};
+use crate::context::ServiceCtx;
+use crate::services::{Descriptor, Layer, Role, Service, ServiceError};
 
 /// Calls one of the five functions when a hypervisor plugin was loaded (no file for
 /// the driver: the calls are skipped, as the warning at load time said).
-pub fn call(run: &mut Run, function: &str) -> Result<(), ServiceError> {
-    if run.hypervisor.is_none() {
+pub fn call(cx: &mut ServiceCtx<'_>, function: &str) -> Result<(), ServiceError> {
+    if cx.host.hypervisor.is_none() {
         return Ok(());
     }
-    run.call_function(function, &[])
+    cx.call_function(function, &[])
         .map(|_| ())
         .map_err(|source| ServiceError::Shell {
             service: format!("hypervisor plugin ({function})"),
@@ -27,29 +26,29 @@ pub struct HypervisorProbe;
 /// The service name that enables [`HypervisorProbe`].
 pub const PROBE_SERVICE: &str = "test-hypervisor";
 
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[PROBE_SERVICE],
+    role: Role::Compute,
+    ..Descriptor::named(PROBE_SERVICE, Layer::OpenStack)
+};
+
 impl Service for HypervisorProbe {
-    fn name(&self) -> &'static str {
-        PROBE_SERVICE
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::OpenStack
+    fn install(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        call(cx, "install_nova_hypervisor")
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(&[PROBE_SERVICE])
+    fn configure(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        call(cx, "configure_nova_hypervisor")
     }
-    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
-        call(run, "install_nova_hypervisor")
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        call(cx, "start_nova_hypervisor")
     }
-    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
-        call(run, "configure_nova_hypervisor")
+    fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
+        call(cx, "stop_nova_hypervisor")
     }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        call(run, "start_nova_hypervisor")
-    }
-    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
-        call(run, "stop_nova_hypervisor")
-    }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        call(run, "cleanup_nova_hypervisor")
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        call(cx, "cleanup_nova_hypervisor")
     }
 }

@@ -1,22 +1,20 @@
 //! keystone (`key`): config in `KEYSTONE_CONF`, its database, `db_sync`, fernet and
 //! credential keys, `bootstrap` (the admin password through the environment, never
 //! argv), served by uwsgi on `KEYSTONE_SERVICE_PORT`, tokens cached in memcached.
-//! Started in `init`: the accounts, services and endpoints of every enabled service
-//! are created through its REST API as soon as it answers.
-//!
-//! Its `init` also runs the other enabled services' database syncs, concurrently with
-//! its own (they are independent), so a stack pays for the longest, not the sum.
+//! Started in `init`, once every enabled service's database is synced: the pipeline
+//! then creates the accounts, services and endpoints of every enabled service
+//! through its REST API.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::Run;
+use crate::context::Host;
+use crate::context::ServiceCtx;
 use crate::services::database;
-use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
-use crate::services::{Layer, Service, ServiceError, glance, neutron, nova, placement};
+use crate::services::uwsgi::{self, WsgiApp};
+use crate::services::{Descriptor, Layer, Service, ServiceError, oslo};
 use crate::system::process::Cmd;
+use crate::system::python::Project;
 
 pub const NAME: &str = "keystone";
 /// DevStack's service name, and the process name.
@@ -48,11 +46,11 @@ fn bind(s: &Settings) -> String {
 fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let dir = conf_dir(&s);
-    uwsgi::make_dir(host, NAME, &dir)?;
+    oslo::make_dir(host, NAME, &dir)?;
     let fernet = dir.join("fernet-keys");
     let credential = dir.join("credential-keys");
-    uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-        uwsgi::common_defaults(doc, &s);
+    oslo::write_conf(host, NAME, &conf(&s), |doc| {
+        oslo::common_defaults(doc, &s);
         doc.set(
             "database",
             "connection",
@@ -87,7 +85,7 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     let app = WsgiApp {
         wsgi: "keystone.wsgi.api:application".into(),
         http: bind(&s),
-        venv: crate::system::python::venv_dir(host),
+        venv: crate::system::python::venv_dir(&host.settings),
         env: vec![(
             "OS_KEYSTONE_CONFIG_FILES".into(),
             conf(&s).display().to_string(),
@@ -103,7 +101,7 @@ fn own_sync(host: &Host) -> Vec<Cmd> {
     let s = &host.settings;
     let c = conf(s).display().to_string();
     let manage = |args: &[&str]| {
-        uwsgi::venv_cmd(host, "keystone-manage")
+        oslo::venv_cmd(host, "keystone-manage")
             .arg("--config-file")
             .arg(&c)
             .args(args)
@@ -158,92 +156,10 @@ fn own_sync(host: &Host) -> Vec<Cmd> {
     ]
 }
 
-/// One service's database work: the databases to (re)create and the commands that
-/// fill them, run in order.
-pub struct DbJob {
-    pub service: &'static str,
-    pub databases: Vec<&'static str>,
-    pub cmds: Vec<Cmd>,
-}
-
-/// The jobs of every enabled OpenStack service (keystone's first).
-fn all_jobs(host: &Host) -> Vec<DbJob> {
-    let s = &host.settings;
-    let mut jobs = Vec::new();
-    if s.is_enabled(&[SERVICE]) {
-        jobs.push(DbJob {
-            service: NAME,
-            databases: vec!["keystone"],
-            cmds: own_sync(host),
-        });
-    }
-    for job in [
-        glance::Glance::db_job(host),
-        placement::Placement::db_job(host),
-        neutron::Neutron::db_job(host),
-        nova::db_job(host),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        jobs.push(job);
-    }
-    jobs
-}
-
-/// Recreates the jobs' databases, then runs the jobs concurrently; each is marked
-/// done so the service's own `init` does not run it again.
-pub fn run_db_jobs(host: &mut Host, jobs: Vec<DbJob>) -> Result<(), ServiceError> {
-    let t0 = Instant::now();
-    let mut names = Vec::new();
-    for job in &jobs {
-        for db in &job.databases {
-            database::recreate_database(host, db)?;
-        }
-        names.push(job.service);
-    }
-    let parallel: Vec<(String, Vec<Cmd>)> = jobs
-        .into_iter()
-        .map(|j| (j.service.to_owned(), j.cmds))
-        .collect();
-    uwsgi::run_parallel(&parallel)?;
-    for n in &names {
-        mark_synced(n);
-    }
-    host.log.note(&format!(
-        "databases of {} synced in {:.1} s",
-        names.join(", "),
-        t0.elapsed().as_secs_f64()
-    ));
-    Ok(())
-}
-
-static SYNCED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-
-fn mark_synced(service: &'static str) {
-    SYNCED.lock().expect("synced lock").push(service);
-}
-
-/// Did this run already sync `service`'s databases?
-pub fn synced(service: &str) -> bool {
-    SYNCED.lock().expect("synced lock").contains(&service)
-}
-
-/// A service's `init` when keystone did not run its job (`db_job`): run it alone.
-pub fn ensure_synced(
-    host: &mut Host,
-    db_job: fn(&Host) -> Option<DbJob>,
-) -> Result<(), ServiceError> {
-    match db_job(host) {
-        Some(job) if !synced(job.service) => run_db_jobs(host, vec![job]),
-        _ => Ok(()),
-    }
-}
-
 /// Starts keystone's uwsgi and waits for `/v3`.
 fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
-    let record = uwsgi::start_process(
+    let record = oslo::start_process(
         host,
         NAME,
         SERVICE,
@@ -252,67 +168,71 @@ fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
         Some(bind(&s)),
     )?;
     let url = format!("{}/v3", s.str("KEYSTONE_SERVICE_URI"));
-    uwsgi::wait_http(host, NAME, &record, &url, |c| (200..400).contains(&c))
+    oslo::wait_http(host, NAME, &record, &url, |c| (200..400).contains(&c))
 }
 
+/// keystone: DevStack's lib/keystone variables are its own.
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[SERVICE],
+    after: &["mysql", "postgresql", "rabbit", "memcached"],
+    python: &[Project {
+        dist: "keystone",
+        repo_var: "KEYSTONE_REPO",
+    }],
+    packages: uwsgi::PACKAGES,
+    defaults: &[
+        ("KEYSTONE_SERVICE_HOST", "$SERVICE_HOST"),
+        ("KEYSTONE_SERVICE_PROTOCOL", "$SERVICE_PROTOCOL"),
+        ("KEYSTONE_SERVICE_PORT", "5000"),
+        (
+            "KEYSTONE_SERVICE_URI",
+            "$KEYSTONE_SERVICE_PROTOCOL://$KEYSTONE_SERVICE_HOST:$KEYSTONE_SERVICE_PORT",
+        ),
+        ("KEYSTONE_AUTH_URI", "$KEYSTONE_SERVICE_URI"),
+        ("KEYSTONE_CONF_DIR", "/etc/keystone"),
+        ("KEYSTONE_CONF", "$KEYSTONE_CONF_DIR/keystone.conf"),
+    ],
+    databases: &["keystone"],
+    processes: &[SERVICE],
+    ..Descriptor::named(NAME, Layer::OpenStack)
+};
+
 impl Service for Keystone {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::OpenStack
+    fn db_sync(&self, host: &Host) -> Vec<Cmd> {
+        own_sync(host)
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(&[SERVICE])
+    fn configure(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        write_config(cx.host)
     }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::packages()
-    }
-    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
-        uwsgi::install_python(run)
-    }
-    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
-        write_config(&mut run.host)
-    }
-    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
+    fn before_sync(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // A re-stack: the databases are recreated, so the keystone of the last stack
         // must not keep serving, nor its cache (in memcached) answer for them.
-        uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])?;
-        flush_cache(&run.host);
-        let jobs = all_jobs(&run.host);
-        run_db_jobs(&mut run.host, jobs)?;
-        start_keystone(&mut run.host)?;
-        let t0 = Instant::now();
-        let report = crate::openstack::accounts::create_for_enabled(&mut run.host)
-            .map_err(|e| ServiceError::failed(NAME, format!("creating accounts: {e}")))?;
-        run.host.log.note(&report.summary());
-        run.host.log.note(&format!(
-            "keystone accounts, services and endpoints: {:.1} s",
-            t0.elapsed().as_secs_f64()
-        ));
+        oslo::stop_processes(cx.host, NAME, &[SERVICE])?;
+        flush_cache(cx.host);
         Ok(())
     }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
+    fn init(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        start_keystone(cx.host)
+    }
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // Started in init; a re-run of start (keystone stopped meanwhile) restarts it.
-        let running = run
+        let running = cx
             .host
-            .state
-            .state
-            .processes
-            .get(SERVICE)
-            .cloned()
-            .is_some_and(|r| uwsgi::alive(&run.host, &r));
+            .ledger
+            .process(crate::state::ProcessKind::Service, SERVICE)
+            .is_some_and(|r| oslo::alive(cx.host, r));
         if running {
             Ok(())
         } else {
-            start_keystone(&mut run.host)
+            start_keystone(cx.host)
         }
     }
-    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
-        uwsgi::stop_processes(&mut run.host, NAME, &[SERVICE])
-    }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        uwsgi::clean_api(&run.host, &[SERVICE], &conf_dir(&run.host.settings));
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        crate::services::database::remove_daemon_log(&cx.host.settings, SERVICE);
+        uwsgi::clean_api(cx.host, &conf_dir(&cx.host.settings));
         Ok(())
     }
 }

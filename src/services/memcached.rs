@@ -5,10 +5,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::Run;
+use crate::context::Host;
+use crate::context::ServiceCtx;
 use crate::services::database;
-use crate::services::{Layer, Service, ServiceError};
+use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
 pub const NAME: &str = "memcached";
@@ -85,32 +85,30 @@ pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
 }
 
+/// memcached: enabled by itself or by keystone (its token cache).
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[NAME, "key"],
+    packages: &["memcached"],
+    ..Descriptor::named(NAME, Layer::Infra)
+};
+
 impl Service for Memcached {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::Infra
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        start_server(cx.host)
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(&[NAME, "key"])
-    }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        vec!["memcached".into()]
-    }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        start_server(&mut run.host)
-    }
-    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
+    fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
         // A cache holds nothing worth keeping, but DevStack stops it with the rest of
         // layer 1 only on --all.
-        if !all || !run.host.state.state.system_services.contains(NAME) {
+        if !all || !cx.host.ledger.has_system_service(NAME) {
             return Ok(());
         }
-        stop_server(&mut run.host)
+        stop_server(cx.host)
     }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        database::remove_daemon_log(&run.host.settings, NAME);
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        database::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
     }
 }

@@ -1,14 +1,19 @@
-//! The real services a stack brings up, each behind one trait the pipeline drives in
-//! DevStack's order: layer 1 (database, message queue, cache) first, then OpenStack.
+//! The real services a stack brings up. Each lives in one file: a [`Descriptor`]
+//! (its DevStack names, catalog entries, Python projects, Debian packages, the
+//! variables it owns, its databases, its processes, its node role and what it comes
+//! after) and a [`Service`] impl for the steps that are its own. Everything that
+//! loops over services (packages, Python requirements, database syncs, keystone's
+//! catalog, start, stop, clean) iterates the [`Registry`]: adding a service is one
+//! file plus one line in [`Registry::builtin`].
 
 use std::path::PathBuf;
 
 use crate::config::settings::Settings;
-use crate::pipeline::Run;
-use crate::shell::ShellError;
-use crate::system::process::ProcessError;
+use crate::context::{Host, PipelineError, ServiceCtx};
+use crate::openstack::accounts::ServiceAccount;
+use crate::system::process::{Cmd, ProcessError};
+use crate::system::python::Project;
 
-pub mod calls;
 pub mod credentials;
 pub mod database;
 pub mod glance;
@@ -18,6 +23,7 @@ pub mod memcached;
 pub mod mysql;
 pub mod neutron;
 pub mod nova;
+pub mod oslo;
 pub mod placement;
 pub mod postgresql;
 pub mod rabbit;
@@ -33,6 +39,63 @@ pub enum Layer {
     OpenStack,
 }
 
+/// Which node of a multi-node cloud runs a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The control plane: APIs, schedulers, databases, the message queue.
+    Controller,
+    /// Every compute node (nova-compute, its hypervisor, the network agent).
+    Compute,
+    /// Both (a service with parts on each, such as nova).
+    Any,
+}
+
+/// Everything about one service that is data.
+#[derive(Debug)]
+pub struct Descriptor {
+    /// DevStack's lib name (mysql, keystone, nova): in summaries, errors, `after`.
+    pub name: &'static str,
+    /// The `ENABLED_SERVICES` names that enable it, any of them (group names such as
+    /// `nova` cover their members, `n-*`, with DevStack's `is_service_enabled`).
+    pub enabled_by: &'static [&'static str],
+    pub layer: Layer,
+    pub role: Role,
+    /// The services it comes after when both are enabled.
+    pub after: &'static [&'static str],
+    /// Its keystone catalog entries (service user, service, public endpoint).
+    pub catalog: &'static [ServiceAccount],
+    /// Its Python projects, installed from PyPI or a local checkout.
+    pub python: &'static [Project],
+    /// Its Debian packages, for the one batched install.
+    pub packages: &'static [&'static str],
+    /// The variables it owns, as lib/ defaults (`${NAME:-default}`), applied after
+    /// `override_defaults`. Later entries may use earlier ones.
+    pub defaults: &'static [(&'static str, &'static str)],
+    /// Its databases: recreated before its sync commands run.
+    pub databases: &'static [&'static str],
+    /// The processes it starts (DevStack's service names), stopped by unstack.
+    pub processes: &'static [&'static str],
+}
+
+impl Descriptor {
+    /// A descriptor with nothing but a name: the base the services' own fill in.
+    pub const fn named(name: &'static str, layer: Layer) -> Self {
+        Self {
+            name,
+            enabled_by: &[],
+            layer,
+            role: Role::Controller,
+            after: &[],
+            catalog: &[],
+            python: &[],
+            packages: &[],
+            defaults: &[],
+            databases: &[],
+            processes: &[],
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{service}: {what}")]
@@ -46,7 +109,7 @@ pub enum ServiceError {
     Shell {
         service: String,
         #[source]
-        source: ShellError,
+        source: PipelineError,
     },
     #[error("{service} did not answer within {timeout_secs} s ({what})")]
     NotReady {
@@ -69,6 +132,13 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{service}: {what}")]
+    Source {
+        service: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{service}: {message}")]
     Failed { service: String, message: String },
 }
@@ -81,99 +151,399 @@ impl ServiceError {
         }
     }
 
+    /// A failure with its cause kept as the error's source.
+    pub fn caused(
+        service: &str,
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Source {
+            service: service.to_owned(),
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// The last lines of output that explain the failure, when there are any.
     pub fn tail(&self) -> &[String] {
         match self {
             Self::Process { source, .. } => source.tail(),
-            Self::Shell { source, .. } => source.tail(),
+            Self::Shell {
+                source: PipelineError::Shell(source),
+                ..
+            } => source.tail(),
             Self::NotReady { tail, .. } => tail,
             _ => &[],
         }
     }
 }
 
-/// One service (or a family of DevStack service names handled together).
-pub trait Service {
-    /// The name in summaries and errors (DevStack's lib name: mysql, keystone, nova).
-    fn name(&self) -> &'static str;
-    fn layer(&self) -> Layer;
-    fn is_enabled(&self, settings: &Settings) -> bool;
-    /// lib/-layer defaults (`${NAME:-default}`), applied after `override_defaults`.
-    fn defaults(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
+/// One service's database work: the databases to (re)create and the commands that
+/// fill them, run in order. The jobs of all enabled services run concurrently.
+pub struct DbJob {
+    pub service: &'static str,
+    pub databases: &'static [&'static str],
+    pub cmds: Vec<Cmd>,
+}
+
+/// One service: its descriptor, and the steps that are its own. Every step has a
+/// default, so a service writes only what differs.
+pub trait Service: Sync {
+    fn descriptor(&self) -> &'static Descriptor;
+
+    fn name(&self) -> &'static str {
+        self.descriptor().name
+    }
+    fn layer(&self) -> Layer {
+        self.descriptor().layer
+    }
+    fn is_enabled(&self, settings: &Settings) -> bool {
+        settings.is_enabled(self.descriptor().enabled_by)
     }
     /// Debian packages for the one batched prerequisite install.
     fn packages(&self, _settings: &Settings) -> Vec<String> {
+        self.descriptor()
+            .packages
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect()
+    }
+    /// The commands that fill its databases once they are recreated.
+    fn db_sync(&self, _host: &Host) -> Vec<Cmd> {
         Vec::new()
     }
-    fn install(&self, _run: &mut Run) -> Result<(), ServiceError> {
+    /// Its database work for this run, when it owns databases here.
+    fn db_job(&self, host: &Host) -> Option<DbJob> {
+        let d = self.descriptor();
+        (!d.databases.is_empty()).then(|| DbJob {
+            service: d.name,
+            databases: d.databases,
+            cmds: self.db_sync(host),
+        })
+    }
+    fn install(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
-    fn configure(&self, _run: &mut Run) -> Result<(), ServiceError> {
+    fn configure(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
-    fn init(&self, _run: &mut Run) -> Result<(), ServiceError> {
+    /// Before the databases are recreated (a running API of the last stack stops).
+    fn before_sync(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
-    fn start(&self, _run: &mut Run) -> Result<(), ServiceError> {
+    /// After every enabled service's databases are synced.
+    fn init(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
-    /// `all`: unstack --all (layer 1 stops only then).
-    fn stop(&self, _run: &mut Run, _all: bool) -> Result<(), ServiceError> {
+    fn start(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
-    fn clean(&self, _run: &mut Run) -> Result<(), ServiceError> {
+    /// `all`: unstack --all (layer 1 stops only then). The default stops its
+    /// processes, concurrently.
+    fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
+        oslo::stop_processes(cx.host, self.name(), self.descriptor().processes)
+    }
+    /// The default removes its processes' logs.
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        for name in self.descriptor().processes {
+            database::remove_daemon_log(&cx.host.settings, name);
+        }
         Ok(())
     }
 }
 
-/// Every service the project knows, in stack order.
-pub fn registry() -> Vec<Box<dyn Service>> {
-    vec![
-        Box::new(mysql::Mysql),
-        Box::new(postgresql::Postgresql),
-        Box::new(rabbit::Rabbit),
-        Box::new(memcached::Memcached),
-        Box::new(keystone::Keystone),
-        Box::new(glance::Glance),
-        Box::new(placement::Placement),
-        Box::new(neutron::Neutron),
-        Box::new(nova::Nova),
-        Box::new(credentials::Credentials),
-        Box::new(hypervisor::HypervisorProbe),
-    ]
+/// The services a stack knows, in the order their `after` lists declare.
+pub struct Registry {
+    services: Vec<&'static dyn Service>,
 }
 
-pub mod status;
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
 
-/// Stops every process the state still records (what services did not stop
-/// themselves: a plugin's `run_process` ones), and forgets them.
-pub fn stop_recorded_processes(run: &mut Run) {
-    let records: Vec<_> = run.host.state.state.processes.values().cloned().collect();
-    for record in records {
-        let result = match run.host.supervisor.as_ref() {
-            Some(sup) => sup.stop(&record),
-            None => Ok(()),
-        };
-        match result {
-            Ok(()) => {
-                run.host.state.state.processes.remove(&record.name);
+impl Registry {
+    /// Every service the project ships. The order of this list does not matter:
+    /// each descriptor's `after` does.
+    pub fn builtin() -> Self {
+        Self::new(vec![
+            &mysql::Mysql,
+            &postgresql::Postgresql,
+            &rabbit::Rabbit,
+            &memcached::Memcached,
+            &keystone::Keystone,
+            &glance::Glance,
+            &placement::Placement,
+            &neutron::Neutron,
+            &nova::Nova,
+            &credentials::Credentials,
+            &hypervisor::HypervisorProbe,
+        ])
+    }
+
+    /// A registry of these services, ordered: layer 1 first, then each service after
+    /// the ones it names in `after` (a stable topological order: among services free
+    /// to go, the list's order). A cycle is a programming error.
+    pub fn new(list: Vec<&'static dyn Service>) -> Self {
+        let mut left: Vec<&'static dyn Service> = list;
+        left.sort_by_key(|s| s.layer());
+        let mut services: Vec<&'static dyn Service> = Vec::with_capacity(left.len());
+        while !left.is_empty() {
+            let ready = left
+                .iter()
+                .position(|s| {
+                    s.descriptor().after.iter().all(|dep| {
+                        !left
+                            .iter()
+                            .any(|other| other.name() == *dep && other.name() != s.name())
+                    })
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "service order has a cycle among {:?}",
+                        left.iter().map(|s| s.name()).collect::<Vec<_>>()
+                    )
+                });
+            services.push(left.remove(ready));
+        }
+        Self { services }
+    }
+
+    /// Every service, in stack order.
+    pub fn all(&self) -> impl DoubleEndedIterator<Item = &'static dyn Service> + '_ {
+        self.services.iter().copied()
+    }
+
+    /// The enabled services, in stack order.
+    pub fn enabled<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> impl DoubleEndedIterator<Item = &'static dyn Service> + 'a {
+        self.all().filter(move |s| s.is_enabled(settings))
+    }
+
+    /// The Debian packages of the enabled services.
+    pub fn packages(&self, settings: &Settings) -> Vec<String> {
+        self.enabled(settings)
+            .flat_map(|s| s.packages(settings))
+            .collect()
+    }
+
+    /// The Python projects of the enabled services.
+    pub fn python_projects(&self, settings: &Settings) -> Vec<Project> {
+        let mut out: Vec<Project> = Vec::new();
+        for p in self.enabled(settings).flat_map(|s| s.descriptor().python) {
+            if !out.contains(p) {
+                out.push(*p);
             }
-            Err(e) => run.host.warn(&e.to_string()),
+        }
+        out
+    }
+
+    /// The keystone catalog entries of the enabled services.
+    pub fn catalog(&self, settings: &Settings) -> Vec<ServiceAccount> {
+        self.enabled(settings)
+            .flat_map(|s| s.descriptor().catalog.iter().copied())
+            .collect()
+    }
+
+    /// Every service's lib/ defaults, in stack order.
+    pub fn defaults(&self) -> Vec<(&'static str, &'static str)> {
+        self.all()
+            .flat_map(|s| s.descriptor().defaults.iter().copied())
+            .collect()
+    }
+
+    /// The database jobs of the enabled services.
+    pub fn db_jobs(&self, host: &Host) -> Vec<DbJob> {
+        self.enabled(&host.settings)
+            .filter_map(|s| s.db_job(host))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::NoPipeline;
+
+    fn settings(enabled: &str) -> Settings {
+        Settings::new(
+            [
+                ("ENABLED_SERVICES".to_owned(), enabled.to_owned()),
+                ("DEST".to_owned(), "/opt/stack".to_owned()),
+            ]
+            .into(),
+        )
+    }
+
+    #[test]
+    fn the_default_order_puts_layer_1_first_and_keystone_before_its_users() {
+        let names: Vec<&str> = Registry::builtin().all().map(Service::name).collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("mysql") < pos("keystone"));
+        assert!(pos("rabbit") < pos("keystone"));
+        for user in ["glance", "placement", "neutron", "nova"] {
+            assert!(pos("keystone") < pos(user), "{names:?}");
+        }
+        assert!(pos("placement") < pos("nova"));
+        assert!(pos("neutron") < pos("nova"));
+    }
+
+    #[test]
+    fn enabled_services_choose_the_catalog_and_projects() {
+        let s = settings(crate::config::settings::DEFAULT_SERVICES);
+        let reg = Registry::builtin();
+        let types: Vec<&str> = reg.catalog(&s).iter().map(|c| c.service_type).collect();
+        assert_eq!(types, ["image", "placement", "network", "compute"]);
+        let dists: Vec<&str> = reg.python_projects(&s).iter().map(|p| p.dist).collect();
+        assert_eq!(
+            dists,
+            [
+                "keystone",
+                "glance",
+                "openstack-placement",
+                "neutron",
+                "nova"
+            ]
+        );
+        let s = settings("key,g-api");
+        let types: Vec<&str> = reg.catalog(&s).iter().map(|c| c.service_type).collect();
+        assert_eq!(types, ["image"]);
+    }
+
+    /// A service that exists only here, registered with one line: everything that
+    /// iterates the registry picks it up.
+    struct Probe;
+
+    static PROBE: Descriptor = Descriptor {
+        enabled_by: &["probe-api", "probe"],
+        after: &["keystone"],
+        catalog: &[ServiceAccount {
+            name: "probe",
+            service_type: "probing",
+            description: "Probe Service",
+            extra_role: None,
+            prefix: "PROBE",
+            default_port: 9999,
+            path: "/v1",
+        }],
+        python: &[Project {
+            dist: "probe-server",
+            repo_var: "PROBE_REPO",
+        }],
+        packages: &["probe-tools"],
+        defaults: &[("PROBE_CONF", "/etc/probe/probe.conf")],
+        databases: &["probe"],
+        processes: &["probe-api"],
+        ..Descriptor::named("probe", Layer::OpenStack)
+    };
+
+    impl Service for Probe {
+        fn descriptor(&self) -> &'static Descriptor {
+            &PROBE
+        }
+        fn db_sync(&self, host: &Host) -> Vec<Cmd> {
+            vec![host.cmd("probe-manage").arg("db_sync")]
         }
     }
-}
 
-/// Removes the files and directories the state says stack created.
-pub fn remove_created(run: &mut Run) {
-    let files: Vec<_> = run.host.state.state.files.iter().cloned().collect();
-    for f in files {
-        let _ = std::fs::remove_file(&f);
-        run.host.state.state.files.remove(&f);
+    fn with_probe() -> Registry {
+        let Registry { mut services } = Registry::builtin();
+        services.push(&Probe);
+        Registry::new(services)
     }
-    let dirs: Vec<_> = run.host.state.state.dirs.iter().rev().cloned().collect();
-    for d in dirs {
-        let _ = std::fs::remove_dir_all(&d);
-        run.host.state.state.dirs.remove(&d);
+
+    fn host(enabled: &str) -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        let progress: std::sync::Arc<dyn crate::ui::Progress> =
+            std::sync::Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
+        let log = std::sync::Arc::new(crate::ui::log::RunLog::new(progress.clone()));
+        let mut host = Host::new(
+            dir.path().to_path_buf(),
+            crate::state::Ledger::empty(dir.path()),
+            log,
+            progress,
+        );
+        host.supervisor = Box::new(crate::system::supervisor::OwnSupervisor::default());
+        let mut s = settings(enabled);
+        s.set("LOGDIR", dir.path().join("logs").display().to_string());
+        host.settings = s;
+        (dir, host)
+    }
+
+    #[test]
+    fn a_one_line_service_gets_package_requirement_catalog_database_and_process() {
+        let reg = with_probe();
+        let enabled = "mysql,key,probe-api";
+        let (_dir, mut host) = host(enabled);
+        let s = host.settings.clone();
+        let names: Vec<&str> = reg.enabled(&s).map(Service::name).collect();
+        assert_eq!(
+            names,
+            ["mysql", "memcached", "keystone", "credentials", "probe"]
+        );
+        assert!(reg.packages(&s).contains(&"probe-tools".to_owned()));
+        let reqs = crate::system::python::requirements(&s, &reg.python_projects(&s), &[]);
+        assert!(reqs.contains(&crate::system::python::Req::Pypi("probe-server".into())));
+        let catalog = reg.catalog(&s);
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog[0].url(&s), "http://127.0.0.1:9999/v1");
+        assert!(
+            reg.defaults()
+                .contains(&("PROBE_CONF", "/etc/probe/probe.conf"))
+        );
+        let jobs = reg.db_jobs(&host);
+        let probe = jobs.iter().find(|j| j.service == "probe").unwrap();
+        assert_eq!(probe.databases, ["probe"]);
+        assert_eq!(probe.cmds[0].display(), "probe-manage db_sync");
+        // Its process, once started and recorded, is stopped by its default stop.
+        oslo::start_process(&mut host, "probe", "probe-api", "exec sleep 60", &[], None).unwrap();
+        let record = host
+            .ledger
+            .process(crate::state::ProcessKind::Service, "probe-api")
+            .cloned()
+            .unwrap();
+        assert!(oslo::alive(&host, &record));
+        let mut ops = NoPipeline;
+        let mut cx = ServiceCtx::new(&mut host, &mut ops);
+        Probe.stop(&mut cx, false).unwrap();
+        assert!(!oslo::alive(&host, &record));
+        assert!(
+            host.ledger
+                .process(crate::state::ProcessKind::Service, "probe-api")
+                .is_none()
+        );
+        // Disabled, it contributes nothing.
+        let s = settings("mysql,key");
+        assert!(!reg.packages(&s).contains(&"probe-tools".to_owned()));
+        assert!(reg.catalog(&s).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "cycle")]
+    fn a_cycle_in_the_declared_order_is_refused() {
+        struct A;
+        struct B;
+        static DA: Descriptor = Descriptor {
+            after: &["b"],
+            ..Descriptor::named("a", Layer::OpenStack)
+        };
+        static DB: Descriptor = Descriptor {
+            after: &["a"],
+            ..Descriptor::named("b", Layer::OpenStack)
+        };
+        impl Service for A {
+            fn descriptor(&self) -> &'static Descriptor {
+                &DA
+            }
+        }
+        impl Service for B {
+            fn descriptor(&self) -> &'static Descriptor {
+                &DB
+            }
+        }
+        let _ = Registry::new(vec![&A, &B]);
     }
 }

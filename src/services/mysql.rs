@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::host::Host;
-use crate::pipeline::{Kind, Run};
+use crate::context::Host;
+use crate::context::ServiceCtx;
 use crate::services::database::{self, Backend};
-use crate::services::{Layer, Service, ServiceError};
+use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
 pub const NAME: &str = "mysql";
@@ -93,7 +93,7 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
                 what: "mariadb-install-db failed".into(),
                 source,
             })?;
-        host.state.state.dirs.insert(DATADIR.into());
+        host.ledger.record_dir(std::path::Path::new(DATADIR));
     }
     let command = format!(
         "exec /usr/sbin/mariadbd --user=mysql --datadir={DATADIR} --bind-address={addr} --port={PORT} \
@@ -150,51 +150,50 @@ pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
 }
 
+/// MariaDB (DevStack's `mysql`).
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[NAME],
+    packages: &["mariadb-server", "mariadb-client"],
+    ..Descriptor::named(NAME, Layer::Infra)
+};
+
 impl Service for Mysql {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::Infra
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        start_server(cx.host)?;
+        ensure_user(cx.host)
     }
-    fn is_enabled(&self, settings: &crate::config::settings::Settings) -> bool {
-        settings.is_enabled(&[NAME])
-    }
-    fn packages(&self, _settings: &crate::config::settings::Settings) -> Vec<String> {
-        vec!["mariadb-server".into(), "mariadb-client".into()]
-    }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        start_server(&mut run.host)?;
-        ensure_user(&mut run.host)
-    }
-    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
+    fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
         if !all
-            || (database::recorded(&run.host, NAME).is_none()
-                && !run.host.state.state.system_services.contains(NAME))
+            || (database::recorded(cx.host, NAME).is_none()
+                && !cx.host.ledger.has_system_service(NAME))
         {
             return Ok(());
         }
-        if run.kind == Kind::Clean && database::running(&run.host, NAME).is_some() {
+        if cx.host.mode == crate::context::Mode::Clean && database::running(cx.host, NAME).is_some()
+        {
             // clean drops what stack created while the server still runs.
-            if let Err(e) = database::drop_created(&mut run.host, Backend::Mysql) {
-                run.host.warn(&format!("{e}"));
+            if let Err(e) = database::drop_created(cx.host, Backend::Mysql) {
+                cx.host.warn(&format!("{e}"));
             }
         }
-        stop_server(&mut run.host)
+        stop_server(cx.host)
     }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // Databases and users were dropped before the server stopped; when it was
         // not running then, start it for this.
-        let addr = host_addr(&run.host);
+        let addr = host_addr(cx.host);
         database::drop_left(
-            &mut run.host,
+            cx.host,
             Backend::Mysql,
             &addr,
             PORT,
             start_server,
             stop_server,
         )?;
-        database::remove_daemon_log(&run.host.settings, NAME);
+        database::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
     }
 }

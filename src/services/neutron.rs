@@ -7,12 +7,14 @@
 use std::path::PathBuf;
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::Run;
-use crate::services::ServiceError;
+use crate::context::Host;
+use crate::context::ServiceCtx;
+use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::keystone::DbJob;
 use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::{Descriptor, Layer, ServiceError, oslo};
+use crate::system::process::Cmd;
+use crate::system::python::Project;
 
 pub const NAME: &str = "neutron";
 pub const SERVICE: &str = "q-svc";
@@ -40,32 +42,58 @@ fn state_dir(s: &Settings) -> PathBuf {
 
 /// One authenticated round of list requests, so every worker's models are set up
 /// before nova asks for ports.
-fn warm_up(run: &mut Run) -> Result<(), ServiceError> {
-    let token = crate::openstack::accounts::client(&mut run.host)
+fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let token = cx
+        .host
+        .keystone()
         .and_then(|c| c.token().map(str::to_owned))
         .map_err(|e| ServiceError::failed(NAME, format!("warm-up token: {e}")))?;
-    let base = uwsgi::probe_url(&run.host.settings, PREFIX, PORT);
-    let workers = run.host.settings.number("API_WORKERS", 1).max(1);
+    let base = oslo::probe_url(&cx.host.settings, PREFIX, PORT);
+    let workers = cx.host.settings.number("API_WORKERS", 1).max(1);
     for _ in 0..workers {
         for path in ["v2.0/networks", "v2.0/ports", "v2.0/ports"] {
             let url = format!("{base}{path}");
-            let answer = uwsgi::http_get(&url, Some(&token), uwsgi::REQUEST_TIMEOUT * 6);
-            run.host
-                .log
+            let answer = oslo::http_get(&url, Some(&token), oslo::REQUEST_TIMEOUT * 6);
+            cx.host
                 .note(&format!("neutron warm-up: GET {url}: {answer:?}"));
         }
     }
     Ok(())
 }
 
+pub const CATALOG: ServiceAccount = ServiceAccount {
+    name: "neutron",
+    service_type: "network",
+    description: "Neutron Service",
+    extra_role: Some("admin"),
+    prefix: PREFIX,
+    default_port: PORT,
+    path: "/",
+};
+
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[SERVICE, "neutron-api"],
+    after: &["keystone"],
+    catalog: &[CATALOG],
+    python: &[Project {
+        dist: "neutron",
+        repo_var: "NEUTRON_REPO",
+    }],
+    packages: uwsgi::PACKAGES,
+    defaults: &[
+        ("NEUTRON_CONF_DIR", "/etc/neutron"),
+        ("NEUTRON_CONF", "$NEUTRON_CONF_DIR/neutron.conf"),
+    ],
+    databases: &["neutron"],
+    processes: &[SERVICE],
+    ..Descriptor::named(NAME, Layer::OpenStack)
+};
+
 impl UwsgiApi for Neutron {
-    const NAME: &'static str = NAME;
-    const SERVICE: &'static str = SERVICE;
+    const DESCRIPTOR: &'static Descriptor = &DESCRIPTOR;
+    const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
-    fn enabled(s: &Settings) -> bool {
-        s.is_enabled(&[SERVICE, "neutron-api"])
-    }
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("NEUTRON_CONF_DIR")
     }
@@ -75,10 +103,10 @@ impl UwsgiApi for Neutron {
     fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         let s = host.settings.clone();
         let state = state_dir(&s);
-        uwsgi::make_dir(host, NAME, &state.join("lock"))?;
+        oslo::make_dir(host, NAME, &state.join("lock"))?;
         let paste = Neutron::conf_dir(&s).join("api-paste.ini");
-        uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-            uwsgi::common_defaults(doc, &s);
+        oslo::write_conf(host, NAME, &conf(&s), |doc| {
+            oslo::common_defaults(doc, &s);
             doc.set("DEFAULT", "core_plugin", "ml2");
             doc.set("DEFAULT", "service_plugins", "router");
             doc.set("DEFAULT", "auth_strategy", "keystone");
@@ -102,20 +130,20 @@ impl UwsgiApi for Neutron {
                 "lock_path",
                 &state.join("lock").display().to_string(),
             );
-            uwsgi::authtoken(doc, &s, NAME);
-            uwsgi::keystoneauth(doc, &s, "nova", "nova");
+            oslo::authtoken(doc, &s, NAME);
+            oslo::keystoneauth(doc, &s, "nova", "nova");
         })?;
-        uwsgi::write_conf(host, NAME, &ml2_conf(&s), |doc| {
+        oslo::write_conf(host, NAME, &ml2_conf(&s), |doc| {
             doc.set("ml2", "type_drivers", "flat");
             doc.set("ml2", "tenant_network_types", "");
             doc.set("ml2", "mechanism_drivers", "");
             doc.set("ml2", "extension_drivers", "port_security");
             doc.set("ml2_type_flat", "flat_networks", "*");
         })?;
-        uwsgi::copy_file(
+        oslo::copy_file(
             host,
             NAME,
-            &uwsgi::venv_etc(host, "neutron/api-paste.ini"),
+            &oslo::venv_etc(host, "neutron/api-paste.ini"),
             &paste,
         )?;
         let ml2 = ml2_conf(&s);
@@ -126,8 +154,8 @@ impl UwsgiApi for Neutron {
         };
         let app = WsgiApp {
             wsgi: "neutron.wsgi.api:application".into(),
-            http: uwsgi::listen(&s, PREFIX, PORT),
-            venv: crate::system::python::venv_dir(host),
+            http: oslo::listen(&s, PREFIX, PORT),
+            venv: crate::system::python::venv_dir(&host.settings),
             env: vec![
                 ("OS_NEUTRON_CONFIG_DIR".into(), dir.display().to_string()),
                 (
@@ -140,28 +168,24 @@ impl UwsgiApi for Neutron {
         };
         uwsgi::write_ini(host, NAME, &Neutron::uwsgi_ini(&s), &app)
     }
-    fn db_job(host: &Host) -> Option<DbJob> {
+    fn db_sync(host: &Host) -> Vec<Cmd> {
         let s = &host.settings;
-        Neutron::enabled(s).then(|| DbJob {
-            service: NAME,
-            databases: vec!["neutron"],
-            cmds: vec![
-                uwsgi::venv_cmd(host, "neutron-db-manage")
-                    .arg("--config-file")
-                    .arg(conf(s))
-                    .arg("--config-file")
-                    .arg(ml2_conf(s))
-                    .args(["upgrade", "head"])
-                    .label("neutron-db-manage"),
-            ],
-        })
+        vec![
+            oslo::venv_cmd(host, "neutron-db-manage")
+                .arg("--config-file")
+                .arg(conf(s))
+                .arg("--config-file")
+                .arg(ml2_conf(s))
+                .args(["upgrade", "head"])
+                .label("neutron-db-manage"),
+        ]
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![state_dir(settings)]
     }
-    fn after_start(run: &mut Run) -> Result<(), ServiceError> {
-        if run.host.settings.is_enabled(&["key"]) {
-            warm_up(run)?;
+    fn after_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        if cx.host.settings.is_enabled(&["key"]) {
+            warm_up(cx)?;
         }
         Ok(())
     }

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::localconf::Phase;
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::Run;
+use crate::context::Host;
+use crate::context::ServiceCtx;
+use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::keystone::{self, DbJob};
 use crate::services::uwsgi::{self, WsgiApp};
-use crate::services::{Layer, Service, ServiceError, hypervisor};
+use crate::services::{DbJob, Descriptor, Layer, Role, Service, ServiceError, hypervisor, oslo};
+use crate::system::python::Project;
 
 pub const NAME: &str = "nova";
 const PREFIX: &str = "NOVA";
@@ -27,10 +28,6 @@ const PORT: u16 = 8774;
 pub const PROCESSES: &[&str] = &["n-api", "n-cond", "n-sch", "n-cpu"];
 
 pub struct Nova;
-
-fn enabled(s: &Settings) -> bool {
-    s.is_enabled(PROCESSES)
-}
 
 fn compute(s: &Settings) -> bool {
     s.is_enabled(&["n-cpu"])
@@ -61,41 +58,35 @@ fn state_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("nova")
 }
 
-pub fn db_job(host: &Host) -> Option<DbJob> {
+/// The cell databases and their sync, where the control plane runs.
+fn db_sync(host: &Host) -> Vec<crate::system::process::Cmd> {
     let s = &host.settings;
-    if !control(s) {
-        return None;
-    }
     let c = conf(s);
     let manage = |args: &[&str]| {
-        uwsgi::venv_cmd(host, "nova-manage")
+        oslo::venv_cmd(host, "nova-manage")
             .arg("--config-file")
             .arg(&c)
             .args(args)
             .label("nova-manage")
     };
     let cell0 = database::connection_url(s, "nova_cell0");
-    Some(DbJob {
-        service: NAME,
-        databases: vec!["nova_api", "nova_cell0", "nova_cell1"],
-        cmds: vec![
-            manage(&["api_db", "sync"]),
-            manage(&["cell_v2", "map_cell0", "--database_connection", &cell0]),
-            manage(&["db", "sync"]),
-            manage(&["cell_v2", "create_cell", "--name", "cell1"]),
-        ],
-    })
+    vec![
+        manage(&["api_db", "sync"]),
+        manage(&["cell_v2", "map_cell0", "--database_connection", &cell0]),
+        manage(&["db", "sync"]),
+        manage(&["cell_v2", "create_cell", "--name", "cell1"]),
+    ]
 }
 
 fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let state = state_dir(&s);
-    uwsgi::make_dir(host, NAME, &state.join("instances"))?;
-    uwsgi::make_dir(host, NAME, &state.join("lock"))?;
+    oslo::make_dir(host, NAME, &state.join("instances"))?;
+    oslo::make_dir(host, NAME, &state.join("lock"))?;
     let paste = conf_dir(&s).join("api-paste.ini");
     let workers = s.get_or("API_WORKERS", "1").to_owned();
-    uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-        uwsgi::common_defaults(doc, &s);
+    oslo::write_conf(host, NAME, &conf(&s), |doc| {
+        oslo::common_defaults(doc, &s);
         doc.set(
             "DEFAULT",
             "transport_url",
@@ -139,23 +130,23 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
             "os_region_name",
             s.get_or("REGION_NAME", "RegionOne"),
         );
-        uwsgi::authtoken(doc, &s, NAME);
-        uwsgi::keystoneauth(doc, &s, "placement", "placement");
-        uwsgi::keystoneauth(doc, &s, "neutron", "neutron");
-        uwsgi::keystoneauth(doc, &s, "service_user", NAME);
+        oslo::authtoken(doc, &s, NAME);
+        oslo::keystoneauth(doc, &s, "placement", "placement");
+        oslo::keystoneauth(doc, &s, "neutron", "neutron");
+        oslo::keystoneauth(doc, &s, "service_user", NAME);
         doc.set("service_user", "send_service_user_token", "True");
     })?;
-    uwsgi::copy_file(
+    oslo::copy_file(
         host,
         NAME,
-        &uwsgi::venv_etc(host, "nova/api-paste.ini"),
+        &oslo::venv_etc(host, "nova/api-paste.ini"),
         &paste,
     )?;
     let c = conf(&s);
     let app = WsgiApp {
         wsgi: "nova.wsgi.osapi_compute:application".into(),
-        http: uwsgi::listen(&s, PREFIX, PORT),
-        venv: crate::system::python::venv_dir(host),
+        http: oslo::listen(&s, PREFIX, PORT),
+        venv: crate::system::python::venv_dir(&host.settings),
         env: vec![
             (
                 "OS_NOVA_CONFIG_DIR".into(),
@@ -187,7 +178,7 @@ fn write_cpu_conf(host: &mut Host) -> Result<(), ServiceError> {
         source,
     })?;
     let base = crate::ini::IniDoc::parse(&text);
-    uwsgi::write_conf(host, NAME, &cpu_conf(&s), |doc| {
+    oslo::write_conf(host, NAME, &cpu_conf(&s), |doc| {
         *doc = base;
         doc.delete("database", "connection");
         doc.delete("api_database", "connection");
@@ -248,7 +239,7 @@ fn cell1_hosts(host: &Host) -> Option<Cell1Hosts> {
 }
 
 fn nova_manage_cell_v2(host: &Host, what: &str) -> crate::system::process::Cmd {
-    uwsgi::venv_cmd(host, "nova-manage")
+    oslo::venv_cmd(host, "nova-manage")
         .arg("--config-file")
         .arg(conf(&host.settings))
         .args(["cell_v2", what])
@@ -262,21 +253,20 @@ fn nova_manage_cell_v2(host: &Host, what: &str) -> crate::system::process::Cmd {
 /// (a SQL round trip, not a 2-3 s nova-manage start): usually the scheduler's periodic
 /// discovery maps compute soon after it registers; when it has not within
 /// [`SCHEDULER_GRACE`], `nova-manage cell_v2 discover_hosts` runs, once.
-fn discover_hosts(run: &mut Run) {
+fn discover_hosts(cx: &mut ServiceCtx<'_>) {
     let t0 = Instant::now();
-    let limit = database::service_timeout(&run.host.settings).max(Duration::from_secs(30));
+    let limit = database::service_timeout(&cx.host.settings).max(Duration::from_secs(30));
     let mut registered_at: Option<Instant> = None;
     let mut discovered = false;
     loop {
-        let Some(now) = cell1_hosts(&run.host) else {
-            run.host
-                .log
+        let Some(now) = cell1_hosts(cx.host) else {
+            cx.host
                 .note("nova: cannot read the cell databases locally; asking nova-manage instead");
-            discover_hosts_by_manage(run, t0, limit);
+            discover_hosts_by_manage(cx, t0, limit);
             return;
         };
         if now.mapped {
-            run.host.log.note(&format!(
+            cx.host.log.note(&format!(
                 "nova: compute host mapped to cell1 after {:.1} s{}",
                 t0.elapsed().as_secs_f64(),
                 if discovered { " (discover_hosts)" } else { "" }
@@ -286,13 +276,13 @@ fn discover_hosts(run: &mut Run) {
         if now.registered {
             let since = *registered_at.get_or_insert_with(Instant::now);
             if !discovered && since.elapsed() >= SCHEDULER_GRACE {
-                let _ = nova_manage_cell_v2(&run.host, "discover_hosts").run();
+                let _ = nova_manage_cell_v2(cx.host, "discover_hosts").run();
                 discovered = true;
                 continue;
             }
         }
         if t0.elapsed() > limit {
-            warn_unmapped(run);
+            warn_unmapped(cx);
             return;
         }
         std::thread::sleep(MAP_POLL);
@@ -301,10 +291,10 @@ fn discover_hosts(run: &mut Run) {
 
 /// The way without database access: `discover_hosts` and `list_hosts` in turn
 /// until cell1 lists a host.
-fn discover_hosts_by_manage(run: &mut Run, t0: Instant, limit: Duration) {
+fn discover_hosts_by_manage(cx: &mut ServiceCtx<'_>, t0: Instant, limit: Duration) {
     loop {
-        let _ = nova_manage_cell_v2(&run.host, "discover_hosts").run();
-        let listed = nova_manage_cell_v2(&run.host, "list_hosts")
+        let _ = nova_manage_cell_v2(cx.host, "discover_hosts").run();
+        let listed = nova_manage_cell_v2(cx.host, "list_hosts")
             .capture()
             .run()
             .map(|o| o.stdout)
@@ -313,94 +303,126 @@ fn discover_hosts_by_manage(run: &mut Run, t0: Instant, limit: Duration) {
             .lines()
             .any(|l| l.starts_with('|') && l.contains("cell1"))
         {
-            run.host.log.note(&format!(
+            cx.host.log.note(&format!(
                 "nova: compute host mapped to cell1 after {:.1} s",
                 t0.elapsed().as_secs_f64()
             ));
             return;
         }
         if t0.elapsed() > limit {
-            warn_unmapped(run);
+            warn_unmapped(cx);
             return;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
 }
 
-fn warn_unmapped(run: &mut Run) {
-    run.host.warn(
+fn warn_unmapped(cx: &mut ServiceCtx<'_>) {
+    cx.host.warn(
         "nova: no compute host was mapped to cell1 in time; \
          the scheduler's periodic discovery will map it when it registers",
     );
 }
 
+/// Catalog: `compute` at `/v2.1` on :8774.
+pub const CATALOG: ServiceAccount = ServiceAccount {
+    name: "nova",
+    service_type: "compute",
+    description: "Nova Compute Service",
+    extra_role: Some("admin"),
+    prefix: PREFIX,
+    default_port: PORT,
+    path: "/v2.1",
+};
+
+/// nova: its control plane on the controller, nova-compute on every compute node.
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: PROCESSES,
+    role: Role::Any,
+    after: &["keystone", "glance", "placement", "neutron"],
+    catalog: &[CATALOG],
+    python: &[Project {
+        dist: "nova",
+        repo_var: "NOVA_REPO",
+    }],
+    packages: uwsgi::PACKAGES,
+    defaults: &[
+        ("NOVA_CONF_DIR", "/etc/nova"),
+        ("NOVA_CONF", "$NOVA_CONF_DIR/nova.conf"),
+        ("NOVA_CPU_CONF", "$NOVA_CONF_DIR/nova-cpu.conf"),
+    ],
+    databases: &["nova_api", "nova_cell0", "nova_cell1"],
+    processes: PROCESSES,
+    ..Descriptor::named(NAME, Layer::OpenStack)
+};
+
 impl Service for Nova {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::OpenStack
+    fn db_job(&self, host: &Host) -> Option<DbJob> {
+        // A compute-only node has no database of its own.
+        control(&host.settings).then(|| DbJob {
+            service: NAME,
+            databases: DESCRIPTOR.databases,
+            cmds: db_sync(host),
+        })
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        enabled(settings)
-    }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        uwsgi::packages()
-    }
-    fn install(&self, run: &mut Run) -> Result<(), ServiceError> {
-        uwsgi::install_python(run)?;
-        if compute(&run.host.settings) {
-            hypervisor::call(run, "install_nova_hypervisor")?;
+    fn install(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        if compute(&cx.host.settings) {
+            hypervisor::call(cx, "install_nova_hypervisor")?;
         }
         Ok(())
     }
-    fn configure(&self, run: &mut Run) -> Result<(), ServiceError> {
-        write_config(&mut run.host)?;
-        if compute(&run.host.settings) {
+    fn configure(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        write_config(cx.host)?;
+        if compute(&cx.host.settings) {
             // The plugin's iniset calls must see NOVA_CONF in the shell.
-            hypervisor::call(run, "configure_nova_hypervisor")?;
+            hypervisor::call(cx, "configure_nova_hypervisor")?;
         }
         Ok(())
     }
-    fn init(&self, run: &mut Run) -> Result<(), ServiceError> {
-        keystone::ensure_synced(&mut run.host, db_job)?;
-        if compute(&run.host.settings) {
-            write_cpu_conf(&mut run.host)?;
+    fn init(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        if compute(&cx.host.settings) {
+            write_cpu_conf(cx.host)?;
         }
         Ok(())
     }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let s = run.host.settings.clone();
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let s = cx.host.settings.clone();
         let c = conf(&s).display().to_string();
-        let venv_bin = crate::system::python::venv_bin(&run.host, "");
+        let venv_bin = crate::system::python::venv_bin(&cx.host.settings, "");
         let bin = |name: &str| venv_bin.join(name).display().to_string();
         if s.is_enabled(&["n-api"]) {
-            uwsgi::start_api(&mut run.host, NAME, "n-api", &uwsgi_ini(&s), PREFIX, PORT)?;
+            uwsgi::start_api(cx.host, NAME, "n-api", &uwsgi_ini(&s), PREFIX, PORT)?;
         }
         for (svc, script) in [("n-cond", "nova-conductor"), ("n-sch", "nova-scheduler")] {
             if s.is_enabled(&[svc]) {
                 let cmd = format!("exec {} --config-file {c}", bin(script));
-                uwsgi::start_process(&mut run.host, NAME, svc, &cmd, &[], None)?;
+                oslo::start_process(cx.host, NAME, svc, &cmd, &[], None)?;
             }
         }
         if compute(&s) {
             // As DevStack's start_nova_compute: nova-cpu.conf is derived from nova.conf
             // as it is now (post-config sections merged), then its own
             // [[post-config|$NOVA_CPU_CONF]] sections are merged again.
-            write_cpu_conf(&mut run.host)?;
-            crate::pipeline::merge_into(run, Phase::PostConfig, &cpu_conf(&s))
-                .map_err(|e| ServiceError::failed(NAME, format!("{e:#}")))?;
-            hypervisor::call(run, "start_nova_hypervisor")?;
+            write_cpu_conf(cx.host)?;
+            cx.merge_into(Phase::PostConfig, &cpu_conf(&s))
+                .map_err(|source| ServiceError::Shell {
+                    service: NAME.into(),
+                    source,
+                })?;
+            hypervisor::call(cx, "start_nova_hypervisor")?;
             let cmd = format!(
                 "exec {} --config-file {}",
                 bin("nova-compute"),
                 cpu_conf(&s).display()
             );
-            let record = uwsgi::start_process(&mut run.host, NAME, "n-cpu", &cmd, &[], None)?;
+            let record = oslo::start_process(cx.host, NAME, "n-cpu", &cmd, &[], None)?;
             if control(&s) {
-                discover_hosts(run);
+                discover_hosts(cx);
             }
-            if !uwsgi::alive(&run.host, &record) {
+            if !oslo::alive(cx.host, &record) {
                 return Err(ServiceError::NotReady {
                     service: NAME.into(),
                     what: "nova-compute exited".into(),
@@ -412,18 +434,21 @@ impl Service for Nova {
         }
         Ok(())
     }
-    fn stop(&self, run: &mut Run, _all: bool) -> Result<(), ServiceError> {
+    fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
         // Each takes ~10 s on TERM: stopped together.
-        let result = uwsgi::stop_processes(&mut run.host, NAME, PROCESSES);
-        if compute(&run.host.settings) {
-            hypervisor::call(run, "stop_nova_hypervisor")?;
+        let result = oslo::stop_processes(cx.host, NAME, PROCESSES);
+        if compute(&cx.host.settings) {
+            hypervisor::call(cx, "stop_nova_hypervisor")?;
         }
         result
     }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        hypervisor::call(run, "cleanup_nova_hypervisor")?;
-        let s = run.host.settings.clone();
-        uwsgi::clean_api(&run.host, PROCESSES, &conf_dir(&s));
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        hypervisor::call(cx, "cleanup_nova_hypervisor")?;
+        let s = cx.host.settings.clone();
+        for name in PROCESSES {
+            database::remove_daemon_log(&s, name);
+        }
+        uwsgi::clean_api(cx.host, &conf_dir(&s));
         let _ = std::fs::remove_dir_all(state_dir(&s));
         Ok(())
     }

@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::services::ServiceError;
+use crate::context::Host;
+use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::keystone::DbJob;
 use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::{Descriptor, Layer, ServiceError, oslo};
+use crate::system::process::Cmd;
+use crate::system::python::Project;
 
 pub const NAME: &str = "placement";
 pub const SERVICE: &str = "placement-api";
@@ -21,14 +23,39 @@ fn conf(s: &Settings) -> PathBuf {
     s.path("PLACEMENT_CONF")
 }
 
+pub const CATALOG: ServiceAccount = ServiceAccount {
+    name: "placement",
+    service_type: "placement",
+    description: "Placement Service",
+    extra_role: Some("admin"),
+    prefix: PREFIX,
+    default_port: PORT,
+    path: "",
+};
+
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[SERVICE, NAME],
+    after: &["keystone"],
+    catalog: &[CATALOG],
+    python: &[Project {
+        dist: "openstack-placement",
+        repo_var: "PLACEMENT_REPO",
+    }],
+    packages: uwsgi::PACKAGES,
+    defaults: &[
+        ("PLACEMENT_CONF_DIR", "/etc/placement"),
+        ("PLACEMENT_CONF", "$PLACEMENT_CONF_DIR/placement.conf"),
+    ],
+    databases: &["placement"],
+    processes: &[SERVICE],
+    ..Descriptor::named(NAME, Layer::OpenStack)
+};
+
 impl UwsgiApi for Placement {
-    const NAME: &'static str = NAME;
-    const SERVICE: &'static str = SERVICE;
+    const DESCRIPTOR: &'static Descriptor = &DESCRIPTOR;
+    const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
-    fn enabled(s: &Settings) -> bool {
-        s.is_enabled(&[SERVICE, NAME])
-    }
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("PLACEMENT_CONF_DIR")
     }
@@ -37,15 +64,15 @@ impl UwsgiApi for Placement {
     }
     fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         let s = host.settings.clone();
-        uwsgi::write_conf(host, NAME, &conf(&s), |doc| {
-            uwsgi::common_defaults(doc, &s);
+        oslo::write_conf(host, NAME, &conf(&s), |doc| {
+            oslo::common_defaults(doc, &s);
             doc.set(
                 "placement_database",
                 "connection",
                 &database::connection_url(&s, "placement"),
             );
             doc.set("api", "auth_strategy", "keystone");
-            uwsgi::authtoken(doc, &s, NAME);
+            oslo::authtoken(doc, &s, NAME);
         })?;
         let conf_path = conf(&s);
         let dir = conf_path
@@ -53,26 +80,22 @@ impl UwsgiApi for Placement {
             .map_or_else(|| Placement::conf_dir(&s), std::path::Path::to_path_buf);
         let app = WsgiApp {
             wsgi: "placement.wsgi.api:application".into(),
-            http: uwsgi::listen(&s, PREFIX, PORT),
-            venv: crate::system::python::venv_dir(host),
+            http: oslo::listen(&s, PREFIX, PORT),
+            venv: crate::system::python::venv_dir(&host.settings),
             env: vec![("OS_PLACEMENT_CONFIG_DIR".into(), dir.display().to_string())],
             processes: s.number("API_WORKERS", 1),
             name: "placement-api".into(),
         };
         uwsgi::write_ini(host, NAME, &Placement::uwsgi_ini(&s), &app)
     }
-    fn db_job(host: &Host) -> Option<DbJob> {
+    fn db_sync(host: &Host) -> Vec<Cmd> {
         let s = &host.settings;
-        Placement::enabled(s).then(|| DbJob {
-            service: NAME,
-            databases: vec!["placement"],
-            cmds: vec![
-                uwsgi::venv_cmd(host, "placement-manage")
-                    .arg("--config-file")
-                    .arg(conf(s))
-                    .args(["db", "sync"])
-                    .label("placement-manage"),
-            ],
-        })
+        vec![
+            oslo::venv_cmd(host, "placement-manage")
+                .arg("--config-file")
+                .arg(conf(s))
+                .args(["db", "sync"])
+                .label("placement-manage"),
+        ]
     }
 }

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::{Kind, Run};
+use crate::context::Host;
+use crate::context::ServiceCtx;
 use crate::services::database::{self, Backend};
-use crate::services::{Layer, Service, ServiceError};
+use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
 pub const NAME: &str = "postgresql";
@@ -87,8 +87,8 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
                 what: "pg_createcluster failed".into(),
                 source,
             })?;
-        host.state.state.dirs.insert(conf_dir.clone());
-        host.state.state.dirs.insert(data_dir.clone());
+        host.ledger.record_dir(&conf_dir);
+        host.ledger.record_dir(&data_dir);
     }
     database::ensure_owned_dir(NAME, Path::new("/var/run/postgresql"), "postgres")?;
     let command = format!(
@@ -134,45 +134,44 @@ pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
 }
 
+/// PostgreSQL (`DATABASE_TYPE=postgresql`, DevStack's `postgresql`).
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[NAME],
+    packages: &["postgresql", "postgresql-client"],
+    ..Descriptor::named(NAME, Layer::Infra)
+};
+
 impl Service for Postgresql {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::Infra
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        start_server(cx.host)?;
+        ensure_user(cx.host)
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(&[NAME])
-    }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        vec!["postgresql".into(), "postgresql-client".into()]
-    }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        start_server(&mut run.host)?;
-        ensure_user(&mut run.host)
-    }
-    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
-        if !all || !run.host.state.state.system_services.contains(NAME) {
+    fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
+        if !all || !cx.host.ledger.has_system_service(NAME) {
             return Ok(());
         }
-        if run.kind == Kind::Clean && database::running(&run.host, NAME).is_some() {
-            if let Err(e) = database::drop_created(&mut run.host, Backend::Postgresql) {
-                run.host.warn(&e.to_string());
+        if cx.host.mode == crate::context::Mode::Clean && database::running(cx.host, NAME).is_some()
+        {
+            if let Err(e) = database::drop_created(cx.host, Backend::Postgresql) {
+                cx.host.warn(&e.to_string());
             }
         }
-        stop_server(&mut run.host)
+        stop_server(cx.host)
     }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
-        let addr = host_addr(&run.host.settings);
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let addr = host_addr(&cx.host.settings);
         database::drop_left(
-            &mut run.host,
+            cx.host,
             Backend::Postgresql,
             &addr,
             PORT,
             start_server,
             stop_server,
         )?;
-        database::remove_daemon_log(&run.host.settings, NAME);
+        database::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
     }
 }

@@ -8,10 +8,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::config::settings::Settings;
-use crate::host::Host;
-use crate::pipeline::{Kind, Run};
+use crate::context::Host;
+use crate::context::ServiceCtx;
 use crate::services::database;
-use crate::services::{Layer, Service, ServiceError};
+use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
 pub const NAME: &str = "rabbit";
@@ -192,16 +192,12 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     }
     let mnesia = std::path::Path::new(HOME).join("mnesia").join(NODE);
     if !mnesia.exists() {
-        host.state.state.dirs.insert(mnesia.clone());
+        host.ledger.record_dir(&mnesia);
         // A file, not a directory.
-        host.state
-            .state
-            .files
-            .insert(mnesia.with_file_name(format!("{NODE}-feature_flags")));
-        host.state
-            .state
-            .dirs
-            .insert(mnesia.with_file_name(format!("{NODE}-plugins-expand")));
+        host.ledger
+            .record_file(&mnesia.with_file_name(format!("{NODE}-feature_flags")));
+        host.ledger
+            .record_dir(&mnesia.with_file_name(format!("{NODE}-plugins-expand")));
     }
     let spec = ProcessSpec {
         name: NAME.into(),
@@ -232,16 +228,13 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     }
     if rabbitmqctl(host, &["add_user", &user], Some(&pass)).is_ok() {
         if user != "guest" {
-            host.state
-                .state
-                .facts
-                .insert(USER_FACT.into(), user.clone());
+            host.ledger.set_fact(USER_FACT, user.clone());
         }
     } else {
         rabbitmqctl(host, &["change_password", &user], Some(&pass))?;
     }
     rabbitmqctl(host, &["set_permissions", &user, ".*", ".*", ".*"], None)?;
-    let _ = host.save_state();
+    host.checkpoint();
     let log = database::daemon_log(&host.settings, NAME);
     database::wait_ready(
         NAME,
@@ -255,10 +248,10 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
 
 /// Deletes the user this project created (clean), while the broker runs.
 fn delete_created_user(host: &mut Host) -> Result<(), ServiceError> {
-    if let Some(user) = host.state.state.facts.get(USER_FACT).cloned() {
+    if let Some(user) = host.ledger.fact(USER_FACT).map(str::to_owned) {
         rabbitmqctl(host, &["delete_user", &user], None)?;
-        host.state.state.facts.remove(USER_FACT);
-        let _ = host.save_state();
+        host.ledger.forget_fact(USER_FACT);
+        host.checkpoint();
     }
     Ok(())
 }
@@ -267,40 +260,39 @@ pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME, EPMD])
 }
 
+/// RabbitMQ (DevStack's `rabbit`).
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    enabled_by: &[NAME],
+    packages: &["rabbitmq-server"],
+    ..Descriptor::named(NAME, Layer::Infra)
+};
+
 impl Service for Rabbit {
-    fn name(&self) -> &'static str {
-        NAME
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
     }
-    fn layer(&self) -> Layer {
-        Layer::Infra
+    fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        start_server(cx.host)?;
+        ensure_user(cx.host)
     }
-    fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(&[NAME])
-    }
-    fn packages(&self, _settings: &Settings) -> Vec<String> {
-        vec!["rabbitmq-server".into()]
-    }
-    fn start(&self, run: &mut Run) -> Result<(), ServiceError> {
-        start_server(&mut run.host)?;
-        ensure_user(&mut run.host)
-    }
-    fn stop(&self, run: &mut Run, all: bool) -> Result<(), ServiceError> {
-        if !all || !run.host.state.state.system_services.contains(NAME) {
+    fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
+        if !all || !cx.host.ledger.has_system_service(NAME) {
             return Ok(());
         }
-        if run.kind == Kind::Clean && database::running(&run.host, NAME).is_some() {
-            if let Err(e) = delete_created_user(&mut run.host) {
-                run.host.warn(&e.to_string());
+        if cx.host.mode == crate::context::Mode::Clean && database::running(cx.host, NAME).is_some()
+        {
+            if let Err(e) = delete_created_user(cx.host) {
+                cx.host.warn(&e.to_string());
             }
         }
-        stop_server(&mut run.host)
+        stop_server(cx.host)
     }
-    fn clean(&self, run: &mut Run) -> Result<(), ServiceError> {
+    fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // The broker's data for our node name goes with the directories stack
         // created (the user goes with it); logs too.
-        run.host.state.state.facts.remove(USER_FACT);
+        cx.host.ledger.forget_fact(USER_FACT);
         for name in [NAME, EPMD] {
-            database::remove_daemon_log(&run.host.settings, name);
+            database::remove_daemon_log(&cx.host.settings, name);
         }
         Ok(())
     }

@@ -5,7 +5,6 @@
 //! it commands (source a hook, call a function, report variables) and serves the calls
 //! its function library makes back into Rust, through a [`Host`].
 
-pub mod callbacks;
 pub mod protocol;
 
 use std::collections::{BTreeMap, VecDeque};

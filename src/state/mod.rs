@@ -1,9 +1,12 @@
-//! What a run leaves behind: the state file (JSON with a schema version, written
-//! atomically after every change) and the lock that keeps one run per tree.
+//! What a run leaves behind: the state ledger (a JSON file with a schema version,
+//! written atomically) and the lock that keeps one run per tree.
 //!
 //! Both live in `$TOP_DIR/.devstack/`, so `unstack` after a failed `stack` knows what
-//! was started even when the settings changed since.
+//! was started even when the settings changed since. Nothing outside this module
+//! knows how the file is encoded: services record and forget through [`Ledger`]'s
+//! typed methods.
 
+use fs_err::os::unix::fs::OpenOptionsExt as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,8 @@ use fs_err as fs;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-/// Bumped when the file's shape changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped when the file's shape changes; older shapes are migrated on load.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -30,7 +33,7 @@ pub enum StateError {
         source: serde_json::Error,
     },
     #[error(
-        "the state file {path} has schema version {found}; this devstack understands {SCHEMA_VERSION}"
+        "the state file {path} has schema version {found}; this devstack understands up to {SCHEMA_VERSION}"
     )]
     Schema { path: PathBuf, found: u32 },
     #[error("could not write the state file {path}")]
@@ -66,11 +69,40 @@ pub struct HookRecord {
     pub seconds: f64,
 }
 
+/// Who supervises a process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// devstack-rs's own supervisor (containers, CI).
+    #[default]
+    Own,
+    /// A systemd unit.
+    Systemd,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Own => "own",
+            Self::Systemd => "systemd",
+        }
+    }
+}
+
+/// The two kinds of process a run starts: the host's daemons (database, message
+/// queue, cache, and later libvirtd, OVS/OVN), which only `unstack --all` stops, and
+/// the cloud's processes (OpenStack services, a plugin's `run_process` ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessKind {
+    Daemon,
+    Service,
+}
+
 /// A process a run started (our supervisor or a systemd unit).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessRecord {
     pub name: String,
-    pub backend: String,
+    pub backend: Backend,
     pub pid: Option<u32>,
     pub command: String,
     pub log: PathBuf,
@@ -80,46 +112,58 @@ pub struct ProcessRecord {
     pub address: Option<String>,
 }
 
-/// The whole state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct State {
-    pub schema: u32,
-    /// The last command and how it ended: "running", "ok", "failed".
-    #[serde(default)]
-    pub last_run: Option<RunRecord>,
-    #[serde(default)]
-    pub steps: BTreeMap<String, StepRecord>,
-    #[serde(default)]
-    pub hooks: Vec<HookRecord>,
-    /// Debian packages this project installed.
-    #[serde(default)]
-    pub packages: BTreeSet<String>,
-    #[serde(default)]
-    pub processes: BTreeMap<String, ProcessRecord>,
-    /// System services (mysql, rabbitmq-server, ...) a run started.
-    #[serde(default)]
-    pub system_services: BTreeSet<String>,
-    /// Databases created, as "backend:name".
-    #[serde(default)]
-    pub databases: BTreeSet<String>,
-    /// Database users created, as "backend:name".
-    #[serde(default)]
-    pub db_users: BTreeSet<String>,
-    #[serde(default)]
-    pub files: BTreeSet<PathBuf>,
-    #[serde(default)]
-    pub dirs: BTreeSet<PathBuf>,
-    /// Free-form facts services keep between runs (e.g. a message queue user).
-    #[serde(default)]
-    pub facts: BTreeMap<String, String>,
+/// How the last command ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Running,
+    Ok,
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunRecord {
     pub command: String,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub pid: u32,
     pub started: String,
+}
+
+/// The whole file. Private: the ledger's methods are the only way in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct State {
+    schema: u32,
+    #[serde(default)]
+    last_run: Option<RunRecord>,
+    #[serde(default)]
+    steps: BTreeMap<String, StepRecord>,
+    #[serde(default)]
+    hooks: Vec<HookRecord>,
+    /// Debian packages this project installed.
+    #[serde(default)]
+    packages: BTreeSet<String>,
+    /// The cloud's processes ([`ProcessKind::Service`]).
+    #[serde(default)]
+    processes: BTreeMap<String, ProcessRecord>,
+    /// The host's daemons ([`ProcessKind::Daemon`]).
+    #[serde(default)]
+    daemons: BTreeMap<String, ProcessRecord>,
+    /// System services (mysql, rabbitmq-server, ...) a run started or took over.
+    #[serde(default)]
+    system_services: BTreeSet<String>,
+    /// Databases created, as "backend:name".
+    #[serde(default)]
+    databases: BTreeSet<String>,
+    /// Database users created, as "backend:name".
+    #[serde(default)]
+    db_users: BTreeSet<String>,
+    #[serde(default)]
+    files: BTreeSet<PathBuf>,
+    #[serde(default)]
+    dirs: BTreeSet<PathBuf>,
+    /// Free-form facts services keep between runs (e.g. a message queue user).
+    #[serde(default)]
+    facts: BTreeMap<String, String>,
 }
 
 impl Default for State {
@@ -131,6 +175,7 @@ impl Default for State {
             hooks: Vec::new(),
             packages: BTreeSet::new(),
             processes: BTreeMap::new(),
+            daemons: BTreeMap::new(),
             system_services: BTreeSet::new(),
             databases: BTreeSet::new(),
             db_users: BTreeSet::new(),
@@ -139,6 +184,51 @@ impl Default for State {
             facts: BTreeMap::new(),
         }
     }
+}
+
+/// Schema 1 kept the host's daemons as JSON strings in `facts["system-process:NAME"]`.
+const V1_DAEMON_FACT: &str = "system-process:";
+
+/// Reads any known schema into the current one.
+fn migrate(path: &Path, mut value: serde_json::Value) -> Result<State, StateError> {
+    let found = value
+        .get("schema")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0);
+    if found == 0 || found > SCHEMA_VERSION {
+        return Err(StateError::Schema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    if found == 1 {
+        let mut daemons = serde_json::Map::new();
+        if let Some(facts) = value.get_mut("facts").and_then(|f| f.as_object_mut()) {
+            let keys: Vec<String> = facts
+                .keys()
+                .filter(|k| k.starts_with(V1_DAEMON_FACT))
+                .cloned()
+                .collect();
+            for key in keys {
+                let text = facts.remove(&key).unwrap_or_default();
+                if let Some(record) = text
+                    .as_str()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+                {
+                    daemons.insert(key[V1_DAEMON_FACT.len()..].to_owned(), record);
+                }
+            }
+        }
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("daemons".into(), serde_json::Value::Object(daemons));
+            obj.insert("schema".into(), SCHEMA_VERSION.into());
+        }
+    }
+    serde_json::from_value(value).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Lower-case hex of a digest, as fingerprints are kept in the state.
@@ -157,31 +247,48 @@ pub fn state_dir(top_dir: &Path) -> PathBuf {
     top_dir.join(".devstack")
 }
 
-/// The state with the path it is saved to.
-#[derive(Debug)]
-pub struct StateFile {
-    pub path: PathBuf,
-    pub state: State,
+/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then
+/// rename) with `mode`: the one private atomic write of the project.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    // No fsync: the rename is atomic for the reader that matters (the next run); a
+    // power cut during a devstack run leaves more than this file to redo.
+    drop(file);
+    fs::rename(&tmp, path)
 }
 
-impl StateFile {
-    /// Loads the state of a tree; a missing file is a fresh state.
+/// The state with the path it is saved to, behind typed methods.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    state: State,
+}
+
+impl Ledger {
+    /// Loads the state of a tree; a missing file is a fresh state; an older schema
+    /// is migrated.
     pub fn load(top_dir: &Path) -> Result<Self, StateError> {
         let path = state_dir(top_dir).join("state.json");
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let state: State =
+                let value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|source| StateError::Parse {
                         path: path.clone(),
                         source,
                     })?;
-                if state.schema != SCHEMA_VERSION {
-                    return Err(StateError::Schema {
-                        path,
-                        found: state.schema,
-                    });
-                }
-                state
+                migrate(&path, value)?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(source) => return Err(StateError::Read { path, source }),
@@ -189,24 +296,222 @@ impl StateFile {
         Ok(Self { path, state })
     }
 
-    /// Writes the state atomically: a temporary file in the same directory, then rename.
+    /// An empty ledger saved to `path` (for tests and for a state set aside).
+    pub fn empty(top_dir: &Path) -> Self {
+        Self {
+            path: state_dir(top_dir).join("state.json"),
+            state: State::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the state atomically, readable by its owner only (a `run_process`
+    /// command line may hold a secret).
     pub fn save(&self) -> Result<(), StateError> {
-        let err = |source| StateError::Write {
+        let text = serde_json::to_string_pretty(&self.state).expect("state serialises");
+        write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
-        };
-        let dir = self.path.parent().expect("state file has a parent");
-        fs::create_dir_all(dir).map_err(err)?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp.{}", std::process::id()));
-        let text = serde_json::to_string_pretty(&self.state).expect("state serialises");
-        let mut file = fs::File::create(&tmp).map_err(err)?;
-        file.write_all(text.as_bytes()).map_err(err)?;
-        // No fsync: the rename is atomic for the reader that matters (the next run);
-        // a power cut during a devstack run leaves more than this file to redo.
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        Ok(())
+        })
+    }
+
+    /// Removes the file (clean: nothing is left to say).
+    pub fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn map(&self, kind: ProcessKind) -> &BTreeMap<String, ProcessRecord> {
+        match kind {
+            ProcessKind::Daemon => &self.state.daemons,
+            ProcessKind::Service => &self.state.processes,
+        }
+    }
+
+    fn map_mut(&mut self, kind: ProcessKind) -> &mut BTreeMap<String, ProcessRecord> {
+        match kind {
+            ProcessKind::Daemon => &mut self.state.daemons,
+            ProcessKind::Service => &mut self.state.processes,
+        }
+    }
+
+    pub fn record_process(&mut self, kind: ProcessKind, record: ProcessRecord) {
+        self.map_mut(kind).insert(record.name.clone(), record);
+    }
+
+    pub fn process(&self, kind: ProcessKind, name: &str) -> Option<&ProcessRecord> {
+        self.map(kind).get(name)
+    }
+
+    /// The records of one kind, by name.
+    pub fn processes(&self, kind: ProcessKind) -> Vec<ProcessRecord> {
+        self.map(kind).values().cloned().collect()
+    }
+
+    /// Every record: daemons first, then the cloud's processes.
+    pub fn all_processes(&self) -> Vec<ProcessRecord> {
+        let mut out = self.processes(ProcessKind::Daemon);
+        out.extend(self.processes(ProcessKind::Service));
+        out
+    }
+
+    pub fn forget_process(&mut self, kind: ProcessKind, name: &str) -> Option<ProcessRecord> {
+        self.map_mut(kind).remove(name)
+    }
+
+    pub fn record_file(&mut self, path: &Path) {
+        self.state.files.insert(path.to_path_buf());
+    }
+
+    pub fn forget_file(&mut self, path: &Path) {
+        self.state.files.remove(path);
+    }
+
+    pub fn has_file(&self, path: &Path) -> bool {
+        self.state.files.contains(path)
+    }
+
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.state.files.iter().cloned().collect()
+    }
+
+    pub fn record_dir(&mut self, path: &Path) {
+        self.state.dirs.insert(path.to_path_buf());
+    }
+
+    pub fn forget_dir(&mut self, path: &Path) {
+        self.state.dirs.remove(path);
+    }
+
+    pub fn has_dir(&self, path: &Path) -> bool {
+        self.state.dirs.contains(path)
+    }
+
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.state.dirs.iter().cloned().collect()
+    }
+
+    fn db_key(backend: &str, name: &str) -> String {
+        format!("{backend}:{name}")
+    }
+
+    fn of_backend(set: &BTreeSet<String>, backend: &str) -> Vec<String> {
+        let prefix = format!("{backend}:");
+        set.iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    pub fn record_database(&mut self, backend: &str, name: &str) {
+        self.state.databases.insert(Self::db_key(backend, name));
+    }
+
+    pub fn forget_database(&mut self, backend: &str, name: &str) {
+        self.state.databases.remove(&Self::db_key(backend, name));
+    }
+
+    /// The databases recorded for a backend, by name.
+    pub fn databases(&self, backend: &str) -> Vec<String> {
+        Self::of_backend(&self.state.databases, backend)
+    }
+
+    pub fn record_db_user(&mut self, backend: &str, name: &str) {
+        self.state.db_users.insert(Self::db_key(backend, name));
+    }
+
+    pub fn forget_db_user(&mut self, backend: &str, name: &str) {
+        self.state.db_users.remove(&Self::db_key(backend, name));
+    }
+
+    pub fn db_users(&self, backend: &str) -> Vec<String> {
+        Self::of_backend(&self.state.db_users, backend)
+    }
+
+    pub fn record_package(&mut self, name: &str) {
+        self.state.packages.insert(name.to_owned());
+    }
+
+    pub fn forget_package(&mut self, name: &str) {
+        self.state.packages.remove(name);
+    }
+
+    pub fn record_system_service(&mut self, name: &str) {
+        self.state.system_services.insert(name.to_owned());
+    }
+
+    /// Forgets a system service; true when it was recorded.
+    pub fn forget_system_service(&mut self, name: &str) -> bool {
+        self.state.system_services.remove(name)
+    }
+
+    pub fn has_system_service(&self, name: &str) -> bool {
+        self.state.system_services.contains(name)
+    }
+
+    pub fn system_services(&self) -> Vec<String> {
+        self.state.system_services.iter().cloned().collect()
+    }
+
+    pub fn fact(&self, key: &str) -> Option<&str> {
+        self.state.facts.get(key).map(String::as_str)
+    }
+
+    pub fn set_fact(&mut self, key: &str, value: impl Into<String>) {
+        self.state.facts.insert(key.to_owned(), value.into());
+    }
+
+    pub fn forget_fact(&mut self, key: &str) {
+        self.state.facts.remove(key);
+    }
+
+    pub fn last_run(&self) -> Option<&RunRecord> {
+        self.state.last_run.as_ref()
+    }
+
+    /// A command begins: it is recorded as running, and the hook records of the run
+    /// before are dropped. Returns how the run before ended.
+    pub fn begin_run(&mut self, command: &str) -> Option<RunRecord> {
+        self.state.hooks.clear();
+        self.state.last_run.replace(RunRecord {
+            command: command.to_owned(),
+            outcome: Outcome::Running,
+            pid: std::process::id(),
+            started: chrono::Local::now().to_rfc3339(),
+        })
+    }
+
+    pub fn end_run(&mut self, outcome: Outcome) {
+        if let Some(last) = self.state.last_run.as_mut() {
+            last.outcome = outcome;
+        }
+    }
+
+    pub fn record_step(&mut self, name: &str, record: StepRecord) {
+        self.state.steps.insert(name.to_owned(), record);
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepRecord> {
+        self.state.steps.get(name)
+    }
+
+    pub fn record_hook(&mut self, record: HookRecord) {
+        self.state.hooks.push(record);
+    }
+
+    pub fn hooks(&self) -> &[HookRecord] {
+        &self.state.hooks
+    }
+
+    /// Is anything recorded that teardown would act on?
+    pub fn is_empty(&self) -> bool {
+        self.state.processes.is_empty()
+            && self.state.daemons.is_empty()
+            && self.state.system_services.is_empty()
     }
 }
 
@@ -258,21 +563,54 @@ impl RunLock {
 mod tests {
     use super::*;
 
-    #[test]
-    fn state_round_trips_and_is_atomic() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sf = StateFile::load(dir.path()).unwrap();
-        assert_eq!(sf.state, State::default());
-        sf.state.packages.insert("mariadb-server".into());
-        sf.save().unwrap();
-        let again = StateFile::load(dir.path()).unwrap();
-        assert!(again.state.packages.contains("mariadb-server"));
-        let leftovers: Vec<_> = std::fs::read_dir(state_dir(dir.path())).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    fn record(name: &str) -> ProcessRecord {
+        ProcessRecord {
+            name: name.into(),
+            backend: Backend::Own,
+            pid: Some(42),
+            command: "sleep 1".into(),
+            log: "/tmp/x.log".into(),
+            unit: None,
+            address: None,
+        }
     }
 
     #[test]
-    fn wrong_schema_is_refused() {
+    fn ledger_round_trips_privately_and_atomically() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::load(dir.path()).unwrap();
+        assert!(ledger.is_empty());
+        ledger.record_package("mariadb-server");
+        ledger.record_process(ProcessKind::Service, record("n-api"));
+        ledger.record_process(ProcessKind::Daemon, record("mysql"));
+        ledger.record_database("mysql", "nova");
+        ledger.save().unwrap();
+        let again = Ledger::load(dir.path()).unwrap();
+        assert_eq!(again.state, ledger.state);
+        assert_eq!(again.databases("mysql"), ["nova"]);
+        assert!(again.databases("postgresql").is_empty());
+        assert_eq!(
+            again
+                .all_processes()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["mysql", "n-api"],
+            "daemons first"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(state_dir(dir.path())).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        let mode = std::fs::metadata(again.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn an_unknown_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(state_dir(dir.path())).unwrap();
         std::fs::write(
@@ -281,9 +619,38 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            StateFile::load(dir.path()),
+            Ledger::load(dir.path()),
             Err(StateError::Schema { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn schema_1_daemon_facts_become_typed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(state_dir(dir.path())).unwrap();
+        let v1 = serde_json::json!({
+            "schema": 1,
+            "last_run": {"command": "stack", "outcome": "ok", "pid": 7, "started": "x"},
+            "processes": {"key": record("key")},
+            "facts": {
+                "system-process:mysql": serde_json::to_string(&record("mysql")).unwrap(),
+                "rabbit-user": "stackrabbit"
+            }
+        });
+        std::fs::write(
+            state_dir(dir.path()).join("state.json"),
+            serde_json::to_string(&v1).unwrap(),
+        )
+        .unwrap();
+        let ledger = Ledger::load(dir.path()).unwrap();
+        assert_eq!(
+            ledger.process(ProcessKind::Daemon, "mysql"),
+            Some(&record("mysql"))
+        );
+        assert!(ledger.process(ProcessKind::Service, "key").is_some());
+        assert_eq!(ledger.fact("rabbit-user"), Some("stackrabbit"));
+        assert_eq!(ledger.fact("system-process:mysql"), None);
+        assert_eq!(ledger.last_run().unwrap().outcome, Outcome::Ok);
     }
 
     #[test]

@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use fs_err as fs;
 
-use crate::host::Host;
-use crate::pipeline::Run;
-use crate::services::registry;
-use crate::shell::{Call, Reply};
+use crate::system::Machine;
 use crate::system::process::ProcessError;
 
 /// apt can be slow on a cold mirror; a hung apt is still reported.
@@ -34,7 +31,7 @@ pub enum PackageError {
 
 /// Which of these packages are installed (dpkg says "install ok installed"): one
 /// dpkg-query for all of them (it names unknown ones on stderr and exits 1).
-pub fn installed(host: &Host, packages: &[String]) -> BTreeSet<String> {
+pub fn installed(host: &Machine<'_>, packages: &[String]) -> BTreeSet<String> {
     if packages.is_empty() {
         return BTreeSet::new();
     }
@@ -57,7 +54,7 @@ fn parse_installed(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn apt(host: &Host) -> crate::system::process::Cmd {
+pub fn apt(host: &Machine<'_>) -> crate::system::process::Cmd {
     host.cmd("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("APT_LISTCHANGES_FRONTEND", "none")
@@ -65,20 +62,20 @@ fn apt(host: &Host) -> crate::system::process::Cmd {
 }
 
 /// `apt-get update`, once per run.
-pub fn update(host: &mut Host) -> Result<(), PackageError> {
-    if host.apt_updated || host.settings.flag("NO_UPDATE_REPOS", false) {
+pub fn update(host: &mut Machine<'_>) -> Result<(), PackageError> {
+    if *host.apt_updated || host.settings.flag("NO_UPDATE_REPOS", false) {
         return Ok(());
     }
     apt(host)
         .args(["-q", "update"])
         .run()
         .map_err(PackageError::Apt)?;
-    host.apt_updated = true;
+    *host.apt_updated = true;
     Ok(())
 }
 
 /// Installs the packages that are not installed yet and records them.
-pub fn install(host: &mut Host, packages: &[String]) -> Result<Vec<String>, PackageError> {
+pub fn install(host: &mut Machine<'_>, packages: &[String]) -> Result<Vec<String>, PackageError> {
     let wanted: Vec<String> = packages
         .iter()
         .filter(|p| !p.is_empty())
@@ -115,8 +112,9 @@ pub fn install(host: &mut Host, packages: &[String]) -> Result<Vec<String>, Pack
         let _ = fs::remove_file(POLICY_RC_D);
     }
     result.map_err(PackageError::Apt)?;
-    host.state.state.packages.extend(missing.iter().cloned());
-    let _ = host.save_state();
+    for p in &missing {
+        host.ledger.record_package(p);
+    }
     Ok(missing)
 }
 
@@ -147,33 +145,6 @@ pub fn read_list(path: &Path) -> Result<Vec<String>, PackageError> {
         .collect())
 }
 
-/// The prerequisite step: every enabled service's packages and every plugin's
-/// `devstack/files/debs/NAME`, in one apt-get install.
-pub fn install_prerequisites(run: &mut Run) -> anyhow::Result<()> {
-    let mut wanted: Vec<String> = Vec::new();
-    // Plugins call `sudo` everywhere; a root container may not have it.
-    if which("sudo").is_none() {
-        wanted.push("sudo".into());
-    }
-    for svc in registry() {
-        if svc.is_enabled(&run.host.settings) {
-            wanted.extend(svc.packages(&run.host.settings));
-        }
-    }
-    for plugin in run.plugins() {
-        wanted.extend(read_list(
-            &plugin.dir.join("devstack/files/debs").join(&plugin.name),
-        )?);
-    }
-    let installed = install(&mut run.host, &wanted)?;
-    if !installed.is_empty() {
-        run.host
-            .log
-            .note(&format!("installed: {}", installed.join(" ")));
-    }
-    Ok(())
-}
-
 /// Finds a program on PATH.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -183,35 +154,8 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-/// The shell library's package calls.
-pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
-    let args: Vec<String> = call.args().to_vec();
-    Some(match call.op() {
-        "install-package" => match install(host, &args) {
-            Ok(_) => Reply::ok(),
-            Err(e) => Reply::error(100, format!("install_package: {e}: {}", tail_text(&e))),
-        },
-        "uninstall-package" => match apt(host).args(["-q", "-y", "purge"]).args(&args).run() {
-            Ok(_) => {
-                for p in &args {
-                    host.state.state.packages.remove(p);
-                }
-                Reply::ok()
-            }
-            Err(e) => Reply::error(100, format!("uninstall_package: {e}")),
-        },
-        "is-package-installed" => Reply::status(i32::from(
-            installed(host, &args).len() != args.iter().collect::<BTreeSet<_>>().len(),
-        )),
-        "apt-get-update" => match update(host) {
-            Ok(()) => Reply::ok(),
-            Err(e) => Reply::error(100, e),
-        },
-        _ => return None,
-    })
-}
-
-fn tail_text(e: &PackageError) -> String {
+/// The last lines of apt's output, for an error reply.
+pub fn tail_text(e: &PackageError) -> String {
     match e {
         PackageError::Apt(p) => p.tail().join("\n"),
         PackageError::List { .. } => String::new(),

@@ -41,6 +41,8 @@ pub enum Stream {
 /// Where streamed output lines go (the run log, the terminal, a test buffer).
 pub trait LineSink: Send + Sync {
     fn line(&self, source: &str, stream: Stream, line: &str);
+    /// A line of our own (what devstack did and why), for the run log only.
+    fn note(&self, _text: &str) {}
 }
 
 /// A sink that drops everything.
@@ -48,6 +50,49 @@ pub struct NullSink;
 
 impl LineSink for NullSink {
     fn line(&self, _source: &str, _stream: Stream, _line: &str) {}
+}
+
+/// The process factory of a run: every child it makes streams its output to the
+/// run's sink, redacted with the run's secrets.
+#[derive(Clone)]
+pub struct Spawner {
+    sink: Arc<dyn LineSink>,
+    redactor: Redactor,
+}
+
+impl Spawner {
+    pub fn new(sink: Arc<dyn LineSink>) -> Self {
+        Self {
+            sink,
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// A child process whose output goes to the run's sink, redacted.
+    pub fn cmd(&self, program: impl Into<OsString>) -> Cmd {
+        Cmd::new(program)
+            .sink(self.sink.clone())
+            .redactor(self.redactor.clone())
+    }
+
+    /// A line of our own in the run log, redacted.
+    pub fn note(&self, text: &str) {
+        self.sink.note(&self.redactor.redact(text));
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
+    }
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

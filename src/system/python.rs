@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::host::Host;
-use crate::shell::{Call, Reply};
+use crate::config::settings::Settings;
+use crate::system::Machine;
 use crate::system::process::{Cmd, ProcessError};
 
 /// The interpreter every venv is built on (Debian's: Debian's uwsgi plugin is linked
@@ -80,27 +80,6 @@ pub struct Project {
     pub repo_var: &'static str,
 }
 
-pub const KEYSTONE: Project = Project {
-    dist: "keystone",
-    repo_var: "KEYSTONE_REPO",
-};
-pub const GLANCE: Project = Project {
-    dist: "glance",
-    repo_var: "GLANCE_REPO",
-};
-pub const PLACEMENT: Project = Project {
-    dist: "openstack-placement",
-    repo_var: "PLACEMENT_REPO",
-};
-pub const NEUTRON: Project = Project {
-    dist: "neutron",
-    repo_var: "NEUTRON_REPO",
-};
-pub const NOVA: Project = Project {
-    dist: "nova",
-    repo_var: "NOVA_REPO",
-};
-
 /// What every stack with an OpenStack service installs besides the services: the
 /// client, the database and memcached drivers.
 pub const COMMON: &[&str] = &[
@@ -110,27 +89,6 @@ pub const COMMON: &[&str] = &[
     "python-memcached",
     "pymemcache",
 ];
-
-/// The projects of the enabled services (DevStack service names).
-pub fn enabled_projects(s: &crate::config::settings::Settings) -> Vec<Project> {
-    let mut out = Vec::new();
-    if s.is_enabled(&["key"]) {
-        out.push(KEYSTONE);
-    }
-    if s.is_enabled(&["g-api", "glance"]) {
-        out.push(GLANCE);
-    }
-    if s.is_enabled(&["placement-api", "placement"]) {
-        out.push(PLACEMENT);
-    }
-    if s.is_enabled(&["q-svc", "neutron-api"]) {
-        out.push(NEUTRON);
-    }
-    if s.is_enabled(&["n-api", "n-cond", "n-sch", "n-cpu"]) {
-        out.push(NOVA);
-    }
-    out
-}
 
 /// PEP 503 normalisation (`oslo.messaging` and `oslo_messaging` are one name).
 pub fn normalize(name: &str) -> String {
@@ -151,7 +109,7 @@ pub fn normalize(name: &str) -> String {
 }
 
 /// Does `dir` look like a Python source checkout?
-fn is_checkout(dir: &Path) -> bool {
+pub fn is_checkout(dir: &Path) -> bool {
     dir.join("setup.py").is_file()
         || dir.join("pyproject.toml").is_file()
         || dir.join("setup.cfg").is_file()
@@ -199,11 +157,11 @@ pub enum Req {
     },
 }
 
-/// What the stack installs: the enabled projects from PyPI (or their checkouts),
-/// the common tools, and the `LIBS_FROM_GIT` libraries found under `$DEST`.
-pub fn requirements(s: &crate::config::settings::Settings, extra: &[String]) -> Vec<Req> {
+/// What the stack installs: the enabled services' projects from PyPI (or their
+/// checkouts), the common tools, and the `LIBS_FROM_GIT` libraries under `$DEST`.
+pub fn requirements(s: &Settings, projects: &[Project], extra: &[String]) -> Vec<Req> {
     let mut reqs = Vec::new();
-    for p in enabled_projects(s) {
+    for p in projects {
         let repo = s.str(p.repo_var);
         let dir = Path::new(repo);
         if !repo.is_empty() && dir.is_dir() && is_checkout(dir) {
@@ -255,22 +213,22 @@ pub fn requirements(s: &crate::config::settings::Settings, extra: &[String]) -> 
 }
 
 /// The venv's directory (`DEVSTACK_VENV`, default `$DEST/venv`).
-pub fn venv_dir(host: &Host) -> PathBuf {
-    let v = host.settings.path("DEVSTACK_VENV");
+pub fn venv_dir(s: &Settings) -> PathBuf {
+    let v = s.path("DEVSTACK_VENV");
     if v.as_os_str().is_empty() {
-        host.settings.path("DEST").join("venv")
+        s.path("DEST").join("venv")
     } else {
         v
     }
 }
 
 /// `<venv>/bin/NAME`.
-pub fn venv_bin(host: &Host, name: &str) -> PathBuf {
-    venv_dir(host).join("bin").join(name)
+pub fn venv_bin(s: &Settings, name: &str) -> PathBuf {
+    venv_dir(s).join("bin").join(name)
 }
 
-fn uv_home(host: &Host) -> PathBuf {
-    let dest = host.settings.path("DEST");
+fn uv_home(s: &Settings) -> PathBuf {
+    let dest = s.path("DEST");
     let dest = if dest.as_os_str().is_empty() {
         PathBuf::from("/opt/stack")
     } else {
@@ -287,14 +245,13 @@ fn run(cmd: &Cmd, what: &str) -> Result<crate::system::process::Output, PythonEr
 }
 
 /// uv, installed by us with pip into a venv of its own when it is not there yet.
-pub fn ensure_uv(host: &Host) -> Result<PathBuf, PythonError> {
-    let home = uv_home(host);
+pub fn ensure_uv(host: &Machine<'_>) -> Result<PathBuf, PythonError> {
+    let home = uv_home(host.settings);
     let uv = home.join("bin/uv");
     if uv.is_file() {
         return Ok(uv);
     }
-    host.log
-        .note(&format!("python: installing uv into {}", home.display()));
+    host.note(&format!("python: installing uv into {}", home.display()));
     if let Some(parent) = home.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
@@ -350,7 +307,7 @@ fn with_network_env(mut cmd: Cmd) -> Cmd {
     cmd
 }
 
-fn uv_cmd(host: &Host, uv: &Path) -> Cmd {
+fn uv_cmd(host: &Machine<'_>, uv: &Path) -> Cmd {
     let mut cmd = with_network_env(host.cmd(uv))
         .env("UV_CACHE_DIR", UV_CACHE_DIR)
         .env("UV_PYTHON_DOWNLOADS", "never")
@@ -367,8 +324,8 @@ fn uv_cmd(host: &Host, uv: &Path) -> Cmd {
 }
 
 /// The venv, created with uv on Debian's python when it does not exist.
-pub fn ensure_venv(host: &Host, uv: &Path) -> Result<PathBuf, PythonError> {
-    let venv = venv_dir(host);
+pub fn ensure_venv(host: &Machine<'_>, uv: &Path) -> Result<PathBuf, PythonError> {
+    let venv = venv_dir(host.settings);
     let python = venv.join("bin/python3");
     if python.is_file()
         && host
@@ -392,7 +349,7 @@ pub fn ensure_venv(host: &Host, uv: &Path) -> Result<PathBuf, PythonError> {
 
 /// The constraints for an install: the project's file without the pins of what is
 /// installed from a checkout (DevStack's edit-constraints). Written beside the state.
-fn constraints_for(host: &Host, reqs: &[Req]) -> Result<PathBuf, PythonError> {
+fn constraints_for(host: &Machine<'_>, reqs: &[Req]) -> Result<PathBuf, PythonError> {
     let source = host.top_dir.join(CONSTRAINTS);
     let text = std::fs::read_to_string(&source).map_err(io_err(&source))?;
     let editable: Vec<String> = reqs
@@ -417,7 +374,7 @@ fn constraints_for(host: &Host, reqs: &[Req]) -> Result<PathBuf, PythonError> {
             let _ = writeln!(out, "{line}");
         }
     }
-    let path = crate::state::state_dir(&host.top_dir).join("constraints.txt");
+    let path = crate::state::state_dir(host.top_dir).join("constraints.txt");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
@@ -458,12 +415,12 @@ fn fingerprint(reqs: &[Req], constraints: &Path) -> String {
 
 /// `uv pip install -c CONSTRAINTS ARGS...` into the venv, offline first.
 fn uv_install(
-    host: &Host,
+    host: &Machine<'_>,
     uv: &Path,
     constraints: &Path,
     args: &[String],
 ) -> Result<(), PythonError> {
-    let python = venv_dir(host).join("bin/python3");
+    let python = venv_dir(host.settings).join("bin/python3");
     let base = uv_cmd(host, uv)
         .args(["pip", "install", "--python"])
         .arg(&python)
@@ -474,37 +431,25 @@ fn uv_install(
     if offline.is_ok() {
         return Ok(());
     }
-    host.log
-        .note("python: the offline install missed the cache; installing online");
+    host.note("python: the offline install missed the cache; installing online");
     run(&base.args(args), "uv pip install")?;
     Ok(())
 }
 
-/// Installs everything the enabled services need, in one command, unless the venv
-/// already holds exactly that set. `extra`: more PyPI names (plugins' pip_install).
-pub fn install_for_enabled(host: &mut Host) -> Result<(), PythonError> {
-    let reqs = requirements(&host.settings, &[]);
+/// Installs `reqs`; with `record`, skips when the fingerprint matches and keeps it.
+pub fn install(host: &mut Machine<'_>, reqs: &[Req], record: bool) -> Result<(), PythonError> {
     if reqs.is_empty() {
         return Ok(());
     }
-    install(host, &reqs, true)
-}
-
-/// Installs `reqs`; with `record`, skips when the fingerprint matches and keeps it.
-pub fn install(host: &mut Host, reqs: &[Req], record: bool) -> Result<(), PythonError> {
     let t0 = Instant::now();
     let constraints = constraints_for(host, reqs)?;
     let print = fingerprint(reqs, &constraints);
-    let venv = venv_dir(host);
+    let venv = venv_dir(host.settings);
     let marker = venv.join(FINGERPRINT_FILE);
     let has_python = venv.join("bin/python3").is_file();
     if record && has_python && std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == print) {
-        host.state
-            .state
-            .facts
-            .insert(FINGERPRINT_FACT.into(), print.clone());
-        host.log
-            .note("python: the venv already holds this requirement set; nothing to install");
+        host.ledger.set_fact(FINGERPRINT_FACT, print.clone());
+        host.note("python: the venv already holds this requirement set; nothing to install");
         return Ok(());
     }
     let uv = ensure_uv(host)?;
@@ -514,13 +459,9 @@ pub fn install(host: &mut Host, reqs: &[Req], record: bool) -> Result<(), Python
     uv_install(host, &uv, &constraints, &args)?;
     if record {
         std::fs::write(&marker, format!("{print}\n")).map_err(io_err(&marker))?;
-        host.state
-            .state
-            .facts
-            .insert(FINGERPRINT_FACT.into(), print);
-        let _ = host.save_state();
+        host.ledger.set_fact(FINGERPRINT_FACT, print);
     }
-    host.log.note(&format!(
+    host.note(&format!(
         "python: installed {} requirement(s) in {:.1} s",
         reqs.len(),
         t0.elapsed().as_secs_f64()
@@ -528,90 +469,9 @@ pub fn install(host: &mut Host, reqs: &[Req], record: bool) -> Result<(), Python
     Ok(())
 }
 
-fn reply_of(result: Result<(), PythonError>, what: &str) -> Reply {
-    match result {
-        Ok(()) => Reply::ok(),
-        Err(e) => {
-            let mut text = format!("{what}: {e}");
-            for line in e.tail() {
-                text.push_str("\n  ");
-                text.push_str(line);
-            }
-            Reply::error(1, text)
-        }
-    }
-}
-
-/// `setup_develop DIR [EXTRAS]`: the checkout, editable, with its own pin dropped.
-fn setup_develop(host: &mut Host, dir: &str, extras: &str) -> Reply {
-    let path = PathBuf::from(dir);
-    if !is_checkout(&path) {
-        return Reply::error(1, format!("setup_develop: {dir} is not a Python checkout"));
-    }
-    let req = Req::Editable {
-        name: checkout_name(&path),
-        dir: path,
-        extras: extras.trim_matches(['[', ']']).to_owned(),
-    };
-    reply_of(install(host, &[req], false), "setup_develop")
-}
-
-/// `pip_install ARGS...`: names and specs from PyPI under the constraints; `-e DIR`
-/// works too (its pin dropped).
-fn pip_install(host: &mut Host, args: &[&str]) -> Reply {
-    let mut reqs = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match *a {
-            "-e" | "--editable" => {
-                if let Some(dir) = it.next() {
-                    let (dir, extras) = match dir.split_once('[') {
-                        Some((d, e)) => (d, e.trim_end_matches(']')),
-                        None => (*dir, ""),
-                    };
-                    let path = PathBuf::from(dir);
-                    reqs.push(Req::Editable {
-                        name: checkout_name(&path),
-                        dir: path,
-                        extras: extras.to_owned(),
-                    });
-                }
-            }
-            // Flags DevStack's pip_install callers pass that uv has no use for.
-            "-U" | "--upgrade" | "--force-reinstall" | "--no-deps" => {}
-            a if a.starts_with('-') => {
-                return Reply::error(2, format!("pip_install: option {a} is not supported"));
-            }
-            a => reqs.push(Req::Pypi(a.to_owned())),
-        }
-    }
-    if reqs.is_empty() {
-        return Reply::ok();
-    }
-    reply_of(install(host, &reqs, false), "pip_install")
-}
-
-/// The shell library's Python calls (`inc/python`) and the uwsgi config calls
-/// (`lib/apache`). `None`: not one of ours.
-pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
-    let args: Vec<&str> = call.args().iter().map(String::as_str).collect();
-    let arg = |i: usize| args.get(i).copied().unwrap_or("");
-    Some(match call.op() {
-        "python-setup-develop" => setup_develop(host, arg(0), arg(1)),
-        "python-pip-install" => pip_install(host, &args),
-        "python-setup-dev-lib" => {
-            let dir = host.settings.path("DEST").join(arg(0));
-            setup_develop(host, &dir.display().to_string(), arg(1))
-        }
-        "python-venv" => Reply::stdout(format!("{}\n", venv_dir(host).display())),
-        _ => return crate::services::uwsgi::dispatch(host, call),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::settings::Settings;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         Settings::new(
@@ -622,6 +482,16 @@ mod tests {
         )
     }
 
+    fn projects(names: &[&'static str]) -> Vec<Project> {
+        names
+            .iter()
+            .map(|n| Project {
+                dist: n,
+                repo_var: "UNSET_REPO",
+            })
+            .collect()
+    }
+
     #[test]
     fn names_normalise() {
         assert_eq!(normalize("oslo.messaging"), "oslo-messaging");
@@ -630,12 +500,19 @@ mod tests {
     }
 
     #[test]
-    fn default_services_need_five_projects_and_the_tools() {
-        let s = settings(&[(
-            "ENABLED_SERVICES",
-            crate::config::settings::DEFAULT_SERVICES,
-        )]);
-        let reqs = requirements(&s, &[]);
+    fn projects_and_the_tools_are_required() {
+        let s = settings(&[]);
+        let reqs = requirements(
+            &s,
+            &projects(&[
+                "keystone",
+                "glance",
+                "openstack-placement",
+                "neutron",
+                "nova",
+            ]),
+            &[],
+        );
         for name in [
             "keystone",
             "glance",
@@ -656,7 +533,11 @@ mod tests {
             ("ENABLED_SERVICES", "n-api"),
             ("NOVA_REPO", dir.path().to_str().unwrap()),
         ]);
-        let reqs = requirements(&s, &[]);
+        let nova = Project {
+            dist: "nova",
+            repo_var: "NOVA_REPO",
+        };
+        let reqs = requirements(&s, &[nova], &[]);
         assert!(!reqs.contains(&Req::Pypi("nova".into())));
         assert!(reqs.iter().any(
             |r| matches!(r, Req::Editable { name, dir: d, .. } if name == "nova" && d == dir.path())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use fs_err as fs;
 use nix::unistd::{Pid, User};
 
-use crate::state::ProcessRecord;
+use crate::state::{Backend, ProcessRecord};
 use crate::system::process::{Cmd, stop_group};
 
 /// Time a stopped process group gets between TERM and KILL.
@@ -55,7 +55,7 @@ pub enum SupervisorError {
 
 /// A backend that starts, stops and reports on long-running processes.
 pub trait Supervisor: Send + Sync {
-    fn backend(&self) -> &'static str;
+    fn backend(&self) -> Backend;
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError>;
     fn stop(&self, record: &ProcessRecord) -> Result<(), SupervisorError>;
     fn status(&self, record: &ProcessRecord) -> ProcStatus;
@@ -171,8 +171,8 @@ fn start_err(name: &str, detail: impl std::fmt::Display) -> SupervisorError {
 }
 
 impl Supervisor for OwnSupervisor {
-    fn backend(&self) -> &'static str {
-        "own"
+    fn backend(&self) -> Backend {
+        Backend::Own
     }
 
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError> {
@@ -229,7 +229,7 @@ impl Supervisor for OwnSupervisor {
         fs::write(&pidfile, format!("{pid}\n")).map_err(|e| start_err(name, e))?;
         Ok(ProcessRecord {
             name: spec.name.clone(),
-            backend: self.backend().into(),
+            backend: self.backend(),
             pid: Some(pid),
             command: spec.command.clone(),
             log: spec.log.clone(),
@@ -410,8 +410,8 @@ fn main_pid(unit: &str) -> Option<u32> {
 }
 
 impl Supervisor for SystemdSupervisor {
-    fn backend(&self) -> &'static str {
-        "systemd"
+    fn backend(&self) -> Backend {
+        Backend::Systemd
     }
 
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError> {
@@ -448,7 +448,7 @@ impl Supervisor for SystemdSupervisor {
         }
         Ok(ProcessRecord {
             name: spec.name.clone(),
-            backend: self.backend().into(),
+            backend: self.backend(),
             pid: main_pid(&unit),
             command: spec.command.clone(),
             log: spec.log.clone(),

@@ -89,4 +89,7 @@ impl LineSink for RunLog {
         self.write(&format!("{source} | {line}"));
         self.progress.output_line(source, line);
     }
+    fn note(&self, text: &str) {
+        RunLog::note(self, text);
+    }
 }

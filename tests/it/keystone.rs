@@ -17,8 +17,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use devstack::config::settings::Settings;
-use devstack::openstack::accounts::{self, SERVICES};
+use devstack::openstack::accounts;
 use devstack::openstack::keystone::{Client, Credentials, KeystoneError};
+use devstack::services::Registry;
 use devstack::system::process::Cmd;
 
 use crate::{Tree, project_root};
@@ -345,8 +346,16 @@ fn slow_real_keystone_accounts_endpoints_and_shims() {
     let mut admin = ks.admin();
 
     // The whole layout, twice: the second run finds everything.
-    let first = accounts::create_all(&mut admin, &settings, SERVICES).unwrap();
-    let second = accounts::create_all(&mut admin, &settings, SERVICES).unwrap();
+    let default_cloud = Settings::new(
+        [(
+            "ENABLED_SERVICES".to_owned(),
+            devstack::config::settings::DEFAULT_SERVICES.to_owned(),
+        )]
+        .into(),
+    );
+    let catalog = Registry::builtin().catalog(&default_cloud);
+    let first = accounts::create_all(&mut admin, &settings, &catalog).unwrap();
+    let second = accounts::create_all(&mut admin, &settings, &catalog).unwrap();
     assert_eq!(first.core, second.core);
     assert_eq!(first.services, second.services);
     let types: Vec<&str> = first

@@ -1,5 +1,4 @@
-//! Shell-library calls served by the keystone client (the shims in lib/keystone).
-//! `None`: not one of ours.
+//! The keystone ops (the shims in lib/keystone), served by the run's client.
 //!
 //! Each op prints the id on stdout as DevStack's function does, so
 //! `id=$(get_or_create_service ...)` works. Credentials and URLs come from the call's
@@ -7,17 +6,15 @@
 //! SERVICE_PROJECT_NAME, SERVICE_DOMAIN_NAME ...) overlaid on the host's settings by
 //! the core dispatcher; the client is the host's, kept for the run.
 
-use crate::host::Host;
+use crate::context::Host;
 use crate::openstack::accounts;
 use crate::openstack::keystone::{Client, KeystoneError};
+use crate::services::Registry;
 use crate::shell::{Call, Reply};
 
-/// Serves the `keystone-*` ops.
-pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
+/// Serves the `keystone-*` ops that act on one object.
+pub(super) fn serve(host: &mut Host, call: &Call) -> Reply {
     let op = call.op();
-    if !op.starts_with("keystone-") {
-        return None;
-    }
     let args: Vec<&str> = call.args().iter().map(String::as_str).collect();
     let arg = |i: usize| args.get(i).copied().filter(|a| !a.is_empty());
     let need = |n: usize, usage: &str| -> Result<(), Reply> {
@@ -82,23 +79,38 @@ pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
                 accounts::create_service_user(c, &settings, args[0], arg(1))
             })
         }),
-        // Every account, service and endpoint of the enabled services in one session
-        // (what a run does after keystone's bootstrap; tools/bench/keystone.sh times it).
-        "keystone-create-accounts" => Ok(accounts::create_for_enabled(host).map(|r| r.summary())),
-        _ => return None,
+        other => return Reply::error(127, format!("devstack: unknown call '{other}'")),
     };
-    Some(match result {
+    match result {
         Err(usage) => usage,
-        Ok(Ok(out)) if out.ends_with('\n') => Reply::stdout(out),
         Ok(Ok(id)) => Reply::stdout(format!("{id}\n")),
         Ok(Err(e)) => Reply::error(1, e.report()),
-    })
+    }
+}
+
+/// Every account, service and endpoint of the enabled services in one session (what
+/// a run does after keystone's bootstrap; tools/bench/keystone.sh times it).
+pub(super) fn create_accounts(host: &mut Host, _call: &Call) -> Reply {
+    match create_for_enabled(host) {
+        Ok(report) => Reply::stdout(report.summary()),
+        Err(e) => Reply::error(1, e.report()),
+    }
+}
+
+/// The core accounts, identity, and the catalog entries of the enabled services;
+/// nothing when keystone itself is not enabled (as in DevStack's stack.sh).
+pub fn create_for_enabled(host: &mut Host) -> Result<accounts::AccountsReport, KeystoneError> {
+    if !host.settings.is_enabled(&["key", "keystone"]) {
+        return Ok(accounts::AccountsReport::default());
+    }
+    let settings = host.settings.clone();
+    let catalog = Registry::builtin().catalog(&settings);
+    accounts::create_all(host.keystone()?, &settings, &catalog)
 }
 
 fn with_client(
     host: &mut Host,
     f: impl FnOnce(&mut Client) -> Result<String, KeystoneError>,
 ) -> Result<String, KeystoneError> {
-    let client = accounts::client(host)?;
-    f(client)
+    f(host.keystone()?)
 }

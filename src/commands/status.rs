@@ -10,23 +10,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::state::{ProcessRecord, State, StateFile};
+use crate::state::{Backend, Ledger, ProcessRecord};
 use crate::system::supervisor::{OwnSupervisor, ProcStatus, Supervisor, SystemdSupervisor};
 
-/// Every process the state records: layer-1 servers first, then run_process ones.
-pub fn records(state: &State) -> Vec<ProcessRecord> {
-    let mut out: Vec<ProcessRecord> = state
-        .facts
-        .iter()
-        .filter(|(k, _)| k.starts_with("system-process:"))
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-        .collect();
-    out.extend(state.processes.values().cloned());
-    out
-}
-
 fn status_of(record: &ProcessRecord) -> ProcStatus {
-    if record.backend == "systemd" {
+    if record.backend == Backend::Systemd {
         SystemdSupervisor::default().status(record)
     } else {
         OwnSupervisor::default().status(record)
@@ -34,10 +22,10 @@ fn status_of(record: &ProcessRecord) -> ProcStatus {
 }
 
 /// One line per recorded process.
-pub fn render(state: &State) -> (String, bool) {
+pub fn render(ledger: &Ledger) -> (String, bool) {
     let mut text = String::new();
     let mut all_ok = true;
-    let recs = records(state);
+    let recs = ledger.all_processes();
     let width = recs.iter().map(|r| r.name.len()).max().unwrap_or(4).max(7);
     let _ = writeln!(
         text,
@@ -65,7 +53,7 @@ pub fn render(state: &State) -> (String, bool) {
         );
     }
     // System services managed by systemctl have no record of ours.
-    for svc in &state.system_services {
+    for svc in &ledger.system_services() {
         if !recs.iter().any(|r| &r.name == svc)
             && !recs.iter().any(|r| r.name.starts_with(svc.as_str()))
         {
@@ -80,12 +68,12 @@ pub fn render(state: &State) -> (String, bool) {
 }
 
 pub fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
-    let state = StateFile::load(top_dir)?.state;
-    if records(&state).is_empty() && state.system_services.is_empty() {
+    let ledger = Ledger::load(top_dir)?;
+    if ledger.is_empty() {
         println!("nothing recorded: no stack has started a service here");
         return Ok(ExitCode::SUCCESS);
     }
-    let (text, ok) = render(&state);
+    let (text, ok) = render(&ledger);
     print!("{text}");
     Ok(if ok {
         ExitCode::SUCCESS
@@ -96,8 +84,7 @@ pub fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
 
 /// Prints a service's log; with `follow`, keeps printing as it grows (until killed).
 pub fn logs(top_dir: &Path, service: &str, follow: bool) -> anyhow::Result<ExitCode> {
-    let state = StateFile::load(top_dir)?.state;
-    let recs = records(&state);
+    let recs = Ledger::load(top_dir)?.all_processes();
     let Some(record) = recs.iter().find(|r| r.name == service) else {
         let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();
         anyhow::bail!(
@@ -144,12 +131,13 @@ mod tests {
 
     #[test]
     fn a_recorded_process_that_is_gone_fails_the_status() {
-        let mut state = State::default();
-        state.processes.insert(
-            "p".into(),
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::empty(dir.path());
+        ledger.record_process(
+            crate::state::ProcessKind::Service,
             ProcessRecord {
                 name: "p".into(),
-                backend: "own".into(),
+                backend: Backend::Own,
                 pid: Some(u32::MAX - 2),
                 command: "sleep".into(),
                 log: "/nonexistent/p.log".into(),
@@ -157,7 +145,7 @@ mod tests {
                 address: Some("127.0.0.1:1".into()),
             },
         );
-        let (text, ok) = render(&state);
+        let (text, ok) = render(&ledger);
         assert!(!ok);
         assert!(text.lines().nth(1).unwrap().starts_with("p "), "{text}");
         assert!(

@@ -1,47 +1,64 @@
-//! Shell-library calls served by services (processes, databases, message queue,
-//! system services). `None`: not one of ours.
-//!
-//! The shims live in `inc/process`, `lib/database` and `lib/rpc_backend`; each sends
-//! the variables it needs with `-v`, so the same call works inside a run and through
-//! `devstack __call`.
+//! The process, database and message-queue ops (`inc/process`, `lib/database`,
+//! `lib/rpc_backend`). Each shim sends the variables it needs with `-v`, so the same
+//! call works inside a run and through `devstack __call`.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::host::Host;
+use super::arg;
+use crate::context::Host;
 use crate::services::{ServiceError, database, memcached, mysql, postgresql, rabbit};
 use crate::shell::{Call, Reply};
-use crate::state::ProcessRecord;
+use crate::state::{Backend, ProcessKind, ProcessRecord};
 use crate::system::supervisor::{OwnSupervisor, ProcStatus, ProcessSpec, Supervisor};
 
 /// Each HTTP request of `wait_for_service` gets at most this long.
 const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn dispatch(host: &mut Host, call: &Call) -> Option<Reply> {
+pub(super) fn run_process(host: &mut Host, call: &Call) -> Reply {
     let args: Vec<&str> = call.args().iter().map(String::as_str).collect();
-    let arg = |i: usize| args.get(i).copied().unwrap_or("");
-    Some(match call.op() {
-        "run-process" => run_process(host, &args),
-        "stop-process" => stop_process(host, arg(0)),
-        "is-running" => Reply::status(i32::from(!is_running(host, arg(0)))),
-        "service-check" => service_check(host),
-        "wait-for-service" => wait_for_service(arg(0), arg(1)),
-        "system-service" => system_service(host, arg(0), arg(1)),
-        "recreate-database" => match database::recreate_database(host, arg(0)) {
-            Ok(()) => Reply::ok(),
-            Err(e) => service_error("recreate_database", &e),
-        },
-        "database-connection-url" => Reply::stdout(format!(
-            "{}\n",
-            database::connection_url(&host.settings, arg(0))
-        )),
-        "transport-url" => {
-            let mut url = rabbit::transport_url(&host.settings);
-            url.push_str(arg(0));
-            Reply::stdout(format!("{url}\n"))
-        }
-        _ => return None,
-    })
+    start(host, &args)
+}
+
+pub(super) fn stop_process(host: &mut Host, call: &Call) -> Reply {
+    stop(host, arg(call, 0))
+}
+
+pub(super) fn is_running(host: &mut Host, call: &Call) -> Reply {
+    Reply::status(i32::from(!running(host, arg(call, 0))))
+}
+
+pub(super) fn service_check(host: &mut Host, _call: &Call) -> Reply {
+    check(host)
+}
+
+pub(super) fn wait_for_service_op(_host: &mut Host, call: &Call) -> Reply {
+    wait_for_service(arg(call, 0), arg(call, 1))
+}
+
+pub(super) fn system_service(host: &mut Host, call: &Call) -> Reply {
+    system(host, arg(call, 0), arg(call, 1))
+}
+
+pub(super) fn recreate_database(host: &mut Host, call: &Call) -> Reply {
+    let result = database::recreate_database(host, arg(call, 0));
+    match result {
+        Ok(()) => Reply::ok(),
+        Err(e) => service_error("recreate_database", &e),
+    }
+}
+
+pub(super) fn database_connection_url(host: &mut Host, call: &Call) -> Reply {
+    Reply::stdout(format!(
+        "{}\n",
+        database::connection_url(&host.settings, arg(call, 0))
+    ))
+}
+
+pub(super) fn transport_url(host: &mut Host, call: &Call) -> Reply {
+    let mut url = rabbit::transport_url(&host.settings);
+    url.push_str(arg(call, 0));
+    Reply::stdout(format!("{url}\n"))
 }
 
 fn service_error(what: &str, e: &ServiceError) -> Reply {
@@ -51,13 +68,6 @@ fn service_error(what: &str, e: &ServiceError) -> Reply {
         text.push_str(line);
     }
     Reply::error(1, text)
-}
-
-fn supervisor(host: &Host) -> &dyn Supervisor {
-    static OWN: OwnSupervisor = OwnSupervisor {
-        grace: crate::system::supervisor::STOP_GRACE,
-    };
-    host.supervisor.as_deref().unwrap_or(&OWN)
 }
 
 /// Splits DevStack's ENV argument ("A=1 B=2").
@@ -70,7 +80,7 @@ pub fn parse_env(text: &str) -> Vec<(String, String)> {
 
 /// `run_process NAME COMMAND [GROUP] [USER] [ENV]` (the shim already checked that
 /// NAME is enabled). A process of the same name we started before is replaced.
-fn run_process(host: &mut Host, args: &[&str]) -> Reply {
+fn start(host: &mut Host, args: &[&str]) -> Reply {
     let (Some(name), Some(command)) = (args.first(), args.get(1)) else {
         return Reply::error(2, "usage: run_process NAME COMMAND [GROUP] [USER] [ENV]");
     };
@@ -108,38 +118,35 @@ fn run_process(host: &mut Host, args: &[&str]) -> Reply {
         workdir: None,
         address: None,
     };
-    if let Some(old) = host.state.state.processes.get(*name).cloned() {
-        if let Err(e) = supervisor(host).stop(&old) {
+    if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
+        if let Err(e) = host.supervisor.stop(&old) {
             return Reply::error(1, format!("run_process: {e}"));
         }
-        host.state.state.processes.remove(*name);
+        host.ledger.forget_process(ProcessKind::Service, name);
     }
-    match supervisor(host).start(&spec) {
+    match host.supervisor.start(&spec) {
         Ok(record) => {
             host.log.note(&format!(
                 "run_process {name}: pid {:?} ({})",
                 record.pid,
-                supervisor(host).backend()
+                host.supervisor.backend().name()
             ));
-            host.state
-                .state
-                .processes
-                .insert((*name).to_owned(), record);
-            let _ = host.save_state();
+            host.ledger.record_process(ProcessKind::Service, record);
+            host.checkpoint();
             Reply::ok()
         }
         Err(e) => Reply::error(1, format!("run_process: {e}")),
     }
 }
 
-fn stop_process(host: &mut Host, name: &str) -> Reply {
-    let Some(record) = host.state.state.processes.get(name).cloned() else {
+fn stop(host: &mut Host, name: &str) -> Reply {
+    let Some(record) = host.ledger.process(ProcessKind::Service, name).cloned() else {
         return Reply::ok();
     };
-    match supervisor(host).stop(&record) {
+    match host.supervisor.stop(&record) {
         Ok(()) => {
-            host.state.state.processes.remove(name);
-            let _ = host.save_state();
+            host.ledger.forget_process(ProcessKind::Service, name);
+            host.checkpoint();
             Reply::ok()
         }
         Err(e) => Reply::error(1, format!("stop_process: {e}")),
@@ -147,31 +154,30 @@ fn stop_process(host: &mut Host, name: &str) -> Reply {
 }
 
 fn record_of(host: &Host, name: &str) -> Option<ProcessRecord> {
-    host.state
-        .state
-        .processes
-        .get(name)
+    host.ledger
+        .process(ProcessKind::Service, name)
         .cloned()
         .or_else(|| database::recorded(host, name))
 }
 
-fn is_running(host: &Host, name: &str) -> bool {
+fn running(host: &Host, name: &str) -> bool {
     record_of(host, name).is_some_and(|r| {
-        let status = if r.backend == "own" {
+        let status = if r.backend == Backend::Own {
             OwnSupervisor::default().status(&r)
         } else {
-            supervisor(host).status(&r)
+            host.supervisor.status(&r)
         };
         matches!(status, ProcStatus::Running { .. })
     })
 }
 
 /// DevStack's `service_check`: every process we started, and whether it runs.
-fn service_check(host: &Host) -> Reply {
+fn check(host: &Host) -> Reply {
     let mut out = String::new();
     let mut failed = Vec::new();
-    for (name, record) in &host.state.state.processes {
-        match supervisor(host).status(record) {
+    for record in host.ledger.processes(ProcessKind::Service) {
+        let name = &record.name;
+        match host.supervisor.status(&record) {
             ProcStatus::Running { pid } => {
                 let _ = writeln!(out, "{name}: running (pid {pid})");
             }
@@ -261,7 +267,7 @@ fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
 /// `start_service`/`stop_service`/`restart_service`/`reload_service NAME`: systemctl on
 /// systemd machines; otherwise our own start and stop for the layer-1 servers and the
 /// distro's `service` script for anything else.
-fn system_service(host: &mut Host, action: &str, name: &str) -> Reply {
+fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     if !matches!(action, "start" | "stop" | "restart" | "reload") || name.is_empty() {
         return Reply::error(2, format!("usage: {action}_service NAME"));
     }

@@ -1,0 +1,133 @@
+//! The Python ops (`inc/python`: setup_develop, pip_install ...) and the uWSGI config
+//! ops plugins call (`lib/apache`: write_uwsgi_config, remove_uwsgi_config).
+
+use std::path::{Path, PathBuf};
+
+use super::arg;
+use crate::context::Host;
+use crate::services::uwsgi::{WsgiApp, write_ini};
+use crate::shell::{Call, Reply};
+use crate::system::python::{self, PythonError, Req, checkout_name, is_checkout, venv_dir};
+
+fn reply_of(result: Result<(), PythonError>, what: &str) -> Reply {
+    match result {
+        Ok(()) => Reply::ok(),
+        Err(e) => {
+            let mut text = format!("{what}: {e}");
+            for line in e.tail() {
+                text.push_str("\n  ");
+                text.push_str(line);
+            }
+            Reply::error(1, text)
+        }
+    }
+}
+
+fn install(host: &mut Host, reqs: &[Req], what: &str) -> Reply {
+    let result = python::install(&mut host.machine(), reqs, false);
+    host.checkpoint();
+    reply_of(result, what)
+}
+
+/// `setup_develop DIR [EXTRAS]`: the checkout, editable, with its own pin dropped.
+fn develop(host: &mut Host, dir: &str, extras: &str) -> Reply {
+    let path = PathBuf::from(dir);
+    if !is_checkout(&path) {
+        return Reply::error(1, format!("setup_develop: {dir} is not a Python checkout"));
+    }
+    let req = Req::Editable {
+        name: checkout_name(&path),
+        dir: path,
+        extras: extras.trim_matches(['[', ']']).to_owned(),
+    };
+    install(host, &[req], "setup_develop")
+}
+
+pub(super) fn setup_develop(host: &mut Host, call: &Call) -> Reply {
+    develop(host, arg(call, 0), arg(call, 1))
+}
+
+pub(super) fn setup_dev_lib(host: &mut Host, call: &Call) -> Reply {
+    let dir = host.settings.path("DEST").join(arg(call, 0));
+    develop(host, &dir.display().to_string(), arg(call, 1))
+}
+
+/// `pip_install ARGS...`: names and specs from PyPI under the constraints; `-e DIR`
+/// works too (its pin dropped).
+pub(super) fn pip_install(host: &mut Host, call: &Call) -> Reply {
+    let mut reqs = Vec::new();
+    let mut it = call.args().iter().map(String::as_str);
+    while let Some(a) = it.next() {
+        match a {
+            "-e" | "--editable" => {
+                if let Some(dir) = it.next() {
+                    let (dir, extras) = match dir.split_once('[') {
+                        Some((d, e)) => (d, e.trim_end_matches(']')),
+                        None => (dir, ""),
+                    };
+                    let path = PathBuf::from(dir);
+                    reqs.push(Req::Editable {
+                        name: checkout_name(&path),
+                        dir: path,
+                        extras: extras.to_owned(),
+                    });
+                }
+            }
+            // Flags DevStack's pip_install callers pass that uv has no use for.
+            "-U" | "--upgrade" | "--force-reinstall" | "--no-deps" => {}
+            a if a.starts_with('-') => {
+                return Reply::error(2, format!("pip_install: option {a} is not supported"));
+            }
+            a => reqs.push(Req::Pypi(a.to_owned())),
+        }
+    }
+    if reqs.is_empty() {
+        return Reply::ok();
+    }
+    install(host, &reqs, "pip_install")
+}
+
+pub(super) fn venv(host: &mut Host, _call: &Call) -> Reply {
+    Reply::stdout(format!("{}\n", venv_dir(&host.settings).display()))
+}
+
+/// `write_uwsgi_config CONF WSGI URL [HTTP] [NAME]`.
+pub(super) fn uwsgi_write_config(host: &mut Host, call: &Call) -> Reply {
+    let (conf, wsgi, http, name) = (arg(call, 0), arg(call, 1), arg(call, 3), arg(call, 4));
+    if conf.is_empty() || wsgi.is_empty() {
+        return Reply::error(2, "usage: write_uwsgi_config CONF WSGI URL [HTTP] [NAME]");
+    }
+    if http.is_empty() {
+        return Reply::error(
+            2,
+            format!(
+                "write_uwsgi_config {conf}: devstack-rs runs no Apache, so the app \
+                 needs its own address: pass HTTP (host:port) as the 4th argument"
+            ),
+        );
+    }
+    let app = WsgiApp {
+        wsgi: wsgi.to_owned(),
+        http: http.to_owned(),
+        venv: venv_dir(&host.settings),
+        env: Vec::new(),
+        processes: host.settings.number("API_WORKERS", 1),
+        name: name.to_owned(),
+    };
+    match write_ini(host, "write_uwsgi_config", Path::new(conf), &app) {
+        Ok(()) => {
+            host.checkpoint();
+            Reply::ok()
+        }
+        Err(e) => Reply::error(1, e.to_string()),
+    }
+}
+
+/// `remove_uwsgi_config CONF`.
+pub(super) fn uwsgi_remove_config(host: &mut Host, call: &Call) -> Reply {
+    let conf = PathBuf::from(arg(call, 0));
+    let _ = std::fs::remove_file(&conf);
+    host.ledger.forget_file(&conf);
+    host.checkpoint();
+    Reply::ok()
+}

@@ -1,0 +1,234 @@
+//! The context a service acts in: what a run knows and holds while it acts on the
+//! machine ([`Host`]: the settings as last read back from the shell, the state
+//! ledger, the run log, the process factory, the supervisor, the keystone client),
+//! and the two things only the pipeline can do ([`PipelineOps`]: call a shell
+//! function, merge a local.conf section). Services see a [`ServiceCtx`], nothing of
+//! the pipeline, so they can be driven by a fake one in tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::localconf::Phase;
+use crate::config::settings::Settings;
+use crate::openstack::keystone::{Client, KeystoneError};
+use crate::plugins::PluginRegistry;
+use crate::shell::ShellError;
+use crate::state::{Ledger, StateError};
+use crate::system::Machine;
+use crate::system::process::{Cmd, Spawner};
+use crate::system::redact::Redactor;
+use crate::system::supervisor::Supervisor;
+use crate::ui::Progress;
+use crate::ui::log::RunLog;
+
+/// Which command a host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Stack,
+    Unstack,
+    /// clean: a database server still running drops what stack created in it
+    /// before it stops.
+    Clean,
+    /// A `devstack __call` outside a run.
+    Standalone,
+}
+
+pub struct Host {
+    pub top_dir: PathBuf,
+    pub settings: Settings,
+    /// What this and earlier runs created and started.
+    pub ledger: Ledger,
+    pub log: Arc<RunLog>,
+    pub progress: Arc<dyn Progress>,
+    /// Child processes: output to the run log, redacted.
+    pub spawner: Spawner,
+    /// enable_plugin calls seen while localrc ran.
+    pub plugins: PluginRegistry,
+    /// Which command this is (standalone: a `devstack __call` outside a run).
+    pub mode: Mode,
+    /// `apt-get update` runs once per run.
+    pub apt_updated: bool,
+    pub warnings: Vec<String>,
+    pub supervisor: Box<dyn Supervisor>,
+    /// The keystone client for the run (made on first use, token cached).
+    pub keystone: Option<Client>,
+    /// The hypervisor plugin file, once sourced (nova calls its five functions).
+    pub hypervisor: Option<PathBuf>,
+    /// Set when a checkpoint of the ledger failed: said once, not at every save.
+    save_failed: bool,
+}
+
+impl Host {
+    pub fn new(
+        top_dir: PathBuf,
+        ledger: Ledger,
+        log: Arc<RunLog>,
+        progress: Arc<dyn Progress>,
+    ) -> Self {
+        Self {
+            top_dir,
+            settings: Settings::default(),
+            ledger,
+            spawner: Spawner::new(log.clone()),
+            log,
+            progress,
+            plugins: PluginRegistry::default(),
+            mode: Mode::Stack,
+            apt_updated: false,
+            warnings: Vec::new(),
+            supervisor: crate::system::supervisor::detect(),
+            keystone: None,
+            hypervisor: None,
+            save_failed: false,
+        }
+    }
+
+    /// A child process whose output goes to the run log, redacted.
+    pub fn cmd(&self, program: impl Into<std::ffi::OsString>) -> Cmd {
+        self.spawner.cmd(program)
+    }
+
+    /// A line of our own in the run log.
+    pub fn note(&self, text: &str) {
+        self.log.note(text);
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        self.spawner.redactor()
+    }
+
+    /// Saves the ledger; the error is the caller's (the end of a run).
+    pub fn save_state(&self) -> Result<(), StateError> {
+        self.ledger.save()
+    }
+
+    /// Saves the ledger after a change (a process started, a file written). A
+    /// failure is a warning, said once: the run goes on, and its end saves again and
+    /// fails loudly if the file still cannot be written.
+    pub fn checkpoint(&mut self) {
+        if let Err(e) = self.ledger.save() {
+            if !self.save_failed {
+                self.save_failed = true;
+                self.warn(&format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
+                ));
+            }
+        }
+    }
+
+    pub fn warn(&mut self, text: &str) {
+        self.log.note(&format!("WARNING: {text}"));
+        self.progress.warning(text);
+        self.warnings.push(text.to_owned());
+    }
+
+    /// Refreshes the redactor from the settings' secrets.
+    pub fn refresh_secrets(&mut self) -> Redactor {
+        let redactor = Redactor::new(self.settings.secrets());
+        self.spawner.set_redactor(redactor.clone());
+        redactor
+    }
+
+    /// What the machine-level actions (packages, Python) need, lent for one call.
+    pub fn machine(&mut self) -> Machine<'_> {
+        Machine {
+            settings: &self.settings,
+            top_dir: &self.top_dir,
+            spawner: &self.spawner,
+            ledger: &mut self.ledger,
+            apt_updated: &mut self.apt_updated,
+        }
+    }
+
+    /// The run's keystone client, (re)made for the current admin credentials.
+    pub fn keystone(&mut self) -> Result<&mut Client, KeystoneError> {
+        crate::openstack::accounts::client(&mut self.keystone, &self.settings)
+    }
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("top_dir", &self.top_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a pipeline operation failed (a merge names the local.conf line).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    #[error("{0}")]
+    Merge(String),
+}
+
+/// What only the pipeline can do for a service.
+pub trait PipelineOps {
+    /// Calls a shell function in the plugin shell (the hypervisor plugin's five).
+    fn call_function(
+        &mut self,
+        host: &mut Host,
+        name: &str,
+        args: &[&str],
+    ) -> Result<i32, PipelineError>;
+    /// Merges again local.conf's `[[PHASE|FILE]]` sections that name `file` (for a
+    /// config file a service rebuilds after the phase's merge).
+    fn merge_into(
+        &mut self,
+        host: &mut Host,
+        phase: Phase,
+        file: &Path,
+    ) -> Result<(), PipelineError>;
+}
+
+/// A pipeline with no shell and no local.conf: every call is refused (a standalone
+/// `devstack __call`, a test that drives a service alone).
+#[derive(Debug, Default)]
+pub struct NoPipeline;
+
+impl PipelineOps for NoPipeline {
+    fn call_function(
+        &mut self,
+        _host: &mut Host,
+        name: &str,
+        _args: &[&str],
+    ) -> Result<i32, PipelineError> {
+        Err(PipelineError::Merge(format!(
+            "no plugin shell to call {name} in"
+        )))
+    }
+    fn merge_into(
+        &mut self,
+        _host: &mut Host,
+        _phase: Phase,
+        _file: &Path,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+}
+
+/// What a service sees: the host, and the pipeline's two operations.
+pub struct ServiceCtx<'a> {
+    pub host: &'a mut Host,
+    ops: &'a mut dyn PipelineOps,
+}
+
+impl<'a> ServiceCtx<'a> {
+    pub fn new(host: &'a mut Host, ops: &'a mut dyn PipelineOps) -> Self {
+        Self { host, ops }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.host.settings
+    }
+
+    pub fn call_function(&mut self, name: &str, args: &[&str]) -> Result<i32, PipelineError> {
+        self.ops.call_function(self.host, name, args)
+    }
+
+    pub fn merge_into(&mut self, phase: Phase, file: &Path) -> Result<(), PipelineError> {
+        self.ops.merge_into(self.host, phase, file)
+    }
+}

@@ -1,0 +1,367 @@
+//! What the OpenStack services share beyond WSGI: their config files (written from
+//! scratch, 0640, recorded so clean removes them), oslo's common options and
+//! keystone auth sections, their processes under the supervisor (recorded in the
+//! ledger, so unstack stops them whatever happens), waiting until an API answers
+//! (every request with its own timeout, the whole wait within SERVICE_TIMEOUT),
+//! stopping several processes concurrently (nova's take ~10 s each on TERM), and
+//! running independent commands in parallel (database syncs).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::settings::Settings;
+use crate::context::Host;
+use crate::ini::IniDoc;
+use crate::services::{ServiceError, database};
+use crate::state::{ProcessKind, ProcessRecord};
+use crate::system::process::Cmd;
+use crate::system::supervisor::{ProcStatus, ProcessSpec};
+
+/// Each readiness request gets at most this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+fn io(service: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let service = service.to_owned();
+    let path = path.to_path_buf();
+    move |source| ServiceError::Io {
+        service,
+        path,
+        source,
+    }
+}
+
+/// Creates a directory; when it did not exist, records it so clean removes it.
+pub fn make_dir(host: &mut Host, service: &str, dir: &Path) -> Result<(), ServiceError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io(service, dir))?;
+        host.ledger.record_dir(dir);
+    }
+    Ok(())
+}
+
+/// Writes a config file from scratch with `fill`, mode 0640 (it holds passwords),
+/// recorded for clean.
+pub fn write_conf(
+    host: &mut Host,
+    service: &str,
+    path: &Path,
+    fill: impl FnOnce(&mut IniDoc),
+) -> Result<(), ServiceError> {
+    if let Some(dir) = path.parent() {
+        make_dir(host, service, dir)?;
+    }
+    let mut doc = IniDoc::default();
+    fill(&mut doc);
+    doc.save(path)
+        .map_err(|e| ServiceError::failed(service, e.to_string()))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+        .map_err(io(service, path))?;
+    host.ledger.record_file(path);
+    Ok(())
+}
+
+/// Edits an existing config file in place (keeps what others wrote).
+pub fn edit_conf(
+    service: &str,
+    path: &Path,
+    edit: impl FnOnce(&mut IniDoc),
+) -> Result<(), ServiceError> {
+    let mut doc = IniDoc::load(path).map_err(|e| ServiceError::failed(service, e.to_string()))?;
+    edit(&mut doc);
+    doc.save(path)
+        .map_err(|e| ServiceError::failed(service, e.to_string()))
+}
+
+/// Copies a file the wheel ships (`<venv>/etc/...`), recorded for clean.
+pub fn copy_file(
+    host: &mut Host,
+    service: &str,
+    from: &Path,
+    to: &Path,
+) -> Result<(), ServiceError> {
+    if let Some(dir) = to.parent() {
+        make_dir(host, service, dir)?;
+    }
+    std::fs::copy(from, to).map_err(io(service, from))?;
+    host.ledger.record_file(to);
+    Ok(())
+}
+
+/// Where a service listens: `SERVICE_LISTEN_ADDRESS:<PREFIX>_SERVICE_PORT` (the
+/// port its catalog endpoint names).
+pub fn listen(s: &Settings, prefix: &str, default_port: u16) -> String {
+    format!(
+        "{}:{}",
+        s.get_or("SERVICE_LISTEN_ADDRESS", "127.0.0.1"),
+        s.number(&format!("{prefix}_SERVICE_PORT"), u64::from(default_port))
+    )
+}
+
+/// The root URL a local probe uses: `http://<listen>/`.
+pub fn probe_url(s: &Settings, prefix: &str, default_port: u16) -> String {
+    format!("http://{}/", listen(s, prefix, default_port))
+}
+
+/// A data file the wheel ships under `<venv>/etc/`, e.g. `nova/api-paste.ini`.
+pub fn venv_etc(host: &Host, rel: &str) -> PathBuf {
+    crate::system::python::venv_dir(&host.settings)
+        .join("etc")
+        .join(rel)
+}
+
+/// `[keystone_authtoken]` (keystonemiddleware) for a service user, as DevStack's
+/// `configure_keystone_authtoken_middleware`.
+pub fn authtoken(doc: &mut IniDoc, s: &Settings, user: &str) {
+    let sec = "keystone_authtoken";
+    keystoneauth(doc, s, sec, user);
+    doc.set(sec, "www_authenticate_uri", s.str("KEYSTONE_SERVICE_URI"));
+    doc.set(sec, "memcached_servers", s.str("MEMCACHE_SERVERS"));
+    doc.set(sec, "service_token_roles_required", "true");
+}
+
+/// Password auth to keystone for a service user in `section` (DevStack's
+/// `configure_keystoneauth`, used for [placement], [neutron], [nova], [service_user]).
+pub fn keystoneauth(doc: &mut IniDoc, s: &Settings, section: &str, user: &str) {
+    doc.set(section, "auth_type", "password");
+    doc.set(section, "auth_url", s.str("KEYSTONE_SERVICE_URI"));
+    doc.set(section, "username", user);
+    doc.set(section, "password", s.str("SERVICE_PASSWORD"));
+    doc.set(
+        section,
+        "user_domain_name",
+        s.get_or("SERVICE_DOMAIN_NAME", "Default"),
+    );
+    doc.set(
+        section,
+        "project_name",
+        s.get_or("SERVICE_PROJECT_NAME", "service"),
+    );
+    doc.set(
+        section,
+        "project_domain_name",
+        s.get_or("SERVICE_DOMAIN_NAME", "Default"),
+    );
+    doc.set(section, "region_name", s.get_or("REGION_NAME", "RegionOne"));
+}
+
+/// `[DEFAULT] debug`, log format: what every service gets.
+pub fn common_defaults(doc: &mut IniDoc, s: &Settings) {
+    doc.set(
+        "DEFAULT",
+        "debug",
+        if s.flag("ENABLE_DEBUG_LOG_LEVEL", true) {
+            "True"
+        } else {
+            "False"
+        },
+    );
+    doc.set("DEFAULT", "use_stderr", "True");
+}
+
+/// The environment of an OpenStack process: the venv's bin first on PATH, bytecode
+/// written once (the image sets PYTHONDONTWRITEBYTECODE; we pass it on unset).
+fn service_env(host: &Host, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let venv_bin = crate::system::python::venv_bin(&host.settings, "");
+    let path = format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        venv_bin.display().to_string().trim_end_matches('/')
+    );
+    let mut env = vec![("PATH".to_owned(), path)];
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// Starts (or restarts) process `name` under the supervisor, recorded in the state.
+pub fn start_process(
+    host: &mut Host,
+    service: &str,
+    name: &str,
+    command: &str,
+    env: &[(String, String)],
+    address: Option<String>,
+) -> Result<ProcessRecord, ServiceError> {
+    if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
+        host.supervisor
+            .stop(&old)
+            .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
+        host.ledger.forget_process(ProcessKind::Service, name);
+    }
+    let spec = ProcessSpec {
+        name: name.to_owned(),
+        command: command.to_owned(),
+        env: service_env(host, env),
+        user: None,
+        group: None,
+        log: database::daemon_log(&host.settings, name),
+        workdir: Some(PathBuf::from("/")),
+        address,
+    };
+    host.log.note(&format!(
+        "{service}: starting {name}: {} (log {})",
+        host.redactor().redact(command),
+        spec.log.display()
+    ));
+    let record = host
+        .supervisor
+        .start(&spec)
+        .map_err(|e| ServiceError::caused(service, format!("starting {name}"), e))?;
+    host.ledger
+        .record_process(ProcessKind::Service, record.clone());
+    host.checkpoint();
+    Ok(record)
+}
+
+/// Is the recorded process still alive (own backend), or unknown (systemd: assume)?
+pub fn alive(host: &Host, record: &ProcessRecord) -> bool {
+    matches!(
+        host.supervisor.as_ref().status(record),
+        ProcStatus::Running { .. }
+    )
+}
+
+/// One HTTP GET with its own timeout: the status, or why there was none.
+pub fn http_get(url: &str, token: Option<&str>, timeout: Duration) -> Result<u16, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        // A 300 (glance's version list) is an answer, not a redirect to follow.
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("X-Auth-Token", t);
+    }
+    req.call()
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Polls `url` until it answers with a status `ok` accepts (per request
+/// [`REQUEST_TIMEOUT`], in all SERVICE_TIMEOUT); fails at once when the process died.
+pub fn wait_http(
+    host: &Host,
+    service: &str,
+    record: &ProcessRecord,
+    url: &str,
+    ok: impl Fn(u16) -> bool,
+) -> Result<(), ServiceError> {
+    let timeout = database::service_timeout(&host.settings);
+    let t0 = Instant::now();
+    loop {
+        let last = match http_get(url, None, REQUEST_TIMEOUT) {
+            Ok(code) if ok(code) => {
+                host.log.note(&format!(
+                    "{service}: {url} answered {code} after {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                ));
+                return Ok(());
+            }
+            Ok(code) => format!("HTTP {code}"),
+            Err(e) => e,
+        };
+        let died = !alive(host, record);
+        if died || t0.elapsed() >= timeout {
+            let mut tail = database::log_tail(&record.log, database::LOG_TAIL);
+            tail.push(format!("(last probe: {last})"));
+            return Err(ServiceError::NotReady {
+                service: service.into(),
+                what: if died {
+                    format!("GET {url}; the process exited")
+                } else {
+                    format!("GET {url}")
+                },
+                timeout_secs: timeout.as_secs(),
+                log: Some(record.log.clone()),
+                tail,
+            });
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Stops the named processes concurrently (each TERM, then KILL after the grace)
+/// and forgets them. Names the state does not know are skipped.
+pub fn stop_processes(host: &mut Host, service: &str, names: &[&str]) -> Result<(), ServiceError> {
+    let records: Vec<ProcessRecord> = names
+        .iter()
+        .filter_map(|n| host.ledger.process(ProcessKind::Service, n).cloned())
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let sup = host.supervisor.as_ref();
+    let results: Vec<(String, Result<(), String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .iter()
+            .map(|r| scope.spawn(move || (r.name.clone(), sup.stop(r).map_err(|e| e.to_string()))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| (String::new(), Err("panicked".into())))
+            })
+            .collect()
+    });
+    let mut errors = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(()) => {
+                host.ledger.forget_process(ProcessKind::Service, &name);
+                host.log.note(&format!("{service}: stopped {name}"));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    host.checkpoint();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::failed(service, errors.join("; ")))
+    }
+}
+
+/// Runs commands, each list in order, the lists concurrently (independent database
+/// syncs). The first failure is returned after all have ended.
+pub fn run_parallel(jobs: &[(String, Vec<Cmd>)]) -> Result<(), ServiceError> {
+    let results: Vec<Result<(), ServiceError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(service, cmds)| {
+                scope.spawn(move || {
+                    for cmd in cmds {
+                        cmd.run().map_err(|source| ServiceError::Process {
+                            service: service.clone(),
+                            what: "database sync failed".into(),
+                            source,
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ServiceError::failed("db sync", "a thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// A console script of the venv as a command builder (venv first on PATH, bytecode
+/// written).
+pub fn venv_cmd(host: &Host, script: &str) -> Cmd {
+    let mut cmd = host
+        .cmd(crate::system::python::venv_bin(&host.settings, script))
+        .current_dir("/")
+        .timeout(Duration::from_secs(600));
+    for (k, v) in service_env(host, &[]) {
+        cmd = cmd.env(k, v);
+    }
+    cmd
+}
