@@ -264,7 +264,7 @@ pub fn ensure_uv(host: &Machine<'_>) -> Result<PathBuf, PythonError> {
         "creating the venv for uv",
     )?;
     run(
-        &with_network_env(host.cmd(home.join("bin/pip")))
+        &installer_env(host.cmd(home.join("bin/pip")))
             .args(["install", "--disable-pip-version-check", "uv"])
             .env("PIP_DEFAULT_TIMEOUT", "180")
             .timeout(Duration::from_secs(600)),
@@ -298,29 +298,31 @@ const NETWORK_ENV: &[&str] = &[
     "PIP_CERT",
 ];
 
-fn with_network_env(mut cmd: Cmd) -> Cmd {
+/// What every installer call (uv, pip; the product's and the tests') needs to reach
+/// the registry: our proxies, CA bundle and index, the machine's trust store, and
+/// pip's index for uv when only that one is configured.
+pub fn installer_env(mut cmd: Cmd) -> Cmd {
     for key in NETWORK_ENV {
         if let Some(v) = std::env::var_os(key) {
             cmd = cmd.env(key, v);
         }
     }
-    cmd
-}
-
-fn uv_cmd(host: &Machine<'_>, uv: &Path) -> Cmd {
-    let mut cmd = with_network_env(host.cmd(uv))
-        .env("UV_CACHE_DIR", UV_CACHE_DIR)
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .env("UV_NO_PROGRESS", "1")
-        // The machine's trust store (a registry behind a local CA works).
-        .env("UV_NATIVE_TLS", "1")
-        .label("uv");
+    // The machine's trust store (a registry behind a local CA works).
+    cmd = cmd.env("UV_NATIVE_TLS", "1");
     if std::env::var_os("UV_INDEX_URL").is_none() {
         if let Some(index) = std::env::var_os("PIP_INDEX_URL") {
             cmd = cmd.env("UV_INDEX_URL", index);
         }
     }
     cmd
+}
+
+fn uv_cmd(host: &Machine<'_>, uv: &Path) -> Cmd {
+    installer_env(host.cmd(uv))
+        .env("UV_CACHE_DIR", UV_CACHE_DIR)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_NO_PROGRESS", "1")
+        .label("uv")
 }
 
 /// The venv, created with uv on Debian's python when it does not exist.

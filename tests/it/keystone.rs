@@ -21,6 +21,7 @@ use devstack::openstack::accounts;
 use devstack::openstack::keystone::{Client, Credentials, KeystoneError};
 use devstack::services::Registry;
 use devstack::system::process::Cmd;
+use devstack::system::python::installer_env;
 
 use crate::{Tree, project_root};
 
@@ -60,7 +61,7 @@ fn uv(cache: &Path) -> PathBuf {
         run(&Cmd::new("/usr/bin/python3")
             .args(["-m", "venv"])
             .arg(&tools));
-        run(&Cmd::new(tools.join("bin/pip"))
+        run(&installer_env(Cmd::new(tools.join("bin/pip")))
             .args(["install", "-q", "uv"])
             .timeout(Duration::from_secs(300)));
     }
@@ -87,7 +88,7 @@ fn venv() -> PathBuf {
     let _ = std::fs::remove_dir_all(&venv);
     let uv = uv(&cache);
     let constraints = project_root().join("files/constraints/openstack-2026.2.txt");
-    run(&Cmd::new(&uv)
+    run(&installer_env(Cmd::new(&uv))
         .args(["venv", "-q", "--python", "/usr/bin/python3"])
         .arg(&venv)
         .timeout(Duration::from_secs(120)));
@@ -97,7 +98,7 @@ fn venv() -> PathBuf {
         packages.push("uwsgi");
     }
     let install = |offline: bool| {
-        let mut cmd = Cmd::new(&uv)
+        let mut cmd = installer_env(Cmd::new(&uv))
             .args(["pip", "install", "-q", "--python"])
             .arg(&python)
             .arg("-c")

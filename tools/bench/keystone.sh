@@ -54,6 +54,10 @@ if [[ ! -e $VENV/.devstack-rs-ready ]]; then
         "$CACHE/uv-venv/bin/pip" install -q uv
         UV=$CACHE/uv-venv/bin/uv
     fi
+    # As the product's uv calls: the machine's trust store (a registry behind a
+    # TLS-intercepting proxy works), pip's index when only that one is set.
+    export UV_NATIVE_TLS=1
+    [[ -n ${PIP_INDEX_URL:-} && -z ${UV_INDEX_URL:-} ]] && export UV_INDEX_URL=$PIP_INDEX_URL
     pkgs=(keystone python-openstackclient python-memcached)
     [[ -x /usr/bin/uwsgi_python311 ]] || pkgs+=(uwsgi)
     "$UV" venv -q --python /usr/bin/python3 "$VENV"
