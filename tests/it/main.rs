@@ -66,6 +66,7 @@ impl Tree {
         for name in [
             "functions",
             "functions-common",
+            "stackrc",
             "inc",
             "lib",
             "files",
