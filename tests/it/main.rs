@@ -5,6 +5,7 @@ mod engine;
 mod keystone;
 mod layer1;
 mod library;
+mod plugin_api;
 mod shellcheck;
 
 use std::fmt::Write as _;
