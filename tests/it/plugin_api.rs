@@ -837,3 +837,44 @@ fn configure_rootwrap_installs_filters_conf_and_sudoers() {
 fn nix_is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
+
+#[test]
+fn create_disk_makes_a_sparse_xfs_image_with_one_fstab_line_and_destroy_disk_undoes_it() {
+    // mkfs.xfs, mount and umount are recorded, not run; the files are real.
+    let (dir, run) = lib(
+        "sudo() { case $1 in mkfs.xfs | mount | umount) echo \"sudo $*\" | sed \"s|$T|T|g\" ;; *) command \"$@\" ;; esac; }\n\
+         _DS_FSTAB=$T/fstab; echo 'UUID=x / ext4 defaults 0 1' >\"$T/fstab\"\n\
+         create_disk \"$T/images/swift.img\" \"$T/mnt/sdb1\" 1G >/dev/null\n\
+         create_disk \"$T/images/swift.img\" \"$T/mnt/sdb1\" 2G | sed \"s|$T|T|g\"\n\
+         stat -c %s \"$T/images/swift.img\"; [[ -d $T/mnt/sdb1 ]] && echo mountpoint\n\
+         cp \"$T/fstab\" \"$T/fstab.created\"\n\
+         destroy_disk \"$T/images/swift.img\" \"$T/mnt/sdb1\"; [[ -e $T/images/swift.img ]] || echo removed",
+    );
+    run.success();
+    let t = dir.path().display().to_string();
+    let image = format!("{t}/images/swift.img");
+    let key = format!("devstack-{}", &image[2..]);
+    let line =
+        format!("{image} {t}/mnt/sdb1 xfs loop,noatime,nodiratime,logbufs=8,comment={key} 0 0");
+    assert_eq!(
+        lines(&run),
+        [
+            "sudo mkfs.xfs -f -i size=1024 T/images/swift.img",
+            &line.replace(&t, "T"),
+            "sudo mount -v T/mnt/sdb1",
+            "2147483648",
+            "mountpoint",
+            "removed",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert_eq!(
+        read(&dir.path().join("fstab.created")),
+        format!("UUID=x / ext4 defaults 0 1\n{line}\n")
+    );
+    assert_eq!(
+        read(&dir.path().join("fstab")),
+        "UUID=x / ext4 defaults 0 1\n"
+    );
+}
