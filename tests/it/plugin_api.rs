@@ -878,3 +878,37 @@ fn create_disk_makes_a_sparse_xfs_image_with_one_fstab_line_and_destroy_disk_und
         "UUID=x / ext4 defaults 0 1\n"
     );
 }
+
+#[test]
+fn the_new_functions_work_inside_a_run() {
+    let t = Tree::new();
+    let conf = t.top.parent().unwrap().join("svc.conf");
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "10-api.sh",
+        &format!(
+            "# fixture: calls the plugin API inside the plugin shell\n\
+             if [[ $1 == override_defaults ]]; then\n\
+             source \"$TOP_DIR/stackrc\"\n\
+             source \"$TOP_DIR/lib/neutron_plugins/ovs_source\"\n\
+             neutron_service_plugin_class_add qos\n\
+             setup_systemd_logging {conf}\n\
+             job() {{ JOB=ran; }}\n\
+             async_runfunc job >/dev/null; async_wait job >/dev/null\n\
+             echo \"api $Q_SERVICE_PLUGIN_CLASSES $(conductor_conf 1) $JOB $(ipv6_unquote '[::1]') $(V=on; trueorfalse X V)\" >>\"$TRACE_FILE\"\n\
+             fi\n",
+            conf = conf.display()
+        ),
+    );
+    let run = t.devstack(&["plan"]);
+    run.success();
+    assert!(
+        t.trace_lines()
+            .contains(&"api qos /etc/nova/nova_cell1.conf ran ::1 X".to_owned()),
+        "{}\nstderr: {}",
+        t.trace(),
+        run.stderr
+    );
+    let text = read(&conf);
+    assert!(text.contains("log_color = False"), "{text}");
+}
