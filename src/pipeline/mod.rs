@@ -599,6 +599,12 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         "stackrc.sh",
         &settings::render_defaults(settings::STACKRC_DEFAULTS),
     )?;
+    // The shell library's stackrc: DevStack's other globals that plugins read.
+    let stackrc = top.join("stackrc");
+    if stackrc.is_file() {
+        let (shell, host) = run.shell();
+        shell.source_global(&stackrc, host)?;
+    }
     run.sync_settings()?;
     let negated = crate::config::services::disable_negated(run.host.settings.enabled_services());
     if negated != run.host.settings.enabled_services() {

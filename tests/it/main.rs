@@ -5,6 +5,7 @@ mod engine;
 mod keystone;
 mod layer1;
 mod library;
+mod plugin_api;
 mod shellcheck;
 
 use std::fmt::Write as _;
@@ -66,6 +67,7 @@ impl Tree {
         for name in [
             "functions",
             "functions-common",
+            "stackrc",
             "inc",
             "lib",
             "files",

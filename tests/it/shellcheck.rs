@@ -22,6 +22,7 @@ const EXCLUDE: &str = "SC1091";
 const FILES: &[&str] = &[
     "functions",
     "functions-common",
+    "stackrc",
     "stack.sh",
     "unstack.sh",
     "clean.sh",

@@ -1,0 +1,914 @@
+//! The plugin API in bash (issue 9): every library file sourced alone, from any cwd,
+//! and the functions and variables DevStack plugins use, each compared with DevStack's
+//! documented behaviour (reference/devstack-plugin-api.md).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{Run, Tree, devstack_bin, project_root, recording_hook};
+
+/// Runs SCRIPT in a fresh bash whose cwd is a temporary directory (also `$T`), without
+/// TOP_DIR; `$LIB` is the project tree. Returns the directory (kept alive) and the run.
+fn bash_in_tmp(script: &str) -> (tempfile::TempDir, Run) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = bash_at(dir.path(), script);
+    (dir, run)
+}
+
+fn bash_at(cwd: &Path, script: &str) -> Run {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env_remove("TOP_DIR")
+        .env_remove("ENABLED_SERVICES")
+        .env("T", cwd)
+        .env("LIB", project_root())
+        .env("DEVSTACK_BIN", devstack_bin())
+        .output()
+        .expect("run bash");
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// SCRIPT after `source $LIB/functions`, from a temporary cwd.
+fn lib(script: &str) -> (tempfile::TempDir, Run) {
+    bash_in_tmp(&format!("source \"$LIB/functions\"\n{script}"))
+}
+
+fn lines(run: &Run) -> Vec<&str> {
+    run.stdout.lines().collect()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------
+// Sourcing: each file alone, twice, in any order, from any cwd
+// ---------------------------------------------------------------------------------
+
+/// Each library file with a call of one of its functions and what it prints.
+const ALONE: &[(&str, &str, &str)] = &[
+    (
+        "functions",
+        "iniset \"$T/x.conf\" DEFAULT a b; iniget \"$T/x.conf\" DEFAULT a",
+        "b",
+    ),
+    (
+        "functions-common",
+        "ENABLED_SERVICES=key,n-api; is_service_enabled nova && echo yes",
+        "yes",
+    ),
+    (
+        "stackrc",
+        "echo \"$SYSLOG $PRIVATE_NETWORK_NAME $Q_AGENT\"",
+        "False private ovn",
+    ),
+    (
+        "inc/ini-config",
+        "iniset \"$T/x.conf\" s a b; iniget \"$T/x.conf\" s a",
+        "b",
+    ),
+    (
+        "inc/meta-config",
+        "printf '[[post-config|$T/m.conf]]\\n[d]\\nk = v\\n' >\"$T/local.conf\"; merge_config_file \"$T/local.conf\" post-config '$T/m.conf'; iniget \"$T/m.conf\" d k",
+        "v",
+    ),
+    (
+        "inc/process",
+        "ENABLED_SERVICES=key; run_process nothere /bin/true && echo skipped",
+        "skipped",
+    ),
+    ("inc/python", "python3_enabled && echo yes", "yes"),
+    (
+        "inc/rootwrap",
+        "SUDO_SECURE_PATH_FILE=$T/sp STACK_USER=stack add_sudo_secure_path /opt/x; cat \"$T/sp\"",
+        "Defaults:stack secure_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/usr/bin:/bin:/opt/x",
+    ),
+    (
+        "inc/async",
+        "f() { J=done; }; async_runfunc f >/dev/null; echo \"$J\"",
+        "done",
+    ),
+    (
+        "lib/apache",
+        "APACHE_CONF_DIR=$T/sa; apache_site_config_for foo | sed \"s|$T|T|\"",
+        "T/sa/foo.conf",
+    ),
+    (
+        "lib/database",
+        "recreate_database() { echo \"$DATABASE_TYPE $1\"; }; DATABASE_TYPE=postgresql; recreate_database_mysql nova",
+        "mysql nova",
+    ),
+    (
+        "lib/keystone",
+        "configure_keystoneauth \"$T/k.conf\" nova; iniget \"$T/k.conf\" keystone_authtoken username",
+        "nova",
+    ),
+    (
+        "lib/rpc_backend",
+        "RABBIT_USERID=u RABBIT_PASSWORD=p RABBIT_HOST=h; get_transport_url",
+        "rabbit://u:p@h:5672/",
+    ),
+    (
+        "lib/stack",
+        "install_x() { echo installed; }; stack_install_service x",
+        "installed",
+    ),
+    (
+        "lib/nova",
+        "NOVA_CONF_DIR=/etc/nova; conductor_conf 1",
+        "/etc/nova/nova_cell1.conf",
+    ),
+    (
+        "lib/neutron",
+        "neutron_service_plugin_class_add qos; echo \"$Q_SERVICE_PLUGIN_CLASSES\"",
+        "qos",
+    ),
+    (
+        "lib/neutron-legacy",
+        "is_neutron_legacy_enabled && echo yes",
+        "yes",
+    ),
+    (
+        "lib/neutron_plugins/ml2",
+        "populate_ml2_config \"$T/ml2.ini\" ml2 mechanism_drivers=ovn; iniget \"$T/ml2.ini\" ml2 mechanism_drivers",
+        "ovn",
+    ),
+    (
+        "lib/neutron_plugins/ovs_source",
+        "echo \"$OVS_REPO_NAME $OVS_BRANCH\"",
+        "ovs branch-3.3",
+    ),
+];
+
+#[test]
+fn every_library_file_works_sourced_alone_twice_from_another_cwd() {
+    for (file, call, want) in ALONE {
+        let (_dir, run) = bash_in_tmp(&format!(
+            "source \"$LIB/{file}\"\nsource \"$LIB/{file}\"\n{call}"
+        ));
+        assert_eq!(
+            (run.status, run.stdout.trim_end()),
+            (0, *want),
+            "{file}: stderr: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn library_files_source_in_any_order_and_by_relative_path() {
+    let orders = [
+        "source \"$LIB/inc/process\"; source \"$LIB/functions\"; source \"$LIB/inc/ini-config\"",
+        "source \"$LIB/lib/neutron\"; source \"$LIB/functions-common\"; source \"$LIB/inc/meta-config\"; source \"$LIB/functions\"",
+        "source \"$LIB/inc/ini-config\"; source \"$LIB/lib/keystone\"; source \"$LIB/stackrc\"; source \"$LIB/functions\"; source \"$LIB/inc/process\"",
+        "cd \"$LIB/lib\" && source rpc_backend && cd \"$T\" && source \"$LIB/functions\"",
+    ];
+    for order in orders {
+        let (_dir, run) = bash_in_tmp(&format!(
+            "{order}\niniset \"$T/x.conf\" DEFAULT a b\niniget \"$T/x.conf\" DEFAULT a\nENABLED_SERVICES=g-api\nis_service_enabled glance && echo glance\nconductor_conf 2 | sed 's|.*/||'\n"
+        ));
+        assert_eq!(
+            lines(&run),
+            ["b", "glance", "nova_cell2.conf"],
+            "{order}: stderr: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn shimmed_calls_name_the_tree_whatever_the_cwd_and_top_dir() {
+    // TOP_DIR unset, TOP_DIR pointing at a plugin's directory (not a tree), and the
+    // tree itself: the fallback reaches `devstack __call` for the library's tree.
+    for top in ["", "export TOP_DIR=$T", "export TOP_DIR=$LIB"] {
+        let (_dir, run) = bash_in_tmp(&format!(
+            "{top}\nsource \"$LIB/functions\"\nENABLED_SERVICES=q-svc\nis_service_enabled neutron; echo \"rc=$?\"\niniset \"$T/a.ini\" s k v; echo \"rc=$?\"\nenable_service tempest; echo \"$ENABLED_SERVICES\""
+        ));
+        assert_eq!(
+            lines(&run),
+            ["rc=0", "rc=0", "q-svc,tempest"],
+            "{top}: stderr: {}",
+            run.stderr
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// stackrc
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn stackrc_has_devstack_defaults_and_user_values_win() {
+    let (_dir, run) = bash_in_tmp(
+        "SYSLOG=True PUBLIC_NETWORK_NAME=outside SERVICE_PROJECT_NAME=svc KEYSTONE_SERVICE_URI=http://k:5000\n\
+         SERVICE_TENANT_NAME=ignored\n\
+         source \"$LIB/stackrc\"\n\
+         for v in SYSLOG PUBLIC_NETWORK_NAME PRIVATE_NETWORK_NAME PUBLIC_PHYSICAL_NETWORK PUBLIC_BRIDGE Q_AGENT \
+                  TARGET_BRANCH USE_VENV GLOBAL_VENV APACHE_NAME CINDER_ENABLED_BACKENDS SUBNETPOOL_PREFIX_V4 \
+                  SERVICE_TENANT_NAME KEYSTONE_SERVICE_URI_V3 KEYSTONE_AUTH_URI_V3 CIRROS_VERSION DEFAULT_IMAGE_NAME \
+                  DATABASE_BACKENDS LOG_COLOR; do echo \"$v=${!v}\"; done\n\
+         [[ $(declare -p PROJECT_VENV) == 'declare -A'* ]] && echo PROJECT_VENV=assoc\n\
+         [[ $LOCAL_HOSTNAME == \"$(hostname -s)\" ]] && echo LOCAL_HOSTNAME=ok\n\
+         [[ $SSL_BUNDLE_FILE == */ca-bundle.pem ]] && echo SSL_BUNDLE_FILE=ok\n\
+         [[ $IPV6_ADDRS_SAFE_TO_USE =~ ^fd[0-9a-f]{2}:[0-9a-f]{4}:[0-9a-f]{4}::/56$ ]] && echo IPV6=ok\n\
+         SYSLOG=changed; source \"$LIB/stackrc\"; echo \"again=$SYSLOG\"\n",
+    );
+    run.success();
+    let arch = std::env::consts::ARCH;
+    let want = [
+        "SYSLOG=True".to_owned(),
+        "PUBLIC_NETWORK_NAME=outside".into(),
+        "PRIVATE_NETWORK_NAME=private".into(),
+        "PUBLIC_PHYSICAL_NETWORK=public".into(),
+        "PUBLIC_BRIDGE=br-ex".into(),
+        "Q_AGENT=ovn".into(),
+        "TARGET_BRANCH=master".into(),
+        "USE_VENV=False".into(),
+        "GLOBAL_VENV=True".into(),
+        "APACHE_NAME=apache2".into(),
+        "CINDER_ENABLED_BACKENDS=lvm:lvmdriver-1".into(),
+        "SUBNETPOOL_PREFIX_V4=10.0.0.0/22".into(),
+        "SERVICE_TENANT_NAME=svc".into(),
+        "KEYSTONE_SERVICE_URI_V3=http://k:5000/v3".into(),
+        "KEYSTONE_AUTH_URI_V3=http://k:5000/v3".into(),
+        "CIRROS_VERSION=0.6.3".into(),
+        format!("DEFAULT_IMAGE_NAME=cirros-0.6.3-{arch}-disk"),
+        "DATABASE_BACKENDS= mysql postgresql".into(),
+        "LOG_COLOR=False".into(),
+        "PROJECT_VENV=assoc".into(),
+        "LOCAL_HOSTNAME=ok".into(),
+        "SSL_BUNDLE_FILE=ok".into(),
+        "IPV6=ok".into(),
+        "again=changed".into(),
+    ];
+    assert_eq!(lines(&run), want, "stderr: {}", run.stderr);
+}
+
+#[test]
+fn a_run_sources_stackrc_after_localrc() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services\nPRIVATE_NETWORK_NAME=mine", "");
+    t.extras(
+        "10-vars.sh",
+        &recording_hook(
+            "10-vars.sh",
+            &[
+                "SYSLOG",
+                "PRIVATE_NETWORK_NAME",
+                "SERVICE_TENANT_NAME",
+                "KEYSTONE_SERVICE_URI_V3",
+            ],
+        ),
+    );
+    let run = t.devstack(&["plan"]);
+    run.success();
+    let trace = t.trace();
+    let line = trace
+        .lines()
+        .find(|l| l.starts_with("10-vars.sh override_defaults"))
+        .unwrap_or_else(|| panic!("no override_defaults call in {trace}"));
+    assert!(
+        line.contains(" SYSLOG=False PRIVATE_NETWORK_NAME=mine SERVICE_TENANT_NAME=service KEYSTONE_SERVICE_URI_V3=http://"),
+        "{line}"
+    );
+    assert!(line.ends_with(":5000/v3"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------
+
+const E: &str = "\u{1b}";
+
+fn ini_values(run: &Run) -> Vec<String> {
+    run.stdout.lines().map(str::to_owned).collect()
+}
+
+const LOG_KEYS: &str = "for k in use_journal logging_debug_format_suffix logging_context_format_string \
+    logging_default_format_string logging_exception_prefix log_color logging_user_identity_format; do \
+    echo \"$k=$(iniget \"$T/s.conf\" DEFAULT $k)\"; done";
+
+#[test]
+fn setup_systemd_logging_writes_devstack_formats() {
+    let (_dir, run) = lib(&format!(
+        "LOG_COLOR=False; setup_systemd_logging \"$T/s.conf\"; echo \"journal=$USE_JOURNAL\"; {LOG_KEYS}"
+    ));
+    run.success();
+    assert_eq!(
+        ini_values(&run),
+        [
+            "journal=False".to_owned(),
+            "use_journal=".into(),
+            format!(
+                "logging_debug_format_suffix={E}[00;33m{{{{(pid=%(process)d) %(funcName)s %(pathname)s:%(lineno)d}}}}{E}[00m"
+            ),
+            format!(
+                "logging_context_format_string=%(color)s%(levelname)s %(name)s [{E}[01;36m%(global_request_id)s %(request_id)s {E}[00;36m%(project_name)s %(user_name)s%(color)s] {E}[01;35m%(instance)s%(color)s%(message)s{E}[00m"
+            ),
+            format!(
+                "logging_default_format_string=%(color)s%(levelname)s %(name)s [{E}[00;36m-%(color)s] {E}[01;35m%(instance)s%(color)s%(message)s{E}[00m"
+            ),
+            format!("logging_exception_prefix=ERROR %(name)s {E}[01;35m%(instance)s{E}[00m"),
+            "log_color=False".into(),
+            "logging_user_identity_format=".into(),
+        ]
+    );
+}
+
+#[test]
+fn setup_systemd_logging_with_the_journal_drops_the_pid() {
+    let (_dir, run) = lib(&format!(
+        "USE_JOURNAL=yes LOG_COLOR=True; setup_systemd_logging \"$T/s.conf\"; echo \"journal=$USE_JOURNAL\"; {LOG_KEYS}"
+    ));
+    run.success();
+    let v = ini_values(&run);
+    assert_eq!(v[0], "journal=True");
+    assert_eq!(v[1], "use_journal=True");
+    assert_eq!(
+        v[2],
+        format!(
+            "logging_debug_format_suffix={E}[00;33m{{{{%(funcName)s %(pathname)s:%(lineno)d}}}}{E}[00m"
+        )
+    );
+    assert_eq!(v[6], "log_color=True");
+}
+
+#[test]
+fn setup_colorized_logging_writes_devstack_formats() {
+    let (_dir, run) = lib(&format!(
+        "LOG_COLOR=True; setup_colorized_logging \"$T/s.conf\"; {LOG_KEYS}"
+    ));
+    run.success();
+    assert_eq!(
+        ini_values(&run),
+        [
+            "use_journal=".to_owned(),
+            format!(
+                "logging_debug_format_suffix={E}[00;33mfrom (pid=%(process)d) %(funcName)s %(pathname)s:%(lineno)d{E}[00m"
+            ),
+            format!(
+                "logging_context_format_string=%(asctime)s.%(msecs)03d %(color)s%(levelname)s %(name)s [{E}[01;36m%(request_id)s {E}[00;36m%(project_name)s %(user_name)s%(color)s] {E}[01;35m%(instance)s%(color)s%(message)s{E}[00m"
+            ),
+            format!(
+                "logging_default_format_string=%(asctime)s.%(msecs)03d %(color)s%(levelname)s %(name)s [{E}[00;36m-%(color)s] {E}[01;35m%(instance)s%(color)s%(message)s{E}[00m"
+            ),
+            format!(
+                "logging_exception_prefix=%(color)s%(asctime)s.%(msecs)03d TRACE %(name)s {E}[01;35m%(instance)s{E}[00m"
+            ),
+            "log_color=True".into(),
+            "logging_user_identity_format=".into(),
+        ]
+    );
+}
+
+#[test]
+fn setup_logging_is_systemd_logging_under_systemd_else_devstacks_non_systemd_choice() {
+    let probe = "iniget \"$T/s.conf\" DEFAULT logging_context_format_string | grep -c global_request_id; \
+                 iniget \"$T/s.conf\" DEFAULT logging_context_format_string | grep -c asctime; \
+                 echo \"id=$(iniget \"$T/s.conf\" DEFAULT logging_user_identity_format)\"";
+    let cases = [
+        (
+            "_DS_SYSTEMD_RUN_DIR=$T LOG_COLOR=False SYSLOG=False",
+            ["1", "0", "id="],
+        ),
+        (
+            "_DS_SYSTEMD_RUN_DIR=$T/none LOG_COLOR=True SYSLOG=False",
+            ["0", "1", "id="],
+        ),
+        (
+            "_DS_SYSTEMD_RUN_DIR=$T/none LOG_COLOR=True SYSLOG=True",
+            ["0", "0", "id=%(project_name)s %(user_name)s"],
+        ),
+    ];
+    for (env, want) in cases {
+        let (_dir, run) = lib(&format!(
+            "{env}; setup_logging \"$T/s.conf\" ignored-second-argument; {probe}"
+        ));
+        assert_eq!(lines(&run), want, "{env}: stderr: {}", run.stderr);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Small utilities
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn ipv6_unquote_removes_brackets() {
+    let (_dir, run) = lib(
+        "ipv6_unquote '[fd00::1]'; ipv6_unquote 10.0.0.1; ipv6_unquote '[::]'; ipv6_unquote ' [a   b] ' extra",
+    );
+    assert_eq!(lines(&run), ["fd00::1", "10.0.0.1", "::", "a b"]);
+}
+
+#[test]
+fn python_version_is_python2s_and_python3_version_python3s() {
+    let (_dir, run) = lib("python_version; python3_version");
+    run.success();
+    let out = lines(&run);
+    let python2 = Command::new("python2")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    // "python" alone where python2 does not run (every supported distribution).
+    assert_eq!(out[0], format!("python{}", python2.unwrap_or_default()));
+    let v = Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out[1],
+        format!("python{}", String::from_utf8_lossy(&v.stdout).trim())
+    );
+}
+
+#[test]
+fn test_with_retry_succeeds_eventually_and_dies_on_timeout() {
+    let (_dir, run) = lib("rm -f \"$T/flag\"; (sleep 0.3; touch \"$T/flag\") &\n\
+         test_with_retry \"test -e $T/flag\" \"no flag\" 5 0.1; echo \"rc=$?\"\n\
+         test_with_retry false \"it never worked\" 1 0.2\necho not-reached");
+    assert_eq!(run.status, 1, "stderr: {}", run.stderr);
+    assert_eq!(lines(&run), ["rc=0"]);
+    assert!(
+        run.stderr.contains("[ERROR] ") && run.stderr.contains(" it never worked"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn get_rootwrap_location_uses_the_exec_prefix() {
+    let (_dir, run) = lib(
+        "GLOBAL_VENV=True DEVSTACK_VENV=/v get_rootwrap_location nova\n\
+         GLOBAL_VENV=False get_rootwrap_location neutron",
+    );
+    assert_eq!(
+        lines(&run),
+        ["/v/bin/nova-rootwrap", "/usr/local/bin/neutron-rootwrap"]
+    );
+}
+
+#[test]
+fn export_proxy_variables_exports_only_what_is_set() {
+    let (_dir, run) = lib(
+        "unset http_proxy https_proxy no_proxy; http_proxy=http://p:3128; https_proxy=''\n\
+         export_proxy_variables\n\
+         env | grep -E '^(http|https|no)_proxy=' | sort",
+    );
+    assert_eq!(lines(&run), ["http_proxy=http://p:3128", "https_proxy="]);
+}
+
+#[test]
+fn write_user_unit_file_writes_devstacks_unit() {
+    let (dir, run) = lib(
+        "SYSTEMD_DIR=$T/units SYSTEMCTL='echo SYSTEMCTL' _DS_SYSTEMD_RUN_DIR=$T\n\
+         write_user_unit_file devstack@foo.service '/usr/bin/foo --x' grp stack 'A=1 B=2'\n\
+         SYSTEMD_DIR=$T/units2 _DS_SYSTEMD_RUN_DIR=$T/none write_user_unit_file devstack@bar.service /bin/bar '' stack",
+    );
+    run.success();
+    assert_eq!(
+        lines(&run),
+        ["SYSTEMCTL daemon-reload"],
+        "stderr: {}",
+        run.stderr
+    );
+    let unit = read(&dir.path().join("units/devstack@foo.service"));
+    let kill = Command::new("bash")
+        .args(["-c", "type -P kill"])
+        .output()
+        .unwrap();
+    let kill = String::from_utf8_lossy(&kill.stdout).trim().to_owned();
+    for want in [
+        "[Unit]",
+        "Description = Devstack devstack@foo.service",
+        "[Service]",
+        "Environment = A=1 B=2",
+        "User = stack",
+        "ExecStart = /usr/bin/foo --x",
+        "KillMode = process",
+        "TimeoutStopSec = 300",
+        &format!("ExecReload = {kill} -HUP $MAINPID"),
+        "Group = grp",
+        "[Install]",
+        "WantedBy = multi-user.target",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == want),
+            "missing {want:?} in\n{unit}"
+        );
+    }
+    assert!(
+        !unit.contains("PATH="),
+        "ENVVARS replace the PATH line:\n{unit}"
+    );
+    let bar = read(&dir.path().join("units2/devstack@bar.service"));
+    assert!(
+        bar.lines().any(|l| l.starts_with("Environment = \"PATH=")),
+        "{bar}"
+    );
+    assert!(!bar.contains("Group"), "{bar}");
+}
+
+#[test]
+fn read_password_keeps_a_set_value_and_generates_a_missing_one() {
+    let (dir, run) = lib("export TOP_DIR=$T\n\
+         QPID_PASSWORD=given; read_password QPID_PASSWORD 'ENTER A PASSWORD'; echo \"$QPID_PASSWORD\"\n\
+         [[ -e $T/.localrc.password ]] || echo no-file\n\
+         unset OTHER_PASSWORD; read_password OTHER_PASSWORD 'ENTER'; echo \"$OTHER_PASSWORD\"");
+    run.success();
+    let out = lines(&run);
+    assert_eq!(out[..2], ["given", "no-file"]);
+    let pw = out[2];
+    assert!(
+        pw.len() == 20 && pw.chars().all(|c| c.is_ascii_hexdigit()),
+        "{pw}"
+    );
+    let file = read(&dir.path().join(".localrc.password"));
+    assert_eq!(file, format!("OTHER_PASSWORD={pw}\n"));
+
+    // With a localrc file, the value goes there.
+    let (dir, run) =
+        lib("export TOP_DIR=$T; echo 'X=1' >\"$T/localrc\"; unset P_PW; read_password P_PW p");
+    run.success();
+    let localrc = read(&dir.path().join("localrc"));
+    assert!(
+        localrc.starts_with("X=1\nP_PW=") && localrc.len() == "X=1\nP_PW=\n".len() + 20,
+        "{localrc}"
+    );
+}
+
+#[test]
+fn async_runfunc_runs_the_job_and_async_wait_collects_it() {
+    let (_dir, run) = lib("job() { JOB_RESULT=\"$1-$2\"; echo \"job ran $*\"; }\n\
+         async_runfunc job a b; echo \"rc=$? result=$JOB_RESULT\"\n\
+         async_wait job; echo \"rc=$?\"\n\
+         async_wait job\n\
+         failing() { return 3; }\n\
+         async_runfunc failing; echo \"rc=$?\"");
+    run.success();
+    let out = lines(&run);
+    assert!(
+        out[0].ends_with("Async job:self]: Running synchronously: job a b"),
+        "{out:?}"
+    );
+    assert_eq!(out[1], "job ran a b");
+    assert_eq!(out[2], "rc=0 result=a-b");
+    assert!(
+        out[4].ends_with("finished job a b with result 0 in 0 seconds"),
+        "{out:?}"
+    );
+    assert_eq!(out[5], "rc=0");
+    assert_eq!(
+        out[6],
+        "Not waiting for async task job that we never started or has already been waited for"
+    );
+    assert_eq!(out[8], "rc=3");
+}
+
+#[test]
+fn localconf_set_edits_meta_sections_as_devstack() {
+    let (dir, run) = lib("f=$T/local.conf\n\
+         localconf_set \"$f\" post-config '$NOVA_CONF' libvirt virt_type qemu\n\
+         localrc_set \"$f\" HOST_IP 10.0.0.5\n\
+         localrc_set \"$f\" HOST_IP 10.0.0.6\n\
+         localconf_set \"$f\" post-config '$NOVA_CONF' libvirt virt_type kvm\n\
+         localconf_set \"$f\" post-config '$NOVA_CONF' libvirt cpu_mode none\n\
+         localconf_set \"$f\" post-config '$NOVA_CONF' DEFAULT debug True\n\
+         localrc_set \"$f\" EMPTY ''\n\
+         localconf_set \"$f\" '' '$NOVA_CONF' DEFAULT x y");
+    run.success();
+    assert_eq!(
+        read(&dir.path().join("local.conf")),
+        "\n[[post-config|$NOVA_CONF]]\n[DEFAULT]\ndebug=True\n[libvirt]\ncpu_mode=none\nvirt_type=kvm\n\n[[local|localrc]]\nHOST_IP=10.0.0.6\n"
+    );
+}
+
+#[test]
+fn install_bindep_selects_by_platform_and_profile_and_skips_a_missing_file() {
+    let (_dir, run) = lib(
+        "printf 'ID=debian\\nNAME=\"Debian GNU/Linux\"\\nVERSION_ID=\"12\"\\nVERSION_CODENAME=bookworm\\n' >\"$T/os-release\"\n\
+         _DS_OS_RELEASE=$T/os-release; GetOSVersion; DEST=$T; DEVSTACK_VENV=$T/venv; PATH=/usr/bin:/bin\n\
+         printf '%s\\n' '# comment' gcc 'libffi-dev [platform:dpkg]' 'libffi-devel [platform:rpm]' \
+             'python3-dev [platform:dpkg test]' 'mysql-client [platform:dpkg !platform:debian]' \
+             'docpkg [doc]' 'notest [!test]' 'pkg-bookworm [platform:debian-bookworm]' 'ver >= 1.0' >\"$T/bindep.txt\"\n\
+         install_package() { echo \"install: $*\"; }\n\
+         install_bindep \"$T/bindep.txt\"\n\
+         install_bindep \"$T/bindep.txt\" test\n\
+         install_bindep \"$T/missing.txt\"; echo \"rc=$?\"",
+    );
+    run.success();
+    let out = lines(&run);
+    assert_eq!(out[0], "install: gcc libffi-dev notest pkg-bookworm ver");
+    assert_eq!(
+        out[1],
+        "install: gcc libffi-dev python3-dev pkg-bookworm ver"
+    );
+    assert!(
+        out[2].starts_with("[WARNING] ")
+            && out[2].contains(" Can not find bindep file: ")
+            && out[2].ends_with("/missing.txt"),
+        "{out:?}"
+    );
+    assert_eq!(out[3], "rc=0");
+}
+
+#[test]
+fn setup_package_handles_bindep_flags_and_extras() {
+    let (_dir, run) = lib("install_bindep() { echo \"bindep $*\"; }\n\
+         setup_develop() { echo \"develop $*\"; }\n\
+         pip_install() { echo \"pip $*\"; }\n\
+         setup_package -bindep=test /src/foo -e\n\
+         setup_package /src/foo extra1\n\
+         setup_package /src/foo --no-deps x\n\
+         setup_package -bindep /src/bar");
+    run.success();
+    assert_eq!(
+        lines(&run),
+        [
+            "bindep /src/foo/bindep.txt test",
+            "develop /src/foo ",
+            "develop /src/foo extra1",
+            "pip --no-deps /src/foo[x]",
+            "bindep /src/bar/bindep.txt ",
+            "develop /src/bar ",
+        ]
+    );
+}
+
+#[test]
+fn recreate_database_mysql_dispatches_with_the_mysql_backend() {
+    let (_dir, run) = lib("recreate_database() { echo \"$DATABASE_TYPE:$1\"; }\n\
+         DATABASE_TYPE=postgresql\n\
+         recreate_database_mysql heat; recreate_database_postgresql heat; echo \"after=$DATABASE_TYPE\"");
+    assert_eq!(
+        lines(&run),
+        ["mysql:heat", "postgresql:heat", "after=postgresql"]
+    );
+}
+
+#[test]
+fn conductor_conf_is_the_cell_config_path() {
+    let (_dir, run) = lib("conductor_conf 1; NOVA_CONF_DIR=/x conductor_conf 2");
+    assert_eq!(
+        lines(&run),
+        ["/etc/nova/nova_cell1.conf", "/x/nova_cell2.conf"]
+    );
+}
+
+#[test]
+fn apache_site_helpers_keep_site_files_and_links_where_plugins_look() {
+    let (dir, run) = lib("APACHE_CONF_DIR=$T/apache/sites-available\n\
+         f=$(apache_site_config_for foo-api); echo \"$f\" | sed \"s|$T|T|\"\n\
+         echo 'Listen 1' >\"$f\"\n\
+         enable_apache_site foo-api; echo \"enable=$?\"\n\
+         readlink \"$T/apache/sites-enabled/foo-api.conf\"\n\
+         enable_apache_site missing; echo \"missing=$?\"\n\
+         restart_apache_server; echo \"restart=$?\"\n\
+         disable_apache_site foo-api; echo \"disable=$?\"\n\
+         [[ -e $T/apache/sites-enabled/foo-api.conf ]] || echo unlinked\n\
+         disable_apache_site never-there; echo \"disable2=$?\"\n\
+         install_apache_wsgi; echo \"wsgi=$?\"\n\
+         apache_site_config_for two words | sed \"s|$T|T|\"");
+    assert_eq!(
+        lines(&run),
+        [
+            "T/apache/sites-available/foo-api.conf",
+            "enable=0",
+            "../sites-available/foo-api.conf",
+            "missing=1",
+            "restart=0",
+            "disable=0",
+            "unlinked",
+            "disable2=0",
+            "wsgi=0",
+            "T/apache/sites-available/two words.conf",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Site missing does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        read(&dir.path().join("apache/sites-available/foo-api.conf")),
+        "Listen 1\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Neutron
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn neutron_lists_keep_devstacks_variables() {
+    let (_dir, run) = lib("neutron_service_plugin_class_add router\n\
+         neutron_service_plugin_class_add qos\n\
+         neutron_service_plugin_class_add router\n\
+         echo \"$Q_SERVICE_PLUGIN_CLASSES\"\n\
+         Q_SERVICE_PLUGIN_CLASSES=a.b.Plugin; neutron_service_plugin_class_add a.b.Plugin; neutron_service_plugin_class_add a.x.Plugin\n\
+         echo \"$Q_SERVICE_PLUGIN_CLASSES\"\n\
+         Q_SERVICE_PLUGIN_CLASSES=axb; neutron_service_plugin_class_add a.b; echo \"$Q_SERVICE_PLUGIN_CLASSES\"\n\
+         plugin_agent_add_l2_agent_extension qos; plugin_agent_add_l2_agent_extension qos\n\
+         plugin_agent_add_l2_agent_extension fdb; echo \"$L2_AGENT_EXTENSIONS\"\n\
+         neutron_server_config_add /etc/neutron/a.conf; neutron_server_config_add '/etc/neutron/b c.conf'\n\
+         printf '%s|' \"${_Q_PLUGIN_EXTRA_CONF_FILES_ABS[@]}\"; echo\n\
+         neutron_ml2_extension_driver_add qos; echo \"$Q_ML2_PLUGIN_EXT_DRIVERS\"\n\
+         is_neutron_legacy_enabled && echo legacy");
+    assert_eq!(
+        lines(&run),
+        [
+            "router,qos",
+            "a.b.Plugin,a.x.Plugin",
+            "axb",
+            "qos,fdb",
+            "/etc/neutron/a.conf|/etc/neutron/b c.conf|",
+            "port_security,qos",
+            "legacy",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn populate_ml2_config_sets_one_option_like_devstack() {
+    let (dir, run) = lib(
+        "populate_ml2_config \"$T/ml2.ini\" ml2 mechanism_drivers=ovn,logger\n\
+         populate_ml2_config \"$T/ml2.ini\" ml2 'tenant_network_types=vxlan geneve'\n\
+         populate_ml2_config \"$T/none.ini\" ml2 ''; [[ -e $T/none.ini ]] || echo untouched\n\
+         populate_ml2_config \"$T/ml2.ini\" ml2_type_vxlan 'vni_ranges=1:1000' 'ignored=1'\n\
+         echo \"leaked: $CONF $SECTION $I\" | sed \"s|$T|T|\"",
+    );
+    run.success();
+    assert_eq!(
+        lines(&run),
+        [
+            "untouched",
+            "leaked: T/ml2.ini ml2_type_vxlan vni_ranges=1:1000"
+        ]
+    );
+    let ini = read(&dir.path().join("ml2.ini"));
+    for want in [
+        "mechanism_drivers = ovn,logger",
+        "tenant_network_types = vxlan",
+        "vni_ranges = 1:1000",
+    ] {
+        assert!(ini.lines().any(|l| l == want), "{want:?} in\n{ini}");
+    }
+    assert!(!ini.contains("ignored"), "{ini}");
+}
+
+#[test]
+fn ovs_source_defaults_and_load_module() {
+    let (_dir, run) = lib("source \"$LIB/lib/neutron_plugins/ovs_source\"\n\
+         echo \"$Q_BUILD_OVS_FROM_GIT $OVS_REPO $OVS_REPO_NAME $OVS_BRANCH\"\n\
+         sudo() { [[ $1 == modprobe ]] && { echo \"modprobe $2\"; [[ $2 == good ]]; return; }; true; }\n\
+         load_module good; load_module bad False; echo \"rc=$?\"\n\
+         for f in compile_ovs prepare_for_ovs_compilation load_ovs_kernel_modules reload_ovs_kernel_modules \
+                  action_openvswitch start_new_ovs stop_new_ovs remove_ovs_packages load_conntrack_gre_module; do\n\
+             declare -F \"$f\" >/dev/null || echo \"missing $f\"; done\n\
+         load_module bad; echo not-reached");
+    assert_ne!(run.status, 0);
+    assert_eq!(
+        lines(&run),
+        [
+            "False https://github.com/openvswitch/ovs.git ovs branch-3.3",
+            "Loading good",
+            "modprobe good",
+            "Loading bad",
+            "modprobe bad",
+            "FAILED TO LOAD bad",
+            "rc=0",
+            "Loading bad",
+            "modprobe bad",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("FAILED TO LOAD bad"), "{}", run.stderr);
+}
+
+#[test]
+fn configure_rootwrap_installs_filters_conf_and_sudoers() {
+    if !Path::new("/etc/sudoers.d").is_dir() || !nix_is_root() {
+        eprintln!("skipped: needs root and /etc/sudoers.d");
+        return;
+    }
+    let (dir, run) = lib(
+        "trap 'rm -rf /etc/dsrwtest /etc/sudoers.d/dsrwtest-rootwrap' EXIT\n\
+         mkdir -p \"$T/src/etc/dsrwtest/rootwrap.d\" \"$T/bin\"\n\
+         echo '[Filters]' >\"$T/src/etc/dsrwtest/rootwrap.d/a.filters\"\n\
+         printf '[DEFAULT]\\nfilters_path=/somewhere\\nexec_dirs=/sbin,/bin\\n' >\"$T/src/etc/dsrwtest/rootwrap.conf\"\n\
+         touch \"$T/bin/dsrwtest-rootwrap-daemon\"\n\
+         DSRWTEST_DIR=$T/src DSRWTEST_BIN_DIR=$T/bin STACK_USER=stack SUDO_SECURE_PATH_FILE=$T/secure\n\
+         configure_rootwrap dsrwtest\n\
+         cat /etc/dsrwtest/rootwrap.conf; ls /etc/dsrwtest/rootwrap.d\n\
+         sed \"s|$T|T|g\" /etc/sudoers.d/dsrwtest-rootwrap; stat -c %a /etc/sudoers.d/dsrwtest-rootwrap\n\
+         sed \"s|$T|T|g\" \"$T/secure\"",
+    );
+    assert_eq!(
+        lines(&run),
+        [
+            "[DEFAULT]",
+            "filters_path=/etc/dsrwtest/rootwrap.d",
+            "#exec_dirs=/sbin,/bin",
+            "a.filters",
+            "stack ALL=(root) NOPASSWD: T/bin/dsrwtest-rootwrap /etc/dsrwtest/rootwrap.conf *",
+            "stack ALL=(root) NOPASSWD: T/bin/dsrwtest-rootwrap-daemon /etc/dsrwtest/rootwrap.conf",
+            "440",
+            "Defaults:stack secure_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/usr/bin:/bin:T/bin",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    drop(dir);
+    assert!(!Path::new("/etc/dsrwtest").exists());
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+#[test]
+fn create_disk_makes_a_sparse_xfs_image_with_one_fstab_line_and_destroy_disk_undoes_it() {
+    // mkfs.xfs, mount and umount are recorded, not run; the files are real.
+    let (dir, run) = lib(
+        "sudo() { case $1 in mkfs.xfs | mount | umount) echo \"sudo $*\" | sed \"s|$T|T|g\" ;; *) command \"$@\" ;; esac; }\n\
+         _DS_FSTAB=$T/fstab; echo 'UUID=x / ext4 defaults 0 1' >\"$T/fstab\"\n\
+         create_disk \"$T/images/swift.img\" \"$T/mnt/sdb1\" 1G >/dev/null\n\
+         create_disk \"$T/images/swift.img\" \"$T/mnt/sdb1\" 2G | sed \"s|$T|T|g\"\n\
+         stat -c %s \"$T/images/swift.img\"; [[ -d $T/mnt/sdb1 ]] && echo mountpoint\n\
+         cp \"$T/fstab\" \"$T/fstab.created\"\n\
+         destroy_disk \"$T/images/swift.img\" \"$T/mnt/sdb1\"; [[ -e $T/images/swift.img ]] || echo removed",
+    );
+    run.success();
+    let t = dir.path().display().to_string();
+    let image = format!("{t}/images/swift.img");
+    let key = format!("devstack-{}", &image[2..]);
+    let line =
+        format!("{image} {t}/mnt/sdb1 xfs loop,noatime,nodiratime,logbufs=8,comment={key} 0 0");
+    assert_eq!(
+        lines(&run),
+        [
+            "sudo mkfs.xfs -f -i size=1024 T/images/swift.img",
+            &line.replace(&t, "T"),
+            "sudo mount -v T/mnt/sdb1",
+            "2147483648",
+            "mountpoint",
+            "removed",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert_eq!(
+        read(&dir.path().join("fstab.created")),
+        format!("UUID=x / ext4 defaults 0 1\n{line}\n")
+    );
+    assert_eq!(
+        read(&dir.path().join("fstab")),
+        "UUID=x / ext4 defaults 0 1\n"
+    );
+}
+
+#[test]
+fn the_new_functions_work_inside_a_run() {
+    let t = Tree::new();
+    let conf = t.top.parent().unwrap().join("svc.conf");
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "10-api.sh",
+        &format!(
+            "# fixture: calls the plugin API inside the plugin shell\n\
+             if [[ $1 == override_defaults ]]; then\n\
+             source \"$TOP_DIR/stackrc\"\n\
+             source \"$TOP_DIR/lib/neutron_plugins/ovs_source\"\n\
+             neutron_service_plugin_class_add qos\n\
+             setup_systemd_logging {conf}\n\
+             job() {{ JOB=ran; }}\n\
+             async_runfunc job >/dev/null; async_wait job >/dev/null\n\
+             echo \"api $Q_SERVICE_PLUGIN_CLASSES $(conductor_conf 1) $JOB $(ipv6_unquote '[::1]') $(V=on; trueorfalse X V)\" >>\"$TRACE_FILE\"\n\
+             fi\n",
+            conf = conf.display()
+        ),
+    );
+    let run = t.devstack(&["plan"]);
+    run.success();
+    assert!(
+        t.trace_lines()
+            .contains(&"api qos /etc/nova/nova_cell1.conf ran ::1 X".to_owned()),
+        "{}\nstderr: {}",
+        t.trace(),
+        run.stderr
+    );
+    let text = read(&conf);
+    assert!(text.contains("log_color = False"), "{text}");
+}
