@@ -602,8 +602,8 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
     // The shell library's stackrc: DevStack's other globals that plugins read.
     let stackrc = top.join("stackrc");
     if stackrc.is_file() {
-        let (shell, host) = run.shell();
-        shell.source_global(&stackrc, host)?;
+        let (shell, mut host) = run.shell();
+        shell.source_global(&stackrc, &mut host)?;
     }
     run.sync_settings()?;
     let negated = crate::config::services::disable_negated(run.host.settings.enabled_services());

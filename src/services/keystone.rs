@@ -189,6 +189,8 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
             "$KEYSTONE_SERVICE_PROTOCOL://$KEYSTONE_SERVICE_HOST:$KEYSTONE_SERVICE_PORT",
         ),
         ("KEYSTONE_AUTH_URI", "$KEYSTONE_SERVICE_URI"),
+        ("KEYSTONE_SERVICE_URI_V3", "$KEYSTONE_SERVICE_URI/v3"),
+        ("KEYSTONE_AUTH_URI_V3", "$KEYSTONE_SERVICE_URI/v3"),
         ("KEYSTONE_CONF_DIR", "/etc/keystone"),
         ("KEYSTONE_CONF", "$KEYSTONE_CONF_DIR/keystone.conf"),
     ],
