@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::arg;
 use crate::context::Host;
+use crate::services::daemon;
 use crate::services::{ServiceError, database, memcached, mysql, postgresql, rabbit};
 use crate::shell::{Call, Reply};
 use crate::state::{Backend, ProcessKind, ProcessRecord};
@@ -157,7 +158,7 @@ fn record_of(host: &Host, name: &str) -> Option<ProcessRecord> {
     host.ledger
         .process(ProcessKind::Service, name)
         .cloned()
-        .or_else(|| database::recorded(host, name))
+        .or_else(|| daemon::recorded(host, name))
 }
 
 fn running(host: &Host, name: &str) -> bool {
@@ -271,8 +272,8 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     if !matches!(action, "start" | "stop" | "restart" | "reload") || name.is_empty() {
         return Reply::error(2, format!("usage: {action}_service NAME"));
     }
-    let result = if database::use_systemctl() {
-        database::systemctl(host, name, action, name)
+    let result = if daemon::use_systemctl() {
+        daemon::systemctl(host, name, action, name)
     } else if let Some(ours) = our_service(name) {
         match action {
             "start" => start_ours(host, ours),

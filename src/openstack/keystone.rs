@@ -3,7 +3,7 @@
 //! users, roles, regions, services, endpoints, role assignments).
 //!
 //! This replaces DevStack's one `openstack` CLI process per call (1.4-2.6 s each, see
-//! the field notes) with plain HTTP requests to keystone on the service host.
+//! OpenStack's own docs) with plain HTTP requests to keystone on the service host.
 //!
 //! Rules kept here:
 //! - every request has a timeout (the agent's global timeout is per request);
@@ -13,7 +13,7 @@
 //!   into errors, and every password the client has sent is masked out of keystone's
 //!   own error messages;
 //! - no connection is reused (uWSGI's http-socket resets reused keep-alive
-//!   connections, field-notes trap 1; a connect on the service host costs microseconds).
+//!   connections; a connect on the service host costs microseconds).
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
+use crate::services::daemon;
 use crate::services::database;
 use crate::services::uwsgi::{self, WsgiApp};
 use crate::services::{Descriptor, Layer, Service, ServiceError, oslo};
@@ -62,7 +63,7 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
             "key_repository",
             &fernet.display().to_string(),
         );
-        // Without this, fernet_setup also writes /etc/keystone/fernet-keys (trap 2).
+        // Without this, fernet_setup also writes /etc/keystone/fernet-keys as well.
         doc.set(
             "fernet_receipts",
             "key_repository",
@@ -233,7 +234,7 @@ impl Service for Keystone {
         }
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        crate::services::database::remove_daemon_log(&cx.host.settings, SERVICE);
+        crate::services::daemon::remove_daemon_log(&cx.host.settings, SERVICE);
         uwsgi::clean_api(cx.host, &conf_dir(&cx.host.settings));
         Ok(())
     }
@@ -247,7 +248,7 @@ fn flush_cache(host: &Host) {
             continue;
         }
         if let Ok(line) =
-            crate::services::memcached::command(server, "flush_all", database::PROBE_TIMEOUT)
+            crate::services::memcached::command(server, "flush_all", daemon::PROBE_TIMEOUT)
         {
             host.log.note(&format!(
                 "keystone: flushed memcached {server}: {}",

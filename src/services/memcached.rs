@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
-use crate::services::database;
+use crate::services::daemon::{self, Daemon};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
@@ -46,43 +46,52 @@ pub fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String,
         .ok_or_else(|| format!("unexpected answer {line:?}"))
 }
 
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
-    let addr = host_addr(&host.settings);
-    let probe = |a: &str| version_probe(a, PORT, database::PROBE_TIMEOUT).map(|_| ());
-    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "memcached version", |_| {
-        probe(&addr)
-    })? {
-        return Ok(());
+impl Daemon for Memcached {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    let timeout = database::service_timeout(&host.settings);
-    let log = database::daemon_log(&host.settings, NAME);
-    database::check_ports(NAME, &addr, &[PORT])?;
-    let user = if nix::unistd::User::from_name("memcache")
-        .ok()
-        .flatten()
-        .is_some()
-    {
-        "memcache"
-    } else {
-        "nobody"
-    };
-    let spec = ProcessSpec {
-        name: NAME.into(),
-        command: format!(
-            "exec /usr/bin/memcached -u {user} -l {addr} -p {PORT} -U 0 -m 64 -c 1024 -v"
-        ),
-        log,
-        workdir: Some("/".into()),
-        address: Some(format!("{addr}:{PORT}")),
-        ..ProcessSpec::default()
-    };
-    database::launch_ready(host, NAME, &spec, timeout, "memcached version", |_| {
-        probe(&addr)
-    })
+    fn unit(&self) -> &'static str {
+        SYSTEMD_UNIT
+    }
+    fn probe_what(&self) -> &'static str {
+        "memcached version"
+    }
+    fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
+        (host_addr(settings), vec![PORT])
+    }
+    fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
+        let addr = host_addr(&host.settings);
+        let user = if nix::unistd::User::from_name("memcache")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            "memcache"
+        } else {
+            "nobody"
+        };
+        Ok(ProcessSpec {
+            name: NAME.into(),
+            command: format!(
+                "exec /usr/bin/memcached -u {user} -l {addr} -p {PORT} -U 0 -m 64 -c 1024 -v"
+            ),
+            log: daemon::daemon_log(&host.settings, NAME),
+            workdir: Some("/".into()),
+            address: Some(format!("{addr}:{PORT}")),
+            ..ProcessSpec::default()
+        })
+    }
+    fn probe(&self, host: &Host) -> Result<(), String> {
+        version_probe(&host_addr(&host.settings), PORT, daemon::PROBE_TIMEOUT).map(|_| ())
+    }
+}
+
+pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    daemon::start(host, &Memcached)
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
+    daemon::stop(host, &Memcached)
 }
 
 /// memcached: enabled by itself or by keystone (its token cache).
@@ -108,7 +117,7 @@ impl Service for Memcached {
         stop_server(cx.host)
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        database::remove_daemon_log(&cx.host.settings, NAME);
+        daemon::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
     }
 }

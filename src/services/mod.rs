@@ -15,6 +15,7 @@ use crate::system::process::{Cmd, ProcessError};
 use crate::system::python::Project;
 
 pub mod credentials;
+pub mod daemon;
 pub mod database;
 pub mod glance;
 pub mod hypervisor;
@@ -246,7 +247,7 @@ pub trait Service: Sync {
     /// The default removes its processes' logs.
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         for name in self.descriptor().processes {
-            database::remove_daemon_log(&cx.host.settings, name);
+            daemon::remove_daemon_log(&cx.host.settings, name);
         }
         Ok(())
     }

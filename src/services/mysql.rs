@@ -5,8 +5,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
+use crate::services::daemon::{self, Daemon};
 use crate::services::database::{self, Backend};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
@@ -27,7 +29,7 @@ fn host_addr(host: &Host) -> String {
 
 /// `SELECT 1` as the administrator over the socket (the first round trip).
 fn admin_probe(host: &Host) -> Result<(), String> {
-    database::probe_cmd(
+    daemon::probe_cmd(
         &host
             .cmd("mariadb")
             .args([
@@ -45,7 +47,7 @@ fn admin_probe(host: &Host) -> Result<(), String> {
 /// `SELECT 1` as DATABASE_USER over TCP on DATABASE_HOST (the password in MYSQL_PWD).
 pub fn user_probe(host: &Host) -> Result<(), String> {
     let s = &host.settings;
-    database::probe_cmd(
+    daemon::probe_cmd(
         &host
             .cmd("mariadb")
             .args([
@@ -68,17 +70,27 @@ pub fn user_probe(host: &Host) -> Result<(), String> {
     )
 }
 
-/// Starts MariaDB unless ours already runs; waits until it answers.
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
-    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "mariadb SELECT 1", admin_probe)? {
-        return Ok(());
+impl Daemon for Mysql {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    let timeout = database::service_timeout(&host.settings);
-    let log = database::daemon_log(&host.settings, NAME);
-    let addr = host_addr(host);
-    database::check_ports(NAME, &addr, &[PORT])?;
-    database::ensure_owned_dir(NAME, Path::new(RUNDIR), "mysql")?;
-    if !Path::new(DATADIR).join("mysql").is_dir() {
+    fn unit(&self) -> &'static str {
+        SYSTEMD_UNIT
+    }
+    fn probe_what(&self) -> &'static str {
+        "mariadb SELECT 1"
+    }
+    fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
+        (
+            settings.get_or("DATABASE_HOST", "127.0.0.1").to_owned(),
+            vec![PORT],
+        )
+    }
+    fn prepare(&self, host: &mut Host) -> Result<(), ServiceError> {
+        daemon::ensure_owned_dir(NAME, Path::new(RUNDIR), "mysql")?;
+        if Path::new(DATADIR).join("mysql").is_dir() {
+            return Ok(());
+        }
         // Debian's postinst initialises the data dir; do it when it did not.
         host.cmd("mariadb-install-db")
             .args([
@@ -86,29 +98,40 @@ pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
                 &format!("--datadir={DATADIR}"),
                 "--auth-root-authentication-method=socket",
             ])
-            .timeout(timeout * 2)
+            .timeout(daemon::service_timeout(&host.settings) * 2)
             .run()
             .map_err(|source| ServiceError::Process {
                 service: NAME.into(),
                 what: "mariadb-install-db failed".into(),
                 source,
             })?;
-        host.ledger.record_dir(std::path::Path::new(DATADIR));
+        host.ledger.record_dir(Path::new(DATADIR));
+        Ok(())
     }
-    let command = format!(
-        "exec /usr/sbin/mariadbd --user=mysql --datadir={DATADIR} --bind-address={addr} --port={PORT} \
+    fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
+        let addr = host_addr(host);
+        let command = format!(
+            "exec /usr/sbin/mariadbd --user=mysql --datadir={DATADIR} --bind-address={addr} --port={PORT} \
          --socket={RUNDIR}/mysqld.sock --pid-file={RUNDIR}/mysqld.pid --max-connections=1024 \
          --character-set-server=utf8 --collation-server=utf8_general_ci --skip-name-resolve"
-    );
-    let spec = ProcessSpec {
-        name: NAME.into(),
-        command,
-        log,
-        workdir: Some("/".into()),
-        address: Some(format!("{addr}:{PORT}")),
-        ..ProcessSpec::default()
-    };
-    database::launch_ready(host, NAME, &spec, timeout, "mariadb SELECT 1", admin_probe)
+        );
+        Ok(ProcessSpec {
+            name: NAME.into(),
+            command,
+            log: daemon::daemon_log(&host.settings, NAME),
+            workdir: Some("/".into()),
+            address: Some(format!("{addr}:{PORT}")),
+            ..ProcessSpec::default()
+        })
+    }
+    fn probe(&self, host: &Host) -> Result<(), String> {
+        admin_probe(host)
+    }
+}
+
+/// Starts MariaDB unless ours already runs; waits until it answers.
+pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    daemon::start(host, &Mysql)
 }
 
 /// Creates (or updates) DATABASE_USER with DATABASE_PASSWORD, able to do anything
@@ -147,7 +170,7 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
 
 /// Stops our MariaDB (or the distro unit on systemd machines).
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
+    daemon::stop(host, &Mysql)
 }
 
 /// MariaDB (DevStack's `mysql`).
@@ -167,13 +190,12 @@ impl Service for Mysql {
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
         if !all
-            || (database::recorded(cx.host, NAME).is_none()
+            || (daemon::recorded(cx.host, NAME).is_none()
                 && !cx.host.ledger.has_system_service(NAME))
         {
             return Ok(());
         }
-        if cx.host.mode == crate::context::Mode::Clean && database::running(cx.host, NAME).is_some()
-        {
+        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
             // clean drops what stack created while the server still runs.
             if let Err(e) = database::drop_created(cx.host, Backend::Mysql) {
                 cx.host.warn(&format!("{e}"));
@@ -193,7 +215,7 @@ impl Service for Mysql {
             start_server,
             stop_server,
         )?;
-        database::remove_daemon_log(&cx.host.settings, NAME);
+        daemon::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
     }
 }

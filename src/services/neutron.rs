@@ -2,7 +2,8 @@
 //! drivers, `service_plugins = router`, `neutron.wsgi.api` under uwsgi on
 //! `NEUTRON_SERVICE_PORT`. nova's server API needs a network endpoint even for
 //! `--nic none`. After it answers, one authenticated warm-up request per worker: the
-//! first `GET /v2.0/ports` of a fresh worker fails otherwise (field notes, trap 6).
+//! first `GET /v2.0/ports` of a fresh worker fails otherwise (an AttributeError from
+//! lazily configured models, seen with SQLAlchemy 2.0 and 2.1).
 
 use std::path::PathBuf;
 

@@ -16,6 +16,7 @@ use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
 use crate::openstack::accounts::ServiceAccount;
+use crate::services::daemon;
 use crate::services::database;
 use crate::services::uwsgi::{self, WsgiApp};
 use crate::services::{DbJob, Descriptor, Layer, Role, Service, ServiceError, hypervisor, oslo};
@@ -255,7 +256,7 @@ fn nova_manage_cell_v2(host: &Host, what: &str) -> crate::system::process::Cmd {
 /// [`SCHEDULER_GRACE`], `nova-manage cell_v2 discover_hosts` runs, once.
 fn discover_hosts(cx: &mut ServiceCtx<'_>) {
     let t0 = Instant::now();
-    let limit = database::service_timeout(&cx.host.settings).max(Duration::from_secs(30));
+    let limit = daemon::service_timeout(&cx.host.settings).max(Duration::from_secs(30));
     let mut registered_at: Option<Instant> = None;
     let mut discovered = false;
     loop {
@@ -428,7 +429,7 @@ impl Service for Nova {
                     what: "nova-compute exited".into(),
                     timeout_secs: 0,
                     log: Some(record.log.clone()),
-                    tail: database::log_tail(&record.log, database::LOG_TAIL),
+                    tail: daemon::log_tail(&record.log, daemon::LOG_TAIL),
                 });
             }
         }
@@ -446,7 +447,7 @@ impl Service for Nova {
         hypervisor::call(cx, "cleanup_nova_hypervisor")?;
         let s = cx.host.settings.clone();
         for name in PROCESSES {
-            database::remove_daemon_log(&s, name);
+            daemon::remove_daemon_log(&s, name);
         }
         uwsgi::clean_api(cx.host, &conf_dir(&s));
         let _ = std::fs::remove_dir_all(state_dir(&s));

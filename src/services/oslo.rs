@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::ini::IniDoc;
-use crate::services::{ServiceError, database};
+use crate::services::{ServiceError, daemon};
 use crate::state::{ProcessKind, ProcessRecord};
 use crate::system::process::Cmd;
 use crate::system::supervisor::{ProcStatus, ProcessSpec};
@@ -193,7 +193,7 @@ pub fn start_process(
         env: service_env(host, env),
         user: None,
         group: None,
-        log: database::daemon_log(&host.settings, name),
+        log: daemon::daemon_log(&host.settings, name),
         workdir: Some(PathBuf::from("/")),
         address,
     };
@@ -247,7 +247,7 @@ pub fn wait_http(
     url: &str,
     ok: impl Fn(u16) -> bool,
 ) -> Result<(), ServiceError> {
-    let timeout = database::service_timeout(&host.settings);
+    let timeout = daemon::service_timeout(&host.settings);
     let t0 = Instant::now();
     loop {
         let last = match http_get(url, None, REQUEST_TIMEOUT) {
@@ -263,7 +263,7 @@ pub fn wait_http(
         };
         let died = !alive(host, record);
         if died || t0.elapsed() >= timeout {
-            let mut tail = database::log_tail(&record.log, database::LOG_TAIL);
+            let mut tail = daemon::log_tail(&record.log, daemon::LOG_TAIL);
             tail.push(format!("(last probe: {last})"));
             return Err(ServiceError::NotReady {
                 service: service.into(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
+use crate::services::daemon::{self, Daemon};
 use crate::services::database::{self, Backend};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
@@ -45,7 +46,7 @@ fn admin_probe(host: &Host) -> Result<(), String> {
 /// `SELECT 1` as DATABASE_USER over TCP (password in PGPASSWORD).
 pub fn user_probe(host: &Host) -> Result<(), String> {
     let s = &host.settings;
-    database::probe_cmd(
+    daemon::probe_cmd(
         &host
             .cmd("psql")
             .args(["-X", "-tA", "-h", &host_addr(s), "-p", &PORT.to_string()])
@@ -63,49 +64,72 @@ pub fn user_probe(host: &Host) -> Result<(), String> {
     )
 }
 
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
-    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "psql SELECT 1", admin_probe)? {
-        return Ok(());
-    }
-    let addr = host_addr(&host.settings);
-    let timeout = database::service_timeout(&host.settings);
-    let log = database::daemon_log(&host.settings, NAME);
-    database::check_ports(NAME, &addr, &[PORT])?;
+/// The server's version, its config and data directories (Debian's layout).
+fn cluster() -> Result<(String, PathBuf, PathBuf), ServiceError> {
     let ver = version().ok_or_else(|| {
         ServiceError::failed(NAME, "no PostgreSQL server under /usr/lib/postgresql")
     })?;
     let conf_dir = PathBuf::from(format!("/etc/postgresql/{ver}/main"));
     let data_dir = PathBuf::from(format!("/var/lib/postgresql/{ver}/main"));
-    if !conf_dir.join("postgresql.conf").is_file() {
-        // No cluster (the package's postinst made none): Debian's tool makes one.
-        host.cmd("pg_createcluster")
-            .args([ver.as_str(), "main"])
-            .timeout(timeout * 2)
-            .run()
-            .map_err(|source| ServiceError::Process {
-                service: NAME.into(),
-                what: "pg_createcluster failed".into(),
-                source,
-            })?;
-        host.ledger.record_dir(&conf_dir);
-        host.ledger.record_dir(&data_dir);
+    Ok((ver, conf_dir, data_dir))
+}
+
+impl Daemon for Postgresql {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    database::ensure_owned_dir(NAME, Path::new("/var/run/postgresql"), "postgres")?;
-    let command = format!(
-        "exec /usr/lib/postgresql/{ver}/bin/postgres -D {} -c config_file={} -c listen_addresses={addr} -c port={PORT} -c max_connections=200 -c ssl=off",
-        data_dir.display(),
-        conf_dir.join("postgresql.conf").display()
-    );
-    let spec = ProcessSpec {
-        name: NAME.into(),
-        command,
-        user: Some("postgres".into()),
-        log,
-        workdir: Some("/".into()),
-        address: Some(format!("{addr}:{PORT}")),
-        ..ProcessSpec::default()
-    };
-    database::launch_ready(host, NAME, &spec, timeout, "psql SELECT 1", admin_probe)
+    fn unit(&self) -> &'static str {
+        SYSTEMD_UNIT
+    }
+    fn probe_what(&self) -> &'static str {
+        "psql SELECT 1"
+    }
+    fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
+        (host_addr(settings), vec![PORT])
+    }
+    fn prepare(&self, host: &mut Host) -> Result<(), ServiceError> {
+        let (ver, conf_dir, data_dir) = cluster()?;
+        if !conf_dir.join("postgresql.conf").is_file() {
+            // No cluster (the package's postinst made none): Debian's tool makes one.
+            host.cmd("pg_createcluster")
+                .args([ver.as_str(), "main"])
+                .timeout(daemon::service_timeout(&host.settings) * 2)
+                .run()
+                .map_err(|source| ServiceError::Process {
+                    service: NAME.into(),
+                    what: "pg_createcluster failed".into(),
+                    source,
+                })?;
+            host.ledger.record_dir(&conf_dir);
+            host.ledger.record_dir(&data_dir);
+        }
+        daemon::ensure_owned_dir(NAME, Path::new("/var/run/postgresql"), "postgres")
+    }
+    fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
+        let (ver, conf_dir, data_dir) = cluster()?;
+        let addr = host_addr(&host.settings);
+        let command = format!(
+            "exec /usr/lib/postgresql/{ver}/bin/postgres -D {} -c config_file={} -c listen_addresses={addr} -c port={PORT} -c max_connections=200 -c ssl=off",
+            data_dir.display(),
+            conf_dir.join("postgresql.conf").display()
+        );
+        Ok(ProcessSpec {
+            name: NAME.into(),
+            command,
+            user: Some("postgres".into()),
+            log: daemon::daemon_log(&host.settings, NAME),
+            workdir: Some("/".into()),
+            address: Some(format!("{addr}:{PORT}")),
+            ..ProcessSpec::default()
+        })
+    }
+    fn probe(&self, host: &Host) -> Result<(), String> {
+        admin_probe(host)
+    }
+}
+
+pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+    daemon::start(host, &Postgresql)
 }
 
 fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
@@ -131,7 +155,7 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME])
+    daemon::stop(host, &Postgresql)
 }
 
 /// PostgreSQL (`DATABASE_TYPE=postgresql`, DevStack's `postgresql`).
@@ -153,8 +177,7 @@ impl Service for Postgresql {
         if !all || !cx.host.ledger.has_system_service(NAME) {
             return Ok(());
         }
-        if cx.host.mode == crate::context::Mode::Clean && database::running(cx.host, NAME).is_some()
-        {
+        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
             if let Err(e) = database::drop_created(cx.host, Backend::Postgresql) {
                 cx.host.warn(&e.to_string());
             }
@@ -171,7 +194,7 @@ impl Service for Postgresql {
             start_server,
             stop_server,
         )?;
-        database::remove_daemon_log(&cx.host.settings, NAME);
+        daemon::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
-use crate::services::database;
+use crate::services::daemon::{self, Daemon};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
@@ -145,73 +145,97 @@ fn rabbitmqctl(host: &Host, args: &[&str], stdin_secret: Option<&str>) -> Result
         })
 }
 
+impl Daemon for Rabbit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn unit(&self) -> &'static str {
+        SYSTEMD_UNIT
+    }
+    fn probe_what(&self) -> &'static str {
+        "AMQP handshake"
+    }
+    fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
+        (host_addr(settings), vec![PORT, DIST_PORT])
+    }
+    /// epmd under our supervisor (rabbit would otherwise daemonise one we cannot
+    /// see; a foreign epmd already listening is used as it is), and the broker's
+    /// data for our node name recorded for clean.
+    fn prepare(&self, host: &mut Host) -> Result<(), ServiceError> {
+        let addr = host_addr(&host.settings);
+        if !daemon::port_taken(&addr, EPMD_PORT) {
+            let spec = ProcessSpec {
+                name: EPMD.into(),
+                command: format!("exec /usr/bin/epmd -address {addr} -port {EPMD_PORT}"),
+                user: Some("rabbitmq".into()),
+                log: daemon::daemon_log(&host.settings, EPMD),
+                workdir: Some(HOME.into()),
+                address: Some(format!("{addr}:{EPMD_PORT}")),
+                ..ProcessSpec::default()
+            };
+            let timeout = daemon::service_timeout(&host.settings);
+            daemon::launch_ready(host, NAME, &spec, timeout, "epmd", |_| {
+                if daemon::port_taken(&addr, EPMD_PORT) {
+                    Ok(())
+                } else {
+                    Err("epmd not listening".into())
+                }
+            })?;
+        }
+        let mnesia = std::path::Path::new(HOME).join("mnesia").join(NODE);
+        if !mnesia.exists() {
+            host.ledger.record_dir(&mnesia);
+            // A file, not a directory.
+            host.ledger
+                .record_file(&mnesia.with_file_name(format!("{NODE}-feature_flags")));
+            host.ledger
+                .record_dir(&mnesia.with_file_name(format!("{NODE}-plugins-expand")));
+        }
+        Ok(())
+    }
+    fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
+        let addr = host_addr(&host.settings);
+        let mut env = vec![
+            ("HOME".to_owned(), HOME.to_owned()),
+            ("RABBITMQ_NODENAME".into(), NODE.into()),
+            ("RABBITMQ_NODE_IP_ADDRESS".into(), addr.clone()),
+            ("RABBITMQ_NODE_PORT".into(), PORT.to_string()),
+            ("RABBITMQ_LOGS".into(), "-".into()),
+            ("ERL_EPMD_ADDRESS".into(), addr.clone()),
+        ];
+        if let Some(ip) = erlang_ip(&addr) {
+            env.push((
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
+                format!("-kernel inet_dist_use_interface {ip}"),
+            ));
+        }
+        Ok(ProcessSpec {
+            name: NAME.into(),
+            command: "exec /usr/lib/rabbitmq/bin/rabbitmq-server".into(),
+            env,
+            user: Some("rabbitmq".into()),
+            log: daemon::daemon_log(&host.settings, NAME),
+            workdir: Some(HOME.into()),
+            address: Some(format!("{addr}:{PORT}")),
+            ..ProcessSpec::default()
+        })
+    }
+    fn probe(&self, host: &Host) -> Result<(), String> {
+        amqp_probe(
+            &host_addr(&host.settings),
+            PORT,
+            None,
+            daemon::PROBE_TIMEOUT,
+        )
+    }
+    fn processes(&self) -> Vec<&'static str> {
+        vec![NAME, EPMD]
+    }
+}
+
 /// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
 pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
-    let addr = host_addr(&host.settings);
-    let probe = |a: &str| amqp_probe(a, PORT, None, database::PROBE_TIMEOUT);
-    if database::start_unit_or_reuse(host, NAME, SYSTEMD_UNIT, "AMQP handshake", |_| probe(&addr))?
-    {
-        return Ok(());
-    }
-    let timeout = database::service_timeout(&host.settings);
-    let log = database::daemon_log(&host.settings, NAME);
-    database::check_ports(NAME, &addr, &[PORT, DIST_PORT])?;
-    let mut env = vec![
-        ("HOME".to_owned(), HOME.to_owned()),
-        ("RABBITMQ_NODENAME".into(), NODE.into()),
-        ("RABBITMQ_NODE_IP_ADDRESS".into(), addr.clone()),
-        ("RABBITMQ_NODE_PORT".into(), PORT.to_string()),
-        ("RABBITMQ_LOGS".into(), "-".into()),
-        ("ERL_EPMD_ADDRESS".into(), addr.clone()),
-    ];
-    if let Some(ip) = erlang_ip(&addr) {
-        env.push((
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
-            format!("-kernel inet_dist_use_interface {ip}"),
-        ));
-    }
-    // epmd under our supervisor (rabbit would otherwise daemonise one we cannot
-    // see); a foreign epmd already listening is used as it is.
-    if !database::port_taken(&addr, EPMD_PORT) {
-        let spec = ProcessSpec {
-            name: EPMD.into(),
-            command: format!("exec /usr/bin/epmd -address {addr} -port {EPMD_PORT}"),
-            user: Some("rabbitmq".into()),
-            log: database::daemon_log(&host.settings, EPMD),
-            workdir: Some(HOME.into()),
-            address: Some(format!("{addr}:{EPMD_PORT}")),
-            ..ProcessSpec::default()
-        };
-        database::launch_ready(host, NAME, &spec, timeout, "epmd", |_| {
-            if database::port_taken(&addr, EPMD_PORT) {
-                Ok(())
-            } else {
-                Err("epmd not listening".into())
-            }
-        })?;
-    }
-    let mnesia = std::path::Path::new(HOME).join("mnesia").join(NODE);
-    if !mnesia.exists() {
-        host.ledger.record_dir(&mnesia);
-        // A file, not a directory.
-        host.ledger
-            .record_file(&mnesia.with_file_name(format!("{NODE}-feature_flags")));
-        host.ledger
-            .record_dir(&mnesia.with_file_name(format!("{NODE}-plugins-expand")));
-    }
-    let spec = ProcessSpec {
-        name: NAME.into(),
-        command: "exec /usr/lib/rabbitmq/bin/rabbitmq-server".into(),
-        env,
-        user: Some("rabbitmq".into()),
-        log,
-        workdir: Some(HOME.into()),
-        address: Some(format!("{addr}:{PORT}")),
-        ..ProcessSpec::default()
-    };
-    database::launch_ready(host, NAME, &spec, timeout, "AMQP handshake", |_| {
-        probe(&addr)
-    })
+    daemon::start(host, &Rabbit)
 }
 
 /// RABBIT_USERID with RABBIT_PASSWORD and all permissions on "/"; checked by an AMQP login.
@@ -222,7 +246,7 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
         .get_or("RABBIT_USERID", "stackrabbit")
         .to_owned();
     let pass = host.settings.str("RABBIT_PASSWORD").to_owned();
-    let login = || amqp_probe(&addr, PORT, Some((&user, &pass)), database::PROBE_TIMEOUT);
+    let login = || amqp_probe(&addr, PORT, Some((&user, &pass)), daemon::PROBE_TIMEOUT);
     if login().is_ok() {
         return Ok(());
     }
@@ -235,12 +259,12 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     }
     rabbitmqctl(host, &["set_permissions", &user, ".*", ".*", ".*"], None)?;
     host.checkpoint();
-    let log = database::daemon_log(&host.settings, NAME);
-    database::wait_ready(
+    let log = daemon::daemon_log(&host.settings, NAME);
+    daemon::wait_ready(
         NAME,
         None,
         &log,
-        database::PROBE_TIMEOUT,
+        daemon::PROBE_TIMEOUT,
         "AMQP login as RABBIT_USERID",
         login,
     )
@@ -257,7 +281,7 @@ fn delete_created_user(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    database::stop_daemon(host, NAME, SYSTEMD_UNIT, &[NAME, EPMD])
+    daemon::stop(host, &Rabbit)
 }
 
 /// RabbitMQ (DevStack's `rabbit`).
@@ -279,8 +303,7 @@ impl Service for Rabbit {
         if !all || !cx.host.ledger.has_system_service(NAME) {
             return Ok(());
         }
-        if cx.host.mode == crate::context::Mode::Clean && database::running(cx.host, NAME).is_some()
-        {
+        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
             if let Err(e) = delete_created_user(cx.host) {
                 cx.host.warn(&e.to_string());
             }
@@ -292,7 +315,7 @@ impl Service for Rabbit {
         // created (the user goes with it); logs too.
         cx.host.ledger.forget_fact(USER_FACT);
         for name in [NAME, EPMD] {
-            database::remove_daemon_log(&cx.host.settings, name);
+            daemon::remove_daemon_log(&cx.host.settings, name);
         }
         Ok(())
     }

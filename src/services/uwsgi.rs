@@ -185,7 +185,7 @@ impl<T: UwsgiApi> Service for T {
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
         for name in self.descriptor().processes {
-            crate::services::database::remove_daemon_log(&s, name);
+            crate::services::daemon::remove_daemon_log(&s, name);
         }
         clean_api(cx.host, &T::conf_dir(&s));
         for dir in T::data_dirs(&s) {

@@ -1,5 +1,5 @@
 //! TCP for readiness probes: every connection has a timeout, and so does every read and
-//! write on it (a probe without one once hung for ten minutes; field notes, lesson 11).
+//! write on it (a probe without one once hung for ten minutes against a crashing server).
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};

@@ -1,0 +1,369 @@
+//! Host daemons: the servers a cloud needs on the machine (MariaDB, PostgreSQL,
+//! RabbitMQ, memcached today; libvirtd, virtlogd, the OVS and OVN daemons and an
+//! iSCSI target next). Each is data plus a probe ([`Daemon`]): its unit, its ports,
+//! how to run it, how to know it answers. [`start`] and [`stop`] do the rest the
+//! same way for all: the distro's unit when systemd is PID 1; otherwise ours under
+//! the supervisor (recorded in the ledger as a daemon and a system service), a
+//! foreign program on its port refused, a running one of ours reused, and a wait
+//! until a real client round trip works.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::settings::Settings;
+use crate::context::Host;
+use crate::services::ServiceError;
+use crate::state::{ProcessKind, ProcessRecord};
+use crate::system::process::Cmd;
+use crate::system::supervisor::{
+    OwnSupervisor, ProcStatus, ProcessSpec, Supervisor, systemd_is_pid1,
+};
+
+/// One host daemon: what differs between them.
+pub trait Daemon: Sync {
+    /// Its name in the ledger, `status` and `logs` (mysql, rabbit, libvirtd).
+    fn name(&self) -> &'static str;
+    /// The distro's systemd unit (used when systemd is PID 1).
+    fn unit(&self) -> &'static str;
+    /// What [`Daemon::probe`] checks, for messages ("mariadb SELECT 1").
+    fn probe_what(&self) -> &'static str;
+    /// The address it listens on and its ports: a foreign program there is refused.
+    fn listen(&self, settings: &Settings) -> (String, Vec<u16>);
+    /// Before the first launch: data and runtime directories, helper daemons.
+    fn prepare(&self, _host: &mut Host) -> Result<(), ServiceError> {
+        Ok(())
+    }
+    /// How our supervisor runs it (command, user, log, address).
+    fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError>;
+    /// A real client round trip, with its own short timeout.
+    fn probe(&self, host: &Host) -> Result<(), String>;
+    /// Its processes under our supervisor, in stop order (rabbit before its epmd).
+    fn processes(&self) -> Vec<&'static str> {
+        vec![self.name()]
+    }
+}
+
+/// Starts `daemon` unless ours already runs (or, under systemd, its unit), and waits
+/// until its probe answers.
+pub fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
+    let name = daemon.name();
+    let probe = |h: &Host| daemon.probe(h);
+    if start_unit_or_reuse(host, name, daemon.unit(), daemon.probe_what(), probe)? {
+        return Ok(());
+    }
+    let (addr, ports) = daemon.listen(&host.settings);
+    check_ports(name, &addr, &ports)?;
+    daemon.prepare(host)?;
+    let spec = daemon.spec(host)?;
+    let timeout = service_timeout(&host.settings);
+    launch_ready(host, name, &spec, timeout, daemon.probe_what(), probe)
+}
+
+/// Stops `daemon`: its unit under systemd (when we started it), else our processes.
+pub fn stop(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
+    stop_daemon(host, daemon.name(), daemon.unit(), &daemon.processes())
+}
+
+/// Each readiness probe gets this long (the whole wait gets SERVICE_TIMEOUT).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_INTERVAL: Duration = Duration::from_millis(150);
+/// Lines of a server's own log shown when it does not come up.
+pub const LOG_TAIL: usize = 15;
+
+/// The record of a daemon we started, if the ledger has one (layer-1 daemons are
+/// not the cloud's processes: plain unstack must leave them running).
+pub fn recorded(host: &Host, name: &str) -> Option<ProcessRecord> {
+    host.ledger.process(ProcessKind::Daemon, name).cloned()
+}
+
+/// Our daemon `name`, when it is recorded and still running.
+pub fn running(host: &Host, name: &str) -> Option<ProcessRecord> {
+    recorded(host, name).filter(|r| {
+        matches!(
+            OwnSupervisor::default().status(r),
+            ProcStatus::Running { .. }
+        )
+    })
+}
+
+/// Does something accept connections on HOST:PORT?
+pub fn port_taken(host: &str, port: u16) -> bool {
+    let Ok(addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+}
+
+/// Fails with PortInUse when a foreign program holds one of the ports.
+pub fn check_ports(service: &str, host: &str, ports: &[u16]) -> Result<(), ServiceError> {
+    for &port in ports {
+        if port_taken(host, port) {
+            return Err(ServiceError::PortInUse {
+                service: service.into(),
+                host: host.into(),
+                port,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Starts a daemon under our supervisor and records it as a system service.
+pub fn launch(
+    host: &mut Host,
+    service: &str,
+    spec: &ProcessSpec,
+) -> Result<ProcessRecord, ServiceError> {
+    host.log.note(&format!(
+        "{service}: starting {} (log {})",
+        spec.name,
+        spec.log.display()
+    ));
+    let record = OwnSupervisor::default()
+        .start(spec)
+        .map_err(|e| ServiceError::caused(service, format!("starting {}", spec.name), e))?;
+    host.ledger
+        .record_process(ProcessKind::Daemon, record.clone());
+    host.ledger.record_system_service(service);
+    host.checkpoint();
+    Ok(record)
+}
+
+/// The first step of starting a layer-1 daemon `service`: on a systemd machine the
+/// distro's `unit` is started (and recorded); else ours, when it still runs, is
+/// reused. Either is waited for with `probe` (`what` names it). False: neither, so
+/// launch it.
+pub fn start_unit_or_reuse(
+    host: &mut Host,
+    service: &str,
+    unit: &str,
+    what: &str,
+    probe: impl Fn(&Host) -> Result<(), String>,
+) -> Result<bool, ServiceError> {
+    let timeout = service_timeout(&host.settings);
+    let log = daemon_log(&host.settings, service);
+    let record = if use_systemctl() {
+        systemctl(host, service, "start", unit)?;
+        host.ledger.record_system_service(service);
+        None
+    } else if let Some(record) = running(host, service) {
+        host.log
+            .note(&format!("{service}: ours is already running; reusing it"));
+        Some(record)
+    } else {
+        return Ok(false);
+    };
+    wait_ready(service, record.as_ref(), &log, timeout, what, || {
+        probe(host)
+    })?;
+    Ok(true)
+}
+
+/// Stops a layer-1 daemon `service`: the distro's `unit` on a systemd machine (when
+/// we started it), else our processes `names`, in order.
+pub fn stop_daemon(
+    host: &mut Host,
+    service: &str,
+    unit: &str,
+    names: &[&str],
+) -> Result<(), ServiceError> {
+    if use_systemctl() {
+        if host.ledger.forget_system_service(service) {
+            systemctl(host, service, "stop", unit)?;
+        }
+        return Ok(());
+    }
+    for name in names {
+        halt(host, service, name)?;
+    }
+    host.ledger.forget_system_service(service);
+    host.checkpoint();
+    Ok(())
+}
+
+/// Removes a daemon's own log and its pidfile (clean).
+pub fn remove_daemon_log(s: &Settings, name: &str) {
+    let log = daemon_log(s, name);
+    let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, name));
+    let _ = std::fs::remove_file(log);
+}
+
+/// Stops our daemon `name` (if recorded) and forgets it.
+pub fn halt(host: &mut Host, service: &str, name: &str) -> Result<(), ServiceError> {
+    if let Some(record) = recorded(host, name) {
+        host.log.note(&format!("{service}: stopping {name}"));
+        OwnSupervisor::default()
+            .stop(&record)
+            .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
+        host.ledger.forget_process(ProcessKind::Daemon, name);
+    }
+    host.checkpoint();
+    Ok(())
+}
+
+/// The last lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// SERVICE_TIMEOUT as a duration.
+pub fn service_timeout(s: &Settings) -> Duration {
+    Duration::from_secs(s.number("SERVICE_TIMEOUT", 60).max(1))
+}
+
+/// Polls `probe` until it succeeds or `timeout` passes. When the daemon exits on the
+/// way, fails at once. Either failure carries the tail of the daemon's own log.
+/// Starts a server under our supervisor and waits until `probe` answers (with the
+/// tail of the server's own log when it does not).
+pub fn launch_ready(
+    host: &mut Host,
+    service: &str,
+    spec: &ProcessSpec,
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut(&Host) -> Result<(), String>,
+) -> Result<(), ServiceError> {
+    let record = launch(host, service, spec)?;
+    let host = &*host;
+    wait_ready(service, Some(&record), &spec.log, timeout, what, || {
+        probe(host)
+    })
+}
+
+pub fn wait_ready(
+    service: &str,
+    record: Option<&ProcessRecord>,
+    log: &Path,
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<(), String>,
+) -> Result<(), ServiceError> {
+    let t0 = Instant::now();
+    loop {
+        let last = match probe() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let died = record.is_some_and(|r| {
+            !matches!(
+                OwnSupervisor::default().status(r),
+                ProcStatus::Running { .. }
+            )
+        });
+        if died || t0.elapsed() >= timeout {
+            let mut tail = log_tail(log, LOG_TAIL);
+            if !last.is_empty() {
+                tail.push(format!("(last probe: {last})"));
+            }
+            return Err(ServiceError::NotReady {
+                service: service.into(),
+                what: if died {
+                    format!("{what}; the server exited")
+                } else {
+                    what.into()
+                },
+                timeout_secs: timeout.as_secs(),
+                log: Some(log.to_path_buf()),
+                tail,
+            });
+        }
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+}
+
+/// A probe by a client program: succeeds when it exits 0 within [`PROBE_TIMEOUT`].
+pub fn probe_cmd(cmd: &Cmd) -> Result<(), String> {
+    cmd.clone()
+        .timeout(PROBE_TIMEOUT)
+        .capture()
+        .run()
+        .map(|_| ())
+        .map_err(|e| {
+            let tail = e.tail().last().cloned().unwrap_or_default();
+            format!("{e} {tail}")
+        })
+}
+
+/// `start_service`/`stop_service` on a systemd machine: the distro's unit.
+pub fn systemctl(host: &Host, service: &str, action: &str, unit: &str) -> Result<(), ServiceError> {
+    let mut argv = crate::services::database::privileged("systemctl");
+    argv.extend([action.to_owned(), unit.to_owned()]);
+    host.cmd(&argv[0])
+        .args(&argv[1..])
+        .timeout(Duration::from_secs(180))
+        .run()
+        .map(|_| ())
+        .map_err(|source| ServiceError::Process {
+            service: service.into(),
+            what: format!("systemctl {action} {unit}"),
+            source,
+        })
+}
+
+/// Is this a systemd machine (system services go through systemctl)?
+pub fn use_systemctl() -> bool {
+    systemd_is_pid1()
+}
+
+/// Makes a directory owned by a system user (e.g. /run/mysqld), as the init scripts do.
+pub fn ensure_owned_dir(service: &str, dir: &Path, user: &str) -> Result<(), ServiceError> {
+    std::fs::create_dir_all(dir).map_err(|source| ServiceError::Io {
+        service: service.into(),
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
+        let _ = nix::unistd::chown(dir, Some(u.uid), Some(u.gid));
+    }
+    Ok(())
+}
+
+/// Where a daemon's own log goes: `$LOGDIR/NAME.log`.
+pub fn daemon_log(s: &Settings, name: &str) -> PathBuf {
+    s.path("LOGDIR").join(format!("{name}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_exits_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, "line 1\nfatal: cannot bind\n").unwrap();
+        let err = wait_ready(
+            "x",
+            None,
+            &log,
+            Duration::from_millis(300),
+            "x ping",
+            || Err("refused".into()),
+        )
+        .unwrap_err();
+        let ServiceError::NotReady { tail, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(tail.iter().any(|l| l.contains("cannot bind")), "{tail:?}");
+    }
+
+    #[test]
+    fn a_listening_port_is_taken() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(matches!(
+            check_ports("x", "127.0.0.1", &[port]),
+            Err(ServiceError::PortInUse { port: p, .. }) if p == port
+        ));
+        drop(l);
+        assert!(!port_taken("127.0.0.1", port));
+    }
+}
