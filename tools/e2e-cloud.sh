@@ -28,6 +28,11 @@ set -o errexit -o nounset -o pipefail
 TOP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$TOP_DIR"
 
+# One real cloud per machine at a time: the layer-1 and keystone tests take the same
+# lock (they share the ports, DEST and /etc with this run).
+exec 9>"${TMPDIR:-/tmp}/devstack-rs-layer1-tests.lock"
+flock 9
+
 WORK=$(mktemp -d /tmp/devstack-e2e.XXXXXX)
 SAVED_LOCALCONF=""
 T_START=$(date +%s.%N)
