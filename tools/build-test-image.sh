@@ -42,7 +42,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1704067200}
 # balloon), the IDE cdrom and file systems of a nova config drive, the ACPI
 # power button (so `virsh shutdown` works).
 MODULES=(virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng virtio_console
-    virtio_balloon ata_piix sr_mod sd_mod isofs vfat nls_cp437 nls_iso8859-1
+    virtio_balloon ata_piix sr_mod sd_mod isofs vfat nls_cp437 nls_iso8859-1 nls_ascii nls_utf8
     button evdev)
 # Userland of the guest. dropbear is dynamically linked: its libraries come
 # from the same Debian release, not from this host.

@@ -10,6 +10,7 @@
  *       minutes under TCG. A test image only: the seed is not secret.
  */
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/random.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +77,7 @@ static int sudo(int argc, char **argv)
 			break;
 		}
 	}
-	if (setgid(0) || setuid(0)) {
+	if (setgroups(0, NULL) || setgid(0) || setuid(0)) {
 		perror("sudo");
 		return 1;
 	}
