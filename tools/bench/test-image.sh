@@ -136,7 +136,7 @@ echo "== test image: $IMG"
 say "build, this run (BENCH_COLD=${BENCH_COLD:-0})" "${build_s} s"
 say "build, cached re-run (does nothing)" "${cached_s} s"
 say "qcow2 file" "$(stat -c %s "$IMG") bytes"
-say "virtual disk size" "$(qemu-img info --output=json "$IMG" | awk -F"[:,]" '/"virtual-size"/ { print $2 + 0; exit }') bytes"
+say "virtual disk size" "$(qemu-img info --output=json "$IMG" | awk -F"[:,]" '/"virtual-size"/ { v = $2 } END { print v + 0 }') bytes"
 say "kernel / initramfs" "$(stat -c %s "$OUT/$TEST_IMAGE_KERNEL_FILE") / $(stat -c %s "$OUT/$TEST_IMAGE_RAMDISK_FILE") bytes"
 say "qemu" "$(qemu-system-x86_64 --version | head -n1)"
 

@@ -81,6 +81,8 @@ static int sudo(int argc, char **argv)
 		perror("sudo");
 		return 1;
 	}
+	/* like sudo's secure_path: root's commands are in the sbin dirs */
+	setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
 	setenv("HOME", "/root", 1);
 	setenv("USER", "root", 1);
 	setenv("LOGNAME", "root", 1);
