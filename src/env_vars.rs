@@ -2,10 +2,10 @@
 //! plugins share live in the settings, not here.)
 
 /// The DevStack tree to act on.
-pub const DEVSTACK_TOP_DIR: &str = "DEVSTACK_TOP_DIR";
+pub(crate) const DEVSTACK_TOP_DIR: &str = "DEVSTACK_TOP_DIR";
 /// Log filter for the program's own tracing output (`tracing_subscriber` syntax).
-pub const DEVSTACK_LOG: &str = "DEVSTACK_LOG";
+pub(crate) const DEVSTACK_LOG: &str = "DEVSTACK_LOG";
 /// Set by CI systems; forces plain (non-interactive) output.
-pub const CI: &str = "CI";
+pub(crate) const CI: &str = "CI";
 /// Seconds a single hook may run before it is reported as hung.
-pub const DEVSTACK_HOOK_TIMEOUT: &str = "DEVSTACK_HOOK_TIMEOUT";
+pub(crate) const DEVSTACK_HOOK_TIMEOUT: &str = "DEVSTACK_HOOK_TIMEOUT";

@@ -27,7 +27,7 @@ use fs_err as fs;
 
 /// Failures reading or writing an ini file, or a malformed `ini` operation.
 #[derive(Debug, thiserror::Error)]
-pub enum IniError {
+pub(crate) enum IniError {
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum IniError {
 /// An ini file as a list of lines kept verbatim; edits replace, insert or remove
 /// whole lines and never reformat the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IniDoc {
+pub(crate) struct IniDoc {
     /// The lines without their `\n` (a `\r` of a CRLF file stays part of the line).
     lines: Vec<String>,
     /// Whether the text ended with `\n`; kept so an untouched file renders identically.
@@ -97,7 +97,7 @@ fn with_value(line: &str, value: &str) -> String {
 }
 
 impl IniDoc {
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         if text.is_empty() {
             return Self::default();
         }
@@ -110,7 +110,7 @@ impl IniDoc {
     }
 
     /// Reads a file; a missing file is an empty document (iniset creates files).
-    pub fn load(path: &Path) -> Result<Self, IniError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, IniError> {
         match fs::read_to_string(path) {
             Ok(text) => Ok(Self::parse(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
@@ -125,7 +125,7 @@ impl IniDoc {
     /// temporary file that is renamed over the target (a reader, e.g. a service
     /// restarting, never sees half a file), and an existing file keeps its mode (and
     /// its owner when we may set it). A symlink is followed, not replaced.
-    pub fn save(&self, path: &Path) -> Result<(), IniError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), IniError> {
         let target = resolve_symlink(path);
         let write_error = |source| IniError::Write {
             path: target.clone(),
@@ -134,12 +134,12 @@ impl IniDoc {
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(write_error)?;
         }
-        let existing = std::fs::metadata(&target).ok();
+        let existing = fs_err::metadata(&target).ok();
         let text = self.render();
         let tmp = temp_path(&target);
         match write_temp(&tmp, &text, existing.as_ref()) {
             Ok(()) => fs::rename(&tmp, &target).map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = fs_err::remove_file(&tmp);
                 write_error(e)
             }),
             // A writable file in a directory we may not create files in (e.g. a
@@ -150,13 +150,13 @@ impl IniDoc {
                 fs::write(&target, text).map_err(write_error)
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = fs_err::remove_file(&tmp);
                 Err(write_error(e))
             }
         }
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = self.lines.join("\n");
         if self.trailing_newline && !self.lines.is_empty() {
             text.push('\n');
@@ -165,14 +165,14 @@ impl IniDoc {
     }
 
     /// `iniget`: the first value of KEY in SECTION.
-    pub fn get(&self, section: &str, key: &str) -> Option<String> {
+    pub(crate) fn get(&self, section: &str, key: &str) -> Option<String> {
         self.option_lines(section, key)
             .first()
             .map(|&i| self.value_at(i).to_owned())
     }
 
     /// `iniget_multiline`: every value of KEY in SECTION, in file order.
-    pub fn get_all(&self, section: &str, key: &str) -> Vec<String> {
+    pub(crate) fn get_all(&self, section: &str, key: &str) -> Vec<String> {
         self.option_lines(section, key)
             .into_iter()
             .map(|i| self.value_at(i).to_owned())
@@ -180,7 +180,7 @@ impl IniDoc {
     }
 
     /// `ini_has_option`.
-    pub fn has(&self, section: &str, key: &str) -> bool {
+    pub(crate) fn has(&self, section: &str, key: &str) -> bool {
         !self.option_lines(section, key).is_empty()
     }
 
@@ -188,7 +188,7 @@ impl IniDoc {
     /// prefix, further occurrences are removed; a new key goes directly under the
     /// section header (created at the end of the file when missing). Empty SECTION or
     /// KEY is a no-op, as in DevStack.
-    pub fn set(&mut self, section: &str, key: &str, value: &str) {
+    pub(crate) fn set(&mut self, section: &str, key: &str, value: &str) {
         if section.is_empty() || key.is_empty() {
             return;
         }
@@ -206,7 +206,7 @@ impl IniDoc {
     /// `iniset_multiline`: KEY gets exactly these values, one line each, in order. They
     /// replace the existing lines at the first one's position (keeping its prefix), or
     /// go directly under the header for a new key. No values deletes the key.
-    pub fn set_multi(&mut self, section: &str, key: &str, values: &[String]) {
+    pub(crate) fn set_multi(&mut self, section: &str, key: &str, values: &[String]) {
         if section.is_empty() || key.is_empty() {
             return;
         }
@@ -238,7 +238,7 @@ impl IniDoc {
 
     /// `iniadd`: one more value for a multi-line option, after the existing ones (or
     /// directly under the header for a new key).
-    pub fn add(&mut self, section: &str, key: &str, value: &str) {
+    pub(crate) fn add(&mut self, section: &str, key: &str, value: &str) {
         if section.is_empty() || key.is_empty() {
             return;
         }
@@ -254,20 +254,20 @@ impl IniDoc {
     }
 
     /// `inidelete`: every line of KEY in SECTION goes.
-    pub fn delete(&mut self, section: &str, key: &str) {
+    pub(crate) fn delete(&mut self, section: &str, key: &str) {
         let found = self.option_lines(section, key);
         self.remove_lines(&found);
     }
 
     /// `inicomment`: `key = v` becomes `#key = v` (every occurrence).
-    pub fn comment(&mut self, section: &str, key: &str) {
+    pub(crate) fn comment(&mut self, section: &str, key: &str) {
         for i in self.option_lines(section, key) {
             self.lines[i].insert(0, '#');
         }
     }
 
     /// `iniuncomment`: `#key = v` (also `# key = v`, `;key = v`) becomes `key = v`.
-    pub fn uncomment(&mut self, section: &str, key: &str) {
+    pub(crate) fn uncomment(&mut self, section: &str, key: &str) {
         for range in self.bodies(section) {
             for line in &mut self.lines[range] {
                 let Some(stripped) = line
@@ -286,7 +286,7 @@ impl IniDoc {
     /// `iniget_sections`: section names in order of first appearance. Unlike DevStack a
     /// name repeated in the file is listed once, so callers iterating over sections do
     /// not visit one twice.
-    pub fn sections(&self) -> Vec<String> {
+    pub(crate) fn sections(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for line in &self.lines {
             if let LineKind::Header(name) = classify(line)
@@ -377,8 +377,8 @@ impl IniDoc {
 }
 
 fn resolve_symlink(path: &Path) -> PathBuf {
-    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    if is_link && let Ok(real) = std::fs::canonicalize(path) {
+    let is_link = fs_err::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && let Ok(real) = fs_err::canonicalize(path) {
         return real;
     }
     path.to_path_buf()
@@ -394,7 +394,7 @@ fn temp_path(target: &Path) -> PathBuf {
 
 fn write_temp(tmp: &Path, text: &str, existing: Option<&std::fs::Metadata>) -> std::io::Result<()> {
     // A temp file left by a killed run with our pid would make create_new fail.
-    let _ = std::fs::remove_file(tmp);
+    let _ = fs_err::remove_file(tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -414,7 +414,7 @@ fn write_temp(tmp: &Path, text: &str, existing: Option<&std::fs::Metadata>) -> s
 
 /// What an `ini` operation prints and returns, for the shell function that called it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OpOutput {
+pub(crate) struct OpOutput {
     pub stdout: String,
     pub status: i32,
 }
@@ -511,7 +511,7 @@ fn op_names() -> String {
 ///
 /// A file is written only when an edit changed it, so reads and no-op edits never
 /// create or touch files.
-pub fn apply_op(args: &[String]) -> Result<OpOutput, IniError> {
+pub(crate) fn apply_op(args: &[String]) -> Result<OpOutput, IniError> {
     let Some((op, rest)) = args.split_first() else {
         return Err(IniError::Usage {
             usage: "ini OP [-sudo] FILE [SECTION KEY [VALUE...]]",
@@ -863,7 +863,7 @@ enabled_filters = B
         doc.set("DEFAULT", "debug", "True");
         doc.save(&path).unwrap();
         assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
+            fs_err::read_to_string(&path).unwrap(),
             "[DEFAULT]\ndebug = True\n"
         );
         assert_eq!(IniDoc::load(&path).unwrap(), doc);
@@ -873,18 +873,18 @@ enabled_filters = B
     fn save_keeps_the_existing_mode_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.conf");
-        std::fs::write(&path, "[a]\nk = v\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let inode_before = std::fs::metadata(&path).unwrap().ino();
+        fs_err::write(&path, "[a]\nk = v\n").unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let inode_before = fs_err::metadata(&path).unwrap().ino();
         let mut doc = IniDoc::load(&path).unwrap();
         doc.set("a", "k", "w");
         doc.save(&path).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
+        let meta = fs_err::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o640);
         // A new inode shows the write went through rename, not truncate-in-place.
         assert_ne!(meta.ino(), inode_before);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[a]\nk = w\n");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        assert_eq!(fs_err::read_to_string(&path).unwrap(), "[a]\nk = w\n");
+        let names: Vec<_> = fs_err::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -896,18 +896,18 @@ enabled_filters = B
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real.conf");
         let link = dir.path().join("link.conf");
-        std::fs::write(&real, "[a]\n").unwrap();
+        fs_err::write(&real, "[a]\n").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let mut doc = IniDoc::load(&link).unwrap();
         doc.set("a", "k", "v");
         doc.save(&link).unwrap();
         assert!(
-            std::fs::symlink_metadata(&link)
+            fs_err::symlink_metadata(&link)
                 .unwrap()
                 .file_type()
                 .is_symlink()
         );
-        assert_eq!(std::fs::read_to_string(&real).unwrap(), "[a]\nk = v\n");
+        assert_eq!(fs_err::read_to_string(&real).unwrap(), "[a]\nk = v\n");
     }
 
     #[test]
@@ -956,7 +956,7 @@ enabled_filters = B
         run(&["set", f, "other", "x", "y"]);
         assert_eq!(run(&["sections", f]).stdout, "DEFAULT\nother\n");
         assert_eq!(
-            std::fs::read_to_string(&file).unwrap(),
+            fs_err::read_to_string(&file).unwrap(),
             "[DEFAULT]\nm = a\nm = b\n\n[other]\nx = y\n"
         );
     }
@@ -977,7 +977,7 @@ enabled_filters = B
         .unwrap();
         apply_op(&args(&["add", "-sudo", f, "Service", "Environment", "A=1"])).unwrap();
         assert_eq!(
-            std::fs::read_to_string(&file).unwrap(),
+            fs_err::read_to_string(&file).unwrap(),
             "[Unit]\nDescription = Devstack x\n\n[Service]\nEnvironment = A=1\n"
         );
         let out = apply_op(&args(&["get", "-sudo", f, "Unit", "Description"])).unwrap();
@@ -994,17 +994,17 @@ enabled_filters = B
         apply_op(&args(&["delete", f, "a", "k"])).unwrap();
         assert!(!file.exists());
         apply_op(&args(&["set", f, "a", "k"])).unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "[a]\nk = \n");
+        assert_eq!(fs_err::read_to_string(&file).unwrap(), "[a]\nk = \n");
     }
 
     #[test]
     fn apply_op_does_not_rewrite_an_unchanged_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x.conf");
-        std::fs::write(&file, "[a]\nk=v\n").unwrap();
-        let inode = std::fs::metadata(&file).unwrap().ino();
+        fs_err::write(&file, "[a]\nk=v\n").unwrap();
+        let inode = fs_err::metadata(&file).unwrap().ino();
         apply_op(&args(&["set", file.to_str().unwrap(), "a", "k", "v"])).unwrap();
-        assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+        assert_eq!(fs_err::metadata(&file).unwrap().ino(), inode);
     }
 
     #[test]

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match devstack::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            devstack::ui::report::print_error(&err);
+            devstack::print_error(&err);
             ExitCode::FAILURE
         }
     }

@@ -99,7 +99,9 @@ pub(super) fn create_accounts(host: &mut Host, _call: &Call) -> Reply {
 
 /// The core accounts, identity, and the catalog entries of the enabled services;
 /// nothing when keystone itself is not enabled (as in DevStack's stack.sh).
-pub fn create_for_enabled(host: &mut Host) -> Result<accounts::AccountsReport, KeystoneError> {
+pub(crate) fn create_for_enabled(
+    host: &mut Host,
+) -> Result<accounts::AccountsReport, KeystoneError> {
     if !host.settings.is_enabled(&["key", "keystone"]) {
         return Ok(accounts::AccountsReport::default());
     }

@@ -18,12 +18,11 @@ mod packages;
 mod process;
 mod python;
 
-pub use keystone::create_for_enabled;
-pub use process::wait_for_service;
+pub(crate) use keystone::create_for_enabled;
 
 /// One shell op: the name `_ds_call` sends, the handler, and the usage an error
 /// prints.
-pub struct Op {
+pub(crate) struct Op {
     pub name: &'static str,
     pub handler: fn(&mut Host, &Call) -> Reply,
     pub usage: &'static str,
@@ -31,7 +30,7 @@ pub struct Op {
 
 /// Every op, grouped by the library file that sends it.
 #[rustfmt::skip]
-pub const TABLE: &[Op] = &[
+pub(crate) const TABLE: &[Op] = &[
     // functions-common, inc/ini-config
     Op { name: "ini", handler: core::ini, usage: "ini set|get|get-multi|has|add|set-multi|delete FILE SECTION [OPTION [VALUE...]]" },
     Op { name: "service-enabled", handler: core::service_enabled, usage: "is_service_enabled NAME..." },
@@ -76,22 +75,29 @@ pub const TABLE: &[Op] = &[
 ];
 
 /// The op of that name.
-pub fn find(name: &str) -> Option<&'static Op> {
+pub(crate) fn find(name: &str) -> Option<&'static Op> {
     TABLE.iter().find(|op| op.name == name)
 }
 
 /// Serves one call: the call's variables overlaid on the settings, then its op.
-pub fn dispatch(host: &mut Host, call: &Call) -> Reply {
+pub(crate) fn dispatch(host: &mut Host, call: &Call) -> Reply {
     host.settings.overlay(&call.vars);
     tracing::debug!(op = call.op(), args = call.args().len(), "shell call");
     match find(call.op()) {
-        Some(op) => (op.handler)(host, call),
+        Some(op) => {
+            let mut reply = (op.handler)(host, call);
+            // A usage error the handler did not explain gets the op's usage line.
+            if reply.status == 2 && reply.stderr.is_empty() {
+                reply.stderr = format!("usage: {}\n", op.usage);
+            }
+            reply
+        }
         None => Reply::error(127, format!("devstack: unknown call '{}'", call.op())),
     }
 }
 
 /// The host as the shell's call server during a hook or a function call.
-pub struct Server<'a>(pub &'a mut Host);
+pub(crate) struct Server<'a>(pub &'a mut Host);
 
 impl Callbacks for Server<'_> {
     fn call(&mut self, call: &Call) -> Reply {
@@ -110,7 +116,10 @@ impl Callbacks for Server<'_> {
 
 /// `devstack __call [NVARS K V ... OP ARG...]`: the same calls outside a run, for a
 /// plain bash that sourced `$TOP_DIR/functions`. Prints the framed reply on stdout.
-pub fn standalone(top_dir: std::path::PathBuf, fields: &[String]) -> anyhow::Result<ExitCode> {
+pub(crate) fn standalone(
+    top_dir: std::path::PathBuf,
+    fields: &[String],
+) -> anyhow::Result<ExitCode> {
     // Without arguments the request comes NUL-separated on stdin (the library sends
     // it so: secrets must not show in the process table).
     let fields = if fields.is_empty() {
@@ -163,7 +172,7 @@ mod tests {
         let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = vec![top.join("functions"), top.join("functions-common")];
         for dir in ["inc", "lib", "lib/nova_plugins"] {
-            for entry in std::fs::read_dir(top.join(dir)).unwrap() {
+            for entry in fs_err::read_dir(top.join(dir)).unwrap() {
                 let path = entry.unwrap().path();
                 if path.is_file() {
                     files.push(path);
@@ -172,7 +181,7 @@ mod tests {
         }
         let mut ops = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(&file).unwrap();
+            let text = fs_err::read_to_string(&file).unwrap();
             for (n, line) in text.lines().enumerate() {
                 let code = line.trim_start();
                 if code.starts_with('#') || code.starts_with("_ds_call()") {

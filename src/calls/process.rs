@@ -72,7 +72,7 @@ fn service_error(what: &str, e: &ServiceError) -> Reply {
 }
 
 /// Splits DevStack's ENV argument ("A=1 B=2").
-pub fn parse_env(text: &str) -> Vec<(String, String)> {
+pub(super) fn parse_env(text: &str) -> Vec<(String, String)> {
     text.split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
@@ -204,7 +204,7 @@ fn check(host: &Host) -> Reply {
 
 /// DevStack's `wait_for_service TIMEOUT URL`: polls while the connection fails or the
 /// answer is 503; any other HTTP answer is success. Each request has its own timeout.
-pub fn wait_for_service(timeout: &str, url: &str) -> Reply {
+pub(crate) fn wait_for_service(timeout: &str, url: &str) -> Reply {
     let Ok(secs) = timeout.trim().parse::<u64>() else {
         return Reply::error(2, "usage: wait_for_service TIMEOUT URL");
     };

@@ -126,7 +126,7 @@ pub(super) fn uwsgi_write_config(host: &mut Host, call: &Call) -> Reply {
 /// `remove_uwsgi_config CONF`.
 pub(super) fn uwsgi_remove_config(host: &mut Host, call: &Call) -> Reply {
     let conf = PathBuf::from(arg(call, 0));
-    let _ = std::fs::remove_file(&conf);
+    let _ = fs_err::remove_file(&conf);
     host.ledger.forget_file(&conf);
     host.checkpoint();
     Reply::ok()

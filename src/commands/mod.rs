@@ -13,10 +13,10 @@ use crate::pipeline::{self, Kind};
 use crate::ui::report::Report;
 use crate::ui::{Progress, TermProgress, Verbosity};
 
-pub mod status;
+pub(crate) mod status;
 
 /// Runs a command line.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let verbosity = if cli.global.quiet {
         Verbosity::Quiet
     } else if cli.global.verbose > 0 {

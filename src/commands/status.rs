@@ -22,7 +22,7 @@ fn status_of(record: &ProcessRecord) -> ProcStatus {
 }
 
 /// One line per recorded process.
-pub fn render(ledger: &Ledger) -> (String, bool) {
+pub(crate) fn render(ledger: &Ledger) -> (String, bool) {
     let mut text = String::new();
     let mut all_ok = true;
     let recs = ledger.all_processes();
@@ -67,7 +67,7 @@ pub fn render(ledger: &Ledger) -> (String, bool) {
     (text, all_ok)
 }
 
-pub fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::load(top_dir)?;
     if ledger.is_empty() {
         println!("nothing recorded: no stack has started a service here");
@@ -83,7 +83,7 @@ pub fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints a service's log; with `follow`, keeps printing as it grows (until killed).
-pub fn logs(top_dir: &Path, service: &str, follow: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn logs(top_dir: &Path, service: &str, follow: bool) -> anyhow::Result<ExitCode> {
     let recs = Ledger::load(top_dir)?.all_processes();
     let Some(record) = recs.iter().find(|r| r.name == service) else {
         let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();

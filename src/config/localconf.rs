@@ -63,7 +63,7 @@ impl fmt::Display for Phase {
 
 /// One `[[PHASE|FILE]]` block and the lines under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaSection {
+pub(crate) struct MetaSection {
     pub phase: Phase,
     /// As written, unexpanded (e.g. `$NOVA_CONF`).
     pub file: String,
@@ -75,7 +75,7 @@ pub struct MetaSection {
 
 /// A parsed local.conf: its meta-sections in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalConf {
+pub(crate) struct LocalConf {
     pub path: PathBuf,
     /// Blocks with the same phase and file stay separate, in file order; applying them
     /// in order is DevStack's concatenation of such blocks.
@@ -83,7 +83,7 @@ pub struct LocalConf {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LocalConfError {
+pub(crate) enum LocalConfError {
     #[error("{path}:{line}: {message}")]
     Syntax {
         /// The path as given (e.g. `local.conf`), as the user knows the file.
@@ -100,7 +100,7 @@ pub enum LocalConfError {
 }
 
 impl LocalConf {
-    pub fn parse(path: &Path, text: &str) -> Result<Self, LocalConfError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, LocalConfError> {
         let shown = path.display().to_string();
         let syntax = |line: usize, message: String| LocalConfError::Syntax {
             path: shown.clone(),
@@ -138,7 +138,7 @@ impl LocalConf {
     }
 
     /// Reads and parses a local.conf; `None` when there is none.
-    pub fn load(path: &Path) -> Result<Option<Self>, LocalConfError> {
+    pub(crate) fn load(path: &Path) -> Result<Option<Self>, LocalConfError> {
         match fs::read_to_string(path) {
             Ok(text) => Self::parse(path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -149,17 +149,17 @@ impl LocalConf {
         }
     }
 
-    pub fn localrc_sections(&self) -> impl Iterator<Item = &MetaSection> {
+    pub(crate) fn localrc_sections(&self) -> impl Iterator<Item = &MetaSection> {
         self.sections_for(Phase::Local)
     }
 
-    pub fn sections_for(&self, phase: Phase) -> impl Iterator<Item = &MetaSection> {
+    pub(crate) fn sections_for(&self, phase: Phase) -> impl Iterator<Item = &MetaSection> {
         self.sections.iter().filter(move |s| s.phase == phase)
     }
 
     /// The localrc bash text with every localrc block kept at its original line numbers
     /// (all other lines blank), so a bash error at line N of this text is local.conf line N.
-    pub fn localrc_script(&self) -> Option<String> {
+    pub(crate) fn localrc_script(&self) -> Option<String> {
         let blocks: Vec<&MetaSection> = self.localrc_sections().collect();
         if blocks.is_empty() {
             return None;
@@ -239,7 +239,8 @@ fn parse_header(line: &str) -> Result<Option<(Phase, String)>, String> {
 /// a key given several times in the fragment becomes a multi-line option with all values
 /// in fragment order; a key line before any section header, or a line without `=`, is an
 /// error with its line number.
-pub fn merge_fragment(
+#[cfg(test)]
+pub(crate) fn merge_fragment(
     doc: &mut IniDoc,
     section: &MetaSection,
     path_for_errors: &str,
@@ -250,7 +251,7 @@ pub fn merge_fragment(
 /// [`merge_fragment`] with every value passed through `expand` first. DevStack `eval`s
 /// each value in the stack.sh context, so `my_ip = $HOST_IP` works there; the caller
 /// supplies that expansion (the fragment itself knows no variables).
-pub fn merge_fragment_with(
+pub(crate) fn merge_fragment_with(
     doc: &mut IniDoc,
     section: &MetaSection,
     path_for_errors: &str,
@@ -565,7 +566,7 @@ debug = False
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("local.conf");
         assert!(LocalConf::load(&path).unwrap().is_none());
-        std::fs::write(&path, "[[local|localrc]]\nA=1\n[[bad|x]]\n").unwrap();
+        fs_err::write(&path, "[[local|localrc]]\nA=1\n[[bad|x]]\n").unwrap();
         let err = LocalConf::load(&path).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -574,7 +575,7 @@ debug = False
                 path.display()
             )
         );
-        std::fs::write(&path, "[[local|localrc]]\nA=1\n").unwrap();
+        fs_err::write(&path, "[[local|localrc]]\nA=1\n").unwrap();
         let lc = LocalConf::load(&path).unwrap().unwrap();
         assert_eq!(lc.path, path);
         assert!(matches!(

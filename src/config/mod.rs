@@ -1,6 +1,6 @@
 //! Settings: local.conf, DevStack's defaults, service enablement, passwords.
 
-pub mod localconf;
-pub mod passwords;
-pub mod services;
-pub mod settings;
+pub(crate) mod localconf;
+pub(crate) mod passwords;
+pub(crate) mod services;
+pub(crate) mod settings;

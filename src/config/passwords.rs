@@ -3,8 +3,9 @@
 //! every log line passes through a redactor that knows them.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fmt::Write as _;
+use std::io::Read;
+
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
@@ -12,13 +13,13 @@ use fs_err as fs;
 const FILE_NAME: &str = ".devstack-passwords";
 const LENGTH: usize = 24;
 
-pub fn file(data_dir: &Path) -> PathBuf {
+pub(crate) fn file(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
 /// A random password of letters and digits (no characters that need quoting in
 /// URLs, ini files or shells).
-pub fn generate() -> String {
+pub(crate) fn generate() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut bytes = [0u8; LENGTH * 2];
     fs::File::open("/dev/urandom")
@@ -33,8 +34,8 @@ pub fn generate() -> String {
 }
 
 /// Reads the kept passwords (`NAME=value` lines).
-pub fn load(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
+pub(crate) fn load(path: &Path) -> BTreeMap<String, String> {
+    fs_err::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -42,22 +43,12 @@ pub fn load(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub fn save(path: &Path, passwords: &BTreeMap<String, String>) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    for (k, v) in passwords {
-        writeln!(f, "{k}={v}")?;
-    }
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+pub(crate) fn save(path: &Path, passwords: &BTreeMap<String, String>) -> std::io::Result<()> {
+    let text = passwords.iter().fold(String::new(), |mut t, (k, v)| {
+        let _ = writeln!(t, "{k}={v}");
+        t
+    });
+    crate::state::write_atomic(path, text.as_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -81,7 +72,7 @@ mod tests {
             [("ADMIN_PASSWORD".to_owned(), "abc123".to_owned())].into();
         save(&path, &map).unwrap();
         assert_eq!(load(&path), map);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
 }

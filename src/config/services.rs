@@ -16,7 +16,7 @@ const GROUPS: &[(&str, &[&str])] = &[
 ];
 
 /// Splits a comma list, dropping empty entries.
-pub fn parse_list(list: &str) -> Vec<&str> {
+pub(crate) fn parse_list(list: &str) -> Vec<&str> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -28,7 +28,7 @@ fn join(items: &[&str]) -> String {
 }
 
 /// Is one name enabled in `enabled` (with `disabled` as DISABLED_SERVICES)?
-pub fn is_enabled_one(enabled: &str, disabled: &str, name: &str) -> bool {
+pub(crate) fn is_enabled_one(enabled: &str, disabled: &str, name: &str) -> bool {
     let list = parse_list(enabled);
     let disabled = parse_list(disabled);
     if list.contains(&name) {
@@ -62,13 +62,13 @@ pub fn is_enabled_one(enabled: &str, disabled: &str, name: &str) -> bool {
 }
 
 /// `is_service_enabled a b ...`: true when any is enabled.
-pub fn is_enabled(enabled: &str, disabled: &str, names: &[&str]) -> bool {
+pub(crate) fn is_enabled(enabled: &str, disabled: &str, names: &[&str]) -> bool {
     names.iter().any(|n| is_enabled_one(enabled, disabled, n))
 }
 
 /// What `enable_service` / `disable_service` leave behind.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     pub enabled: String,
     pub disabled: String,
     pub warnings: Vec<String>,
@@ -76,7 +76,7 @@ pub struct Change {
 
 /// `enable_service a b ...`: appends each name unless it is already enabled or was
 /// disabled (a warning), then applies negations.
-pub fn enable(enabled: &str, disabled: &str, names: &[&str]) -> Change {
+pub(crate) fn enable(enabled: &str, disabled: &str, names: &[&str]) -> Change {
     let mut list: Vec<String> = parse_list(enabled).into_iter().map(str::to_owned).collect();
     let disabled_list = parse_list(disabled);
     let mut warnings = Vec::new();
@@ -101,7 +101,7 @@ pub fn enable(enabled: &str, disabled: &str, names: &[&str]) -> Change {
 
 /// `disable_service a b ...`: records each in DISABLED_SERVICES and removes the exact
 /// entry (DevStack does not remove group members: `disable_service nova` keeps `n-api`).
-pub fn disable(enabled: &str, disabled: &str, names: &[&str]) -> Change {
+pub(crate) fn disable(enabled: &str, disabled: &str, names: &[&str]) -> Change {
     let names: Vec<&str> = names.iter().flat_map(|n| parse_list(n)).collect();
     let list: Vec<&str> = parse_list(enabled)
         .into_iter()
@@ -121,7 +121,7 @@ pub fn disable(enabled: &str, disabled: &str, names: &[&str]) -> Change {
 }
 
 /// Applies `-name` entries: each removes every `name` and itself.
-pub fn disable_negated(enabled: &str) -> String {
+pub(crate) fn disable_negated(enabled: &str) -> String {
     let list = parse_list(enabled);
     let negated: Vec<&str> = list.iter().filter_map(|s| s.strip_prefix('-')).collect();
     let kept: Vec<&str> = list
@@ -133,7 +133,7 @@ pub fn disable_negated(enabled: &str) -> String {
 
 /// The first entry of DISABLED_SERVICES found back in ENABLED_SERVICES (DevStack's
 /// `verify_disabled_services` dies on it).
-pub fn re_enabled_after_disable<'a>(enabled: &str, disabled: &'a str) -> Option<&'a str> {
+pub(crate) fn re_enabled_after_disable<'a>(enabled: &str, disabled: &'a str) -> Option<&'a str> {
     let list = parse_list(enabled);
     parse_list(disabled).into_iter().find(|d| list.contains(d))
 }

@@ -185,9 +185,11 @@ pub trait PipelineOps {
 
 /// A pipeline with no shell and no local.conf: every call is refused (a standalone
 /// `devstack __call`, a test that drives a service alone).
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub struct NoPipeline;
+pub(crate) struct NoPipeline;
 
+#[cfg(test)]
 impl PipelineOps for NoPipeline {
     fn call_function(
         &mut self,

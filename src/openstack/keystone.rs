@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 /// Each request gets at most this long unless the caller chose another timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keystone's own error messages are cut to this many characters in our errors.
 const MAX_MESSAGE: usize = 300;
@@ -1062,7 +1062,7 @@ fn not_found(what: &str, kind: &'static str, name: &str, scope: &str) -> Keyston
 }
 
 /// Percent-encodes a query value or path segment (RFC 3986 unreserved pass through).
-pub fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -1,4 +1,4 @@
 //! Clients for OpenStack APIs (keystone's REST API for accounts, services, endpoints).
 
 pub mod accounts;
-pub mod keystone;
+pub(crate) mod keystone;

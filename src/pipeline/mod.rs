@@ -27,10 +27,10 @@ use crate::ui::log::RunLog;
 use crate::ui::report::Report;
 use crate::ui::{Progress, StepOutcome, TermProgress, Verbosity};
 
-pub use steps::{Kind, Step};
+pub(crate) use steps::Kind;
 
 /// One run of stack, unstack or clean (or the settings part of plan).
-pub struct Run {
+pub(crate) struct Run {
     pub host: Host,
     shell: Option<Shell>,
     pub kind: Kind,
@@ -118,12 +118,12 @@ impl Run {
     }
 
     /// The enabled external plugins, in hook order.
-    pub fn plugins(&self) -> &[ExternalPlugin] {
+    pub(crate) fn plugins(&self) -> &[ExternalPlugin] {
         &self.plugins
     }
 
     /// The running shell, when there is one (for the redactor).
-    pub fn shell_ref(&self) -> Option<&Shell> {
+    pub(crate) fn shell_ref(&self) -> Option<&Shell> {
         self.shell.as_ref()
     }
 
@@ -151,7 +151,7 @@ impl Run {
     }
 
     /// Re-reads every shell variable into the settings.
-    pub fn sync_settings(&mut self) -> Result<(), ShellError> {
+    pub(crate) fn sync_settings(&mut self) -> Result<(), ShellError> {
         let (shell, mut host) = self.shell();
         let vars = shell.read_vars(&mut host)?;
         host.0.settings = Settings::new(vars);
@@ -159,7 +159,7 @@ impl Run {
     }
 
     /// Assigns variables in the shell and in the settings.
-    pub fn set_vars(&mut self, vars: &[(String, String)]) -> Result<(), ShellError> {
+    pub(crate) fn set_vars(&mut self, vars: &[(String, String)]) -> Result<(), ShellError> {
         let (shell, mut host) = self.shell();
         shell.set_vars(vars, &mut host)?;
         for (k, v) in vars {
@@ -277,7 +277,7 @@ fn restorable(name: &str) -> bool {
 }
 
 /// stack, unstack or clean.
-pub fn execute(
+pub(crate) fn execute(
     top_dir: &Path,
     kind: Kind,
     progress: Arc<dyn Progress>,
@@ -332,7 +332,7 @@ pub fn execute(
 }
 
 /// `devstack plan`: what stack would do, without doing it.
-pub fn plan(top_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn plan(top_dir: &Path) -> anyhow::Result<ExitCode> {
     // The plan is the output: progress lines would only get in its way.
     let quiet: Arc<dyn Progress> = Arc::new(TermProgress::new(Verbosity::Quiet));
     let mut run = Run::start(top_dir, Kind::Plan, quiet)?;
@@ -343,7 +343,7 @@ pub fn plan(top_dir: &Path) -> anyhow::Result<ExitCode> {
 
 /// Who a hook call goes to.
 #[derive(Debug, Clone)]
-pub struct HookTarget {
+pub(crate) struct HookTarget {
     /// "extras.d" or "plugin".
     pub kind: &'static str,
     pub name: String,
@@ -368,7 +368,7 @@ impl HookTarget {
 }
 
 /// The calls a hook point makes, in order: extras.d scripts, then plugins.
-pub fn hook_targets(run: &Run, mode: &str, phase: Option<&str>) -> Vec<HookTarget> {
+pub(crate) fn hook_targets(run: &Run, mode: &str, phase: Option<&str>) -> Vec<HookTarget> {
     let mut args = vec![mode.to_owned()];
     if let Some(p) = phase {
         args.push(p.to_owned());

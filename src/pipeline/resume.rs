@@ -10,21 +10,21 @@ use crate::state::{Outcome, ProcessKind, RunRecord};
 use crate::system::supervisor::ProcStatus;
 
 /// The state fact that holds the fingerprint of the last successful stack.
-pub const FACT: &str = "stack-fingerprint";
+pub(super) const FACT: &str = "stack-fingerprint";
 
 /// What shapes the cloud: this binary, local.conf / localrc, every shell variable
 /// after the `source` hook, and the enabled plugins' hook files.
-pub fn fingerprint(run: &Run) -> String {
+pub(super) fn fingerprint(run: &Run) -> String {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
     if let Some(meta) = std::env::current_exe()
         .ok()
-        .and_then(|exe| std::fs::metadata(exe).ok())
+        .and_then(|exe| fs_err::metadata(exe).ok())
     {
         h.update(format!("{:?} {}", meta.modified().ok(), meta.len()));
     }
     for file in ["local.conf", "localrc"] {
-        h.update(std::fs::read(run.host.top_dir.join(file)).unwrap_or_default());
+        h.update(fs_err::read(run.host.top_dir.join(file)).unwrap_or_default());
         h.update([0]);
     }
     for (name, value) in run.host.settings.vars() {
@@ -41,7 +41,7 @@ pub fn fingerprint(run: &Run) -> String {
             plugin.settings(),
             plugin.plugin_sh(),
         ] {
-            h.update(std::fs::read(file).unwrap_or_default());
+            h.update(fs_err::read(file).unwrap_or_default());
             h.update([0]);
         }
     }
@@ -50,7 +50,11 @@ pub fn fingerprint(run: &Run) -> String {
 
 /// True when the last run was a successful stack with this fingerprint and every
 /// process the state records is running.
-pub fn unchanged_and_running(run: &Run, previous: Option<&RunRecord>, fingerprint: &str) -> bool {
+pub(super) fn unchanged_and_running(
+    run: &Run,
+    previous: Option<&RunRecord>,
+    fingerprint: &str,
+) -> bool {
     let ledger = &run.host.ledger;
     let last_ok = previous.is_some_and(|r| r.command == "stack" && r.outcome == Outcome::Ok);
     let processes = ledger.processes(ProcessKind::Service);

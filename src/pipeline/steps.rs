@@ -16,7 +16,7 @@ use crate::ui::report::Report;
 
 /// Which command a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Stack,
     Unstack { all: bool },
     Clean,
@@ -24,7 +24,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Stack => "stack",
             Self::Unstack { .. } => "unstack",
@@ -36,7 +36,7 @@ impl Kind {
 
 /// One step of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Early defaults, localrc, stackrc defaults.
     Settings,
     /// extras.d discovery; clone (stack) and order external plugins.
@@ -113,7 +113,7 @@ const CLEAN: &[Step] = &[
     Step::Clean,
 ];
 
-pub fn steps(kind: Kind) -> &'static [Step] {
+pub(super) fn steps(kind: Kind) -> &'static [Step] {
     match kind {
         Kind::Stack | Kind::Plan => STACK,
         Kind::Unstack { .. } => UNSTACK,
@@ -122,7 +122,7 @@ pub fn steps(kind: Kind) -> &'static [Step] {
 }
 
 impl Step {
-    pub fn title(self) -> String {
+    pub(crate) fn title(self) -> String {
         match self {
             Self::Settings => "settings (local.conf, defaults)".into(),
             Self::Plugins => "plugins (extras.d, enable_plugin)".into(),
@@ -144,7 +144,7 @@ impl Step {
 }
 
 /// Runs every step of the run's command.
-pub fn run_all(run: &mut Run) -> anyhow::Result<()> {
+pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
     let strict = run.kind == super::Kind::Stack;
     {
         let (shell, mut host) = run.shell();
@@ -522,7 +522,7 @@ fn clean_everything(run: &mut Run) {
 
 /// `plan`: the settings part runs for real (localrc, override-defaults, settings);
 /// nothing else does. Prints each step with its hook calls.
-pub fn plan(run: &mut Run) -> anyhow::Result<String> {
+pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
     let mut out = String::new();
     {
         let (shell, mut host) = run.shell();
@@ -631,7 +631,7 @@ pub fn plan(run: &mut Run) -> anyhow::Result<String> {
 }
 
 /// The end of a successful run: time per step, where things are.
-pub fn print_summary(run: &Run) {
+pub(super) fn print_summary(run: &Run) {
     let p = &run.host.progress;
     let total = run.started.elapsed();
     let mut text = format!(

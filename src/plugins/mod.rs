@@ -9,7 +9,7 @@ use fs_err as fs;
 use crate::system::process::{Cmd, ProcessError};
 
 /// The five functions a hypervisor plugin must define.
-pub const HYPERVISOR_FUNCTIONS: [&str; 5] = [
+pub(crate) const HYPERVISOR_FUNCTIONS: [&str; 5] = [
     "install_nova_hypervisor",
     "configure_nova_hypervisor",
     "start_nova_hypervisor",
@@ -19,7 +19,7 @@ pub const HYPERVISOR_FUNCTIONS: [&str; 5] = [
 
 /// extras.d scripts the project itself ships (the reserved 00–09 and 90–99 ranges
 /// are for these; anything else there is reported).
-pub const SHIPPED_EXTRAS: &[&str] = &[];
+pub(crate) const SHIPPED_EXTRAS: &[&str] = &[];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -51,7 +51,7 @@ pub enum PluginError {
 
 /// One `extras.d/NN-name.sh` script.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtrasScript {
+pub(crate) struct ExtrasScript {
     pub path: PathBuf,
     pub file_name: String,
     pub sequence: u8,
@@ -59,7 +59,7 @@ pub struct ExtrasScript {
 
 /// Finds the extras.d scripts in sequence order (then by name), with warnings for
 /// names that do not fit (skipped) and for scripts in the reserved ranges (still run).
-pub fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<String>), PluginError> {
+pub(crate) fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<String>), PluginError> {
     let mut scripts = Vec::new();
     let mut warnings = Vec::new();
     let entries = match fs::read_dir(dir) {
@@ -185,7 +185,7 @@ impl PluginRegistry {
 
 /// Reads `plugin_requires NAME OTHER` lines of a plugin's settings (as DevStack's
 /// Zuul role does): the declarations, without running anything.
-pub fn read_requires(settings: &Path, plugin: &str) -> Result<Vec<String>, PluginError> {
+pub(crate) fn read_requires(settings: &Path, plugin: &str) -> Result<Vec<String>, PluginError> {
     let text = match fs::read_to_string(settings) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -216,7 +216,7 @@ pub fn read_requires(settings: &Path, plugin: &str) -> Result<Vec<String>, Plugi
 }
 
 /// Orders plugins so each runs after those it requires; otherwise registration order.
-pub fn order(plugins: &[ExternalPlugin]) -> Result<Vec<ExternalPlugin>, PluginError> {
+pub(crate) fn order(plugins: &[ExternalPlugin]) -> Result<Vec<ExternalPlugin>, PluginError> {
     let index: BTreeMap<&str, usize> = plugins
         .iter()
         .enumerate()
@@ -280,7 +280,7 @@ fn visit(
 
 /// Clones a plugin at its ref into its directory, unless it is there already (then
 /// it is left alone, or re-fetched with RECLONE).
-pub fn fetch(
+pub(crate) fn fetch(
     plugin: &ExternalPlugin,
     reclone: bool,
     error_on_clone: bool,
@@ -334,7 +334,7 @@ pub fn fetch(
 }
 
 /// `$NOVA_PLUGINS/hypervisor-$VIRT_DRIVER`, when it exists.
-pub fn hypervisor_file(nova_plugins: &Path, virt_driver: &str) -> PathBuf {
+pub(crate) fn hypervisor_file(nova_plugins: &Path, virt_driver: &str) -> PathBuf {
     nova_plugins.join(format!("hypervisor-{virt_driver}"))
 }
 
@@ -376,7 +376,7 @@ mod tests {
             "bad.sh",
             "README.md",
         ] {
-            std::fs::write(dir.path().join(f), "").unwrap();
+            fs_err::write(dir.path().join(f), "").unwrap();
         }
         let (scripts, warnings) = discover_extras(dir.path()).unwrap();
         let names: Vec<_> = scripts.iter().map(|s| s.file_name.as_str()).collect();
@@ -413,7 +413,7 @@ mod tests {
     fn reads_requires_lines() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("settings");
-        std::fs::write(&f, "define_plugin a\nplugin_requires a b\nplugin_requires other c\n  plugin_requires a \"d\"\n").unwrap();
+        fs_err::write(&f, "define_plugin a\nplugin_requires a b\nplugin_requires other c\n  plugin_requires a \"d\"\n").unwrap();
         assert_eq!(read_requires(&f, "a").unwrap(), ["b", "d"]);
     }
 

@@ -7,8 +7,6 @@
 //! (`$DATA_DIR/.devstack-passwords`) when it is sourced.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
@@ -16,16 +14,16 @@ use crate::context::Host;
 use crate::context::ServiceCtx;
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 
-pub const NAME: &str = "credentials";
-pub const CLOUDS_YAML: &str = "/etc/openstack/clouds.yaml";
-pub const OPENSTACK_LINK: &str = "/usr/local/bin/openstack";
+pub(crate) const NAME: &str = "credentials";
+pub(crate) const CLOUDS_YAML: &str = "/etc/openstack/clouds.yaml";
+pub(crate) const OPENSTACK_LINK: &str = "/usr/local/bin/openstack";
 /// Where openrc finds ADMIN_PASSWORD when the user set it in local.conf (so it is
 /// not in the generated passwords file).
 const SECRET_FILE: &str = ".devstack-openrc-secret";
 
-pub struct Credentials;
+pub(crate) struct Credentials;
 
-pub fn openrc_path(host: &Host) -> PathBuf {
+pub(crate) fn openrc_path(host: &Host) -> PathBuf {
     host.top_dir.join("openrc")
 }
 
@@ -38,19 +36,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), ServiceError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::state::write_atomic(path, text.as_bytes(), 0o600).map_err(io(path))
 }
 
 fn shell_quote(v: &str) -> String {
@@ -58,7 +44,7 @@ fn shell_quote(v: &str) -> String {
 }
 
 /// The text of openrc: no secret in it.
-pub fn openrc_text(s: &Settings) -> String {
+pub(crate) fn openrc_text(s: &Settings) -> String {
     let data = s.path("DATA_DIR");
     let passwords = crate::config::passwords::file(&data);
     let secret = data.join(SECRET_FILE);
@@ -131,7 +117,7 @@ pub fn openrc_text(s: &Settings) -> String {
 }
 
 /// clouds.yaml with `devstack` (demo) and `devstack-admin` (admin).
-pub fn clouds_yaml(s: &Settings) -> String {
+pub(crate) fn clouds_yaml(s: &Settings) -> String {
     let url = s.str("KEYSTONE_SERVICE_URI");
     let region = s.get_or("REGION_NAME", "RegionOne");
     let password = s.str("ADMIN_PASSWORD");
@@ -167,14 +153,14 @@ pub fn clouds_yaml(s: &Settings) -> String {
 fn write_all(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     let s = cx.host.settings.clone();
     let openrc = openrc_path(cx.host);
-    std::fs::write(&openrc, openrc_text(&s)).map_err(io(&openrc))?;
+    fs_err::write(&openrc, openrc_text(&s)).map_err(io(&openrc))?;
     cx.host.ledger.record_file(&openrc);
     // ADMIN_PASSWORD set in local.conf is not in the generated file: keep it for openrc.
     let data = s.path("DATA_DIR");
     let kept = crate::config::passwords::load(&crate::config::passwords::file(&data));
     let secret = data.join(SECRET_FILE);
     if kept.get("ADMIN_PASSWORD").map(String::as_str) == Some(s.str("ADMIN_PASSWORD")) {
-        let _ = std::fs::remove_file(&secret);
+        let _ = fs_err::remove_file(&secret);
     } else {
         write_private(
             &secret,
@@ -185,7 +171,7 @@ fn write_all(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     let clouds = PathBuf::from(CLOUDS_YAML);
     if let Some(dir) = clouds.parent() {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            fs_err::create_dir_all(dir).map_err(io(dir))?;
             cx.host.ledger.record_dir(dir);
         }
     }
@@ -200,7 +186,7 @@ fn write_all(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
 fn link_client(cx: &mut ServiceCtx<'_>) {
     let target = crate::system::python::venv_bin(&cx.host.settings, "openstack");
     let link = PathBuf::from(OPENSTACK_LINK);
-    let ours = std::fs::read_link(&link).is_ok_and(|t| t == target);
+    let ours = fs_err::read_link(&link).is_ok_and(|t| t == target);
     if ours || !target.is_file() {
         return;
     }
@@ -217,7 +203,7 @@ fn link_client(cx: &mut ServiceCtx<'_>) {
 }
 
 /// openrc and clouds.yaml: written once every enabled API has started.
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &["key"],
     after: &["keystone", "glance", "placement", "neutron", "nova"],
     ..Descriptor::named(NAME, Layer::OpenStack)
@@ -233,7 +219,7 @@ impl Service for Credentials {
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let openrc = openrc_path(cx.host);
         if cx.host.ledger.has_file(&openrc) {
-            let _ = std::fs::remove_file(&openrc);
+            let _ = fs_err::remove_file(&openrc);
         }
         Ok(())
     }

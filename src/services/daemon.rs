@@ -21,7 +21,7 @@ use crate::system::supervisor::{
 };
 
 /// One host daemon: what differs between them.
-pub trait Daemon: Sync {
+pub(crate) trait Daemon: Sync {
     /// Its name in the ledger, `status` and `logs` (mysql, rabbit, libvirtd).
     fn name(&self) -> &'static str;
     /// The distro's systemd unit (used when systemd is PID 1).
@@ -46,7 +46,7 @@ pub trait Daemon: Sync {
 
 /// Starts `daemon` unless ours already runs (or, under systemd, its unit), and waits
 /// until its probe answers.
-pub fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
+pub(crate) fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
     let name = daemon.name();
     let probe = |h: &Host| daemon.probe(h);
     if start_unit_or_reuse(host, name, daemon.unit(), daemon.probe_what(), probe)? {
@@ -61,24 +61,24 @@ pub fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
 }
 
 /// Stops `daemon`: its unit under systemd (when we started it), else our processes.
-pub fn stop(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
+pub(crate) fn stop(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
     stop_daemon(host, daemon.name(), daemon.unit(), &daemon.processes())
 }
 
 /// Each readiness probe gets this long (the whole wait gets SERVICE_TIMEOUT).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_INTERVAL: Duration = Duration::from_millis(150);
 /// Lines of a server's own log shown when it does not come up.
-pub const LOG_TAIL: usize = 15;
+pub(crate) const LOG_TAIL: usize = 15;
 
 /// The record of a daemon we started, if the ledger has one (layer-1 daemons are
 /// not the cloud's processes: plain unstack must leave them running).
-pub fn recorded(host: &Host, name: &str) -> Option<ProcessRecord> {
+pub(crate) fn recorded(host: &Host, name: &str) -> Option<ProcessRecord> {
     host.ledger.process(ProcessKind::Daemon, name).cloned()
 }
 
 /// Our daemon `name`, when it is recorded and still running.
-pub fn running(host: &Host, name: &str) -> Option<ProcessRecord> {
+pub(crate) fn running(host: &Host, name: &str) -> Option<ProcessRecord> {
     recorded(host, name).filter(|r| {
         matches!(
             OwnSupervisor::default().status(r),
@@ -88,7 +88,7 @@ pub fn running(host: &Host, name: &str) -> Option<ProcessRecord> {
 }
 
 /// Does something accept connections on HOST:PORT?
-pub fn port_taken(host: &str, port: u16) -> bool {
+pub(crate) fn port_taken(host: &str, port: u16) -> bool {
     let Ok(addrs) = (host, port).to_socket_addrs() else {
         return false;
     };
@@ -98,7 +98,7 @@ pub fn port_taken(host: &str, port: u16) -> bool {
 }
 
 /// Fails with PortInUse when a foreign program holds one of the ports.
-pub fn check_ports(service: &str, host: &str, ports: &[u16]) -> Result<(), ServiceError> {
+pub(crate) fn check_ports(service: &str, host: &str, ports: &[u16]) -> Result<(), ServiceError> {
     for &port in ports {
         if port_taken(host, port) {
             return Err(ServiceError::PortInUse {
@@ -112,7 +112,7 @@ pub fn check_ports(service: &str, host: &str, ports: &[u16]) -> Result<(), Servi
 }
 
 /// Starts a daemon under our supervisor and records it as a system service.
-pub fn launch(
+pub(crate) fn launch(
     host: &mut Host,
     service: &str,
     spec: &ProcessSpec,
@@ -136,7 +136,7 @@ pub fn launch(
 /// distro's `unit` is started (and recorded); else ours, when it still runs, is
 /// reused. Either is waited for with `probe` (`what` names it). False: neither, so
 /// launch it.
-pub fn start_unit_or_reuse(
+pub(crate) fn start_unit_or_reuse(
     host: &mut Host,
     service: &str,
     unit: &str,
@@ -164,7 +164,7 @@ pub fn start_unit_or_reuse(
 
 /// Stops a layer-1 daemon `service`: the distro's `unit` on a systemd machine (when
 /// we started it), else our processes `names`, in order.
-pub fn stop_daemon(
+pub(crate) fn stop_daemon(
     host: &mut Host,
     service: &str,
     unit: &str,
@@ -185,14 +185,14 @@ pub fn stop_daemon(
 }
 
 /// Removes a daemon's own log and its pidfile (clean).
-pub fn remove_daemon_log(s: &Settings, name: &str) {
+pub(crate) fn remove_daemon_log(s: &Settings, name: &str) {
     let log = daemon_log(s, name);
-    let _ = std::fs::remove_file(crate::system::supervisor::pidfile(&log, name));
-    let _ = std::fs::remove_file(log);
+    let _ = fs_err::remove_file(crate::system::supervisor::pidfile(&log, name));
+    let _ = fs_err::remove_file(log);
 }
 
 /// Stops our daemon `name` (if recorded) and forgets it.
-pub fn halt(host: &mut Host, service: &str, name: &str) -> Result<(), ServiceError> {
+pub(crate) fn halt(host: &mut Host, service: &str, name: &str) -> Result<(), ServiceError> {
     if let Some(record) = recorded(host, name) {
         host.log.note(&format!("{service}: stopping {name}"));
         OwnSupervisor::default()
@@ -205,8 +205,8 @@ pub fn halt(host: &mut Host, service: &str, name: &str) -> Result<(), ServiceErr
 }
 
 /// The last lines of a log file.
-pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+pub(crate) fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    let text = fs_err::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..]
         .iter()
@@ -215,7 +215,7 @@ pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
 }
 
 /// SERVICE_TIMEOUT as a duration.
-pub fn service_timeout(s: &Settings) -> Duration {
+pub(crate) fn service_timeout(s: &Settings) -> Duration {
     Duration::from_secs(s.number("SERVICE_TIMEOUT", 60).max(1))
 }
 
@@ -223,7 +223,7 @@ pub fn service_timeout(s: &Settings) -> Duration {
 /// way, fails at once. Either failure carries the tail of the daemon's own log.
 /// Starts a server under our supervisor and waits until `probe` answers (with the
 /// tail of the server's own log when it does not).
-pub fn launch_ready(
+pub(crate) fn launch_ready(
     host: &mut Host,
     service: &str,
     spec: &ProcessSpec,
@@ -238,7 +238,7 @@ pub fn launch_ready(
     })
 }
 
-pub fn wait_ready(
+pub(crate) fn wait_ready(
     service: &str,
     record: Option<&ProcessRecord>,
     log: &Path,
@@ -280,7 +280,7 @@ pub fn wait_ready(
 }
 
 /// A probe by a client program: succeeds when it exits 0 within [`PROBE_TIMEOUT`].
-pub fn probe_cmd(cmd: &Cmd) -> Result<(), String> {
+pub(crate) fn probe_cmd(cmd: &Cmd) -> Result<(), String> {
     cmd.clone()
         .timeout(PROBE_TIMEOUT)
         .capture()
@@ -293,7 +293,12 @@ pub fn probe_cmd(cmd: &Cmd) -> Result<(), String> {
 }
 
 /// `start_service`/`stop_service` on a systemd machine: the distro's unit.
-pub fn systemctl(host: &Host, service: &str, action: &str, unit: &str) -> Result<(), ServiceError> {
+pub(crate) fn systemctl(
+    host: &Host,
+    service: &str,
+    action: &str,
+    unit: &str,
+) -> Result<(), ServiceError> {
     let mut argv = crate::services::database::privileged("systemctl");
     argv.extend([action.to_owned(), unit.to_owned()]);
     host.cmd(&argv[0])
@@ -309,13 +314,13 @@ pub fn systemctl(host: &Host, service: &str, action: &str, unit: &str) -> Result
 }
 
 /// Is this a systemd machine (system services go through systemctl)?
-pub fn use_systemctl() -> bool {
+pub(crate) fn use_systemctl() -> bool {
     systemd_is_pid1()
 }
 
 /// Makes a directory owned by a system user (e.g. /run/mysqld), as the init scripts do.
-pub fn ensure_owned_dir(service: &str, dir: &Path, user: &str) -> Result<(), ServiceError> {
-    std::fs::create_dir_all(dir).map_err(|source| ServiceError::Io {
+pub(crate) fn ensure_owned_dir(service: &str, dir: &Path, user: &str) -> Result<(), ServiceError> {
+    fs_err::create_dir_all(dir).map_err(|source| ServiceError::Io {
         service: service.into(),
         path: dir.to_path_buf(),
         source,
@@ -327,7 +332,7 @@ pub fn ensure_owned_dir(service: &str, dir: &Path, user: &str) -> Result<(), Ser
 }
 
 /// Where a daemon's own log goes: `$LOGDIR/NAME.log`.
-pub fn daemon_log(s: &Settings, name: &str) -> PathBuf {
+pub(crate) fn daemon_log(s: &Settings, name: &str) -> PathBuf {
     s.path("LOGDIR").join(format!("{name}.log"))
 }
 
@@ -339,7 +344,7 @@ mod tests {
     fn a_server_that_exits_is_reported_with_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("x.log");
-        std::fs::write(&log, "line 1\nfatal: cannot bind\n").unwrap();
+        fs_err::write(&log, "line 1\nfatal: cannot bind\n").unwrap();
         let err = wait_ready(
             "x",
             None,

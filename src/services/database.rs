@@ -9,8 +9,6 @@
 //! environment (`MYSQL_PWD`, `PGPASSWORD`).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,13 +19,13 @@ use crate::services::daemon::{PROBE_TIMEOUT, daemon_log, port_taken, use_systemc
 
 /// The two backends DevStack knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Mysql,
     Postgresql,
 }
 
 impl Backend {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Mysql => "mysql",
             Self::Postgresql => "postgresql",
@@ -35,7 +33,7 @@ impl Backend {
     }
 
     /// DevStack's choice: the enabled backend service wins; else `DATABASE_TYPE`.
-    pub fn from_settings(s: &Settings) -> Self {
+    pub(crate) fn from_settings(s: &Settings) -> Self {
         let pg = s.is_enabled(&["postgresql"]);
         let my = s.is_enabled(&["mysql"]);
         match (my, pg) {
@@ -48,7 +46,7 @@ impl Backend {
 }
 
 /// DevStack's `database_connection_url NAME`.
-pub fn connection_url(s: &Settings, db: &str) -> String {
+pub(crate) fn connection_url(s: &Settings, db: &str) -> String {
     let user = s.get_or("DATABASE_USER", "root");
     let pass = s.str("DATABASE_PASSWORD");
     let host = s.get_or("DATABASE_HOST", "127.0.0.1");
@@ -61,19 +59,19 @@ pub fn connection_url(s: &Settings, db: &str) -> String {
 }
 
 /// Names that may go into SQL unquoted (DevStack's service databases and users).
-pub fn valid_identifier(name: &str) -> bool {
+pub(crate) fn valid_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A SQL string literal (passwords are letters and digits, but a user may set any).
-pub fn sql_literal(value: &str) -> String {
+pub(crate) fn sql_literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Users the system owns; never created, recorded or dropped by us.
-pub fn is_system_user(name: &str) -> bool {
+pub(crate) fn is_system_user(name: &str) -> bool {
     matches!(
         name,
         "root" | "postgres" | "mysql" | "debian-sys-maint" | "mariadb.sys"
@@ -101,7 +99,7 @@ fn private_dir(host: &Host) -> PathBuf {
 
 /// Runs SQL as the database's administrator (root over MariaDB's socket, the
 /// postgres user over peer auth): the text goes through a 0600 file, never argv.
-pub fn admin_sql(host: &Host, backend: Backend, sql: &str) -> Result<String, ServiceError> {
+pub(crate) fn admin_sql(host: &Host, backend: Backend, sql: &str) -> Result<String, ServiceError> {
     let service = backend.name();
     let dir = private_dir(host);
     let io = |source, path: &Path| ServiceError::Io {
@@ -109,18 +107,9 @@ pub fn admin_sql(host: &Host, backend: Backend, sql: &str) -> Result<String, Ser
         path: path.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| io(e, &dir))?;
+    fs_err::create_dir_all(&dir).map_err(|e| io(e, &dir))?;
     let file = dir.join(format!("sql.{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&file)
-            .map_err(|e| io(e, &file))?;
-        f.write_all(sql.as_bytes()).map_err(|e| io(e, &file))?;
-    }
+    crate::state::write_atomic(&file, sql.as_bytes(), 0o600).map_err(|e| io(e, &file))?;
     let client = match backend {
         Backend::Mysql => {
             let mut c = privileged("mariadb");
@@ -156,7 +145,7 @@ pub fn admin_sql(host: &Host, backend: Backend, sql: &str) -> Result<String, Ser
         .capture()
         .timeout(Duration::from_secs(60))
         .run();
-    let _ = std::fs::remove_file(&file);
+    let _ = fs_err::remove_file(&file);
     result
         .map(|o| o.stdout)
         .map_err(|source| ServiceError::Process {
@@ -168,7 +157,7 @@ pub fn admin_sql(host: &Host, backend: Backend, sql: &str) -> Result<String, Ser
 
 /// DevStack's `recreate_database NAME`: drop it if it exists, create it (utf8), let
 /// `DATABASE_USER` use it; recorded so clean drops it.
-pub fn recreate_database(host: &mut Host, db: &str) -> Result<(), ServiceError> {
+pub(crate) fn recreate_database(host: &mut Host, db: &str) -> Result<(), ServiceError> {
     let backend = Backend::from_settings(&host.settings);
     if !valid_identifier(db) {
         return Err(ServiceError::failed(
@@ -199,7 +188,7 @@ pub fn recreate_database(host: &mut Host, db: &str) -> Result<(), ServiceError> 
 }
 
 /// Drops every database and user the state says this backend created (clean).
-pub fn drop_created(host: &mut Host, backend: Backend) -> Result<(), ServiceError> {
+pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), ServiceError> {
     let dbs: Vec<String> = host
         .ledger
         .databases(backend.name())
@@ -251,7 +240,7 @@ pub fn drop_created(host: &mut Host, backend: Backend) -> Result<(), ServiceErro
 }
 
 /// `DATABASE_USER`, refused unless it may go into SQL unquoted.
-pub fn plain_user(s: &Settings, backend: Backend) -> Result<String, ServiceError> {
+pub(crate) fn plain_user(s: &Settings, backend: Backend) -> Result<String, ServiceError> {
     let user = s.get_or("DATABASE_USER", "root").to_owned();
     if valid_identifier(&user) {
         Ok(user)
@@ -265,7 +254,7 @@ pub fn plain_user(s: &Settings, backend: Backend) -> Result<String, ServiceError
 
 /// After `user` was created (or updated): recorded for clean when it is new and no
 /// system user; then `probe` must log in with it within [`PROBE_TIMEOUT`].
-pub fn user_ready(
+pub(crate) fn user_ready(
     host: &mut Host,
     backend: Backend,
     user: &str,
@@ -291,7 +280,7 @@ pub fn user_ready(
 /// clean of a database backend: drops what the state says stack created in it.
 /// When our server is down (and the port free), it is started for this and stopped
 /// again.
-pub fn drop_left(
+pub(crate) fn drop_left(
     host: &mut Host,
     backend: Backend,
     addr: &str,

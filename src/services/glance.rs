@@ -13,12 +13,12 @@ use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
 
-pub const NAME: &str = "glance";
-pub const SERVICE: &str = "g-api";
+pub(crate) const NAME: &str = "glance";
+pub(crate) const SERVICE: &str = "g-api";
 const PREFIX: &str = "GLANCE";
 const PORT: u16 = 9292;
 
-pub struct Glance;
+pub(crate) struct Glance;
 
 fn conf(s: &Settings) -> PathBuf {
     s.path("GLANCE_API_CONF")
@@ -29,7 +29,7 @@ fn data_dir(s: &Settings) -> PathBuf {
 }
 
 /// Glance: `image` on :9292 (DevStack's /image is for the Apache proxy; we use ports).
-pub const CATALOG: ServiceAccount = ServiceAccount {
+pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "glance",
     service_type: "image",
     description: "Glance Image Service",
@@ -39,7 +39,7 @@ pub const CATALOG: ServiceAccount = ServiceAccount {
     path: "",
 };
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, NAME],
     after: &["keystone"],
     catalog: &[CATALOG],

@@ -6,7 +6,7 @@ use crate::services::{Descriptor, Layer, Role, Service, ServiceError};
 
 /// Calls one of the five functions when a hypervisor plugin was loaded (no file for
 /// the driver: the calls are skipped, as the warning at load time said).
-pub fn call(cx: &mut ServiceCtx<'_>, function: &str) -> Result<(), ServiceError> {
+pub(crate) fn call(cx: &mut ServiceCtx<'_>, function: &str) -> Result<(), ServiceError> {
     if cx.host.hypervisor.is_none() {
         return Ok(());
     }
@@ -21,12 +21,12 @@ pub fn call(cx: &mut ServiceCtx<'_>, function: &str) -> Result<(), ServiceError>
 /// A test service that drives the hypervisor plugin's five functions at nova's
 /// points without installing nova (`enable_service test-hypervisor`). It lets the
 /// contract be tested on machines and in tests where a real nova is not wanted.
-pub struct HypervisorProbe;
+pub(crate) struct HypervisorProbe;
 
 /// The service name that enables [`HypervisorProbe`].
-pub const PROBE_SERVICE: &str = "test-hypervisor";
+pub(crate) const PROBE_SERVICE: &str = "test-hypervisor";
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[PROBE_SERVICE],
     role: Role::Compute,
     ..Descriptor::named(PROBE_SERVICE, Layer::OpenStack)

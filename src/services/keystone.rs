@@ -17,11 +17,11 @@ use crate::services::{Descriptor, Layer, Service, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
 
-pub const NAME: &str = "keystone";
+pub(crate) const NAME: &str = "keystone";
 /// DevStack's service name, and the process name.
-pub const SERVICE: &str = "key";
+pub(crate) const SERVICE: &str = "key";
 
-pub struct Keystone;
+pub(crate) struct Keystone;
 
 fn conf(s: &Settings) -> PathBuf {
     s.path("KEYSTONE_CONF")
@@ -173,7 +173,7 @@ fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 /// keystone: DevStack's lib/keystone variables are its own.
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE],
     after: &["mysql", "postgresql", "rabbit", "memcached"],
     python: &[Project {

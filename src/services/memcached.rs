@@ -11,11 +11,11 @@ use crate::services::daemon::{self, Daemon};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
-pub const NAME: &str = "memcached";
-pub const PORT: u16 = 11211;
+pub(crate) const NAME: &str = "memcached";
+pub(crate) const PORT: u16 = 11211;
 const SYSTEMD_UNIT: &str = "memcached";
 
-pub struct Memcached;
+pub(crate) struct Memcached;
 
 fn host_addr(s: &Settings) -> String {
     s.get_or("SERVICE_HOST", "127.0.0.1").to_owned()
@@ -23,7 +23,7 @@ fn host_addr(s: &Settings) -> String {
 
 /// Sends one memcached text command to `server` (`host:port`, or a pair) and returns
 /// the first line of the answer; every step has `timeout`.
-pub fn command(
+pub(crate) fn command(
     server: impl std::net::ToSocketAddrs,
     command: &str,
     timeout: Duration,
@@ -39,7 +39,7 @@ pub fn command(
 }
 
 /// `version` over TCP, with a per-request timeout.
-pub fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String, String> {
+pub(crate) fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<String, String> {
     let line = command((host, port), "version", timeout)?;
     line.strip_prefix("VERSION ")
         .map(|v| v.trim().to_owned())
@@ -86,16 +86,16 @@ impl Daemon for Memcached {
     }
 }
 
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::start(host, &Memcached)
 }
 
-pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::stop(host, &Memcached)
 }
 
 /// memcached: enabled by itself or by keystone (its token cache).
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME, "key"],
     packages: &["memcached"],
     ..Descriptor::named(NAME, Layer::Infra)

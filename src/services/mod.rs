@@ -14,21 +14,21 @@ use crate::openstack::accounts::ServiceAccount;
 use crate::system::process::{Cmd, ProcessError};
 use crate::system::python::Project;
 
-pub mod credentials;
-pub mod daemon;
-pub mod database;
-pub mod glance;
-pub mod hypervisor;
-pub mod keystone;
-pub mod memcached;
-pub mod mysql;
-pub mod neutron;
-pub mod nova;
-pub mod oslo;
-pub mod placement;
-pub mod postgresql;
-pub mod rabbit;
-pub mod uwsgi;
+pub(crate) mod credentials;
+pub(crate) mod daemon;
+pub(crate) mod database;
+pub(crate) mod glance;
+pub(crate) mod hypervisor;
+pub(crate) mod keystone;
+pub(crate) mod memcached;
+pub(crate) mod mysql;
+pub(crate) mod neutron;
+pub(crate) mod nova;
+pub(crate) mod oslo;
+pub(crate) mod placement;
+pub(crate) mod postgresql;
+pub(crate) mod rabbit;
+pub(crate) mod uwsgi;
 
 /// Where a service sits in the stack's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

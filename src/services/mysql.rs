@@ -13,13 +13,13 @@ use crate::services::database::{self, Backend};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
-pub const NAME: &str = "mysql";
-pub const PORT: u16 = 3306;
+pub(crate) const NAME: &str = "mysql";
+pub(crate) const PORT: u16 = 3306;
 const DATADIR: &str = "/var/lib/mysql";
 const RUNDIR: &str = "/run/mysqld";
 const SYSTEMD_UNIT: &str = "mariadb";
 
-pub struct Mysql;
+pub(crate) struct Mysql;
 
 fn host_addr(host: &Host) -> String {
     host.settings
@@ -45,7 +45,7 @@ fn admin_probe(host: &Host) -> Result<(), String> {
 }
 
 /// `SELECT 1` as DATABASE_USER over TCP on DATABASE_HOST (the password in MYSQL_PWD).
-pub fn user_probe(host: &Host) -> Result<(), String> {
+pub(crate) fn user_probe(host: &Host) -> Result<(), String> {
     let s = &host.settings;
     daemon::probe_cmd(
         &host
@@ -130,7 +130,7 @@ impl Daemon for Mysql {
 }
 
 /// Starts MariaDB unless ours already runs; waits until it answers.
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::start(host, &Mysql)
 }
 
@@ -169,12 +169,12 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 /// Stops our MariaDB (or the distro unit on systemd machines).
-pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::stop(host, &Mysql)
 }
 
 /// MariaDB (DevStack's `mysql`).
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["mariadb-server", "mariadb-client"],
     ..Descriptor::named(NAME, Layer::Infra)

@@ -17,12 +17,12 @@ use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
 
-pub const NAME: &str = "neutron";
-pub const SERVICE: &str = "q-svc";
+pub(crate) const NAME: &str = "neutron";
+pub(crate) const SERVICE: &str = "q-svc";
 const PREFIX: &str = "NEUTRON";
 const PORT: u16 = 9696;
 
-pub struct Neutron;
+pub(crate) struct Neutron;
 
 fn conf(s: &Settings) -> PathBuf {
     s.path("NEUTRON_CONF")
@@ -62,7 +62,7 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub const CATALOG: ServiceAccount = ServiceAccount {
+pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "neutron",
     service_type: "network",
     description: "Neutron Service",
@@ -72,7 +72,7 @@ pub const CATALOG: ServiceAccount = ServiceAccount {
     path: "/",
 };
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, "neutron-api"],
     after: &["keystone"],
     catalog: &[CATALOG],

@@ -22,13 +22,13 @@ use crate::services::uwsgi::{self, WsgiApp};
 use crate::services::{DbJob, Descriptor, Layer, Role, Service, ServiceError, hypervisor, oslo};
 use crate::system::python::Project;
 
-pub const NAME: &str = "nova";
+pub(crate) const NAME: &str = "nova";
 const PREFIX: &str = "NOVA";
 const PORT: u16 = 8774;
 /// The processes, in start order.
-pub const PROCESSES: &[&str] = &["n-api", "n-cond", "n-sch", "n-cpu"];
+pub(crate) const PROCESSES: &[&str] = &["n-api", "n-cond", "n-sch", "n-cpu"];
 
-pub struct Nova;
+pub(crate) struct Nova;
 
 fn compute(s: &Settings) -> bool {
     s.is_enabled(&["n-cpu"])
@@ -173,7 +173,7 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
 /// `[[post-config|$NOVA_CPU_CONF]]` lands in it.
 fn write_cpu_conf(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
-    let text = std::fs::read_to_string(conf(&s)).map_err(|source| ServiceError::Io {
+    let text = fs_err::read_to_string(conf(&s)).map_err(|source| ServiceError::Io {
         service: NAME.into(),
         path: conf(&s),
         source,
@@ -326,7 +326,7 @@ fn warn_unmapped(cx: &mut ServiceCtx<'_>) {
 }
 
 /// Catalog: `compute` at `/v2.1` on :8774.
-pub const CATALOG: ServiceAccount = ServiceAccount {
+pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "nova",
     service_type: "compute",
     description: "Nova Compute Service",
@@ -337,7 +337,7 @@ pub const CATALOG: ServiceAccount = ServiceAccount {
 };
 
 /// nova: its control plane on the controller, nova-compute on every compute node.
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: PROCESSES,
     role: Role::Any,
     after: &["keystone", "glance", "placement", "neutron"],
@@ -450,7 +450,7 @@ impl Service for Nova {
             daemon::remove_daemon_log(&s, name);
         }
         uwsgi::clean_api(cx.host, &conf_dir(&s));
-        let _ = std::fs::remove_dir_all(state_dir(&s));
+        let _ = fs_err::remove_dir_all(state_dir(&s));
         Ok(())
     }
 }

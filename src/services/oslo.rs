@@ -18,7 +18,7 @@ use crate::system::process::Cmd;
 use crate::system::supervisor::{ProcStatus, ProcessSpec};
 
 /// Each readiness request gets at most this long.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 fn io(service: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -32,9 +32,9 @@ fn io(service: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError
 }
 
 /// Creates a directory; when it did not exist, records it so clean removes it.
-pub fn make_dir(host: &mut Host, service: &str, dir: &Path) -> Result<(), ServiceError> {
+pub(crate) fn make_dir(host: &mut Host, service: &str, dir: &Path) -> Result<(), ServiceError> {
     if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(io(service, dir))?;
+        fs_err::create_dir_all(dir).map_err(io(service, dir))?;
         host.ledger.record_dir(dir);
     }
     Ok(())
@@ -42,7 +42,7 @@ pub fn make_dir(host: &mut Host, service: &str, dir: &Path) -> Result<(), Servic
 
 /// Writes a config file from scratch with `fill`, mode 0640 (it holds passwords),
 /// recorded for clean.
-pub fn write_conf(
+pub(crate) fn write_conf(
     host: &mut Host,
     service: &str,
     path: &Path,
@@ -55,26 +55,14 @@ pub fn write_conf(
     fill(&mut doc);
     doc.save(path)
         .map_err(|e| ServiceError::failed(service, e.to_string()))?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+    fs_err::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
         .map_err(io(service, path))?;
     host.ledger.record_file(path);
     Ok(())
 }
 
-/// Edits an existing config file in place (keeps what others wrote).
-pub fn edit_conf(
-    service: &str,
-    path: &Path,
-    edit: impl FnOnce(&mut IniDoc),
-) -> Result<(), ServiceError> {
-    let mut doc = IniDoc::load(path).map_err(|e| ServiceError::failed(service, e.to_string()))?;
-    edit(&mut doc);
-    doc.save(path)
-        .map_err(|e| ServiceError::failed(service, e.to_string()))
-}
-
 /// Copies a file the wheel ships (`<venv>/etc/...`), recorded for clean.
-pub fn copy_file(
+pub(crate) fn copy_file(
     host: &mut Host,
     service: &str,
     from: &Path,
@@ -83,14 +71,14 @@ pub fn copy_file(
     if let Some(dir) = to.parent() {
         make_dir(host, service, dir)?;
     }
-    std::fs::copy(from, to).map_err(io(service, from))?;
+    fs_err::copy(from, to).map_err(io(service, from))?;
     host.ledger.record_file(to);
     Ok(())
 }
 
 /// Where a service listens: `SERVICE_LISTEN_ADDRESS:<PREFIX>_SERVICE_PORT` (the
 /// port its catalog endpoint names).
-pub fn listen(s: &Settings, prefix: &str, default_port: u16) -> String {
+pub(crate) fn listen(s: &Settings, prefix: &str, default_port: u16) -> String {
     format!(
         "{}:{}",
         s.get_or("SERVICE_LISTEN_ADDRESS", "127.0.0.1"),
@@ -99,12 +87,12 @@ pub fn listen(s: &Settings, prefix: &str, default_port: u16) -> String {
 }
 
 /// The root URL a local probe uses: `http://<listen>/`.
-pub fn probe_url(s: &Settings, prefix: &str, default_port: u16) -> String {
+pub(crate) fn probe_url(s: &Settings, prefix: &str, default_port: u16) -> String {
     format!("http://{}/", listen(s, prefix, default_port))
 }
 
 /// A data file the wheel ships under `<venv>/etc/`, e.g. `nova/api-paste.ini`.
-pub fn venv_etc(host: &Host, rel: &str) -> PathBuf {
+pub(crate) fn venv_etc(host: &Host, rel: &str) -> PathBuf {
     crate::system::python::venv_dir(&host.settings)
         .join("etc")
         .join(rel)
@@ -112,7 +100,7 @@ pub fn venv_etc(host: &Host, rel: &str) -> PathBuf {
 
 /// `[keystone_authtoken]` (keystonemiddleware) for a service user, as DevStack's
 /// `configure_keystone_authtoken_middleware`.
-pub fn authtoken(doc: &mut IniDoc, s: &Settings, user: &str) {
+pub(crate) fn authtoken(doc: &mut IniDoc, s: &Settings, user: &str) {
     let sec = "keystone_authtoken";
     keystoneauth(doc, s, sec, user);
     doc.set(sec, "www_authenticate_uri", s.str("KEYSTONE_SERVICE_URI"));
@@ -122,7 +110,7 @@ pub fn authtoken(doc: &mut IniDoc, s: &Settings, user: &str) {
 
 /// Password auth to keystone for a service user in `section` (DevStack's
 /// `configure_keystoneauth`, used for [placement], [neutron], [nova], [service_user]).
-pub fn keystoneauth(doc: &mut IniDoc, s: &Settings, section: &str, user: &str) {
+pub(crate) fn keystoneauth(doc: &mut IniDoc, s: &Settings, section: &str, user: &str) {
     doc.set(section, "auth_type", "password");
     doc.set(section, "auth_url", s.str("KEYSTONE_SERVICE_URI"));
     doc.set(section, "username", user);
@@ -146,7 +134,7 @@ pub fn keystoneauth(doc: &mut IniDoc, s: &Settings, section: &str, user: &str) {
 }
 
 /// `[DEFAULT] debug`, log format: what every service gets.
-pub fn common_defaults(doc: &mut IniDoc, s: &Settings) {
+pub(crate) fn common_defaults(doc: &mut IniDoc, s: &Settings) {
     doc.set(
         "DEFAULT",
         "debug",
@@ -173,7 +161,7 @@ fn service_env(host: &Host, extra: &[(String, String)]) -> Vec<(String, String)>
 }
 
 /// Starts (or restarts) process `name` under the supervisor, recorded in the state.
-pub fn start_process(
+pub(crate) fn start_process(
     host: &mut Host,
     service: &str,
     name: &str,
@@ -213,7 +201,7 @@ pub fn start_process(
 }
 
 /// Is the recorded process still alive (own backend), or unknown (systemd: assume)?
-pub fn alive(host: &Host, record: &ProcessRecord) -> bool {
+pub(crate) fn alive(host: &Host, record: &ProcessRecord) -> bool {
     matches!(
         host.supervisor.as_ref().status(record),
         ProcStatus::Running { .. }
@@ -221,7 +209,7 @@ pub fn alive(host: &Host, record: &ProcessRecord) -> bool {
 }
 
 /// One HTTP GET with its own timeout: the status, or why there was none.
-pub fn http_get(url: &str, token: Option<&str>, timeout: Duration) -> Result<u16, String> {
+pub(crate) fn http_get(url: &str, token: Option<&str>, timeout: Duration) -> Result<u16, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         // A 300 (glance's version list) is an answer, not a redirect to follow.
@@ -240,7 +228,7 @@ pub fn http_get(url: &str, token: Option<&str>, timeout: Duration) -> Result<u16
 
 /// Polls `url` until it answers with a status `ok` accepts (per request
 /// [`REQUEST_TIMEOUT`], in all SERVICE_TIMEOUT); fails at once when the process died.
-pub fn wait_http(
+pub(crate) fn wait_http(
     host: &Host,
     service: &str,
     record: &ProcessRecord,
@@ -283,7 +271,11 @@ pub fn wait_http(
 
 /// Stops the named processes concurrently (each TERM, then KILL after the grace)
 /// and forgets them. Names the state does not know are skipped.
-pub fn stop_processes(host: &mut Host, service: &str, names: &[&str]) -> Result<(), ServiceError> {
+pub(crate) fn stop_processes(
+    host: &mut Host,
+    service: &str,
+    names: &[&str],
+) -> Result<(), ServiceError> {
     let records: Vec<ProcessRecord> = names
         .iter()
         .filter_map(|n| host.ledger.process(ProcessKind::Service, n).cloned())
@@ -325,7 +317,7 @@ pub fn stop_processes(host: &mut Host, service: &str, names: &[&str]) -> Result<
 
 /// Runs commands, each list in order, the lists concurrently (independent database
 /// syncs). The first failure is returned after all have ended.
-pub fn run_parallel(jobs: &[(String, Vec<Cmd>)]) -> Result<(), ServiceError> {
+pub(crate) fn run_parallel(jobs: &[(String, Vec<Cmd>)]) -> Result<(), ServiceError> {
     let results: Vec<Result<(), ServiceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .iter()
@@ -355,7 +347,7 @@ pub fn run_parallel(jobs: &[(String, Vec<Cmd>)]) -> Result<(), ServiceError> {
 
 /// A console script of the venv as a command builder (venv first on PATH, bytecode
 /// written).
-pub fn venv_cmd(host: &Host, script: &str) -> Cmd {
+pub(crate) fn venv_cmd(host: &Host, script: &str) -> Cmd {
     let mut cmd = host
         .cmd(crate::system::python::venv_bin(&host.settings, script))
         .current_dir("/")

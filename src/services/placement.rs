@@ -12,18 +12,18 @@ use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
 
-pub const NAME: &str = "placement";
-pub const SERVICE: &str = "placement-api";
+pub(crate) const NAME: &str = "placement";
+pub(crate) const SERVICE: &str = "placement-api";
 const PREFIX: &str = "PLACEMENT";
 const PORT: u16 = 8778;
 
-pub struct Placement;
+pub(crate) struct Placement;
 
 fn conf(s: &Settings) -> PathBuf {
     s.path("PLACEMENT_CONF")
 }
 
-pub const CATALOG: ServiceAccount = ServiceAccount {
+pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "placement",
     service_type: "placement",
     description: "Placement Service",
@@ -33,7 +33,7 @@ pub const CATALOG: ServiceAccount = ServiceAccount {
     path: "",
 };
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, NAME],
     after: &["keystone"],
     catalog: &[CATALOG],

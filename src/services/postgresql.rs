@@ -12,11 +12,11 @@ use crate::services::database::{self, Backend};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
-pub const NAME: &str = "postgresql";
-pub const PORT: u16 = 5432;
+pub(crate) const NAME: &str = "postgresql";
+pub(crate) const PORT: u16 = 5432;
 const SYSTEMD_UNIT: &str = "postgresql";
 
-pub struct Postgresql;
+pub(crate) struct Postgresql;
 
 fn host_addr(s: &Settings) -> String {
     s.get_or("DATABASE_HOST", "127.0.0.1").to_owned()
@@ -24,7 +24,7 @@ fn host_addr(s: &Settings) -> String {
 
 /// The newest installed server version (`/usr/lib/postgresql/VER/bin/postgres`).
 fn version() -> Option<String> {
-    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<u32> = fs_err::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(Result::ok)
         .filter(|e| e.path().join("bin/postgres").is_file())
@@ -44,7 +44,7 @@ fn admin_probe(host: &Host) -> Result<(), String> {
 }
 
 /// `SELECT 1` as DATABASE_USER over TCP (password in PGPASSWORD).
-pub fn user_probe(host: &Host) -> Result<(), String> {
+pub(crate) fn user_probe(host: &Host) -> Result<(), String> {
     let s = &host.settings;
     daemon::probe_cmd(
         &host
@@ -128,7 +128,7 @@ impl Daemon for Postgresql {
     }
 }
 
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::start(host, &Postgresql)
 }
 
@@ -154,12 +154,12 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     database::user_ready(host, Backend::Postgresql, &user, existed, user_probe)
 }
 
-pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::stop(host, &Postgresql)
 }
 
 /// PostgreSQL (`DATABASE_TYPE=postgresql`, DevStack's `postgresql`).
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["postgresql", "postgresql-client"],
     ..Descriptor::named(NAME, Layer::Infra)

@@ -14,8 +14,8 @@ use crate::services::daemon::{self, Daemon};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 use crate::system::supervisor::ProcessSpec;
 
-pub const NAME: &str = "rabbit";
-pub const PORT: u16 = 5672;
+pub(crate) const NAME: &str = "rabbit";
+pub(crate) const PORT: u16 = 5672;
 const DIST_PORT: u16 = 25672;
 const EPMD_PORT: u16 = 4369;
 const EPMD: &str = "rabbit-epmd";
@@ -25,26 +25,20 @@ const SYSTEMD_UNIT: &str = "rabbitmq-server";
 /// Facts: the user this project created (clean deletes it).
 const USER_FACT: &str = "rabbit-user-created";
 
-pub struct Rabbit;
+pub(crate) struct Rabbit;
 
 fn host_addr(s: &Settings) -> String {
     s.get_or("RABBIT_HOST", "127.0.0.1").to_owned()
 }
 
 /// DevStack's `get_transport_url`.
-pub fn transport_url(s: &Settings) -> String {
+pub(crate) fn transport_url(s: &Settings) -> String {
     format!(
         "rabbit://{}:{}@{}:{PORT}/",
         s.get_or("RABBIT_USERID", "stackrabbit"),
         s.str("RABBIT_PASSWORD"),
         host_addr(s)
     )
-}
-
-/// Should services be configured for rabbit (DevStack: enabled, or a remote one given)?
-pub fn rpc_configured(s: &Settings) -> bool {
-    s.is_enabled(&[NAME])
-        || (!s.str("RABBIT_HOST").is_empty() && !s.str("RABBIT_PASSWORD").is_empty())
 }
 
 fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
@@ -74,7 +68,7 @@ fn method_of(payload: &[u8]) -> Option<(u16, u16)> {
 /// One AMQP 0-9-1 exchange with the broker: the protocol header, `connection.start`
 /// back; with credentials also `start-ok` (PLAIN) and `connection.tune` back (the
 /// login worked). Every read and write has `timeout`.
-pub fn amqp_probe(
+pub(crate) fn amqp_probe(
     host: &str,
     port: u16,
     login: Option<(&str, &str)>,
@@ -234,7 +228,7 @@ impl Daemon for Rabbit {
 }
 
 /// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
-pub fn start_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::start(host, &Rabbit)
 }
 
@@ -280,12 +274,12 @@ fn delete_created_user(host: &mut Host) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
+pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::stop(host, &Rabbit)
 }
 
 /// RabbitMQ (DevStack's `rabbit`).
-pub const DESCRIPTOR: Descriptor = Descriptor {
+pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["rabbitmq-server"],
     ..Descriptor::named(NAME, Layer::Infra)

@@ -13,15 +13,15 @@ use crate::services::{Descriptor, Service, ServiceError};
 use crate::system::process::Cmd;
 
 /// Debian's uwsgi (package `uwsgi-core`).
-pub const UWSGI: &str = "/usr/bin/uwsgi";
-pub const PLUGINS_DIR: &str = "/usr/lib/uwsgi/plugins";
+pub(crate) const UWSGI: &str = "/usr/bin/uwsgi";
+pub(crate) const PLUGINS_DIR: &str = "/usr/lib/uwsgi/plugins";
 /// The Debian packages that provide it, with the python plugin.
-pub const PACKAGES: &[&str] = &["uwsgi-core", "uwsgi-plugin-python3"];
+pub(crate) const PACKAGES: &[&str] = &["uwsgi-core", "uwsgi-plugin-python3"];
 
 /// The python plugin matching Debian's python3 (`python311` on bookworm): the plugin
 /// named for the exact version, else the generic `python3`.
-pub fn python_plugin() -> String {
-    let exact = std::fs::read_dir(PLUGINS_DIR)
+pub(crate) fn python_plugin() -> String {
+    let exact = fs_err::read_dir(PLUGINS_DIR)
         .ok()
         .into_iter()
         .flatten()
@@ -35,7 +35,7 @@ pub fn python_plugin() -> String {
 
 /// One WSGI application served by uwsgi.
 #[derive(Debug, Clone)]
-pub struct WsgiApp {
+pub(crate) struct WsgiApp {
     /// `module:callable` (e.g. `nova.wsgi.osapi_compute:application`) or a file path.
     pub wsgi: String,
     /// `host:port` the http-socket binds.
@@ -49,7 +49,7 @@ pub struct WsgiApp {
 
 /// The text of a uwsgi ini file for `app` (DevStack's `write_uwsgi_config`, minus
 /// Apache: the app is served on its own port).
-pub fn ini_text(app: &WsgiApp) -> String {
+pub(crate) fn ini_text(app: &WsgiApp) -> String {
     let mut t = String::from("[uwsgi]\n");
     let _ = writeln!(t, "plugins-dir = {PLUGINS_DIR}");
     let _ = writeln!(t, "plugin = {}", python_plugin());
@@ -87,12 +87,12 @@ pub fn ini_text(app: &WsgiApp) -> String {
 }
 
 /// The command that serves an ini file.
-pub fn command(ini: &Path) -> String {
+pub(crate) fn command(ini: &Path) -> String {
     format!("exec {UWSGI} --ini {}", ini.display())
 }
 
 /// Writes the uwsgi ini of `app` to `path` (recorded for clean).
-pub fn write_ini(
+pub(crate) fn write_ini(
     host: &mut Host,
     service: &str,
     path: &Path,
@@ -101,7 +101,7 @@ pub fn write_ini(
     if let Some(dir) = path.parent() {
         oslo::make_dir(host, service, dir)?;
     }
-    std::fs::write(path, ini_text(app)).map_err(|source| ServiceError::Io {
+    fs_err::write(path, ini_text(app)).map_err(|source| ServiceError::Io {
         service: service.to_owned(),
         path: path.to_path_buf(),
         source,
@@ -112,7 +112,7 @@ pub fn write_ini(
 
 /// Starts process `name` serving the uwsgi ini `ini` on `<PREFIX>_SERVICE_PORT`
 /// and waits until its root URL answers below 500.
-pub fn start_api(
+pub(crate) fn start_api(
     host: &mut Host,
     service: &str,
     name: &str,
@@ -136,9 +136,9 @@ pub fn start_api(
 
 /// What clean removes of a uwsgi-served service: its config dir, when we created it
 /// (the ledger's dirs has it; the pipeline removes the recorded files).
-pub fn clean_api(host: &Host, conf_dir: &Path) {
+pub(crate) fn clean_api(host: &Host, conf_dir: &Path) {
     if host.ledger.has_dir(conf_dir) {
-        let _ = std::fs::remove_dir_all(conf_dir);
+        let _ = fs_err::remove_dir_all(conf_dir);
     }
 }
 
@@ -189,7 +189,7 @@ impl<T: UwsgiApi> Service for T {
         }
         clean_api(cx.host, &T::conf_dir(&s));
         for dir in T::data_dirs(&s) {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = fs_err::remove_dir_all(dir);
         }
         Ok(())
     }

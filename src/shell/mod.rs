@@ -5,7 +5,7 @@
 //! it commands (source a hook, call a function, report variables) and serves the calls
 //! its function library makes back into Rust, through a [`Host`].
 
-pub mod protocol;
+pub(crate) mod protocol;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -22,13 +22,13 @@ use nix::unistd::Pid;
 
 use crate::system::process::{Cmd, KILL_GRACE, LineSink, Stream, TAIL_LINES, stop_group};
 use crate::system::redact::Redactor;
-pub use protocol::{Call, Frame, Reply};
+pub(crate) use protocol::{Call, Frame, Reply};
 
 /// The default time one hook may take before it is reported as hung.
-pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What the shell's library asks of Rust while a command runs.
-pub trait Callbacks {
+pub(crate) trait Callbacks {
     /// Serves a `_ds_call` from the shell library.
     fn call(&mut self, call: &Call) -> Reply;
     /// An `echo_summary` line: progress a person wants to see.
@@ -99,7 +99,7 @@ impl ShellError {
 
 /// One hook file of a batch, as the shell timed it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HookResult {
+pub(crate) struct HookResult {
     pub index: usize,
     pub status: i32,
     pub seconds: f64,
@@ -107,7 +107,7 @@ pub struct HookResult {
 
 /// A batch that stopped: the error, and which file when known.
 #[derive(Debug)]
-pub struct BatchError {
+pub(crate) struct BatchError {
     pub index: Option<usize>,
     pub error: ShellError,
 }
@@ -151,7 +151,7 @@ impl OutputTap {
 }
 
 /// How the shell is started.
-pub struct ShellConfig {
+pub(crate) struct ShellConfig {
     pub top_dir: PathBuf,
     /// The devstack binary, for the library's calls from child scripts.
     pub devstack_bin: PathBuf,
@@ -164,7 +164,7 @@ pub struct ShellConfig {
 }
 
 /// A running plugin shell.
-pub struct Shell {
+pub(crate) struct Shell {
     child: Child,
     pid: Pid,
     commands: PipeWriter,
@@ -182,7 +182,7 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub fn start(config: &ShellConfig) -> Result<Self, ShellError> {
+    pub(crate) fn start(config: &ShellConfig) -> Result<Self, ShellError> {
         let driver = config.top_dir.join("inc/driver");
         let start_err = |source| ShellError::Start {
             driver: driver.clone(),
@@ -266,12 +266,16 @@ impl Shell {
     }
 
     /// Secrets to redact from the shell's output from now on.
-    pub fn set_redactor(&self, redactor: Redactor) {
+    pub(crate) fn set_redactor(&self, redactor: Redactor) {
         *self.tap.redactor.write().expect("redactor lock") = redactor;
     }
 
     /// Errexit while hooks run (stack) or failures as warnings (unstack, clean).
-    pub fn set_strict(&mut self, strict: bool, host: &mut dyn Callbacks) -> Result<(), ShellError> {
+    pub(crate) fn set_strict(
+        &mut self,
+        strict: bool,
+        host: &mut dyn Callbacks,
+    ) -> Result<(), ShellError> {
         self.strict = strict;
         self.request(
             &Frame::new("strict", [if strict { "1" } else { "0" }]),
@@ -284,7 +288,7 @@ impl Shell {
     /// Sources hook files one after the other in one round trip; the shell reports
     /// every file's status and times with the batch's end. On an error, the index
     /// of the file that failed, exited or hung is given when the shell said it.
-    pub fn source_hooks(
+    pub(crate) fn source_hooks(
         &mut self,
         hooks: &[(&Path, Vec<String>)],
         host: &mut dyn Callbacks,
@@ -332,7 +336,7 @@ impl Shell {
     }
 
     /// Sources a file at global scope (localrc: its declarations stay global).
-    pub fn source_global(
+    pub(crate) fn source_global(
         &mut self,
         file: &Path,
         host: &mut dyn Callbacks,
@@ -346,7 +350,7 @@ impl Shell {
     }
 
     /// Calls a shell function (hypervisor plugin functions).
-    pub fn call_function(
+    pub(crate) fn call_function(
         &mut self,
         name: &str,
         args: &[&str],
@@ -362,7 +366,7 @@ impl Shell {
     }
 
     /// Reads every scalar shell variable back.
-    pub fn read_vars(
+    pub(crate) fn read_vars(
         &mut self,
         host: &mut dyn Callbacks,
     ) -> Result<BTreeMap<String, String>, ShellError> {
@@ -386,7 +390,7 @@ impl Shell {
     }
 
     /// Assigns shell variables at global scope.
-    pub fn set_vars(
+    pub(crate) fn set_vars(
         &mut self,
         vars: &[(String, String)],
         host: &mut dyn Callbacks,
@@ -400,7 +404,7 @@ impl Shell {
     }
 
     /// Which of these functions the shell does not define.
-    pub fn missing_functions(
+    pub(crate) fn missing_functions(
         &mut self,
         names: &[&str],
         host: &mut dyn Callbacks,
@@ -420,7 +424,7 @@ impl Shell {
     }
 
     /// Ends the shell politely, then firmly.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.shutdown();
     }
 
@@ -429,7 +433,7 @@ impl Shell {
             return;
         }
         self.closed = true;
-        let _ = std::fs::remove_file(&self.batch_file);
+        let _ = fs_err::remove_file(&self.batch_file);
         let _ = Frame::new("exit", Vec::<String>::new()).write_to(&mut self.commands);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
@@ -542,7 +546,7 @@ impl Shell {
 
     /// A location in the driver or a hook batch: the failing command was the
     /// `source` of a hook file that returned non-zero (its own failure came first).
-    pub fn is_ours(&self, file: &str) -> bool {
+    pub(crate) fn is_ours(&self, file: &str) -> bool {
         file == self.driver || Path::new(file) == self.batch_file
     }
 
@@ -675,7 +679,7 @@ fn hook_results(fields: &[String]) -> Vec<HookResult> {
 }
 
 /// Quotes a word for bash: single quotes, with `'` written as `'\''`.
-pub fn bash_quote(word: &str) -> String {
+pub(crate) fn bash_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 

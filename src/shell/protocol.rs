@@ -7,13 +7,13 @@ use std::io::{self, BufRead, Write};
 
 /// One message in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub kind: String,
     pub fields: Vec<String>,
 }
 
 impl Frame {
-    pub fn new<I, S>(kind: &str, fields: I) -> Self
+    pub(crate) fn new<I, S>(kind: &str, fields: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -24,7 +24,7 @@ impl Frame {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let count = self.fields.len().to_string();
         for part in std::iter::once(self.kind.as_str())
@@ -38,13 +38,13 @@ impl Frame {
         out
     }
 
-    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+    pub(crate) fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
         w.write_all(&self.encode())?;
         w.flush()
     }
 
     /// Reads one frame; `Ok(None)` at a clean end of stream.
-    pub fn read_from(r: &mut impl BufRead) -> io::Result<Option<Self>> {
+    pub(crate) fn read_from(r: &mut impl BufRead) -> io::Result<Option<Self>> {
         let Some(kind) = read_field(r)? else {
             return Ok(None);
         };
@@ -83,7 +83,7 @@ fn read_field(r: &mut impl BufRead) -> io::Result<Option<String>> {
 
 /// A call from the shell library into devstack-rs: `_ds_call [-v VAR]... OP ARG...`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Call {
+pub(crate) struct Call {
     /// The shell variables the caller sent along, as they are at the call.
     pub vars: BTreeMap<String, String>,
     /// The operation and its arguments.
@@ -92,7 +92,7 @@ pub struct Call {
 
 impl Call {
     /// Parses the fields `NVARS K V ... OP ARG...` (the `call` event, or `__call`'s argv).
-    pub fn parse(fields: &[String]) -> Result<Self, String> {
+    pub(crate) fn parse(fields: &[String]) -> Result<Self, String> {
         let (n, rest) = fields.split_first().ok_or("empty call")?;
         let n: usize = n.parse().map_err(|_| format!("bad variable count '{n}'"))?;
         if rest.len() < 2 * n + 1 {
@@ -108,16 +108,16 @@ impl Call {
         })
     }
 
-    pub fn op(&self) -> &str {
+    pub(crate) fn op(&self) -> &str {
         &self.argv[0]
     }
 
-    pub fn args(&self) -> &[String] {
+    pub(crate) fn args(&self) -> &[String] {
         &self.argv[1..]
     }
 
     /// A variable the caller sent, else the empty string.
-    pub fn var(&self, name: &str) -> &str {
+    pub(crate) fn var(&self, name: &str) -> &str {
         self.vars.get(name).map_or("", String::as_str)
     }
 }
@@ -125,7 +125,7 @@ impl Call {
 /// The answer to a [`Call`]: an exit status, text for the caller's stdout and stderr,
 /// and shell variables to assign in the caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: i32,
     pub stdout: String,
     pub stderr: String,
@@ -133,18 +133,18 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Self::default()
     }
 
-    pub fn status(status: i32) -> Self {
+    pub(crate) fn status(status: i32) -> Self {
         Self {
             status,
             ..Self::default()
         }
     }
 
-    pub fn stdout(text: impl Into<String>) -> Self {
+    pub(crate) fn stdout(text: impl Into<String>) -> Self {
         Self {
             stdout: text.into(),
             ..Self::default()
@@ -152,7 +152,7 @@ impl Reply {
     }
 
     /// A failure with a message on the caller's stderr (a newline is added).
-    pub fn error(status: i32, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn error(status: i32, message: impl std::fmt::Display) -> Self {
         Self {
             status,
             stderr: format!("{message}\n"),
@@ -161,12 +161,12 @@ impl Reply {
     }
 
     #[must_use]
-    pub fn with_assign(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn with_assign(mut self, name: &str, value: impl Into<String>) -> Self {
         self.assign.push((name.to_owned(), value.into()));
         self
     }
 
-    pub fn to_frame(&self) -> Frame {
+    pub(crate) fn to_frame(&self) -> Frame {
         let mut fields = vec![
             self.status.to_string(),
             self.stdout.clone(),

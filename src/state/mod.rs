@@ -16,7 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the file's shape changes; older shapes are migrated on load.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -232,7 +232,7 @@ fn migrate(path: &Path, mut value: serde_json::Value) -> Result<State, StateErro
 }
 
 /// Lower-case hex of a digest, as fingerprints are kept in the state.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()
@@ -243,13 +243,13 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The directory of the state and lock files for a tree.
-pub fn state_dir(top_dir: &Path) -> PathBuf {
+pub(crate) fn state_dir(top_dir: &Path) -> PathBuf {
     top_dir.join(".devstack")
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, then
 /// rename) with `mode`: the one private atomic write of the project.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path
@@ -281,7 +281,7 @@ impl Ledger {
     /// is migrated.
     pub fn load(top_dir: &Path) -> Result<Self, StateError> {
         let path = state_dir(top_dir).join("state.json");
-        let state = match std::fs::read_to_string(&path) {
+        let state = match fs_err::read_to_string(&path) {
             Ok(text) => {
                 let value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|source| StateError::Parse {
@@ -320,7 +320,7 @@ impl Ledger {
 
     /// Removes the file (clean: nothing is left to say).
     pub fn remove(&self) -> std::io::Result<()> {
-        match std::fs::remove_file(&self.path) {
+        match fs_err::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -517,14 +517,13 @@ impl Ledger {
 
 /// Held while a stack, unstack or clean runs; released on drop.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _lock: Flock<std::fs::File>,
-    path: PathBuf,
 }
 
 impl RunLock {
     /// Takes the tree's lock, or says who holds it.
-    pub fn acquire(top_dir: &Path) -> Result<Self, StateError> {
+    pub(crate) fn acquire(top_dir: &Path) -> Result<Self, StateError> {
         let dir = state_dir(top_dir);
         let path = dir.join("lock");
         let err = |source| StateError::Lock {
@@ -532,6 +531,8 @@ impl RunLock {
             source,
         };
         fs::create_dir_all(&dir).map_err(err)?;
+        // nix's Flock wants a std File; the error below names the path itself.
+        #[allow(clippy::disallowed_methods)]
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -542,7 +543,7 @@ impl RunLock {
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = std::fs::read_to_string(&path)
+                let holder = fs_err::read_to_string(&path)
                     .ok()
                     .and_then(|s| s.trim().parse().ok());
                 return Err(StateError::Locked { path, holder });
@@ -551,11 +552,7 @@ impl RunLock {
         };
         lock.set_len(0).map_err(err)?;
         writeln!(lock, "{}", std::process::id()).map_err(err)?;
-        Ok(Self { _lock: lock, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _lock: lock })
     }
 }
 
@@ -599,21 +596,17 @@ mod tests {
             ["mysql", "n-api"],
             "daemons first"
         );
-        let leftovers: Vec<_> = std::fs::read_dir(state_dir(dir.path())).unwrap().collect();
+        let leftovers: Vec<_> = fs_err::read_dir(state_dir(dir.path())).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
-        let mode = std::fs::metadata(again.path())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = fs_err::metadata(again.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
 
     #[test]
     fn an_unknown_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(state_dir(dir.path())).unwrap();
-        std::fs::write(
+        fs_err::create_dir_all(state_dir(dir.path())).unwrap();
+        fs_err::write(
             state_dir(dir.path()).join("state.json"),
             r#"{"schema": 99}"#,
         )
@@ -627,7 +620,7 @@ mod tests {
     #[test]
     fn schema_1_daemon_facts_become_typed_records() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(state_dir(dir.path())).unwrap();
+        fs_err::create_dir_all(state_dir(dir.path())).unwrap();
         let v1 = serde_json::json!({
             "schema": 1,
             "last_run": {"command": "stack", "outcome": "ok", "pid": 7, "started": "x"},
@@ -637,7 +630,7 @@ mod tests {
                 "rabbit-user": "stackrabbit"
             }
         });
-        std::fs::write(
+        fs_err::write(
             state_dir(dir.path()).join("state.json"),
             serde_json::to_string(&v1).unwrap(),
         )

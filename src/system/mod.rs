@@ -8,13 +8,13 @@ use std::path::Path;
 use crate::config::settings::Settings;
 use crate::state::Ledger;
 
-pub mod interrupt;
-pub mod net;
-pub mod packages;
-pub mod process;
-pub mod python;
-pub mod redact;
-pub mod supervisor;
+pub(crate) mod interrupt;
+pub(crate) mod net;
+pub(crate) mod packages;
+pub(crate) mod process;
+pub(crate) mod python;
+pub(crate) mod redact;
+pub(crate) mod supervisor;
 
 /// What the machine-level actions need of a run: the settings to read, the tree, the
 /// process factory (output to the run log, redacted), the ledger to record what they

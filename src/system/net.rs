@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Connects to the first address `addr` resolves to, with `timeout` on the connect
 /// and on every later read and write.
-pub fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
     let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing")
     })?;

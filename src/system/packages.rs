@@ -18,7 +18,7 @@ const APT_TIMEOUT: Duration = Duration::from_secs(1800);
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 #[derive(Debug, thiserror::Error)]
-pub enum PackageError {
+pub(crate) enum PackageError {
     #[error("apt-get failed")]
     Apt(#[source] ProcessError),
     #[error("could not read the package list {path}")]
@@ -31,7 +31,7 @@ pub enum PackageError {
 
 /// Which of these packages are installed (dpkg says "install ok installed"): one
 /// dpkg-query for all of them (it names unknown ones on stderr and exits 1).
-pub fn installed(host: &Machine<'_>, packages: &[String]) -> BTreeSet<String> {
+pub(crate) fn installed(host: &Machine<'_>, packages: &[String]) -> BTreeSet<String> {
     if packages.is_empty() {
         return BTreeSet::new();
     }
@@ -54,7 +54,7 @@ fn parse_installed(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-pub fn apt(host: &Machine<'_>) -> crate::system::process::Cmd {
+pub(crate) fn apt(host: &Machine<'_>) -> crate::system::process::Cmd {
     host.cmd("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("APT_LISTCHANGES_FRONTEND", "none")
@@ -62,7 +62,7 @@ pub fn apt(host: &Machine<'_>) -> crate::system::process::Cmd {
 }
 
 /// `apt-get update`, once per run.
-pub fn update(host: &mut Machine<'_>) -> Result<(), PackageError> {
+pub(crate) fn update(host: &mut Machine<'_>) -> Result<(), PackageError> {
     if *host.apt_updated || host.settings.flag("NO_UPDATE_REPOS", false) {
         return Ok(());
     }
@@ -75,7 +75,10 @@ pub fn update(host: &mut Machine<'_>) -> Result<(), PackageError> {
 }
 
 /// Installs the packages that are not installed yet and records them.
-pub fn install(host: &mut Machine<'_>, packages: &[String]) -> Result<Vec<String>, PackageError> {
+pub(crate) fn install(
+    host: &mut Machine<'_>,
+    packages: &[String],
+) -> Result<Vec<String>, PackageError> {
     let wanted: Vec<String> = packages
         .iter()
         .filter(|p| !p.is_empty())
@@ -120,12 +123,12 @@ pub fn install(host: &mut Machine<'_>, packages: &[String]) -> Result<Vec<String
 
 fn set_executable(path: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).is_ok()
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o755)).is_ok()
 }
 
 /// Reads a DevStack package list (`files/debs/NAME`): one package per line, `#`
 /// comments, lines marked `# NOPRIME` skipped.
-pub fn read_list(path: &Path) -> Result<Vec<String>, PackageError> {
+pub(crate) fn read_list(path: &Path) -> Result<Vec<String>, PackageError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -146,7 +149,7 @@ pub fn read_list(path: &Path) -> Result<Vec<String>, PackageError> {
 }
 
 /// Finds a program on PATH.
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(program))
@@ -155,7 +158,7 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 }
 
 /// The last lines of apt's output, for an error reply.
-pub fn tail_text(e: &PackageError) -> String {
+pub(crate) fn tail_text(e: &PackageError) -> String {
     match e {
         PackageError::Apt(p) => p.tail().join("\n"),
         PackageError::List { .. } => String::new(),
@@ -177,7 +180,7 @@ mod tests {
     fn package_lists_follow_devstack_syntax() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("x");
-        std::fs::write(&f, "# comment\nfoo\nbar # dist:bookworm\nbaz # NOPRIME\n\n").unwrap();
+        fs_err::write(&f, "# comment\nfoo\nbar # dist:bookworm\nbaz # NOPRIME\n\n").unwrap();
         assert_eq!(read_list(&f).unwrap(), ["foo", "bar"]);
         assert!(read_list(&dir.path().join("missing")).unwrap().is_empty());
     }

@@ -21,9 +21,9 @@ use nix::unistd::Pid;
 use crate::system::redact::Redactor;
 
 /// How many lines of output an error report keeps.
-pub const TAIL_LINES: usize = 20;
+pub(crate) const TAIL_LINES: usize = 20;
 /// Time between TERM and KILL when a timeout or a stop ends a process group.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Variables passed through from our own environment to every child unless the
 /// builder says otherwise: enough to find programs and behave, nothing secret.
@@ -43,13 +43,6 @@ pub trait LineSink: Send + Sync {
     fn line(&self, source: &str, stream: Stream, line: &str);
     /// A line of our own (what devstack did and why), for the run log only.
     fn note(&self, _text: &str) {}
-}
-
-/// A sink that drops everything.
-pub struct NullSink;
-
-impl LineSink for NullSink {
-    fn line(&self, _source: &str, _stream: Stream, _line: &str) {}
 }
 
 /// The process factory of a run: every child it makes streams its output to the
@@ -294,6 +287,7 @@ impl Cmd {
     }
 
     /// Builds the `std` command with the environment and process-group rules applied.
+    #[allow(clippy::disallowed_methods)] // the one place a child process is made
     pub fn to_std(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).stdin(Stdio::null()).process_group(0);
@@ -446,7 +440,7 @@ impl Cmd {
 
 /// Sends TERM to a process group, waits up to `grace` for `gone()` to say it ended,
 /// then sends KILL. Errors (the group is already gone) are ignored: the goal is reached.
-pub fn stop_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> bool) {
+pub(crate) fn stop_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> bool) {
     let _ = killpg(pgid, Signal::SIGTERM);
     let step = Duration::from_millis(20);
     let mut waited = Duration::ZERO;

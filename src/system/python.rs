@@ -26,11 +26,11 @@ use crate::system::process::{Cmd, ProcessError};
 
 /// The interpreter every venv is built on (Debian's: Debian's uwsgi plugin is linked
 /// against its libpython, and its packages match it).
-pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+pub(crate) const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 /// uv's cache: outside `$DEST`, so it survives clean and makes the next stack warm.
-pub const UV_CACHE_DIR: &str = "/var/cache/devstack-rs/uv";
+pub(crate) const UV_CACHE_DIR: &str = "/var/cache/devstack-rs/uv";
 /// The constraints file, relative to the tree.
-pub const CONSTRAINTS: &str = "files/constraints/openstack-2026.2.txt";
+pub(crate) const CONSTRAINTS: &str = "files/constraints/openstack-2026.2.txt";
 /// The fact (and the file in the venv) holding the installed requirement set's hash.
 const FINGERPRINT_FACT: &str = "python-venv-fingerprint";
 const FINGERPRINT_FILE: &str = ".devstack-requirements";
@@ -38,7 +38,7 @@ const FINGERPRINT_FILE: &str = ".devstack-requirements";
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1800);
 
 #[derive(Debug, thiserror::Error)]
-pub enum PythonError {
+pub(crate) enum PythonError {
     #[error("{what}")]
     Process {
         what: String,
@@ -56,7 +56,7 @@ pub enum PythonError {
 }
 
 impl PythonError {
-    pub fn tail(&self) -> &[String] {
+    pub(crate) fn tail(&self) -> &[String] {
         match self {
             Self::Process { source, .. } => source.tail(),
             _ => &[],
@@ -82,7 +82,7 @@ pub struct Project {
 
 /// What every stack with an OpenStack service installs besides the services: the
 /// client, the database and memcached drivers.
-pub const COMMON: &[&str] = &[
+pub(crate) const COMMON: &[&str] = &[
     "python-openstackclient",
     "osc-placement",
     "pymysql",
@@ -91,7 +91,7 @@ pub const COMMON: &[&str] = &[
 ];
 
 /// PEP 503 normalisation (`oslo.messaging` and `oslo_messaging` are one name).
-pub fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     let mut out = String::new();
     let mut sep = false;
     for c in name.trim().chars() {
@@ -109,7 +109,7 @@ pub fn normalize(name: &str) -> String {
 }
 
 /// Does `dir` look like a Python source checkout?
-pub fn is_checkout(dir: &Path) -> bool {
+pub(crate) fn is_checkout(dir: &Path) -> bool {
     dir.join("setup.py").is_file()
         || dir.join("pyproject.toml").is_file()
         || dir.join("setup.cfg").is_file()
@@ -117,13 +117,13 @@ pub fn is_checkout(dir: &Path) -> bool {
 
 /// The distribution name of a checkout (`[metadata] name` in setup.cfg, `name` in
 /// pyproject's `[project]`), else the directory name.
-pub fn checkout_name(dir: &Path) -> String {
+pub(crate) fn checkout_name(dir: &Path) -> String {
     if let Ok(doc) = crate::ini::IniDoc::load(&dir.join("setup.cfg")) {
         if let Some(name) = doc.get("metadata", "name") {
             return name.trim().to_owned();
         }
     }
-    if let Ok(text) = std::fs::read_to_string(dir.join("pyproject.toml")) {
+    if let Ok(text) = fs_err::read_to_string(dir.join("pyproject.toml")) {
         let mut in_project = false;
         for line in text.lines() {
             let line = line.trim();
@@ -146,7 +146,7 @@ pub fn checkout_name(dir: &Path) -> String {
 
 /// One requirement of an install.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Req {
+pub(crate) enum Req {
     /// A name (or a spec such as `foo>=1`) resolved from PyPI under the constraints.
     Pypi(String),
     /// A local checkout installed editable; `extras` without brackets.
@@ -159,7 +159,7 @@ pub enum Req {
 
 /// What the stack installs: the enabled services' projects from PyPI (or their
 /// checkouts), the common tools, and the `LIBS_FROM_GIT` libraries under `$DEST`.
-pub fn requirements(s: &Settings, projects: &[Project], extra: &[String]) -> Vec<Req> {
+pub(crate) fn requirements(s: &Settings, projects: &[Project], extra: &[String]) -> Vec<Req> {
     let mut reqs = Vec::new();
     for p in projects {
         let repo = s.str(p.repo_var);
@@ -213,7 +213,7 @@ pub fn requirements(s: &Settings, projects: &[Project], extra: &[String]) -> Vec
 }
 
 /// The venv's directory (`DEVSTACK_VENV`, default `$DEST/venv`).
-pub fn venv_dir(s: &Settings) -> PathBuf {
+pub(crate) fn venv_dir(s: &Settings) -> PathBuf {
     let v = s.path("DEVSTACK_VENV");
     if v.as_os_str().is_empty() {
         s.path("DEST").join("venv")
@@ -223,7 +223,7 @@ pub fn venv_dir(s: &Settings) -> PathBuf {
 }
 
 /// `<venv>/bin/NAME`.
-pub fn venv_bin(s: &Settings, name: &str) -> PathBuf {
+pub(crate) fn venv_bin(s: &Settings, name: &str) -> PathBuf {
     venv_dir(s).join("bin").join(name)
 }
 
@@ -245,7 +245,7 @@ fn run(cmd: &Cmd, what: &str) -> Result<crate::system::process::Output, PythonEr
 }
 
 /// uv, installed by us with pip into a venv of its own when it is not there yet.
-pub fn ensure_uv(host: &Machine<'_>) -> Result<PathBuf, PythonError> {
+pub(crate) fn ensure_uv(host: &Machine<'_>) -> Result<PathBuf, PythonError> {
     let home = uv_home(host.settings);
     let uv = home.join("bin/uv");
     if uv.is_file() {
@@ -253,7 +253,7 @@ pub fn ensure_uv(host: &Machine<'_>) -> Result<PathBuf, PythonError> {
     }
     host.note(&format!("python: installing uv into {}", home.display()));
     if let Some(parent) = home.parent() {
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        fs_err::create_dir_all(parent).map_err(io_err(parent))?;
     }
     run(
         &host
@@ -326,7 +326,7 @@ fn uv_cmd(host: &Machine<'_>, uv: &Path) -> Cmd {
 }
 
 /// The venv, created with uv on Debian's python when it does not exist.
-pub fn ensure_venv(host: &Machine<'_>, uv: &Path) -> Result<PathBuf, PythonError> {
+pub(crate) fn ensure_venv(host: &Machine<'_>, uv: &Path) -> Result<PathBuf, PythonError> {
     let venv = venv_dir(host.settings);
     let python = venv.join("bin/python3");
     if python.is_file()
@@ -353,7 +353,7 @@ pub fn ensure_venv(host: &Machine<'_>, uv: &Path) -> Result<PathBuf, PythonError
 /// installed from a checkout (DevStack's edit-constraints). Written beside the state.
 fn constraints_for(host: &Machine<'_>, reqs: &[Req]) -> Result<PathBuf, PythonError> {
     let source = host.top_dir.join(CONSTRAINTS);
-    let text = std::fs::read_to_string(&source).map_err(io_err(&source))?;
+    let text = fs_err::read_to_string(&source).map_err(io_err(&source))?;
     let editable: Vec<String> = reqs
         .iter()
         .filter_map(|r| match r {
@@ -378,9 +378,9 @@ fn constraints_for(host: &Machine<'_>, reqs: &[Req]) -> Result<PathBuf, PythonEr
     }
     let path = crate::state::state_dir(host.top_dir).join("constraints.txt");
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs_err::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    std::fs::write(&path, out).map_err(io_err(&path))?;
+    fs_err::write(&path, out).map_err(io_err(&path))?;
     Ok(path)
 }
 
@@ -407,7 +407,7 @@ fn install_args(reqs: &[Req]) -> Vec<String> {
 fn fingerprint(reqs: &[Req], constraints: &Path) -> String {
     let mut h = Sha256::new();
     h.update(SYSTEM_PYTHON.as_bytes());
-    h.update(std::fs::read(constraints).unwrap_or_default());
+    h.update(fs_err::read(constraints).unwrap_or_default());
     for a in install_args(reqs) {
         h.update(a.as_bytes());
         h.update([0]);
@@ -439,7 +439,11 @@ fn uv_install(
 }
 
 /// Installs `reqs`; with `record`, skips when the fingerprint matches and keeps it.
-pub fn install(host: &mut Machine<'_>, reqs: &[Req], record: bool) -> Result<(), PythonError> {
+pub(crate) fn install(
+    host: &mut Machine<'_>,
+    reqs: &[Req],
+    record: bool,
+) -> Result<(), PythonError> {
     if reqs.is_empty() {
         return Ok(());
     }
@@ -449,18 +453,18 @@ pub fn install(host: &mut Machine<'_>, reqs: &[Req], record: bool) -> Result<(),
     let venv = venv_dir(host.settings);
     let marker = venv.join(FINGERPRINT_FILE);
     let has_python = venv.join("bin/python3").is_file();
-    if record && has_python && std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == print) {
+    if record && has_python && fs_err::read_to_string(&marker).is_ok_and(|m| m.trim() == print) {
         host.ledger.set_fact(FINGERPRINT_FACT, print.clone());
         host.note("python: the venv already holds this requirement set; nothing to install");
         return Ok(());
     }
     let uv = ensure_uv(host)?;
     ensure_venv(host, &uv)?;
-    std::fs::create_dir_all(UV_CACHE_DIR).map_err(io_err(Path::new(UV_CACHE_DIR)))?;
+    fs_err::create_dir_all(UV_CACHE_DIR).map_err(io_err(Path::new(UV_CACHE_DIR)))?;
     let args = install_args(reqs);
     uv_install(host, &uv, &constraints, &args)?;
     if record {
-        std::fs::write(&marker, format!("{print}\n")).map_err(io_err(&marker))?;
+        fs_err::write(&marker, format!("{print}\n")).map_err(io_err(&marker))?;
         host.ledger.set_fact(FINGERPRINT_FACT, print);
     }
     host.note(&format!(
@@ -530,7 +534,7 @@ mod tests {
     #[test]
     fn a_local_checkout_replaces_the_release() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("setup.cfg"), "[metadata]\nname = nova\n").unwrap();
+        fs_err::write(dir.path().join("setup.cfg"), "[metadata]\nname = nova\n").unwrap();
         let s = settings(&[
             ("ENABLED_SERVICES", "n-api"),
             ("NOVA_REPO", dir.path().to_str().unwrap()),
@@ -553,11 +557,11 @@ mod tests {
     fn fingerprints_follow_the_set() {
         let dir = tempfile::tempdir().unwrap();
         let c = dir.path().join("c.txt");
-        std::fs::write(&c, "a==1\n").unwrap();
+        fs_err::write(&c, "a==1\n").unwrap();
         let a = fingerprint(&[Req::Pypi("nova".into())], &c);
         assert_eq!(a, fingerprint(&[Req::Pypi("nova".into())], &c));
         assert_ne!(a, fingerprint(&[Req::Pypi("glance".into())], &c));
-        std::fs::write(&c, "a==2\n").unwrap();
+        fs_err::write(&c, "a==2\n").unwrap();
         assert_ne!(a, fingerprint(&[Req::Pypi("nova".into())], &c));
     }
 }

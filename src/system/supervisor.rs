@@ -19,9 +19,9 @@ use crate::state::{Backend, ProcessRecord};
 use crate::system::process::{Cmd, stop_group};
 
 /// Time a stopped process group gets between TERM and KILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Where DevStack writes its units (system units; `USER_UNITS` is not supported).
-pub const SYSTEMD_DIR: &str = "/etc/systemd/system";
+pub(crate) const SYSTEMD_DIR: &str = "/etc/systemd/system";
 
 /// What to run: DevStack's `run_process NAME COMMAND [GROUP] [USER] [ENV]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,12 +62,12 @@ pub trait Supervisor: Send + Sync {
 }
 
 /// Is PID 1 systemd (the test systemd itself uses)?
-pub fn systemd_is_pid1() -> bool {
+pub(crate) fn systemd_is_pid1() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
 /// The backend for this machine.
-pub fn detect() -> Box<dyn Supervisor> {
+pub(crate) fn detect() -> Box<dyn Supervisor> {
     if systemd_is_pid1() {
         Box::new(SystemdSupervisor::default())
     } else {
@@ -76,7 +76,7 @@ pub fn detect() -> Box<dyn Supervisor> {
 }
 
 /// The pidfile the own backend keeps for a process: `NAME.pid` beside its log.
-pub fn pidfile(log: &Path, name: &str) -> PathBuf {
+pub(crate) fn pidfile(log: &Path, name: &str) -> PathBuf {
     log.parent()
         .unwrap_or(Path::new("/"))
         .join(format!("{name}.pid"))
@@ -87,7 +87,7 @@ pub fn pidfile(log: &Path, name: &str) -> PathBuf {
 
 /// State letter and process group of a live process (`None`: no such process).
 fn proc_stat(pid: u32) -> Option<(char, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses.
     let rest = &text[text.rfind(')')? + 2..];
     let mut fields = rest.split_whitespace();
@@ -99,13 +99,13 @@ fn proc_stat(pid: u32) -> Option<(char, i32)> {
 
 /// Is `pid` alive (not a zombie) and still the leader of its own group (so not a
 /// recycled pid of some other program)?
-pub fn is_group_leader_alive(pid: u32) -> bool {
+pub(crate) fn is_group_leader_alive(pid: u32) -> bool {
     matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pid))
 }
 
 /// Every live (non-zombie) process in process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = fs_err::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(Result::ok)
@@ -128,7 +128,7 @@ fn reap(pid: u32) {
 }
 
 /// Stops the process group led by `pid`: TERM, then KILL after `grace`.
-pub fn stop_pid_group(pid: u32, grace: Duration) {
+pub(crate) fn stop_pid_group(pid: u32, grace: Duration) {
     let Ok(raw) = i32::try_from(pid) else { return };
     if group_members(pid).is_empty() {
         reap(pid);
@@ -153,7 +153,7 @@ pub fn stop_pid_group(pid: u32, grace: Duration) {
 
 /// Our own supervisor, for machines without systemd as PID 1.
 #[derive(Debug, Clone)]
-pub struct OwnSupervisor {
+pub(crate) struct OwnSupervisor {
     pub grace: Duration,
 }
 
@@ -241,7 +241,7 @@ impl Supervisor for OwnSupervisor {
     fn stop(&self, record: &ProcessRecord) -> Result<(), SupervisorError> {
         let pidfile = pidfile(&record.log, &record.name);
         let pid = record.pid.or_else(|| {
-            std::fs::read_to_string(&pidfile)
+            fs_err::read_to_string(&pidfile)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
         });
@@ -258,7 +258,7 @@ impl Supervisor for OwnSupervisor {
                 });
             }
         }
-        let _ = std::fs::remove_file(&pidfile);
+        let _ = fs_err::remove_file(&pidfile);
         Ok(())
     }
 
@@ -284,7 +284,7 @@ impl Supervisor for OwnSupervisor {
 
 /// What DevStack's unit writers take.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitParams<'a> {
+pub(crate) struct UnitParams<'a> {
     pub service: &'a str,
     pub command: &'a str,
     pub group: Option<&'a str>,
@@ -298,7 +298,7 @@ pub struct UnitParams<'a> {
 }
 
 /// The unit's name: `devstack@NAME.service`.
-pub fn unit_name(service: &str) -> String {
+pub(crate) fn unit_name(service: &str) -> String {
     format!("devstack@{service}.service")
 }
 
@@ -341,7 +341,7 @@ impl IniSim {
 
 /// The text of `devstack@NAME.service` exactly as DevStack's `write_user_unit_file`
 /// (or `write_uwsgi_user_unit_file`, when the command mentions uwsgi) leaves it.
-pub fn unit_text(p: &UnitParams<'_>) -> String {
+pub(crate) fn unit_text(p: &UnitParams<'_>) -> String {
     let unit = unit_name(p.service);
     let mut ini = IniSim::default();
     ini.set("Unit", "Description", &format!("Devstack {unit}"));
@@ -376,7 +376,7 @@ pub fn unit_text(p: &UnitParams<'_>) -> String {
 
 /// Units `devstack@NAME.service` driven by systemctl.
 #[derive(Debug, Clone)]
-pub struct SystemdSupervisor {
+pub(crate) struct SystemdSupervisor {
     pub unit_dir: PathBuf,
 }
 
@@ -539,10 +539,10 @@ mod tests {
         assert_eq!(sup.status(&rec), ProcStatus::Running { pid });
         let pidfile = dir.path().join("logs/svc.pid");
         assert_eq!(
-            std::fs::read_to_string(&pidfile).unwrap().trim(),
+            fs_err::read_to_string(&pidfile).unwrap().trim(),
             pid.to_string()
         );
-        assert!(wait_for(|| std::fs::read_to_string(&rec.log)
+        assert!(wait_for(|| fs_err::read_to_string(&rec.log)
             .unwrap_or_default()
             == "hello\noops\n"));
         let t0 = Instant::now();
@@ -565,7 +565,7 @@ mod tests {
                 "trap '' TERM; echo ready; while :; do sleep 0.05; done",
             ))
             .unwrap();
-        assert!(wait_for(|| std::fs::read_to_string(&rec.log)
+        assert!(wait_for(|| fs_err::read_to_string(&rec.log)
             .unwrap_or_default()
             .contains("ready")));
         let t0 = Instant::now();

@@ -47,7 +47,7 @@ impl RunLog {
             .into_parts()
             .0;
         let link = dir.join(format!("{name}.log"));
-        let _ = std::fs::remove_file(&link);
+        let _ = fs_err::remove_file(&link);
         std::os::unix::fs::symlink(&file_name, &link)?;
         let mut inner = self.inner.lock().expect("log lock");
         let mut writer = BufWriter::new(file);

@@ -1,8 +1,8 @@
 //! What a person sees: the printer (chosen once from -q/-v/TTY), the run log, progress,
 //! and the one place errors are printed.
 
-pub mod log;
-pub mod report;
+pub(crate) mod log;
+pub(crate) mod report;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// How much reaches the terminal (the log always gets everything).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
+pub(crate) enum Verbosity {
     Quiet,
     Normal,
     Verbose,
@@ -37,14 +37,14 @@ pub enum StepOutcome {
 }
 
 /// Line-oriented terminal progress (works the same in a TTY, a pipe and CI).
-pub struct TermProgress {
+pub(crate) struct TermProgress {
     verbosity: Verbosity,
     color: bool,
     out: Mutex<()>,
 }
 
 impl TermProgress {
-    pub fn new(verbosity: Verbosity) -> Self {
+    pub(crate) fn new(verbosity: Verbosity) -> Self {
         let color =
             std::io::stderr().is_terminal() && std::env::var_os(crate::env_vars::CI).is_none();
         Self {
@@ -69,7 +69,7 @@ impl TermProgress {
     }
 }
 
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let secs = d.as_secs_f64();
     if secs < 60.0 {
         format!("{secs:.1} s")

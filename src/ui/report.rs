@@ -6,7 +6,7 @@ use std::fmt;
 /// A failure with the details a person needs to act on it. Pipeline errors that
 /// name a hook, a step or a service are turned into this before they reach `main`.
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     pub headline: String,
     /// `key: value` lines (step, plugin, phase, file:line, command, log).
     pub details: Vec<(String, String)>,
@@ -28,7 +28,7 @@ pub fn print_error(err: &anyhow::Error) {
     eprint!("{}", render_error(err));
 }
 
-pub fn render_error(err: &anyhow::Error) -> String {
+pub(crate) fn render_error(err: &anyhow::Error) -> String {
     use std::fmt::Write as _;
     let mut out = format!("error: {err}\n");
     // A Report attached with `.context(..)` is found by downcasting the error itself;

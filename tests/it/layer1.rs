@@ -230,6 +230,7 @@ fn status_then_teardown(tree: &Tree, marker: &str, servers: &[&str]) {
 }
 
 #[test]
+#[ignore = "starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
 fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
     let _guard = lock();
     let t0 = std::time::Instant::now();
@@ -329,6 +330,7 @@ fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
 }
 
 #[test]
+#[ignore = "starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
 fn postgresql_real_server_stacks_serves_and_goes_away() {
     let _guard = lock();
     let (tree, marker) = stacked_with_plugin("postgresql", "ds-test-pg-sleeper");
@@ -363,6 +365,7 @@ fn postgresql_real_server_stacks_serves_and_goes_away() {
 }
 
 #[test]
+#[ignore = "starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
 fn memcached_answers_when_keystone_needs_it() {
     let _guard = lock();
     let tree = Tree::new();
