@@ -28,6 +28,8 @@ pub(crate) mod oslo;
 pub(crate) mod placement;
 pub(crate) mod postgresql;
 pub(crate) mod rabbit;
+#[cfg(test)]
+mod snapshots;
 pub(crate) mod uwsgi;
 
 /// Where a service sits in the stack's order.

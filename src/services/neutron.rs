@@ -48,7 +48,7 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         .host
         .keystone()
         .and_then(|c| c.token().map(str::to_owned))
-        .map_err(|e| ServiceError::failed(NAME, format!("warm-up token: {e}")))?;
+        .map_err(|e| ServiceError::caused(NAME, "warm-up token", e))?;
     let base = oslo::probe_url(&cx.host.settings, PREFIX, PORT);
     let workers = cx.host.settings.number("API_WORKERS", 1).max(1);
     for _ in 0..workers {

@@ -54,7 +54,7 @@ pub(crate) fn write_conf(
     let mut doc = IniDoc::default();
     fill(&mut doc);
     doc.save(path)
-        .map_err(|e| ServiceError::failed(service, e.to_string()))?;
+        .map_err(|e| ServiceError::caused(service, format!("writing {}", path.display()), e))?;
     fs_err::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
         .map_err(io(service, path))?;
     host.ledger.record_file(path);

@@ -313,6 +313,7 @@ impl Cmd {
 
     /// Runs the command to completion.
     pub fn run(&self) -> Result<Output, ProcessError> {
+        tracing::debug!(command = %self.display(), timeout = ?self.timeout, "child process");
         let mut child = self
             .to_std()
             .stdout(Stdio::piped())

@@ -1,0 +1,190 @@
+//! The files the services generate, as snapshots: each service driven through its
+//! `Service` steps with a fake context (a host on a temporary tree, no pipeline),
+//! so a change to any generated file shows in review as a snapshot diff.
+
+use std::path::Path;
+
+use crate::config::settings::Settings;
+use crate::context::{Host, NoPipeline, ServiceCtx};
+use crate::services::{Registry, Service, credentials, glance, keystone, neutron, nova, placement};
+
+/// The settings a default stack has after its defaults are applied, with every
+/// directory under `root` and fixed passwords.
+fn settings(root: &Path) -> Settings {
+    let r = root.display();
+    let pairs = [
+        (
+            "ENABLED_SERVICES",
+            crate::config::settings::DEFAULT_SERVICES.to_owned(),
+        ),
+        ("DEST", format!("{r}/opt/stack")),
+        ("DATA_DIR", format!("{r}/opt/stack/data")),
+        ("LOGDIR", format!("{r}/opt/stack/logs")),
+        ("DEVSTACK_VENV", format!("{r}/opt/stack/venv")),
+        ("HOST_IP", "127.0.0.1".to_owned()),
+        ("SERVICE_HOST", "127.0.0.1".to_owned()),
+        ("SERVICE_LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+        ("SERVICE_PROTOCOL", "http".to_owned()),
+        ("DATABASE_TYPE", "mysql".to_owned()),
+        ("DATABASE_HOST", "127.0.0.1".to_owned()),
+        ("DATABASE_USER", "devstack".to_owned()),
+        ("DATABASE_PASSWORD", "db-secret".to_owned()),
+        ("RABBIT_HOST", "127.0.0.1".to_owned()),
+        ("RABBIT_USERID", "stackrabbit".to_owned()),
+        ("RABBIT_PASSWORD", "rabbit-secret".to_owned()),
+        ("ADMIN_PASSWORD", "admin-secret".to_owned()),
+        ("SERVICE_PASSWORD", "service-secret".to_owned()),
+        ("MEMCACHE_SERVERS", "127.0.0.1:11211".to_owned()),
+        ("REGION_NAME", "RegionOne".to_owned()),
+        ("API_WORKERS", "1".to_owned()),
+        ("KEYSTONE_SERVICE_URI", "http://127.0.0.1:5000".to_owned()),
+        ("KEYSTONE_SERVICE_PORT", "5000".to_owned()),
+        ("KEYSTONE_CONF_DIR", format!("{r}/etc/keystone")),
+        ("KEYSTONE_CONF", format!("{r}/etc/keystone/keystone.conf")),
+        ("GLANCE_CONF_DIR", format!("{r}/etc/glance")),
+        ("GLANCE_API_CONF", format!("{r}/etc/glance/glance-api.conf")),
+        ("PLACEMENT_CONF_DIR", format!("{r}/etc/placement")),
+        (
+            "PLACEMENT_CONF",
+            format!("{r}/etc/placement/placement.conf"),
+        ),
+        ("NEUTRON_CONF_DIR", format!("{r}/etc/neutron")),
+        ("NEUTRON_CONF", format!("{r}/etc/neutron/neutron.conf")),
+        ("NOVA_CONF_DIR", format!("{r}/etc/nova")),
+        ("NOVA_CONF", format!("{r}/etc/nova/nova.conf")),
+        ("NOVA_CPU_CONF", format!("{r}/etc/nova/nova-cpu.conf")),
+    ];
+    Settings::new(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// A host on a temporary tree, with the files the venv's wheels ship.
+fn host() -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let progress: std::sync::Arc<dyn crate::ui::Progress> =
+        std::sync::Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
+    let log = std::sync::Arc::new(crate::ui::log::RunLog::new(progress.clone()));
+    let mut host = Host::new(
+        dir.path().to_path_buf(),
+        crate::state::Ledger::empty(dir.path()),
+        log,
+        progress,
+    );
+    host.settings = settings(dir.path());
+    let etc = dir.path().join("opt/stack/venv/etc");
+    for file in [
+        "nova/api-paste.ini",
+        "glance/glance-api-paste.ini",
+        "neutron/api-paste.ini",
+    ] {
+        let path = etc.join(file);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, "[pipeline:main]\n").unwrap();
+    }
+    (dir, host)
+}
+
+/// A generated file with the temporary root and the machine's uwsgi python plugin
+/// name taken out, so the snapshot is the same on every machine.
+fn read(root: &Path, path: &str) -> String {
+    let text = fs_err::read_to_string(root.join(path)).unwrap();
+    let plugin = format!("plugin = {}\n", crate::services::uwsgi::python_plugin());
+    text.replace(&root.display().to_string(), "/ROOT")
+        .replace(&plugin, "plugin = python3XY\n")
+}
+
+fn configure(host: &mut Host, service: &dyn Service) {
+    let mut ops = NoPipeline;
+    let mut cx = ServiceCtx::new(host, &mut ops);
+    service.configure(&mut cx).unwrap();
+}
+
+#[test]
+fn keystone_files() {
+    let (dir, mut host) = host();
+    configure(&mut host, &keystone::Keystone);
+    insta::assert_snapshot!(
+        "keystone.conf",
+        read(dir.path(), "etc/keystone/keystone.conf")
+    );
+    insta::assert_snapshot!(
+        "keystone-uwsgi-public.ini",
+        read(dir.path(), "etc/keystone/keystone-uwsgi-public.ini")
+    );
+}
+
+#[test]
+fn glance_placement_neutron_files() {
+    let (dir, mut host) = host();
+    configure(&mut host, &glance::Glance);
+    configure(&mut host, &placement::Placement);
+    configure(&mut host, &neutron::Neutron);
+    insta::assert_snapshot!(
+        "glance-api.conf",
+        read(dir.path(), "etc/glance/glance-api.conf")
+    );
+    insta::assert_snapshot!(
+        "placement.conf",
+        read(dir.path(), "etc/placement/placement.conf")
+    );
+    insta::assert_snapshot!("neutron.conf", read(dir.path(), "etc/neutron/neutron.conf"));
+    insta::assert_snapshot!(
+        "ml2_conf.ini",
+        read(dir.path(), "etc/neutron/plugins/ml2/ml2_conf.ini")
+    );
+    insta::assert_snapshot!(
+        "neutron-api-uwsgi.ini",
+        read(dir.path(), "etc/neutron/neutron-api-uwsgi.ini")
+    );
+}
+
+#[test]
+fn nova_files() {
+    let (dir, mut host) = host();
+    configure(&mut host, &nova::Nova);
+    {
+        let mut ops = NoPipeline;
+        let mut cx = ServiceCtx::new(&mut host, &mut ops);
+        nova::Nova.init(&mut cx).unwrap();
+    }
+    insta::assert_snapshot!("nova.conf", read(dir.path(), "etc/nova/nova.conf"));
+    insta::assert_snapshot!("nova-cpu.conf", read(dir.path(), "etc/nova/nova-cpu.conf"));
+    insta::assert_snapshot!(
+        "nova-api-uwsgi.ini",
+        read(dir.path(), "etc/nova/nova-api-uwsgi.ini")
+    );
+}
+
+#[test]
+fn openrc_and_clouds_yaml() {
+    let (dir, host) = host();
+    let root = dir.path().display().to_string();
+    insta::assert_snapshot!(
+        "openrc",
+        credentials::openrc_text(&host.settings).replace(&root, "/ROOT")
+    );
+    insta::assert_snapshot!(
+        "clouds.yaml",
+        credentials::clouds_yaml(&host.settings).replace(&root, "/ROOT")
+    );
+}
+
+#[test]
+fn every_config_file_is_recorded_for_clean_and_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, mut host) = host();
+    for svc in Registry::builtin().enabled(&host.settings.clone()) {
+        if svc.layer() == crate::services::Layer::OpenStack {
+            configure(&mut host, svc);
+        }
+    }
+    let files = host.ledger.files();
+    assert!(files.len() >= 10, "{files:?}");
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "conf"))
+    {
+        let mode = fs_err::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{} holds passwords", f.display());
+        assert!(f.starts_with(dir.path()));
+    }
+}
