@@ -234,3 +234,22 @@ impl<'a> ServiceCtx<'a> {
         self.ops.merge_into(self.host, phase, file)
     }
 }
+
+/// A quiet host on a temporary tree, supervised by our own supervisor, for the tests
+/// that drive services with a fake context.
+#[cfg(test)]
+pub(crate) fn test_host(settings: Settings) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let progress: Arc<dyn Progress> =
+        Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
+    let log = Arc::new(RunLog::new(progress.clone()));
+    let mut host = Host::new(
+        dir.path().to_path_buf(),
+        Ledger::empty(dir.path()),
+        log,
+        progress,
+    );
+    host.supervisor = Box::new(crate::system::supervisor::OwnSupervisor::default());
+    host.settings = settings;
+    (dir, host)
+}

@@ -20,14 +20,20 @@ use crate::system::supervisor::{
     OwnSupervisor, ProcStatus, ProcessSpec, Supervisor, systemd_is_pid1,
 };
 
+/// A daemon's names.
+#[derive(Debug)]
+pub(crate) struct Names {
+    /// Its name in the ledger, `status` and `logs` (mysql, rabbit, libvirtd).
+    pub(crate) name: &'static str,
+    /// The distro's systemd unit (used when systemd is PID 1).
+    pub(crate) unit: &'static str,
+    /// What [`Daemon::probe`] checks, for messages ("mariadb SELECT 1").
+    pub(crate) probe_what: &'static str,
+}
+
 /// One host daemon: what differs between them.
 pub(crate) trait Daemon: Sync {
-    /// Its name in the ledger, `status` and `logs` (mysql, rabbit, libvirtd).
-    fn name(&self) -> &'static str;
-    /// The distro's systemd unit (used when systemd is PID 1).
-    fn unit(&self) -> &'static str;
-    /// What [`Daemon::probe`] checks, for messages ("mariadb SELECT 1").
-    fn probe_what(&self) -> &'static str;
+    fn names(&self) -> &'static Names;
     /// The address it listens on and its ports: a foreign program there is refused.
     fn listen(&self, settings: &Settings) -> (String, Vec<u16>);
     /// Before the first launch: data and runtime directories, helper daemons.
@@ -40,16 +46,20 @@ pub(crate) trait Daemon: Sync {
     fn probe(&self, host: &Host) -> Result<(), String>;
     /// Its processes under our supervisor, in stop order (rabbit before its epmd).
     fn processes(&self) -> Vec<&'static str> {
-        vec![self.name()]
+        vec![self.names().name]
     }
 }
 
 /// Starts `daemon` unless ours already runs (or, under systemd, its unit), and waits
 /// until its probe answers.
 pub(crate) fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
-    let name = daemon.name();
+    let Names {
+        name,
+        unit,
+        probe_what,
+    } = daemon.names();
     let probe = |h: &Host| daemon.probe(h);
-    if start_unit_or_reuse(host, name, daemon.unit(), daemon.probe_what(), probe)? {
+    if start_unit_or_reuse(host, name, unit, probe_what, probe)? {
         return Ok(());
     }
     let (addr, ports) = daemon.listen(&host.settings);
@@ -57,12 +67,13 @@ pub(crate) fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceE
     daemon.prepare(host)?;
     let spec = daemon.spec(host)?;
     let timeout = service_timeout(&host.settings);
-    launch_ready(host, name, &spec, timeout, daemon.probe_what(), probe)
+    launch_ready(host, name, &spec, timeout, probe_what, probe)
 }
 
 /// Stops `daemon`: its unit under systemd (when we started it), else our processes.
 pub(crate) fn stop(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceError> {
-    stop_daemon(host, daemon.name(), daemon.unit(), &daemon.processes())
+    let names = daemon.names();
+    stop_daemon(host, names.name, names.unit, &daemon.processes())
 }
 
 /// Each readiness probe gets this long (the whole wait gets SERVICE_TIMEOUT).

@@ -47,14 +47,12 @@ pub(crate) fn version_probe(host: &str, port: u16, timeout: Duration) -> Result<
 }
 
 impl Daemon for Memcached {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn unit(&self) -> &'static str {
-        SYSTEMD_UNIT
-    }
-    fn probe_what(&self) -> &'static str {
-        "memcached version"
+    fn names(&self) -> &'static daemon::Names {
+        &daemon::Names {
+            name: NAME,
+            unit: SYSTEMD_UNIT,
+            probe_what: "memcached version",
+        }
     }
     fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
         (host_addr(settings), vec![PORT])

@@ -459,20 +459,9 @@ mod tests {
     }
 
     fn host(enabled: &str) -> (tempfile::TempDir, Host) {
-        let dir = tempfile::tempdir().unwrap();
-        let progress: std::sync::Arc<dyn crate::ui::Progress> =
-            std::sync::Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
-        let log = std::sync::Arc::new(crate::ui::log::RunLog::new(progress.clone()));
-        let mut host = Host::new(
-            dir.path().to_path_buf(),
-            crate::state::Ledger::empty(dir.path()),
-            log,
-            progress,
-        );
-        host.supervisor = Box::new(crate::system::supervisor::OwnSupervisor::default());
-        let mut s = settings(enabled);
-        s.set("LOGDIR", dir.path().join("logs").display().to_string());
-        host.settings = s;
+        let (dir, mut host) = crate::context::test_host(settings(enabled));
+        let logs = dir.path().join("logs").display().to_string();
+        host.settings.set("LOGDIR", logs);
         (dir, host)
     }
 

@@ -71,14 +71,12 @@ pub(crate) fn user_probe(host: &Host) -> Result<(), String> {
 }
 
 impl Daemon for Mysql {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn unit(&self) -> &'static str {
-        SYSTEMD_UNIT
-    }
-    fn probe_what(&self) -> &'static str {
-        "mariadb SELECT 1"
+    fn names(&self) -> &'static daemon::Names {
+        &daemon::Names {
+            name: NAME,
+            unit: SYSTEMD_UNIT,
+            probe_what: "mariadb SELECT 1",
+        }
     }
     fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
         (

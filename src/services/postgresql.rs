@@ -75,14 +75,12 @@ fn cluster() -> Result<(String, PathBuf, PathBuf), ServiceError> {
 }
 
 impl Daemon for Postgresql {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn unit(&self) -> &'static str {
-        SYSTEMD_UNIT
-    }
-    fn probe_what(&self) -> &'static str {
-        "psql SELECT 1"
+    fn names(&self) -> &'static daemon::Names {
+        &daemon::Names {
+            name: NAME,
+            unit: SYSTEMD_UNIT,
+            probe_what: "psql SELECT 1",
+        }
     }
     fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
         (host_addr(settings), vec![PORT])

@@ -140,14 +140,12 @@ fn rabbitmqctl(host: &Host, args: &[&str], stdin_secret: Option<&str>) -> Result
 }
 
 impl Daemon for Rabbit {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn unit(&self) -> &'static str {
-        SYSTEMD_UNIT
-    }
-    fn probe_what(&self) -> &'static str {
-        "AMQP handshake"
+    fn names(&self) -> &'static daemon::Names {
+        &daemon::Names {
+            name: NAME,
+            unit: SYSTEMD_UNIT,
+            probe_what: "AMQP handshake",
+        }
     }
     fn listen(&self, settings: &Settings) -> (String, Vec<u16>) {
         (host_addr(settings), vec![PORT, DIST_PORT])

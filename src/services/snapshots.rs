@@ -59,16 +59,7 @@ fn settings(root: &Path) -> Settings {
 
 /// A host on a temporary tree, with the files the venv's wheels ship.
 fn host() -> (tempfile::TempDir, Host) {
-    let dir = tempfile::tempdir().unwrap();
-    let progress: std::sync::Arc<dyn crate::ui::Progress> =
-        std::sync::Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
-    let log = std::sync::Arc::new(crate::ui::log::RunLog::new(progress.clone()));
-    let mut host = Host::new(
-        dir.path().to_path_buf(),
-        crate::state::Ledger::empty(dir.path()),
-        log,
-        progress,
-    );
+    let (dir, mut host) = crate::context::test_host(Settings::default());
     host.settings = settings(dir.path());
     let etc = dir.path().join("opt/stack/venv/etc");
     for file in [
