@@ -3,12 +3,12 @@
 //! call works inside a run and through `devstack __call`.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::arg;
 use crate::context::Host;
-use crate::services::daemon;
-use crate::services::{ServiceError, database, memcached, mysql, postgresql, rabbit};
+use crate::services::{ServiceError, daemon, database, memcached, mysql, postgresql, rabbit};
 use crate::shell::{Call, Reply};
 use crate::state::{Backend, ProcessKind, ProcessRecord};
 use crate::system::supervisor::{OwnSupervisor, ProcStatus, ProcessSpec, Supervisor};
@@ -208,31 +208,34 @@ pub(crate) fn wait_for_service(timeout: &str, url: &str) -> Reply {
     let Ok(secs) = timeout.trim().parse::<u64>() else {
         return Reply::error(2, "usage: wait_for_service TIMEOUT URL");
     };
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let per_request = left
+    let limit = Duration::from_secs(secs);
+    let deadline = Instant::now() + limit;
+    let probe = || {
+        // Each request within what is left of the wait.
+        let per_request = deadline
+            .saturating_duration_since(Instant::now())
             .min(HTTP_REQUEST_TIMEOUT)
             .max(Duration::from_millis(100));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(per_request))
-            .build()
-            .into();
-        if let Ok(resp) = agent.get(url).call() {
-            if resp.status().as_u16() != 503 {
-                return Reply::ok();
-            }
+        match crate::services::oslo::http_get(url, None, per_request) {
+            Ok(503) => Err("HTTP 503".to_owned()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         }
-        if Instant::now() >= deadline {
-            return Reply::error(
-                124,
-                format!("wait_for_service: {url} did not answer within {secs} s"),
-            );
-        }
-        std::thread::sleep(
-            Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now())),
-        );
+    };
+    let what = format!("GET {url}");
+    match daemon::wait_until(
+        "wait_for_service",
+        &what,
+        Path::new(""),
+        limit,
+        probe,
+        || false,
+    ) {
+        Ok(_) => Reply::ok(),
+        Err(_) => Reply::error(
+            124,
+            format!("wait_for_service: {url} did not answer within {secs} s"),
+        ),
     }
 }
 

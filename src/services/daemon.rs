@@ -230,6 +230,45 @@ pub(crate) fn service_timeout(s: &Settings) -> Duration {
     Duration::from_secs(s.number("SERVICE_TIMEOUT", 60).max(1))
 }
 
+/// The one readiness loop: polls `probe` every [`PROBE_INTERVAL`] until it answers,
+/// `died` says the process is gone, or `timeout` passes; the failure carries the
+/// last lines of `log` and the last probe's answer. Returns how long it took.
+pub(crate) fn wait_until(
+    service: &str,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<(), String>,
+    died: impl Fn() -> bool,
+) -> Result<Duration, ServiceError> {
+    let t0 = Instant::now();
+    loop {
+        let last = match probe() {
+            Ok(()) => return Ok(t0.elapsed()),
+            Err(e) => e,
+        };
+        let died = died();
+        if died || t0.elapsed() >= timeout {
+            let mut tail = log_tail(log, LOG_TAIL);
+            if !last.is_empty() {
+                tail.push(format!("(last probe: {last})"));
+            }
+            return Err(ServiceError::NotReady {
+                service: service.into(),
+                what: if died {
+                    format!("{what}; the process exited")
+                } else {
+                    what.into()
+                },
+                timeout_secs: timeout.as_secs(),
+                log: Some(log.to_path_buf()),
+                tail,
+            });
+        }
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+}
+
 /// Polls `probe` until it succeeds or `timeout` passes. When the daemon exits on the
 /// way, fails at once. Either failure carries the tail of the daemon's own log.
 /// Starts a server under our supervisor and waits until `probe` answers (with the
@@ -255,39 +294,17 @@ pub(crate) fn wait_ready(
     log: &Path,
     timeout: Duration,
     what: &str,
-    mut probe: impl FnMut() -> Result<(), String>,
+    probe: impl FnMut() -> Result<(), String>,
 ) -> Result<(), ServiceError> {
-    let t0 = Instant::now();
-    loop {
-        let last = match probe() {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        let died = record.is_some_and(|r| {
+    let died = || {
+        record.is_some_and(|r| {
             !matches!(
                 OwnSupervisor::default().status(r),
                 ProcStatus::Running { .. }
             )
-        });
-        if died || t0.elapsed() >= timeout {
-            let mut tail = log_tail(log, LOG_TAIL);
-            if !last.is_empty() {
-                tail.push(format!("(last probe: {last})"));
-            }
-            return Err(ServiceError::NotReady {
-                service: service.into(),
-                what: if died {
-                    format!("{what}; the server exited")
-                } else {
-                    what.into()
-                },
-                timeout_secs: timeout.as_secs(),
-                log: Some(log.to_path_buf()),
-                tail,
-            });
-        }
-        std::thread::sleep(PROBE_INTERVAL);
-    }
+        })
+    };
+    wait_until(service, what, log, timeout, probe, died).map(|_| ())
 }
 
 /// A probe by a client program: succeeds when it exits 0 within [`PROBE_TIMEOUT`].

@@ -7,7 +7,7 @@
 //! running independent commands in parallel (database syncs).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::settings::Settings;
 use crate::context::Host;
@@ -19,7 +19,6 @@ use crate::system::supervisor::{ProcStatus, ProcessSpec};
 
 /// Each readiness request gets at most this long.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 fn io(service: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
     let service = service.to_owned();
@@ -236,37 +235,24 @@ pub(crate) fn wait_http(
     ok: impl Fn(u16) -> bool,
 ) -> Result<(), ServiceError> {
     let timeout = daemon::service_timeout(&host.settings);
-    let t0 = Instant::now();
-    loop {
-        let last = match http_get(url, None, REQUEST_TIMEOUT) {
-            Ok(code) if ok(code) => {
-                host.log.note(&format!(
-                    "{service}: {url} answered {code} after {:.1} s",
-                    t0.elapsed().as_secs_f64()
-                ));
-                return Ok(());
-            }
-            Ok(code) => format!("HTTP {code}"),
-            Err(e) => e,
-        };
-        let died = !alive(host, record);
-        if died || t0.elapsed() >= timeout {
-            let mut tail = daemon::log_tail(&record.log, daemon::LOG_TAIL);
-            tail.push(format!("(last probe: {last})"));
-            return Err(ServiceError::NotReady {
-                service: service.into(),
-                what: if died {
-                    format!("GET {url}; the process exited")
-                } else {
-                    format!("GET {url}")
-                },
-                timeout_secs: timeout.as_secs(),
-                log: Some(record.log.clone()),
-                tail,
-            });
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+    let probe = || match http_get(url, None, REQUEST_TIMEOUT) {
+        Ok(code) if ok(code) => Ok(()),
+        Ok(code) => Err(format!("HTTP {code}")),
+        Err(e) => Err(e),
+    };
+    let took = daemon::wait_until(
+        service,
+        &format!("GET {url}"),
+        &record.log,
+        timeout,
+        probe,
+        || !alive(host, record),
+    )?;
+    host.note(&format!(
+        "{service}: {url} answered after {:.1} s",
+        took.as_secs_f64()
+    ));
+    Ok(())
 }
 
 /// Stops the named processes concurrently (each TERM, then KILL after the grace)
