@@ -55,8 +55,6 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("SERVICE_PROJECT_NAME", "service"),
     ("ADMIN_DOMAIN_NAME", "Default"),
     ("TEMPEST_CONFIG", "$DEST/tempest/etc/tempest.conf"),
-    ("CINDER_CONF_DIR", "/etc/cinder"),
-    ("CINDER_CONF", "$CINDER_CONF_DIR/cinder.conf"),
     ("LOGDAYS", "7"),
 ];
 

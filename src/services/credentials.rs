@@ -205,7 +205,14 @@ fn link_client(cx: &mut ServiceCtx<'_>) {
 /// openrc and clouds.yaml: written once every enabled API has started.
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &["key"],
-    after: &["keystone", "glance", "placement", "neutron", "nova"],
+    after: &[
+        "keystone",
+        "glance",
+        "placement",
+        "neutron",
+        "nova",
+        "cinder",
+    ],
     ..Descriptor::named(NAME, Layer::OpenStack)
 };
 

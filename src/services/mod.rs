@@ -14,6 +14,7 @@ use crate::openstack::accounts::ServiceAccount;
 use crate::system::process::{Cmd, ProcessError};
 use crate::system::python::Project;
 
+pub(crate) mod cinder;
 pub(crate) mod credentials;
 pub(crate) mod daemon;
 pub(crate) mod database;
@@ -280,6 +281,7 @@ impl Registry {
             &placement::Placement,
             &neutron::Neutron,
             &nova::Nova,
+            &cinder::Cinder,
             &credentials::Credentials,
             &hypervisor::HypervisorProbe,
         ])

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::config::settings::Settings;
 use crate::context::{Host, NoPipeline, ServiceCtx};
-use crate::services::{Registry, Service, credentials, glance, keystone, neutron, nova, placement};
+use crate::services::{
+    Registry, Service, cinder, credentials, glance, keystone, neutron, nova, placement,
+};
 
 /// The settings a default stack has after its defaults are applied, with every
 /// directory under `root` and fixed passwords.
@@ -53,6 +55,10 @@ fn settings(root: &Path) -> Settings {
         ("NOVA_CONF_DIR", format!("{r}/etc/nova")),
         ("NOVA_CONF", format!("{r}/etc/nova/nova.conf")),
         ("NOVA_CPU_CONF", format!("{r}/etc/nova/nova-cpu.conf")),
+        ("CINDER_CONF_DIR", format!("{r}/etc/cinder")),
+        ("CINDER_CONF", format!("{r}/etc/cinder/cinder.conf")),
+        ("CINDER_STATE_PATH", format!("{r}/opt/stack/data/cinder")),
+        ("CINDER_ENABLED_BACKENDS", "nfs:nfs".to_owned()),
     ];
     Settings::new(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
@@ -66,6 +72,7 @@ fn host() -> (tempfile::TempDir, Host) {
         "nova/api-paste.ini",
         "glance/glance-api-paste.ini",
         "neutron/api-paste.ini",
+        "cinder/api-paste.ini",
     ] {
         let path = etc.join(file);
         fs_err::create_dir_all(path.parent().unwrap()).unwrap();
@@ -143,6 +150,14 @@ fn nova_files() {
         "nova-api-uwsgi.ini",
         read(dir.path(), "etc/nova/nova-api-uwsgi.ini")
     );
+}
+
+#[test]
+fn cinder_files() {
+    let (dir, mut host) = host();
+    configure(&mut host, &cinder::Cinder);
+    insta::assert_snapshot!("cinder.conf", read(dir.path(), "etc/cinder/cinder.conf"));
+    insta::assert_snapshot!("nfs_shares", read(dir.path(), "etc/cinder/nfs_shares"));
 }
 
 #[test]

@@ -210,7 +210,7 @@ fn stackrc_has_devstack_defaults_and_user_values_win() {
          SERVICE_TENANT_NAME=ignored\n\
          source \"$LIB/stackrc\"\n\
          for v in SYSLOG PUBLIC_NETWORK_NAME PRIVATE_NETWORK_NAME PUBLIC_PHYSICAL_NETWORK PUBLIC_BRIDGE Q_AGENT \
-                  TARGET_BRANCH USE_VENV GLOBAL_VENV APACHE_NAME CINDER_ENABLED_BACKENDS SUBNETPOOL_PREFIX_V4 \
+                  TARGET_BRANCH USE_VENV GLOBAL_VENV APACHE_NAME SUBNETPOOL_PREFIX_V4 \
                   SERVICE_TENANT_NAME CIRROS_VERSION DEFAULT_IMAGE_NAME \
                   DATABASE_BACKENDS LOG_COLOR; do echo \"$v=${!v}\"; done\n\
          [[ $(declare -p PROJECT_VENV) == 'declare -A'* ]] && echo PROJECT_VENV=assoc\n\
@@ -232,7 +232,6 @@ fn stackrc_has_devstack_defaults_and_user_values_win() {
         "USE_VENV=False".into(),
         "GLOBAL_VENV=True".into(),
         "APACHE_NAME=apache2".into(),
-        "CINDER_ENABLED_BACKENDS=lvm:lvmdriver-1".into(),
         "SUBNETPOOL_PREFIX_V4=10.0.0.0/22".into(),
         "SERVICE_TENANT_NAME=svc".into(),
         "CIRROS_VERSION=0.6.3".into(),
