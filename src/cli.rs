@@ -43,6 +43,17 @@ pub enum Command {
     Plan,
     /// One line per service: running / stopped / failed, pid, address, log.
     Status,
+    /// Run tempest against the stacked cloud (the smoke set by default).
+    Test {
+        /// tempest's API tests (`^tempest.api.`) instead of the smoke set.
+        #[arg(long)]
+        api: bool,
+        /// Test workers (tempest's --concurrency).
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Regexes selecting tests (joined with `|`).
+        regex: Vec<String>,
+    },
     /// Print (or follow) a service's log.
     Logs {
         /// The service name, as in ENABLED_SERVICES (e.g. key, n-api, mysql).

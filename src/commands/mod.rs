@@ -14,6 +14,7 @@ use crate::ui::report::Report;
 use crate::ui::{Progress, TermProgress, Verbosity};
 
 pub(crate) mod status;
+mod test;
 
 /// Runs a command line.
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -34,6 +35,18 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan => pipeline::plan(&top_dir),
         Command::Status => status::status(&top_dir),
         Command::Logs { service, follow } => status::logs(&top_dir, &service, follow),
+        Command::Test {
+            api,
+            concurrency,
+            regex,
+        } => test::test(
+            &top_dir,
+            &test::Selection {
+                api,
+                concurrency,
+                regexes: regex,
+            },
+        ),
         Command::Ini { args } => {
             let out = crate::ini::apply_op(&args)?;
             print!("{}", out.stdout);

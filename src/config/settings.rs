@@ -54,7 +54,6 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("SERVICE_DOMAIN_NAME", "Default"),
     ("SERVICE_PROJECT_NAME", "service"),
     ("ADMIN_DOMAIN_NAME", "Default"),
-    ("TEMPEST_CONFIG", "$DEST/tempest/etc/tempest.conf"),
     ("LOGDAYS", "7"),
 ];
 

@@ -59,6 +59,8 @@ pub(crate) enum Step {
     Merge(Phase),
     /// OpenStack services started and waited for.
     Start,
+    /// Test suites configured from the running cloud (tempest.conf).
+    TestConfig,
     /// Services stopped (reverse order), then every process the state records.
     Stop,
     /// Services cleaned, generated files and data removed.
@@ -85,6 +87,7 @@ const STACK: &[Step] = &[
     Step::Merge(Phase::Extra),
     Step::Hook("stack", Some("extra")),
     Step::Merge(Phase::PostExtra),
+    Step::TestConfig,
     Step::Hook("stack", Some("test-config")),
     Step::Merge(Phase::TestConfig),
 ];
@@ -137,6 +140,7 @@ impl Step {
             Self::Init => "initialise services (databases, keystone, accounts)".into(),
             Self::Merge(phase) => format!("merge local.conf [[{}|...]]", phase.as_str()),
             Self::Start => "start services".into(),
+            Self::TestConfig => "configure tests (tempest)".into(),
             Self::Stop => "stop services and processes".into(),
             Self::Clean => "clean services, data and logs".into(),
         }
@@ -246,6 +250,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             create_accounts(run)
         }
         Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
+        Step::TestConfig => for_services(run, Layer::OpenStack, |s, cx| s.test_config(cx)),
         Step::Merge(phase) => merge_phase(run, phase),
         Step::Stop => stop_everything(run),
         Step::Clean => {

@@ -334,52 +334,24 @@ fn unmount_share(host: &Host) {
 /// through cinder's API, as DevStack's `create_volume_types`; existing ones are kept.
 fn create_volume_types(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
-    let token = host
-        .keystone()
-        .and_then(|c| c.token().map(str::to_owned))
-        .map_err(|e| ServiceError::caused(NAME, "a token for cinder's API", e))?;
+    let api = oslo::Api::new(host, NAME)?;
     let base = format!("{}v3", oslo::probe_url(&s, PREFIX, PORT));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(oslo::REQUEST_TIMEOUT * 6))
-        .build()
-        .into();
-    let failed =
-        |what: &str, e: &dyn std::fmt::Display| ServiceError::failed(NAME, format!("{what}: {e}"));
-    let mut listed = agent
-        .get(&format!("{base}/types"))
-        .header("X-Auth-Token", &token)
-        .call()
-        .map_err(|e| failed("listing volume types", &e))?;
-    let types: serde_json::Value = listed
-        .body_mut()
-        .read_json()
-        .map_err(|e| failed("reading volume types", &e))?;
-    let existing: Vec<String> = types["volume_types"]
+    let types = api.get(&format!("{base}/types"))?;
+    let existing: Vec<&str> = types["volume_types"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .filter_map(|t| t["name"].as_str())
         .collect();
     for b in backends(&s) {
-        if existing.contains(&b.name) {
+        if existing.contains(&b.name.as_str()) {
             continue;
         }
         let body = serde_json::json!({"volume_type": {
             "name": b.name,
             "extra_specs": {"volume_backend_name": b.name},
         }});
-        let resp = agent
-            .post(&format!("{base}/types"))
-            .header("X-Auth-Token", &token)
-            .send_json(&body)
-            .map_err(|e| failed("creating a volume type", &e))?;
-        if !resp.status().is_success() {
-            return Err(failed(
-                &format!("creating volume type {}", b.name),
-                &resp.status(),
-            ));
-        }
+        api.post(&format!("{base}/types"), &body)?;
         host.note(&format!("cinder: volume type {} created", b.name));
     }
     Ok(())

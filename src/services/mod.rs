@@ -31,6 +31,7 @@ pub(crate) mod postgresql;
 pub(crate) mod rabbit;
 #[cfg(test)]
 mod snapshots;
+pub(crate) mod tempest;
 pub(crate) mod uwsgi;
 
 /// Where a service sits in the stack's order.
@@ -242,6 +243,10 @@ pub trait Service: Sync {
     fn start(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
+    /// Before the `stack test-config` hook: test suites' configuration (tempest.conf).
+    fn test_config(&self, _cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        Ok(())
+    }
     /// `all`: unstack --all (layer 1 stops only then). The default stops its
     /// processes, concurrently.
     fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
@@ -282,6 +287,7 @@ impl Registry {
             &neutron::Neutron,
             &nova::Nova,
             &cinder::Cinder,
+            &tempest::Tempest,
             &credentials::Credentials,
             &hypervisor::HypervisorProbe,
         ])

@@ -225,6 +225,81 @@ pub(crate) fn http_get(url: &str, token: Option<&str>, timeout: Duration) -> Res
         .map_err(|e| e.to_string())
 }
 
+/// An OpenStack REST API with the run's admin token: the few calls the stack makes
+/// itself (volume types, flavors, images, networks) without one `openstack` CLI
+/// process (2 s) per call. Every request has its own timeout.
+pub(crate) struct Api {
+    agent: ureq::Agent,
+    token: String,
+    service: String,
+}
+
+impl Api {
+    pub(crate) fn new(host: &mut Host, service: &str) -> Result<Self, ServiceError> {
+        let token = host
+            .keystone()
+            .and_then(|c| c.token().map(str::to_owned))
+            .map_err(|e| ServiceError::caused(service, "a token for the API", e))?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT * 6))
+            .build()
+            .into();
+        Ok(Self {
+            agent,
+            token,
+            service: service.to_owned(),
+        })
+    }
+
+    fn answer(
+        &self,
+        what: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<serde_json::Value, ServiceError> {
+        let mut resp = result.map_err(|e| ServiceError::caused(&self.service, what, e))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        if !status.is_success() {
+            return Err(ServiceError::failed(
+                &self.service,
+                format!(
+                    "{what}: HTTP {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                ),
+            ));
+        }
+        if text.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| ServiceError::caused(&self.service, what, e))
+    }
+
+    pub(crate) fn get(&self, url: &str) -> Result<serde_json::Value, ServiceError> {
+        let what = format!("GET {url}");
+        let result = self
+            .agent
+            .get(url)
+            .header("X-Auth-Token", &self.token)
+            .call();
+        self.answer(&what, result)
+    }
+
+    pub(crate) fn post(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ServiceError> {
+        let what = format!("POST {url}");
+        let result = self
+            .agent
+            .post(url)
+            .header("X-Auth-Token", &self.token)
+            .send_json(body);
+        self.answer(&what, result)
+    }
+}
+
 /// Polls `url` until it answers with a status `ok` accepts (per request
 /// [`REQUEST_TIMEOUT`], in all SERVICE_TIMEOUT); fails at once when the process died.
 pub(crate) fn wait_http(

@@ -161,6 +161,28 @@ fn cinder_files() {
 }
 
 #[test]
+fn tempest_conf() {
+    let (dir, mut host) = host();
+    let s = &mut host.settings;
+    s.set("KEYSTONE_SERVICE_URI_V3", "http://127.0.0.1:5000/v3");
+    s.set("TEMPEST_STATE_PATH", "/ROOT/opt/stack/data/tempest");
+    s.set("VIRT_DRIVER", "libvirt");
+    let cloud = crate::services::tempest::Cloud {
+        image_ref: Some("image-1".into()),
+        image_ref_alt: Some("image-1".into()),
+        flavor_ref: Some("42".into()),
+        flavor_ref_alt: Some("84".into()),
+        public_network_id: Some("net-public".into()),
+    };
+    let mut doc = crate::ini::IniDoc::default();
+    crate::services::tempest::write_conf(&mut doc, &host.settings, &cloud);
+    let text = doc
+        .render()
+        .replace(&dir.path().display().to_string(), "/ROOT");
+    insta::assert_snapshot!("tempest.conf", text);
+}
+
+#[test]
 fn openrc_and_clouds_yaml() {
     let (dir, host) = host();
     let root = dir.path().display().to_string();
