@@ -78,26 +78,23 @@ impl UwsgiApi for Glance {
         let d = |sub: &str| data.join(sub).display().to_string();
         oslo::write_conf(host, NAME, &conf(&s), |doc| {
             oslo::common_defaults(doc, &s);
-            doc.set("DEFAULT", "enabled_backends", "fs:file");
+            // DevStack's single-store layout (GLANCE_ENABLE_MULTIPLE_STORES=False): with
+            // multi-store and one store, tempest's copy-image tests run and never end.
             doc.set("DEFAULT", "worker_self_reference_url", &url);
+            doc.set(
+                "DEFAULT",
+                "node_staging_uri",
+                &format!("file://{}", d("staging")),
+            );
             doc.set("DEFAULT", "image_cache_dir", &d("cache"));
             doc.set(
                 "DEFAULT",
                 "transport_url",
                 &crate::services::rabbit::transport_url(&s),
             );
-            doc.set("glance_store", "default_backend", "fs");
-            doc.set("fs", "filesystem_store_datadir", &d("images"));
-            doc.set(
-                "os_glance_staging_store",
-                "filesystem_store_datadir",
-                &d("staging"),
-            );
-            doc.set(
-                "os_glance_tasks_store",
-                "filesystem_store_datadir",
-                &d("tasks"),
-            );
+            doc.set("glance_store", "stores", "file,http");
+            doc.set("glance_store", "default_store", "file");
+            doc.set("glance_store", "filesystem_store_datadir", &d("images"));
             doc.set(
                 "database",
                 "connection",
@@ -129,12 +126,18 @@ impl UwsgiApi for Glance {
     }
     fn db_sync(host: &Host) -> Vec<Cmd> {
         let s = &host.settings;
-        vec![
+        let manage = || {
             oslo::venv_cmd(host, "glance-manage")
                 .arg("--config-file")
                 .arg(conf(s))
-                .arg("db_sync")
-                .label("glance-manage"),
+                .label("glance-manage")
+        };
+        vec![
+            manage().arg("db_sync"),
+            // The metadata definitions the wheel ships, as DevStack loads them.
+            manage()
+                .arg("db_load_metadefs")
+                .arg(oslo::venv_etc(host, "glance/metadefs")),
         ]
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {

@@ -105,6 +105,9 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         // oslo.service waits up to 60 s for in-flight work on TERM; a development
         // cloud's unstack should not (the supervisor would KILL at its grace anyway).
         doc.set("DEFAULT", "graceful_shutdown_timeout", "2");
+        // One node: a resize lands on the same host (else tempest's resize tests wait
+        // out the build timeout), as DevStack sets it.
+        doc.set("DEFAULT", "allow_resize_to_same_host", "True");
         doc.set(
             "api_database",
             "connection",

@@ -79,6 +79,7 @@ pub(crate) fn ini_text(app: &WsgiApp) -> String {
          add-header = Connection: close\n\
          http-raw-body = true\n\
          http-chunked-input = true\n\
+         chunked-input-limit = 4194304\n\
          http-auto-chunked = true\n\
          need-app = true\n",
     );
