@@ -179,6 +179,7 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         }
     }
     let shares = dir.join("nfs_shares");
+    let rootwrap = oslo::configure_rootwrap(host, NAME, "cinder", &dir)?;
     oslo::write_conf(host, NAME, &conf(&s), |doc| {
         oslo::common_defaults(doc, &s);
         doc.set(
@@ -189,6 +190,11 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         doc.set("DEFAULT", "my_ip", s.get_or("HOST_IP", "127.0.0.1"));
         doc.set("DEFAULT", "state_path", &state.display().to_string());
         doc.set("DEFAULT", "auth_strategy", "keystone");
+        doc.set(
+            "DEFAULT",
+            "rootwrap_config",
+            &rootwrap.display().to_string(),
+        );
         doc.set(
             "DEFAULT",
             "api_paste_config",

@@ -225,6 +225,69 @@ pub(crate) fn http_get(url: &str, token: Option<&str>, timeout: Duration) -> Res
         .map_err(|e| e.to_string())
 }
 
+/// The sudoers file of DevStack's `add_sudo_secure_path` (the bash library's too):
+/// its first line is `Defaults... secure_path=...`, directories appended.
+const SUDO_SECURE_PATH_FILE: &str = "/etc/sudoers.d/zz-secure-path";
+
+/// Adds `dir` to sudo's `secure_path` as DevStack's `add_sudo_secure_path` does
+/// (oslo.privsep starts `sudo <project>-rootwrap ... privsep-helper`, both in the
+/// venv). The file is recorded for clean.
+fn add_sudo_secure_path(host: &mut Host, service: &str, dir: &str) -> Result<(), ServiceError> {
+    let file = PathBuf::from(
+        host.settings
+            .get_or("SUDO_SECURE_PATH_FILE", SUDO_SECURE_PATH_FILE),
+    );
+    let first = fs_err::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| {
+            "Defaults secure_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/usr/bin:/bin"
+                .to_owned()
+        });
+    if !first.split([':', '=']).any(|p| p == dir) {
+        let line = format!("{first}:{dir}\n");
+        crate::state::write_atomic(&file, line.as_bytes(), 0o440).map_err(io(service, &file))?;
+    }
+    host.ledger.record_file(&file);
+    Ok(())
+}
+
+/// A project's rootwrap, as DevStack's `configure_rootwrap`: its `rootwrap.conf` and
+/// filters from the wheel into `conf_dir`, executables looked up in the venv too, and
+/// sudo able to find them. Returns the rootwrap.conf path for `rootwrap_config`.
+pub(crate) fn configure_rootwrap(
+    host: &mut Host,
+    service: &str,
+    project: &str,
+    conf_dir: &Path,
+) -> Result<PathBuf, ServiceError> {
+    let venv_bin = crate::system::python::venv_bin(&host.settings, "");
+    let venv_bin = venv_bin.display().to_string();
+    let venv_bin = venv_bin.trim_end_matches('/');
+    let filters = conf_dir.join("rootwrap.d");
+    make_dir(host, service, &filters)?;
+    let shipped = venv_etc(host, &format!("{project}/rootwrap.d"));
+    for entry in fs_err::read_dir(&shipped).map_err(io(service, &shipped))? {
+        let path = entry.map_err(io(service, &shipped))?.path();
+        if path.extension().is_some_and(|e| e == "filters") {
+            let to = filters.join(path.file_name().unwrap_or_default());
+            copy_file(host, service, &path, &to)?;
+        }
+    }
+    let conf = conf_dir.join("rootwrap.conf");
+    write_conf(host, service, &conf, |doc| {
+        doc.set("DEFAULT", "filters_path", &filters.display().to_string());
+        doc.set(
+            "DEFAULT",
+            "exec_dirs",
+            &format!("{venv_bin},/sbin,/usr/sbin,/bin,/usr/bin,/usr/local/bin,/usr/local/sbin"),
+        );
+        doc.set("DEFAULT", "use_syslog", "False");
+    })?;
+    add_sudo_secure_path(host, service, venv_bin)?;
+    Ok(conf)
+}
+
 /// An OpenStack REST API with the run's admin token: the few calls the stack makes
 /// itself (volume types, flavors, images, networks) without one `openstack` CLI
 /// process (2 s) per call. Every request has its own timeout.

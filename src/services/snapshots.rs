@@ -59,6 +59,10 @@ fn settings(root: &Path) -> Settings {
         ("CINDER_CONF", format!("{r}/etc/cinder/cinder.conf")),
         ("CINDER_STATE_PATH", format!("{r}/opt/stack/data/cinder")),
         ("CINDER_ENABLED_BACKENDS", "nfs:nfs".to_owned()),
+        (
+            "SUDO_SECURE_PATH_FILE",
+            format!("{r}/etc/sudoers.d/zz-secure-path"),
+        ),
     ];
     Settings::new(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
@@ -73,6 +77,7 @@ fn host() -> (tempfile::TempDir, Host) {
         "glance/glance-api-paste.ini",
         "neutron/api-paste.ini",
         "cinder/api-paste.ini",
+        "cinder/rootwrap.d/volume.filters",
     ] {
         let path = etc.join(file);
         fs_err::create_dir_all(path.parent().unwrap()).unwrap();
@@ -158,6 +163,14 @@ fn cinder_files() {
     configure(&mut host, &cinder::Cinder);
     insta::assert_snapshot!("cinder.conf", read(dir.path(), "etc/cinder/cinder.conf"));
     insta::assert_snapshot!("nfs_shares", read(dir.path(), "etc/cinder/nfs_shares"));
+    insta::assert_snapshot!(
+        "cinder-rootwrap.conf",
+        read(dir.path(), "etc/cinder/rootwrap.conf")
+    );
+    insta::assert_snapshot!(
+        "zz-secure-path",
+        read(dir.path(), "etc/sudoers.d/zz-secure-path")
+    );
 }
 
 #[test]
