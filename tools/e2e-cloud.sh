@@ -162,7 +162,7 @@ check_services() {
     local list
     list=$(os_admin service list -f value -c Type)
     echo "$list"
-    for t in identity image placement network compute e2e-fixture; do
+    for t in identity image placement network compute block-storage volumev3 e2e-fixture; do
         grep -qx "$t" <<<"$list" || {
             echo "service type $t is missing" >&2
             return 1
@@ -214,6 +214,51 @@ create_server() {
     grep -q '^instance_name_template = e2e-%08x' /etc/nova/nova-cpu.conf
 }
 
+# wait_status SECONDS WANT KIND NAME: until `openstack KIND show NAME` says WANT
+# (an error status fails at once).
+wait_status() {
+    local limit=$1 want=$2 t0 status
+    shift 2
+    t0=$(date +%s)
+    while :; do
+        status=$(os_admin "$@" show -f value -c status 2>/dev/null || true)
+        [[ $status == "$want" ]] && return 0
+        if [[ $status == error* ]] || (($(date +%s) - t0 >= limit)); then
+            echo "$*: $status (wanted $want)" >&2
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+snapshot_gone() {
+    ! os_admin volume snapshot show e2e-snap >/dev/null 2>&1
+}
+
+# A real volume (a sparse file on the NFS backend), a snapshot, attached to the
+# server and detached again, then deleted.
+volume_lifecycle() {
+    os_admin volume create --size 1 e2e-vol -f value -c id
+    wait_status 120 available volume e2e-vol
+    os_admin volume snapshot create --volume e2e-vol e2e-snap -f value -c id
+    wait_status 120 available volume snapshot e2e-snap
+    os_admin server add volume e2e-vm e2e-vol
+    wait_status 120 in-use volume e2e-vol
+    os_admin server remove volume e2e-vm e2e-vol
+    wait_status 120 available volume e2e-vol
+    os_admin volume snapshot delete e2e-snap
+    retry 60 snapshot_gone
+    os_admin volume delete e2e-vol
+    echo "volume: created, snapshotted, attached, detached, deleted"
+}
+
+# OpenStack's own test suite against the cloud, through `devstack test`: the identity
+# API's token tests (quick, and they need no guest).
+tempest_identity() {
+    "$TOP_DIR/target/release/devstack" --top-dir "$TOP_DIR" test --concurrency 2 \
+        '^tempest\.api\.identity\.v3\.test_tokens'
+}
+
 delete_server() {
     os_admin server delete --wait e2e-vm
 }
@@ -258,7 +303,7 @@ nothing_of_ours_left() {
     # uwsgi, nova, mysqld/mariadbd, beam (rabbit), memcached that we started (zombies
     # are not running: PID 1 here may be slow to reap them).
     # shellcheck disable=SC2009 # one pattern over whole command lines
-    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|nova-(conductor|scheduler|compute)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached' |
+    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|nova-(conductor|scheduler|compute)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached' |
         grep -v -E 'grep|devstack-rs-test' || true)
     if [[ -n $procs ]]; then
         echo "processes left:" >&2
@@ -268,7 +313,7 @@ nothing_of_ours_left() {
     # MariaDB keeps a database as a directory of its datadir: checked with the server
     # stopped too (unstack --all stopped it).
     local db
-    for db in keystone glance placement neutron nova_api nova_cell0 nova_cell1; do
+    for db in keystone glance placement neutron nova_api nova_cell0 nova_cell1 cinder; do
         if [[ -d /var/lib/mysql/$db ]]; then
             echo "database $db left in /var/lib/mysql" >&2
             return 1
@@ -276,7 +321,7 @@ nothing_of_ours_left() {
     done
     if command -v mariadb >/dev/null && [[ -S /run/mysqld/mysqld.sock ]]; then
         dbs=$(mariadb -u root -N -e 'SHOW DATABASES' 2>/dev/null |
-            grep -E '^(keystone|glance|placement|neutron|nova_api|nova_cell0|nova_cell1)$' || true)
+            grep -E '^(keystone|glance|placement|neutron|nova_api|nova_cell0|nova_cell1|cinder)$' || true)
         if [[ -n $dbs ]]; then
             echo "databases left: $dbs" >&2
             return 1
@@ -286,6 +331,10 @@ nothing_of_ours_left() {
         echo "openrc left" >&2
         return 1
     }
+    if grep -q ' /opt/stack/data/cinder' /proc/mounts; then
+        echo "cinder's NFS bind mount left" >&2
+        return 1
+    fi
     echo "no process, database or credentials file of ours left"
 }
 
@@ -310,6 +359,8 @@ step "hypervisor list (fake)" retry 60 hypervisor_fake
 step "image upload" upload_image
 step "flavor create" create_flavor
 step "server create --nic none --wait" create_server
+step "volume create, snapshot, attach, detach" volume_lifecycle
+step "tempest (identity token API tests)" tempest_identity
 step "demo user sees the catalog" os_demo catalog list -f value -c Type
 step "server delete" delete_server
 step "no password in any log" no_password_in_logs

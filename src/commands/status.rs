@@ -75,6 +75,13 @@ pub(crate) fn status(top_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let (text, ok) = render(&ledger);
     print!("{text}");
+    let choices = ledger.choices();
+    if !choices.is_empty() {
+        println!();
+        for (service, choice) in choices {
+            println!("{service}: {choice}");
+        }
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -30,8 +30,6 @@ const PREFIX: &str = "CINDER";
 const PORT: u16 = 8776;
 /// The processes, in start order.
 pub(crate) const PROCESSES: &[&str] = &["c-api", "c-sch", "c-vol"];
-/// The fact that says which backend was chosen and why (for `status`).
-pub(crate) const BACKEND_FACT: &str = "cinder-backends";
 
 pub(crate) struct Cinder;
 
@@ -409,7 +407,7 @@ impl Service for Cinder {
         let s = cx.host.settings.clone();
         let note = backend_note(&s);
         cx.host.note(&format!("cinder: {note}"));
-        cx.host.ledger.set_fact(BACKEND_FACT, note);
+        cx.host.ledger.set_choice(NAME, note);
         if backends(&s).iter().any(|b| b.kind == "nfs") {
             mount_share(cx.host)?;
         }
@@ -446,7 +444,7 @@ impl Service for Cinder {
         if !mounted(&nfs_mount_point(&s)) {
             let _ = fs_err::remove_dir_all(&state);
         }
-        cx.host.ledger.forget_fact(BACKEND_FACT);
+        cx.host.ledger.forget_choice(NAME);
         Ok(())
     }
 }

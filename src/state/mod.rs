@@ -186,6 +186,9 @@ impl Default for State {
     }
 }
 
+/// The facts that are choices shown by `status`.
+const CHOICE_PREFIX: &str = "choice:";
+
 /// Schema 1 kept the host's daemons as JSON strings in `facts["system-process:NAME"]`.
 const V1_DAEMON_FACT: &str = "system-process:";
 
@@ -467,6 +470,28 @@ impl Ledger {
 
     pub fn forget_fact(&mut self, key: &str) {
         self.state.facts.remove(key);
+    }
+
+    /// What services said about the choices they made (a backend, a datapath, KVM or
+    /// TCG), for `devstack status`: the facts recorded with [`Ledger::set_choice`].
+    pub fn choices(&self) -> Vec<(String, String)> {
+        self.state
+            .facts
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(CHOICE_PREFIX)
+                    .map(|name| (name.to_owned(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// Records a choice a service made and why, shown by `devstack status`.
+    pub fn set_choice(&mut self, service: &str, text: impl Into<String>) {
+        self.set_fact(&format!("{CHOICE_PREFIX}{service}"), text);
+    }
+
+    pub fn forget_choice(&mut self, service: &str) {
+        self.forget_fact(&format!("{CHOICE_PREFIX}{service}"));
     }
 
     pub fn last_run(&self) -> Option<&RunRecord> {
