@@ -93,19 +93,34 @@ fn install(host: &mut Host) -> Result<(), ServiceError> {
         },
         other => ServiceError::caused(NAME, "installing tempest", other),
     })?;
-    if !workspace.join(".stestr.conf").is_file() {
-        oslo::make_dir(host, NAME, &workspace)?;
-        host.cmd(venv(&s).join("bin/tempest"))
-            .arg("init")
-            .arg(&workspace)
-            .current_dir(&workspace)
-            .run()
-            .map_err(|source| ServiceError::Process {
-                service: NAME.into(),
-                what: "tempest init".into(),
-                source,
-            })?;
+    // The workspace is the directory with the venv in it (as DevStack's checkout with
+    // its .tox): `tempest init` refuses a directory that is not empty, so the
+    // workspace's .stestr.conf is written here, as tempest init writes it.
+    let package = fs_err::read_dir(venv(&s).join("lib"))
+        .map_err(|source| ServiceError::Io {
+            service: NAME.into(),
+            path: venv(&s).join("lib"),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/tempest"))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| ServiceError::failed(NAME, "tempest is not in its venv"))?;
+    for sub in ["etc", "logs", "tempest_lock"] {
+        oslo::make_dir(host, NAME, &workspace.join(sub))?;
     }
+    let stestr = workspace.join(".stestr.conf");
+    let text = format!(
+        "[DEFAULT]\ntest_path={}\ntop_dir={}\ngroup_regex=([^\\.]*\\.)*\n",
+        package.join("test_discover").display(),
+        package.display()
+    );
+    fs_err::write(&stestr, text).map_err(|source| ServiceError::Io {
+        service: NAME.into(),
+        path: stestr.clone(),
+        source,
+    })?;
+    host.ledger.record_file(&stestr);
     Ok(())
 }
 
