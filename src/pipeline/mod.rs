@@ -44,6 +44,10 @@ pub(crate) struct Run {
     fingerprint: Option<String>,
     /// Nothing changed and everything runs: init and start are skipped.
     unchanged: bool,
+    /// Teardown without readable settings: the state alone says what to stop.
+    degraded: bool,
+    /// The state file could not be read and was moved aside.
+    state_set_aside: bool,
     timings: Vec<(String, Duration, StepOutcome)>,
     started: Instant,
     /// The services this run knows.
@@ -52,9 +56,20 @@ pub(crate) struct Run {
 
 impl Run {
     fn start(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::Result<Self> {
-        let ledger = Ledger::load(top_dir)?;
+        let (ledger, set_aside) = if kind == Kind::Plan {
+            (Ledger::load(top_dir)?, None)
+        } else {
+            Ledger::load_or_set_aside(top_dir)
+        };
         let log = Arc::new(RunLog::new(progress.clone()));
         let mut host = Host::new(top_dir.to_path_buf(), ledger, log.clone(), progress);
+        let state_set_aside = set_aside.is_some();
+        if let Some(text) = set_aside {
+            host.warn(&text);
+        }
+        if kind != Kind::Plan {
+            stop_leftover_shell(&mut host);
+        }
         host.mode = match kind {
             Kind::Clean => crate::context::Mode::Clean,
             Kind::Unstack { .. } => crate::context::Mode::Unstack,
@@ -85,6 +100,8 @@ impl Run {
             previous: None,
             fingerprint: None,
             unchanged: false,
+            degraded: false,
+            state_set_aside,
             timings: Vec::new(),
             started: Instant::now(),
             registry: Registry::builtin(),
@@ -99,6 +116,9 @@ impl Run {
             old.close();
         }
         let mut shell = Shell::start(&self.shell_config)?;
+        self.host
+            .ledger
+            .set_fact(SHELL_GROUP_FACT, shell.group().to_string());
         shell.set_redactor(self.host.redactor().clone());
         shell.set_strict(false, &mut Server(&mut self.host))?;
         let restore: Vec<(String, String)> = self
@@ -230,6 +250,47 @@ impl Run {
     }
 }
 
+/// The state fact naming the plugin shell's process group while a run holds it.
+const SHELL_GROUP_FACT: &str = "shell-group";
+
+/// A run killed outright (SIGKILL, a crash) cannot stop its plugin shell; the
+/// shell's watcher normally does, and this catches what escaped it: the processes
+/// still in the recorded group of a run whose devstack is gone are reported and
+/// killed.
+fn stop_leftover_shell(host: &mut Host) {
+    // Only a run that died is suspected: after a clean end, what a plugin put in
+    // the background of its shell's group is the plugin's business.
+    let Some(dead) = host.ledger.settle_dead_run() else {
+        return;
+    };
+    host.warn(&format!(
+        "the {} started at {} (pid {}) ended without finishing; its state is marked failed",
+        dead.command, dead.started, dead.pid
+    ));
+    let group = host
+        .ledger
+        .fact(SHELL_GROUP_FACT)
+        .and_then(|g| g.parse::<u32>().ok());
+    host.ledger.forget_fact(SHELL_GROUP_FACT);
+    let Some(group) = group else { return };
+    let members = crate::system::supervisor::group_members(group);
+    if members.is_empty() {
+        return;
+    }
+    let names: Vec<String> = members
+        .iter()
+        .map(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim())
+        })
+        .collect();
+    crate::system::supervisor::stop_pid_group(group, Duration::from_secs(2));
+    host.warn(&format!(
+        "processes left by an earlier run's plugin shell (group {group}) were still running and were stopped: {}",
+        names.join(", ")
+    ));
+}
+
 impl Drop for Run {
     fn drop(&mut self) {
         if let Some(shell) = self.shell.take() {
@@ -286,6 +347,14 @@ pub(crate) fn execute(
     let _lock = RunLock::acquire(top_dir)?;
     let mut run = Run::start(top_dir, kind, progress)?;
     run.previous = run.host.ledger.begin_run(kind.name());
+    // Said on disk now, so a run killed outright is known as such to the next one,
+    // with the group its shell's leftovers are in.
+    if let Some(group) = run.shell_ref().map(Shell::group) {
+        run.host
+            .ledger
+            .set_fact(SHELL_GROUP_FACT, group.to_string());
+    }
+    run.host.checkpoint();
     let result = steps::run_all(&mut run);
     let outcome = if result.is_ok() {
         Outcome::Ok
@@ -300,6 +369,7 @@ pub(crate) fn execute(
         }
         _ => run.host.ledger.forget_fact(resume::FACT),
     }
+    run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);
     if kind == Kind::Clean && result.is_ok() {
         // clean removes what stack created; the state has nothing left to say.

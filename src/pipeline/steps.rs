@@ -1,5 +1,6 @@
 //! The steps of each command, in order, as data: `stack` runs them, `plan` prints them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -171,6 +172,15 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
             run.fingerprint = Some(fingerprint);
         }
+        if run.degraded
+            && matches!(
+                step,
+                Step::Hook(..) | Step::LibDefaults | Step::VerifyServices | Step::Passwords
+            )
+        {
+            run.skipped(&step.title(), "the settings could not be read");
+            continue;
+        }
         if run.unchanged && matches!(step, Step::Init | Step::Start) {
             run.skipped(
                 &step.title(),
@@ -182,14 +192,139 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         // rest running. The first error is reported at the end.
         let result = run.timed(&step.title(), |run| do_step(run, step));
         if let Err(err) = result {
-            if strict || matches!(step, Step::Settings | Step::Plugins) {
+            if strict || crate::system::interrupt::requested() {
                 return Err(err);
             }
+            // Teardown is never blocked by the configuration: what could not be
+            // read is said, and the rest goes on from the state.
             let text = crate::ui::report::render_error(&err);
-            run.host.warn(text.trim_end());
+            match step {
+                Step::Settings => degrade(run, text.trim_end()),
+                Step::Plugins => {
+                    run.host.warn(&format!(
+                        "{}\n{} goes on without the external plugins' hooks (extras.d still run)",
+                        text.trim_end(),
+                        run.kind.name()
+                    ));
+                    run.plugins.clear();
+                }
+                _ => run.host.warn(text.trim_end()),
+            }
         }
     }
     Ok(())
+}
+
+/// The state fact holding the stack's final settings, minus secrets: what a
+/// teardown uses when local.conf no longer reads.
+const TEARDOWN_SETTINGS: &str = "teardown-settings";
+
+/// Keeps the settings teardown needs (paths, services; never a secret).
+fn remember_settings(run: &mut Run) {
+    let keep: BTreeMap<&String, &String> = run
+        .host
+        .settings
+        .vars()
+        .iter()
+        .filter(|(k, _)| super::restorable(k) && !crate::config::settings::is_secret_name(k))
+        .collect();
+    if let Ok(text) = serde_json::to_string(&keep) {
+        run.host.ledger.set_fact(TEARDOWN_SETTINGS, text);
+    }
+}
+
+/// unstack or clean whose settings could not be read: the settings the last stack
+/// kept in the state stand in, hooks are skipped, and what the state records (or,
+/// when the state was set aside, the pidfiles beside the logs) is stopped.
+fn degrade(run: &mut Run, why: &str) {
+    run.degraded = true;
+    let kept: Option<BTreeMap<String, String>> = run
+        .host
+        .ledger
+        .fact(TEARDOWN_SETTINGS)
+        .and_then(|t| serde_json::from_str(t).ok());
+    let source = if let Some(vars) = kept {
+        run.host.settings = crate::config::settings::Settings::new(vars);
+        "the settings the last stack kept in the state"
+    } else {
+        "the state's records only (no settings were kept)"
+    };
+    run.host.warn(&format!(
+        "{why}\n{} goes on from {source}: hooks are skipped; every process the state records is stopped",
+        run.kind.name()
+    ));
+    let logdir = run.host.settings.path("LOGDIR");
+    if !logdir.as_os_str().is_empty() && logdir.is_dir() && run.host.log.path().is_none() {
+        let name = format!("{}.sh", run.kind.name());
+        if let Err(e) = run.host.log.open(&logdir, &name) {
+            run.host
+                .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
+        }
+    }
+}
+
+/// After the state was set aside (unreadable): the own supervisor's pidfiles
+/// (`NAME.pid` beside the logs in LOGDIR) whose process still runs become records
+/// again, so teardown stops them.
+fn recover_from_pidfiles(run: &mut Run) {
+    use crate::state::{Backend, ProcessRecord};
+    let logdir = run.host.settings.path("LOGDIR");
+    let Ok(entries) = fs_err::read_dir(&logdir) else {
+        return;
+    };
+    let daemons: Vec<&str> = run
+        .registry
+        .all()
+        .filter(|s| s.layer() == Layer::Infra)
+        .flat_map(|s| s.descriptor().processes.iter().copied())
+        .collect();
+    let mut found = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let (Some(name), Some("pid")) = (
+            path.file_stem().and_then(|n| n.to_str()),
+            path.extension().and_then(|e| e.to_str()),
+        ) else {
+            continue;
+        };
+        let Some(pid) = fs_err::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !crate::system::supervisor::is_group_leader_alive(pid) {
+            continue;
+        }
+        let kind = if daemons.contains(&name) {
+            ProcessKind::Daemon
+        } else {
+            ProcessKind::Service
+        };
+        if run.host.ledger.process(kind, name).is_some() {
+            continue;
+        }
+        run.host.ledger.record_process(
+            kind,
+            ProcessRecord {
+                name: name.to_owned(),
+                backend: Backend::Own,
+                pid: Some(pid),
+                command: String::new(),
+                log: logdir.join(format!("{name}.log")),
+                unit: None,
+                address: None,
+            },
+        );
+        found.push(format!("{name} (pid {pid})"));
+    }
+    if !found.is_empty() {
+        run.host.warn(&format!(
+            "found from pidfiles in {}: {}",
+            logdir.display(),
+            found.join(", ")
+        ));
+    }
 }
 
 fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
@@ -216,6 +351,9 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             run_hook(run, mode, phase)?;
             if matches!(mode, "override_defaults" | "source") {
                 run.sync_settings()?;
+            }
+            if mode == "source" && run.kind == Kind::Stack {
+                remember_settings(run);
             }
             Ok(())
         }
@@ -247,7 +385,12 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         }
         Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
         Step::Merge(phase) => merge_phase(run, phase),
-        Step::Stop => stop_everything(run),
+        Step::Stop => {
+            if run.state_set_aside {
+                recover_from_pidfiles(run);
+            }
+            stop_everything(run)
+        }
         Step::Clean => {
             clean_everything(run);
             Ok(())
@@ -504,7 +647,10 @@ fn remove_created(run: &mut Run) {
 
 fn clean_everything(run: &mut Run) {
     let services: Vec<&'static dyn Service> = run.registry.all().rev().collect();
-    for svc in services {
+    // Without any settings, a service's clean would act on default paths that may
+    // not be this tree's: only what the state recorded is removed.
+    let blind = run.degraded && run.host.settings.vars().is_empty();
+    for svc in services.into_iter().filter(|_| !blind) {
         if let Err(e) = run.service_ctx(|cx| svc.clean(cx)) {
             let e = service_report(run, svc.name(), e);
             run.host.warn(&format!("{e:#}"));

@@ -168,6 +168,8 @@ pub(crate) struct Shell {
     child: Child,
     pid: Pid,
     commands: PipeWriter,
+    /// Held open while the shell may run; see [`Shell::start`].
+    lifeline: Option<PipeWriter>,
     events: mpsc::Receiver<Event>,
     tap: Arc<OutputTap>,
     readers: Vec<thread::JoinHandle<()>>,
@@ -190,8 +192,17 @@ impl Shell {
         };
         let (cmd_read, cmd_write) = std::io::pipe().map_err(start_err)?;
         let (evt_read, evt_write) = std::io::pipe().map_err(start_err)?;
-        // The child inherits these two ends; ours stay close-on-exec.
-        for fd in [cmd_read.as_raw_fd(), evt_write.as_raw_fd()] {
+        // The lifeline: only this process holds its write end (close-on-exec), so
+        // when it dies, however it dies (SIGKILL included), the shell's watcher reads
+        // end-of-file and kills the shell's whole process group. A clean close
+        // writes `done` first. (A parent-death signal would need an unsafe pre_exec.)
+        let (life_read, life_write) = std::io::pipe().map_err(start_err)?;
+        // The child inherits these three ends; ours stay close-on-exec.
+        for fd in [
+            cmd_read.as_raw_fd(),
+            evt_write.as_raw_fd(),
+            life_read.as_raw_fd(),
+        ] {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| start_err(e.into()))?;
         }
         let mut cmd = Cmd::new("bash")
@@ -202,6 +213,7 @@ impl Shell {
             .env("DEVSTACK_BIN", &config.devstack_bin)
             .env("_DS_CMD_FD", cmd_read.as_raw_fd().to_string())
             .env("_DS_EVT_FD", evt_write.as_raw_fd().to_string())
+            .env("_DS_LIFE_FD", life_read.as_raw_fd().to_string())
             .env("LC_ALL", "C.UTF-8")
             .env_remove("LANG")
             .env_remove("LANGUAGE")
@@ -221,6 +233,7 @@ impl Shell {
             .map_err(start_err)?;
         drop(cmd_read);
         drop(evt_write);
+        drop(life_read);
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
 
         let tap = Arc::new(OutputTap {
@@ -242,6 +255,7 @@ impl Shell {
             child,
             pid,
             commands: cmd_write,
+            lifeline: Some(life_write),
             events,
             tap,
             readers,
@@ -263,6 +277,12 @@ impl Shell {
             ))),
             Event::Closed => Err(shell.died("loading the function library")),
         }
+    }
+
+    /// The shell's process group (its pid): recorded, so the next run can stop what
+    /// is left of it if this process is killed.
+    pub(crate) fn group(&self) -> u32 {
+        u32::try_from(self.pid.as_raw()).unwrap_or_default()
     }
 
     /// Secrets to redact from the shell's output from now on.
@@ -434,6 +454,10 @@ impl Shell {
         }
         self.closed = true;
         let _ = fs_err::remove_file(&self.batch_file);
+        // A clean end: what a plugin started in the background may go on running.
+        if let Some(mut life) = self.lifeline.take() {
+            let _ = std::io::Write::write_all(&mut life, b"done\n");
+        }
         let _ = Frame::new("exit", Vec::<String>::new()).write_to(&mut self.commands);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {

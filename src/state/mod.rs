@@ -296,6 +296,34 @@ impl Ledger {
         Ok(Self { path, state })
     }
 
+    /// Loads the state, or, when the file cannot be read or parsed, moves it aside
+    /// (`state.json.corrupt-TIME`) and starts from an empty ledger: teardown must
+    /// never be blocked by its own records. The second value says what happened.
+    pub fn load_or_set_aside(top_dir: &Path) -> (Self, Option<String>) {
+        match Self::load(top_dir) {
+            Ok(ledger) => (ledger, None),
+            Err(e) => {
+                let ledger = Self::empty(top_dir);
+                let aside = ledger.path.with_extension(format!(
+                    "json.corrupt-{}",
+                    chrono::Local::now().format("%Y%m%d-%H%M%S")
+                ));
+                let cause =
+                    std::error::Error::source(&e).map_or_else(String::new, |c| format!(" ({c})"));
+                let moved = match fs::rename(&ledger.path, &aside) {
+                    Ok(()) => format!("moved aside to {}", aside.display()),
+                    Err(m) => format!("could not be moved aside: {m}"),
+                };
+                (
+                    ledger,
+                    Some(format!(
+                        "{e}{cause}; {moved}; going on with what can be found (pidfiles beside the logs)"
+                    )),
+                )
+            }
+        }
+    }
+
     /// An empty ledger saved to `path` (for tests and for a state set aside).
     pub fn empty(top_dir: &Path) -> Self {
         Self {
@@ -483,6 +511,21 @@ impl Ledger {
             pid: std::process::id(),
             started: chrono::Local::now().to_rfc3339(),
         })
+    }
+
+    /// The run recorded as running, when its process is gone (killed, or the
+    /// machine rebooted): it is marked failed, so the state never says `running`
+    /// for a dead pid. Returns the dead run.
+    pub fn settle_dead_run(&mut self) -> Option<RunRecord> {
+        let last = self.state.last_run.as_mut()?;
+        // A pid reused by another program does not count as the run.
+        let alive = fs::read(format!("/proc/{}/cmdline", last.pid))
+            .is_ok_and(|c| c.windows(8).any(|w| w == b"devstack"));
+        if last.outcome != Outcome::Running || last.pid == std::process::id() || alive {
+            return None;
+        }
+        last.outcome = Outcome::Failed;
+        Some(last.clone())
     }
 
     pub fn end_run(&mut self, outcome: Outcome) {

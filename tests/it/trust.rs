@@ -1,0 +1,235 @@
+//! Issue 8, a run a user can trust: teardown is never blocked by the configuration
+//! or the state, nothing is left running, the lock is per DEST and host-wide.
+
+use std::process::Command;
+
+use crate::Tree;
+
+/// The pids of live processes whose command line contains `marker`.
+pub(crate) fn procs_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits up to 5 s for no process to carry `marker`.
+#[track_caller]
+pub(crate) fn assert_gone(marker: &str, what: &str) {
+    for _ in 0..100 {
+        if procs_with(marker).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what}: still running: {:?}", procs_with(marker));
+}
+
+fn marker(t: &Tree) -> String {
+    format!(
+        "ds-trust-{}",
+        t.top
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+    )
+}
+
+/// A tree whose stack starts a supervised process (run_process) carrying a marker.
+fn stacked_with_a_process(extra_localrc: &str) -> (Tree, String) {
+    let t = Tree::new();
+    let m = marker(&t);
+    t.local_conf(
+        &format!("disable_all_services\nenable_service sleeper\n{extra_localrc}"),
+        "",
+    );
+    t.extras(
+        "10-sleeper.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == extra ]]; then run_process sleeper \"exec -a {m} /bin/sleep 300\"; fi\n"
+        ),
+    );
+    t.devstack(&["stack"]).success();
+    assert_eq!(procs_with(&m).len(), 1, "the stack started its process");
+    (t, m)
+}
+
+fn write_bytes(t: &Tree, rel: &str, bytes: &[u8]) {
+    std::fs::write(t.path(rel), bytes).unwrap();
+}
+
+#[test]
+fn teardown_works_from_the_state_when_the_configuration_no_longer_reads() {
+    // Each broken configuration, written after a good stack; unstack then clean must
+    // exit 0, say what could not be read, and stop the process.
+    let cases: &[(&str, &str)] = &[
+        ("parse error", "[[local|localrc\nDEST=/nowhere\n"),
+        ("exit 3 in localrc", "[[local|localrc]]\nexit 3\n"),
+        ("exit 0 in localrc", "[[local|localrc]]\nexit 0\n"),
+        (
+            "failing command",
+            "[[local|localrc]]\nno_such_command_here\n",
+        ),
+        (
+            "duplicate enable_plugin",
+            "[[local|localrc]]\nenable_plugin p file:///nonexistent\nenable_plugin p file:///nonexistent\n",
+        ),
+        (
+            "URL-less enable_plugin",
+            "[[local|localrc]]\nenable_plugin p\n",
+        ),
+        ("unknown phase", "[[bogus|/x]]\na=b\n"),
+    ];
+    for (what, conf) in cases {
+        let (t, m) = stacked_with_a_process("");
+        t.write("local.conf", conf);
+        let run = t.devstack(&["unstack"]);
+        assert_eq!(
+            run.status, 0,
+            "{what}: unstack failed:\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        assert!(
+            run.stderr.contains("goes on") || run.stderr.contains("(continuing)"),
+            "{what}: the user is told what could not be read:\n{}",
+            run.stderr
+        );
+        assert_gone(&m, what);
+        let clean = t.devstack(&["clean"]);
+        assert_eq!(clean.status, 0, "{what}: clean failed:\n{}", clean.stderr);
+    }
+}
+
+#[test]
+fn teardown_works_with_a_non_utf8_local_conf_and_a_plugin_requires_error() {
+    let (t, m) = stacked_with_a_process("");
+    let mut bytes = std::fs::read(t.path("local.conf")).unwrap();
+    bytes.extend_from_slice(b"X=\xff\xfe\n");
+    write_bytes(&t, "local.conf", &bytes);
+    let run = t.devstack(&["unstack"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_gone(&m, "non-UTF-8");
+
+    // A plugin (already cloned) whose settings require one that is not enabled.
+    let (t, m) = stacked_with_a_process("");
+    let plug = t.dest.join("needy");
+    std::fs::create_dir_all(plug.join("devstack")).unwrap();
+    std::fs::write(
+        plug.join("devstack/settings"),
+        "plugin_requires needy absent\n",
+    )
+    .unwrap();
+    std::fs::write(plug.join("devstack/plugin.sh"), "true\n").unwrap();
+    let conf = std::fs::read_to_string(t.path("local.conf")).unwrap();
+    t.write(
+        "local.conf",
+        &conf.replace(
+            "enable_service sleeper",
+            &format!(
+                "enable_service sleeper\nenable_plugin needy {}",
+                plug.display()
+            ),
+        ),
+    );
+    let run = t.devstack(&["unstack"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_gone(&m, "plugin_requires");
+    t.devstack(&["clean"]).success();
+}
+
+#[test]
+fn a_corrupt_state_is_set_aside_and_pidfiles_still_stop_the_processes() {
+    let (t, m) = stacked_with_a_process("");
+    let state = t.path(".devstack/state.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    let run = t.devstack(&["unstack"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("moved aside"), "{}", run.stderr);
+    assert!(run.stderr.contains("found from pidfiles"), "{}", run.stderr);
+    assert_gone(&m, "corrupt state");
+    let aside = std::fs::read_dir(t.path(".devstack"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(aside, "the corrupt file is kept aside for the user");
+    t.devstack(&["clean"]).success();
+}
+
+#[test]
+fn a_hook_child_that_ignores_term_is_killed_at_the_timeout() {
+    let t = Tree::new();
+    let m = marker(&t);
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "10-stubborn.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == install ]]; then (trap '' TERM; exec -a {m} sleep 300) & sleep 300; fi\n"
+        ),
+    );
+    let run = t.devstack_env(&["stack"], &[("DEVSTACK_HOOK_TIMEOUT", "2")]);
+    run.failure();
+    assert_gone(&m, "a child ignoring TERM after the hook timeout");
+    t.devstack(&["unstack"]).success();
+}
+
+#[test]
+fn a_killed_devstack_takes_its_plugin_shell_with_it_and_the_next_run_says_so() {
+    let t = Tree::new();
+    let m = marker(&t);
+    let started = t.top.join("started");
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "10-hang.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == install ]]; then touch {}; exec -a {m} sleep 300; fi\n",
+            started.display()
+        ),
+    );
+    let mut child = Command::new(crate::devstack_bin())
+        .arg("--top-dir")
+        .arg(&t.top)
+        .arg("stack")
+        .env_remove("ENABLED_SERVICES")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(started.exists(), "the hook ran");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_gone(&m, "the plugin shell after SIGKILL of devstack");
+    let state = std::fs::read_to_string(t.path(".devstack/state.json")).unwrap();
+    let run = t.devstack(&["unstack"]);
+    run.success();
+    assert!(
+        run.stderr.contains("ended without finishing"),
+        "the next run reports the killed one:\n{}",
+        run.stderr
+    );
+    let after = std::fs::read_to_string(t.path(".devstack/state.json")).unwrap();
+    assert!(state.contains("\"running\""), "{state}");
+    assert!(!after.contains("\"running\""), "{after}");
+}
