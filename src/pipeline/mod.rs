@@ -22,7 +22,7 @@ use crate::context::{Host, PipelineError, PipelineOps, ServiceCtx};
 use crate::plugins::{self, ExternalPlugin, ExtrasScript};
 use crate::services::Registry;
 use crate::shell::{Shell, ShellConfig, ShellError};
-use crate::state::{HookRecord, Ledger, Outcome, RunLock, StepRecord};
+use crate::state::{HookRecord, HostLock, Ledger, Outcome, RunLock, StepRecord};
 use crate::ui::log::RunLog;
 use crate::ui::report::Report;
 use crate::ui::{Progress, StepOutcome, TermProgress, Verbosity};
@@ -48,6 +48,8 @@ pub(crate) struct Run {
     degraded: bool,
     /// The state file could not be read and was moved aside.
     state_set_aside: bool,
+    /// Host-wide locks held (DEST, DATA_DIR, LOGDIR; the layer-1 daemons).
+    host_locks: BTreeMap<String, HostLock>,
     timings: Vec<(String, Duration, StepOutcome)>,
     started: Instant,
     /// The services this run knows.
@@ -102,6 +104,7 @@ impl Run {
             unchanged: false,
             degraded: false,
             state_set_aside,
+            host_locks: BTreeMap::new(),
             timings: Vec::new(),
             started: Instant::now(),
             registry: Registry::builtin(),
@@ -240,6 +243,42 @@ impl Run {
             .note(&format!("<== {name} ({:.3} s)", took.as_secs_f64()));
         self.timings.push((name.to_owned(), took, outcome));
         result
+    }
+
+    /// Takes the host-wide lock on each of the run's DEST, DATA_DIR and LOGDIR:
+    /// two trees sharing one must not race (one's clean deleting the other's
+    /// data while its services run).
+    fn lock_shared_dirs(&mut self) -> anyhow::Result<()> {
+        for var in ["DEST", "DATA_DIR", "LOGDIR"] {
+            let dir = self.host.settings.path(var);
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            let dir = fs::canonicalize(&dir).unwrap_or(dir);
+            let key = format!("dir:{}", dir.display());
+            if self.host_locks.contains_key(&key) {
+                continue;
+            }
+            let what = format!("{var}={}", dir.display());
+            let lock = HostLock::acquire(&what, &key, &self.host.top_dir)?;
+            self.host_locks.insert(key, lock);
+        }
+        Ok(())
+    }
+
+    /// Takes the host-wide lock on the machine's layer-1 daemons (database,
+    /// message queue, cache): one run at a time starts or stops them.
+    fn lock_host_daemons(&mut self) -> anyhow::Result<()> {
+        const KEY: &str = "host:layer-1 daemons";
+        if !self.host_locks.contains_key(KEY) {
+            let lock = HostLock::acquire(
+                "the host's layer-1 daemons (database, message queue, cache)",
+                KEY,
+                &self.host.top_dir,
+            )?;
+            self.host_locks.insert(KEY.to_owned(), lock);
+        }
+        Ok(())
     }
 
     fn log_path(&self) -> String {

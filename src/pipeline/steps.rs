@@ -192,14 +192,18 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         // rest running. The first error is reported at the end.
         let result = run.timed(&step.title(), |run| do_step(run, step));
         if let Err(err) = result {
-            if strict || crate::system::interrupt::requested() {
+            let locked = matches!(
+                err.downcast_ref::<crate::state::StateError>(),
+                Some(crate::state::StateError::HostLocked { .. })
+            );
+            if strict || locked || crate::system::interrupt::requested() {
                 return Err(err);
             }
             // Teardown is never blocked by the configuration: what could not be
             // read is said, and the rest goes on from the state.
             let text = crate::ui::report::render_error(&err);
             match step {
-                Step::Settings => degrade(run, text.trim_end()),
+                Step::Settings => degrade(run, text.trim_end())?,
                 Step::Plugins => {
                     run.host.warn(&format!(
                         "{}\n{} goes on without the external plugins' hooks (extras.d still run)",
@@ -236,7 +240,7 @@ fn remember_settings(run: &mut Run) {
 /// unstack or clean whose settings could not be read: the settings the last stack
 /// kept in the state stand in, hooks are skipped, and what the state records (or,
 /// when the state was set aside, the pidfiles beside the logs) is stopped.
-fn degrade(run: &mut Run, why: &str) {
+fn degrade(run: &mut Run, why: &str) -> anyhow::Result<()> {
     run.degraded = true;
     let kept: Option<BTreeMap<String, String>> = run
         .host
@@ -253,6 +257,9 @@ fn degrade(run: &mut Run, why: &str) {
         "{why}\n{} goes on from {source}: hooks are skipped; every process the state records is stopped",
         run.kind.name()
     ));
+    // Another run on the same directories: tearing down under it is the race the
+    // lock exists for.
+    run.lock_shared_dirs()?;
     let logdir = run.host.settings.path("LOGDIR");
     if !logdir.as_os_str().is_empty() && logdir.is_dir() && run.host.log.path().is_none() {
         let name = format!("{}.sh", run.kind.name());
@@ -261,6 +268,7 @@ fn degrade(run: &mut Run, why: &str) {
                 .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
         }
     }
+    Ok(())
 }
 
 /// After the state was set aside (unreadable): the own supervisor's pidfiles
@@ -331,6 +339,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
     match step {
         Step::Settings => {
             load_settings(run)?;
+            run.lock_shared_dirs()?;
             if run.kind == Kind::Stack {
                 create_run_dirs(run)?;
             }
@@ -364,12 +373,21 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         Step::VerifyServices => verify_disabled(run),
         Step::Passwords => passwords(run),
         Step::Prerequisites => prerequisites(run),
-        Step::Layer1 => for_services(run, Layer::Infra, |s, cx| {
-            s.install(cx)?;
-            s.configure(cx)?;
-            s.init(cx)?;
-            s.start(cx)
-        }),
+        Step::Layer1 => {
+            if run
+                .registry
+                .enabled(&run.host.settings)
+                .any(|s| s.layer() == Layer::Infra)
+            {
+                run.lock_host_daemons()?;
+            }
+            for_services(run, Layer::Infra, |s, cx| {
+                s.install(cx)?;
+                s.configure(cx)?;
+                s.init(cx)?;
+                s.start(cx)
+            })
+        }
         Step::Install => {
             python_install(run)?;
             for_services(run, Layer::OpenStack, |s, cx| {
@@ -388,6 +406,10 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         Step::Stop => {
             if run.state_set_aside {
                 recover_from_pidfiles(run);
+            }
+            let all = matches!(run.kind, Kind::Unstack { all: true } | Kind::Clean);
+            if all && !run.host.ledger.processes(ProcessKind::Daemon).is_empty() {
+                run.lock_host_daemons()?;
             }
             stop_everything(run)
         }

@@ -233,3 +233,59 @@ fn a_killed_devstack_takes_its_plugin_shell_with_it_and_the_next_run_says_so() {
     assert!(state.contains("\"running\""), "{state}");
     assert!(!after.contains("\"running\""), "{after}");
 }
+
+#[test]
+fn two_trees_sharing_a_dest_do_not_race_the_second_is_refused_naming_the_first() {
+    let first_tree = Tree::new();
+    let second_tree = Tree::new();
+    let gate = first_tree.top.parent().unwrap().join("gate");
+    let started = gate.with_extension("started");
+    first_tree.local_conf("disable_all_services", "");
+    first_tree.extras(
+        "10-wait.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == extra ]]; then touch {}; while [[ ! -e {} ]]; do sleep 0.1; done; fi\n",
+            started.display(),
+            gate.display()
+        ),
+    );
+    // The second tree's own local.conf, but the first tree's DEST.
+    second_tree.write(
+        "local.conf",
+        &format!(
+            "[[local|localrc]]\nDEST={}\ndisable_all_services\n",
+            first_tree.dest.display()
+        ),
+    );
+    let mut first = Command::new(crate::devstack_bin())
+        .arg("--top-dir")
+        .arg(&first_tree.top)
+        .arg("stack")
+        .env_remove("ENABLED_SERVICES")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(started.exists(), "the first stack reached its hook");
+    let stack = second_tree.devstack(&["stack"]);
+    let clean = second_tree.devstack(&["clean"]);
+    std::fs::write(&gate, "").unwrap();
+    assert!(first.wait().unwrap().success());
+    for (what, run) in [("stack", &stack), ("clean", &clean)] {
+        run.failure();
+        assert!(
+            run.stderr.contains(&format!("pid {}", first.id()))
+                && run.stderr.contains(&first_tree.top.display().to_string()),
+            "{what} names the other run's pid and tree:\n{}",
+            run.stderr
+        );
+    }
+    // Once the first is done, the second tree may go.
+    second_tree.devstack(&["stack"]).success();
+}
