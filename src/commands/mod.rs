@@ -28,7 +28,9 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let top_dir = top_dir(&cli.global)?;
     let progress: Arc<dyn Progress> = Arc::new(TermProgress::new(verbosity));
     match cli.command {
-        Command::Stack => pipeline::execute(&top_dir, Kind::Stack, progress),
+        Command::Stack { from_scratch } => {
+            pipeline::execute_stack(&top_dir, from_scratch, progress)
+        }
         Command::Unstack { all } => pipeline::execute(&top_dir, Kind::Unstack { all }, progress),
         Command::Clean => pipeline::execute(&top_dir, Kind::Clean, progress),
         Command::Plan => pipeline::plan(&top_dir),

@@ -46,8 +46,14 @@ pub(crate) struct Run {
     unchanged: bool,
     /// Teardown without readable settings: the state alone says what to stop.
     degraded: bool,
-    /// The state file could not be read and was moved aside.
-    state_set_aside: bool,
+    /// The state file could not be read and was moved aside (what was said).
+    state_set_aside: Option<String>,
+    /// `stack --from-scratch`: no step is reused.
+    from_scratch: bool,
+    /// The inputs' fingerprint every reusable step is recorded with.
+    step_fingerprint: Option<String>,
+    /// Where a resumed stack picked up, and how many steps it reused.
+    resumed: Option<(String, usize)>,
     /// Host-wide locks held (DEST, DATA_DIR, LOGDIR; the layer-1 daemons).
     host_locks: BTreeMap<String, HostLock>,
     timings: Vec<(String, Duration, StepOutcome)>,
@@ -65,10 +71,10 @@ impl Run {
         };
         let log = Arc::new(RunLog::new(progress.clone()));
         let mut host = Host::new(top_dir.to_path_buf(), ledger, log.clone(), progress);
-        let state_set_aside = set_aside.is_some();
-        if let Some(text) = set_aside {
-            host.warn(&text);
+        if let Some(text) = &set_aside {
+            host.warn(text);
         }
+        let state_set_aside = set_aside;
         if kind != Kind::Plan {
             stop_leftover_shell(&mut host);
         }
@@ -105,6 +111,9 @@ impl Run {
             degraded: false,
             state_set_aside,
             host_locks: BTreeMap::new(),
+            from_scratch: false,
+            step_fingerprint: None,
+            resumed: None,
             timings: Vec::new(),
             started: Instant::now(),
             registry: Registry::builtin(),
@@ -219,8 +228,16 @@ impl Run {
         self.host.progress.step_started(name);
         self.host.log.note(&format!("==> {name}"));
         let t0 = Instant::now();
+        let before = self.host.ledger.process_names();
         let result = f(self);
         let took = t0.elapsed();
+        let started: Vec<String> = self
+            .host
+            .ledger
+            .process_names()
+            .difference(&before)
+            .cloned()
+            .collect();
         let outcome = if result.is_ok() {
             StepOutcome::Done
         } else {
@@ -232,9 +249,10 @@ impl Run {
             self.host.ledger.record_step(
                 name,
                 StepRecord {
-                    fingerprint: String::new(),
+                    fingerprint: self.step_fingerprint.clone().unwrap_or_default(),
                     seconds: took.as_secs_f64(),
                     ok: outcome == StepOutcome::Done,
+                    started,
                 },
             );
         }
@@ -376,15 +394,34 @@ fn restorable(name: &str) -> bool {
         && !BASH_OWN.contains(&name)
 }
 
+/// stack (resuming a failed one unless `from_scratch`).
+pub(crate) fn execute_stack(
+    top_dir: &Path,
+    from_scratch: bool,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<ExitCode> {
+    execute_with(top_dir, Kind::Stack, from_scratch, progress)
+}
+
 /// stack, unstack or clean.
 pub(crate) fn execute(
     top_dir: &Path,
     kind: Kind,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<ExitCode> {
+    execute_with(top_dir, kind, false, progress)
+}
+
+fn execute_with(
+    top_dir: &Path,
+    kind: Kind,
+    from_scratch: bool,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<ExitCode> {
     crate::system::interrupt::install();
     let _lock = RunLock::acquire(top_dir)?;
     let mut run = Run::start(top_dir, kind, progress)?;
+    run.from_scratch = from_scratch;
     run.previous = run.host.ledger.begin_run(kind.name());
     // Said on disk now, so a run killed outright is known as such to the next one,
     // with the group its shell's leftovers are in.

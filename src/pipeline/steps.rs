@@ -151,7 +151,26 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         let (shell, mut host) = run.shell();
         shell.set_strict(strict, &mut host)?;
     }
-    for &step in steps(run.kind) {
+    let all_steps = steps(run.kind);
+    let mut resume_at = None;
+    for (index, &step) in all_steps.iter().enumerate() {
+        if run.kind == Kind::Stack && step == Step::Prerequisites {
+            // The settings are final for every later step's own inputs: from here,
+            // a step done by a failed stack with the same inputs is reused.
+            let fingerprint = super::resume::fingerprint(run);
+            if !run.from_scratch {
+                resume_at = super::resume::resume_point(run, &fingerprint, all_steps, index);
+            }
+            if let Some(at) = resume_at {
+                let title = all_steps[at].title();
+                let reused = at - index;
+                run.host.progress.info(&format!(
+                    "resuming the failed stack at '{title}' ({reused} steps reused; --from-scratch runs them all)"
+                ));
+                run.resumed = Some((title, reused));
+            }
+            run.step_fingerprint = Some(fingerprint);
+        }
         if crate::system::interrupt::requested() {
             return Err(Report {
                 headline: format!(
@@ -171,6 +190,10 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             run.unchanged =
                 super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
             run.fingerprint = Some(fingerprint);
+        }
+        if resume_at.is_some_and(|at| index < at) {
+            run.skipped(&step.title(), "reused from the failed stack");
+            continue;
         }
         if run.degraded
             && matches!(
@@ -404,7 +427,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
         Step::Merge(phase) => merge_phase(run, phase),
         Step::Stop => {
-            if run.state_set_aside {
+            if run.state_set_aside.is_some() {
                 recover_from_pidfiles(run);
             }
             let all = matches!(run.kind, Kind::Unstack { all: true } | Kind::Clean);
@@ -829,6 +852,9 @@ pub(super) fn print_summary(run: &Run) {
                 run.host.top_dir.display()
             );
         }
+    }
+    if let Some((at, reused)) = &run.resumed {
+        let _ = writeln!(text, "resumed at: {at}, {reused} steps reused");
     }
     if let Some(log) = run.host.log.path() {
         let _ = writeln!(text, "Log: {}", log.display());

@@ -65,6 +65,9 @@ pub struct StepRecord {
     pub fingerprint: String,
     pub seconds: f64,
     pub ok: bool,
+    /// The processes this step started (a resumed stack checks they still run).
+    #[serde(default)]
+    pub started: Vec<String>,
 }
 
 /// One hook call of the last run.
@@ -539,6 +542,16 @@ impl Ledger {
         if let Some(last) = self.state.last_run.as_mut() {
             last.outcome = outcome;
         }
+    }
+
+    /// The names of every recorded process, daemons and the cloud's.
+    pub fn process_names(&self) -> BTreeSet<String> {
+        self.state
+            .daemons
+            .keys()
+            .chain(self.state.processes.keys())
+            .cloned()
+            .collect()
     }
 
     pub fn record_step(&mut self, name: &str, record: StepRecord) {

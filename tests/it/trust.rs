@@ -289,3 +289,129 @@ fn two_trees_sharing_a_dest_do_not_race_the_second_is_refused_naming_the_first()
     // Once the first is done, the second tree may go.
     second_tree.devstack(&["stack"]).success();
 }
+
+/// A hook that records its calls and fails at `stack extra` while FILE exists.
+fn failing_once_hook(name: &str, switch: &std::path::Path) -> String {
+    format!(
+        "echo \"{name} $*\" >> \"$TRACE_FILE\"\n\
+         if [[ \"$*\" == \"stack extra\" && -e {} ]]; then false_command_for_test; fi\n",
+        switch.display()
+    )
+}
+
+#[test]
+fn a_re_stack_after_a_failure_resumes_at_the_failed_step() {
+    let t = Tree::new();
+    let switch = t.top.join("fail-now");
+    std::fs::write(&switch, "").unwrap();
+    t.local_conf("disable_all_services", "");
+    t.extras("10-rec.sh", &failing_once_hook("10-rec.sh", &switch));
+    t.devstack(&["stack"]).failure();
+    std::fs::remove_file(&switch).unwrap();
+    std::fs::remove_file(&t.trace).unwrap();
+    let again = t.devstack(&["stack"]);
+    again.success();
+    assert!(
+        again
+            .stderr
+            .contains("resumed at: hook stack extra, 10 steps reused"),
+        "{}",
+        again.stderr
+    );
+    // The settings hooks run again (they define what later hooks use); the hooks of
+    // the reused steps do not.
+    assert_eq!(
+        t.trace_lines(),
+        [
+            "10-rec.sh override_defaults",
+            "10-rec.sh source",
+            "10-rec.sh stack extra",
+            "10-rec.sh stack test-config",
+        ]
+    );
+
+    // After a success, nothing is resumed.
+    std::fs::remove_file(&t.trace).unwrap();
+    let third = t.devstack(&["stack"]);
+    assert!(!third.stderr.contains("resumed at"), "{}", third.stderr);
+    assert!(t.trace().contains("stack pre-install"));
+}
+
+#[test]
+fn changed_inputs_or_from_scratch_run_every_step_again() {
+    for change in ["local.conf", "hook file", "--from-scratch"] {
+        let t = Tree::new();
+        let switch = t.top.join("fail-now");
+        std::fs::write(&switch, "").unwrap();
+        t.local_conf("disable_all_services", "");
+        t.extras("10-rec.sh", &failing_once_hook("10-rec.sh", &switch));
+        t.devstack(&["stack"]).failure();
+        std::fs::remove_file(&switch).unwrap();
+        std::fs::remove_file(&t.trace).unwrap();
+        let args: &[&str] = match change {
+            "local.conf" => {
+                t.local_conf("disable_all_services\nA_NEW_SETTING=1", "");
+                &["stack"]
+            }
+            "hook file" => {
+                t.extras(
+                    "10-rec.sh",
+                    &format!("{}\n# changed\n", failing_once_hook("10-rec.sh", &switch)),
+                );
+                &["stack"]
+            }
+            _ => &["stack", "--from-scratch"],
+        };
+        let again = t.devstack(args);
+        again.success();
+        assert!(
+            !again.stderr.contains("resumed at"),
+            "{change}: {}",
+            again.stderr
+        );
+        assert!(
+            t.trace().contains("10-rec.sh stack pre-install"),
+            "{change}: every hook runs again:\n{}",
+            t.trace()
+        );
+    }
+}
+
+#[test]
+fn a_resumed_stack_restarts_from_the_step_whose_process_is_gone() {
+    let t = Tree::new();
+    let m = marker(&t);
+    let switch = t.top.join("fail-now");
+    std::fs::write(&switch, "").unwrap();
+    t.local_conf("disable_all_services\nenable_service sleeper", "");
+    t.extras(
+        "10-rec.sh",
+        &format!(
+            "{}if [[ \"$*\" == \"stack install\" ]]; then run_process sleeper \"exec -a {m} /bin/sleep 300\"; fi\n",
+            failing_once_hook("10-rec.sh", &switch)
+        ),
+    );
+    t.devstack(&["stack"]).failure();
+    std::fs::remove_file(&switch).unwrap();
+    for pid in procs_with(&m) {
+        Command::new("kill").arg(pid.to_string()).status().unwrap();
+    }
+    assert_gone(&m, "killed by the test");
+    std::fs::remove_file(&t.trace).unwrap();
+    let again = t.devstack(&["stack"]);
+    again.success();
+    assert!(
+        again.stderr.contains("resumed at: hook stack install"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        t.trace().contains("10-rec.sh stack install"),
+        "{}",
+        t.trace()
+    );
+    assert!(!t.trace().contains("pre-install"), "{}", t.trace());
+    assert_eq!(procs_with(&m).len(), 1, "the process runs again");
+    t.devstack(&["unstack"]).success();
+    assert_gone(&m, "unstack");
+}
