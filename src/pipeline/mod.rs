@@ -800,15 +800,22 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
     let error_on_clone = run.host.settings.flag("ERROR_ON_CLONE", false);
     let git = run.host.cmd("git").timeout(Duration::from_secs(600));
     let mut list = run.host.plugins.plugins().to_vec();
+    let mut gitdirs = Vec::new();
     for p in &mut list {
         if run.kind == Kind::Plan && !p.dir.exists() {
+            // plan clones nothing into DEST; the plugin's GITDIR says where it is
+            // (a plugin that finds its files through GITDIR[NAME] still works).
             p.dir = crate::state::state_dir(&run.host.top_dir)
                 .join("plan-cache")
                 .join(&p.name);
             let _ = fs::remove_dir_all(&p.dir);
-            plugins::fetch(p, false, false, &git)?;
+            plugins::fetch(p, false, false, &git).map_err(|e| fetch_report(run, e))?;
+            gitdirs.push((
+                format!("GITDIR[{}]", p.name),
+                p.dir.to_string_lossy().into_owned(),
+            ));
         } else if fetch {
-            plugins::fetch(p, reclone, error_on_clone, &git)?;
+            plugins::fetch(p, reclone, error_on_clone, &git).map_err(|e| fetch_report(run, e))?;
         } else if !p.dir.exists() {
             run.host.warn(&format!(
                 "plugin {} is not at {}; its hooks are skipped",
@@ -819,7 +826,25 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
         p.requires = plugins::read_requires(&p.settings(), &p.name)?;
     }
     run.plugins = plugins::order(&list)?;
+    if !gitdirs.is_empty() {
+        let (shell, mut host) = run.shell();
+        shell.set_vars(&gitdirs, &mut host)?;
+    }
     Ok(())
+}
+
+/// A failed plugin fetch, with git's own last lines and the log.
+fn fetch_report(run: &Run, err: plugins::PluginError) -> anyhow::Error {
+    let plugins::PluginError::Clone { source, .. } = &err else {
+        return err.into();
+    };
+    let report = Report {
+        headline: err.to_string(),
+        details: vec![("log".into(), run.log_path())],
+        tail: source.tail().to_vec(),
+        hint: Some("check the URL and the ref of enable_plugin in local.conf".into()),
+    };
+    anyhow::Error::new(err).context(report)
 }
 
 /// lib/-layer defaults of every service, then the hypervisor plugin.

@@ -538,7 +538,7 @@ mod tests {
         );
         let err = Cmd::new("bash")
             .args(["-c", &script])
-            .timeout(Duration::from_millis(300))
+            .timeout(Duration::from_millis(1500))
             .run()
             .unwrap_err();
         assert!(matches!(err, ProcessError::Timeout { .. }), "{err}");

@@ -415,3 +415,147 @@ fn a_resumed_stack_restarts_from_the_step_whose_process_is_gone() {
     t.devstack(&["unstack"]).success();
     assert_gone(&m, "unstack");
 }
+
+fn git_in(repo: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A plugin repository with three versions: tag v1, master, branch `feature`.
+/// Each version's plugin.sh writes its name to the trace at `stack install`.
+fn versioned_plugin(t: &Tree) -> (std::path::PathBuf, String) {
+    let repo = crate::engine::plugin_repo(t.top.parent().unwrap(), "vp", "");
+    let version = |v: &str| {
+        std::fs::write(
+            repo.join("devstack/plugin.sh"),
+            format!("if [[ \"$*\" == \"stack install\" ]]; then echo \"version {v}\" >> \"$TRACE_FILE\"; fi\n"),
+        )
+        .unwrap();
+        git_in(&repo, &["commit", "-qam", v]);
+    };
+    version("v1");
+    git_in(&repo, &["tag", "v1"]);
+    let v1 = git_in(&repo, &["rev-parse", "HEAD"]);
+    version("master");
+    git_in(&repo, &["checkout", "-qb", "feature"]);
+    version("feature");
+    git_in(&repo, &["checkout", "-q", "master"]);
+    (repo, v1)
+}
+
+#[test]
+fn enable_plugin_takes_a_tag_a_branch_a_full_or_an_abbreviated_commit() {
+    let t = Tree::new();
+    let (repo, v1) = versioned_plugin(&t);
+    let cases = [
+        ("v1", "version v1"),
+        ("feature", "version feature"),
+        (v1.as_str(), "version v1"),
+        (&v1[..7], "version v1"),
+        ("master", "version master"),
+    ];
+    for (git_ref, want) in cases {
+        t.local_conf(
+            &format!(
+                "disable_all_services\nenable_plugin vp file://{} {git_ref}",
+                repo.display()
+            ),
+            "",
+        );
+        let _ = std::fs::remove_file(&t.trace);
+        t.devstack(&["stack"]).success();
+        assert!(
+            t.trace().contains(want),
+            "ref {git_ref}: a changed ref is fetched again:\n{}",
+            t.trace()
+        );
+    }
+}
+
+#[test]
+fn a_failed_fetch_leaves_nothing_and_the_next_stack_fetches_again() {
+    let t = Tree::new();
+    let (repo, _) = versioned_plugin(&t);
+    let conf = |git_ref: &str| {
+        format!(
+            "disable_all_services\nenable_plugin vp file://{} {git_ref}",
+            repo.display()
+        )
+    };
+    t.local_conf(&conf("no-such-ref"), "");
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr.contains("no-such-ref") && run.stderr.contains("fatal:"),
+        "git's own error is in the report:\n{}",
+        run.stderr
+    );
+    assert!(!t.dest.join("vp").exists(), "no partial clone left");
+    // A partial clone left by an older devstack (a bare .git) is fetched again.
+    std::fs::create_dir_all(t.dest.join("vp/.git")).unwrap();
+    t.local_conf(&conf("master"), "");
+    t.devstack(&["stack"]).success();
+    assert!(t.trace().contains("version master"), "{}", t.trace());
+}
+
+#[test]
+fn a_repository_without_devstack_and_a_bad_plugin_name_are_errors() {
+    let t = Tree::new();
+    let repo = t.top.parent().unwrap().join("not-a-plugin");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("README"), "hello\n").unwrap();
+    git_in(&repo, &["init", "-q", "-b", "master"]);
+    git_in(&repo, &["add", "."]);
+    git_in(&repo, &["commit", "-qm", "x"]);
+    let url = format!("file://{}", repo.display());
+    t.local_conf(&format!("disable_all_services\nenable_plugin np {url}"), "");
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr.contains(&url) && run.stderr.contains("no devstack/"),
+        "{}",
+        run.stderr
+    );
+    assert!(!t.dest.join("np").exists());
+
+    for name in ["../x", "a/b", "..", "."] {
+        t.local_conf(
+            &format!("disable_all_services\nenable_plugin {name} {url}"),
+            "",
+        );
+        let run = t.devstack(&["stack"]);
+        run.failure();
+        assert!(run.stderr.contains("simple name"), "{name}: {}", run.stderr);
+    }
+    assert!(!t.dest.parent().unwrap().join("x").exists());
+}
+
+#[test]
+fn plan_points_gitdir_at_where_it_fetched_the_plugin() {
+    let t = Tree::new();
+    let repo = crate::engine::plugin_repo(
+        t.top.parent().unwrap(),
+        "gd",
+        "echo \"gitdir ${GITDIR[gd]}\" >> \"$TRACE_FILE\"; [[ -f ${GITDIR[gd]}/devstack/plugin.sh ]] || echo MISSING >> \"$TRACE_FILE\"",
+    );
+    t.local_conf(
+        &format!(
+            "disable_all_services\nenable_plugin gd file://{}",
+            repo.display()
+        ),
+        "",
+    );
+    t.devstack(&["plan"]).success();
+    assert!(t.trace().contains("gitdir "), "{}", t.trace());
+    assert!(!t.trace().contains("MISSING"), "{}", t.trace());
+    assert!(!t.dest.join("gd").exists(), "plan clones nothing into DEST");
+}
