@@ -547,12 +547,20 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let state = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let alive = state
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z'));
-        assert!(!alive, "the child that ignored TERM survived: {state}");
+        // KILL was sent when run() returns; the kernel takes a moment to tear down.
+        let mut state = String::new();
+        for _ in 0..100 {
+            state = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state
+                .rsplit(')')
+                .next()
+                .is_none_or(|rest| rest.trim_start().starts_with('Z'))
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the child that ignored TERM survived: {state}");
     }
 
     #[test]
