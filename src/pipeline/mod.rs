@@ -182,6 +182,15 @@ impl Run {
         shell.source_global(file, &mut host)
     }
 
+    /// The redactor learns every secret the settings now hold (and the early
+    /// ones): for the shell's output, child processes, the log and the terminal.
+    pub(crate) fn install_redactor(&mut self) {
+        let redactor = self.host.refresh_secrets();
+        if let Some(shell) = &self.shell {
+            shell.set_redactor(redactor);
+        }
+    }
+
     /// Re-reads every shell variable into the settings.
     pub(crate) fn sync_settings(&mut self) -> Result<(), ShellError> {
         let (shell, mut host) = self.shell();
@@ -726,6 +735,32 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
     let localconf_path = top.join("local.conf");
     let localconf = LocalConf::load(&localconf_path)?;
     let localrc_file = top.join("localrc");
+    // Secrets are redacted from the first line on: localrc's literal passwords and
+    // the kept ones are known before localrc runs (its `set -x` trace included).
+    let localrc_text = if localrc_file.is_file() {
+        fs::read(&localrc_file)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    } else {
+        localconf
+            .as_ref()
+            .and_then(LocalConf::localrc_script)
+            .unwrap_or_default()
+    };
+    let mut early = crate::system::redact::literal_secrets(
+        &localrc_text,
+        crate::config::settings::is_secret_name,
+    );
+    let data_dirs = [
+        run.host.settings.path("DATA_DIR"),
+        kept_setting(&run.host.ledger, "DATA_DIR").unwrap_or_default(),
+    ];
+    for dir in data_dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
+        let kept = crate::config::passwords::load(&crate::config::passwords::file(dir));
+        early.extend(kept.into_values());
+    }
+    run.host.early_secrets = early;
+    run.install_redactor();
     if localrc_file.is_file() {
         if localconf
             .as_ref()
@@ -737,7 +772,8 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         source_localrc(run, &localrc_file, "localrc")?;
     } else if let Some(script) = localconf.as_ref().and_then(LocalConf::localrc_script) {
         let auto = top.join(".localrc.auto");
-        fs::write(&auto, format!("{script}\n"))?;
+        // localrc holds passwords: private, as every file that can hold a secret.
+        crate::state::write_atomic(&auto, format!("{script}\n").as_bytes(), 0o600)?;
         source_localrc(run, &auto, "local.conf")?;
     }
     run.localconf = localconf;
@@ -752,6 +788,7 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         shell.source_global(&stackrc, &mut host)?;
     }
     run.sync_settings()?;
+    run.install_redactor();
     let negated = crate::config::services::disable_negated(run.host.settings.enabled_services());
     if negated != run.host.settings.enabled_services() {
         run.set_vars(&[("ENABLED_SERVICES".into(), negated)])?;
@@ -831,6 +868,13 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
         shell.set_vars(&gitdirs, &mut host)?;
     }
     Ok(())
+}
+
+/// A setting the last stack kept in the state for teardown.
+pub(crate) fn kept_setting(ledger: &Ledger, name: &str) -> Option<PathBuf> {
+    let vars: BTreeMap<String, String> =
+        serde_json::from_str(ledger.fact(steps::TEARDOWN_SETTINGS)?).ok()?;
+    vars.get(name).map(PathBuf::from)
 }
 
 /// A failed plugin fetch, with git's own last lines and the log.

@@ -244,7 +244,7 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
 
 /// The state fact holding the stack's final settings, minus secrets: what a
 /// teardown uses when local.conf no longer reads.
-const TEARDOWN_SETTINGS: &str = "teardown-settings";
+pub(super) const TEARDOWN_SETTINGS: &str = "teardown-settings";
 
 /// Keeps the settings teardown needs (paths, services; never a secret).
 fn remember_settings(run: &mut Run) {
@@ -383,6 +383,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             run_hook(run, mode, phase)?;
             if matches!(mode, "override_defaults" | "source") {
                 run.sync_settings()?;
+                run.install_redactor();
             }
             if mode == "source" && run.kind == Kind::Stack {
                 remember_settings(run);
@@ -510,13 +511,16 @@ fn passwords(run: &mut Run) -> anyhow::Result<()> {
     if changed && run.kind == Kind::Stack {
         save(&path, &kept)?;
     }
+    // The redactor learns them before the shell does: a `set -x` left on by
+    // localrc or a hook would trace the assignment.
+    run.host
+        .early_secrets
+        .extend(assign.iter().map(|(_, v)| v.clone()));
+    run.install_redactor();
     if !assign.is_empty() {
         run.set_vars(&assign)?;
     }
-    let redactor = run.host.refresh_secrets();
-    if let Some(shell) = run.shell_ref() {
-        shell.set_redactor(redactor);
-    }
+    run.install_redactor();
     Ok(())
 }
 

@@ -57,7 +57,7 @@ impl TermProgress {
     fn print(&self, text: &str) {
         let _guard = self.out.lock();
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{text}");
+        let _ = writeln!(err, "{}", crate::system::redact::redact_global(text));
     }
 
     fn paint(&self, code: &str, text: &str) -> String {

@@ -559,3 +559,93 @@ fn plan_points_gitdir_at_where_it_fetched_the_plugin() {
     assert!(!t.trace().contains("MISSING"), "{}", t.trace());
     assert!(!t.dest.join("gd").exists(), "plan clones nothing into DEST");
 }
+
+/// Every regular file under `dir` (symlinks not followed).
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            files_under(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+#[test]
+fn no_secret_reaches_a_log_the_terminal_or_a_file_that_is_not_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = Tree::new();
+    // Set by the user (literal), set by a plugin's own variable, and generated.
+    t.local_conf(
+        "set -x\nADMIN_PASSWORD=UserAdminPw4242\nexport MYPLUG_PASSWORD='PluginPw7777'\ndisable_all_services\nenable_service sleeper",
+        "",
+    );
+    t.extras(
+        "10-leaky.sh",
+        "set -x\n\
+         echo \"leak ${ADMIN_PASSWORD:-} ${SERVICE_PASSWORD:-} ${MYPLUG_PASSWORD:-} ${DATABASE_PASSWORD:-}\"\n\
+         echo \"to stderr ${RABBIT_PASSWORD:-}\" >&2\n\
+         if [[ \"$*\" == \"stack extra\" ]]; then run_process sleeper \"/bin/sleep 300\" '' '' \"TOKEN=$SERVICE_PASSWORD\"; fi\n",
+    );
+    let stack = t.devstack(&["-v", "stack"]);
+    stack.success();
+    let data_dir = t.dest.join("data");
+    let kept = std::fs::read_to_string(data_dir.join(".devstack-passwords")).unwrap();
+    let mut secrets: Vec<String> = kept
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.to_owned()))
+        .collect();
+    secrets.push("UserAdminPw4242".into());
+    secrets.push("PluginPw7777".into());
+    assert!(secrets.len() >= 5, "{secrets:?}");
+    // A failing run's report too: its tail holds the leaky lines.
+    let switch_conf = std::fs::read_to_string(t.path("local.conf")).unwrap();
+    t.write("local.conf", &format!("{switch_conf}\nFAIL_NOW=1\n"));
+    t.extras(
+        "20-fail.sh",
+        "if [[ -n ${FAIL_NOW:-} && \"$*\" == \"stack install\" ]]; then echo \"tail $ADMIN_PASSWORD\"; false; fi\n",
+    );
+    let failed = t.devstack(&["stack"]);
+    failed.failure();
+    let unstack = t.devstack(&["-v", "unstack"]);
+    unstack.success();
+
+    let mut leaks = Vec::new();
+    for (what, run) in [
+        ("stack", &stack),
+        ("failed stack", &failed),
+        ("unstack", &unstack),
+    ] {
+        for s in &secrets {
+            if run.stdout.contains(s) || run.stderr.contains(s) {
+                leaks.push(format!("{what} terminal output holds {s}"));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in [t.dest.join("logs"), data_dir.clone(), t.path(".devstack")] {
+        files_under(&dir, &mut files);
+    }
+    files.push(t.path(".localrc.auto"));
+    assert!(files.len() > 3, "{files:?}");
+    for f in &files {
+        let text = String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned();
+        let mode = std::fs::metadata(f).map_or(0, |m| m.permissions().mode() & 0o777);
+        let is_log = f.starts_with(t.dest.join("logs"));
+        if is_log {
+            assert!(mode & 0o027 == 0, "{} is mode {mode:o}", f.display());
+        }
+        for s in &secrets {
+            if text.contains(s) && (is_log || mode != 0o600) {
+                leaks.push(format!("{} (mode {mode:o}) holds {s}", f.display()));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+    // The lines were there, redacted.
+    assert!(stack.stderr.contains("leak ***"), "{}", stack.stderr);
+}
