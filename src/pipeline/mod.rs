@@ -798,31 +798,76 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
 
 /// Sources localrc; a failure there is reported against local.conf's own lines.
 fn source_localrc(run: &mut Run, file: &Path, shown_as: &str) -> anyhow::Result<()> {
+    source_user_file(run, file, shown_as, "evaluating the localrc settings")
+}
+
+/// Sources a user's file at global scope (localrc, a hypervisor plugin); a failure
+/// is reported at the user's file and line with bash's own message, never at an
+/// internal command of the driver.
+fn source_user_file(
+    run: &mut Run,
+    file: &Path,
+    shown_as: &str,
+    while_: &str,
+) -> anyhow::Result<()> {
     let result = {
         let (shell, mut host) = run.shell();
         shell.source_global(file, &mut host)
     };
-    match result {
-        Ok(_) => Ok(()),
-        Err(ShellError::Failed(f)) => {
-            let line = if f.file == file.to_string_lossy() {
-                f.line
-            } else {
-                0
-            };
-            Err(Report {
-                headline: format!(
-                    "{shown_as}:{line}: `{}` failed with status {}",
-                    f.command, f.status
-                ),
-                details: vec![("while".into(), "evaluating the localrc settings".into())],
-                tail: f.tail.clone(),
-                hint: Some(format!("fix line {line} of {shown_as}")),
-            }
-            .into())
-        }
-        Err(e) => Err(e.into()),
+    let f = match result {
+        Ok(_) => return Ok(()),
+        Err(ShellError::Failed(f)) => f,
+        Err(e) => return Err(e.into()),
+    };
+    let path = file.to_string_lossy();
+    // bash's own message about the file ("FILE: line N: syntax error ..."), the
+    // last one wins: it is what stopped the file.
+    let prefix = format!("{path}: line ");
+    let bash_says = f.tail.iter().rev().find_map(|l| {
+        let rest = l.strip_prefix(&prefix)?;
+        let (n, msg) = rest.split_once(": ")?;
+        Some((n.parse::<u32>().ok()?, msg.to_owned()))
+    });
+    let in_file = f.file == path;
+    let exited = in_file && f.command.starts_with("exit ");
+    // bash's message wins over an exit it caused (a syntax error ends the shell
+    // under errexit) when it is about the exit's line or a later one.
+    let bash_says = bash_says.filter(|(n, _)| !exited || *n >= f.line);
+    let (line, what) = match (&bash_says, in_file) {
+        (None, true) if exited => (
+            f.line,
+            format!(
+                "`{}`: {shown_as} ended the shell (exit status {}); it must not call exit",
+                f.command, f.status
+            ),
+        ),
+        (Some((n, msg)), _) => (*n, msg.clone()),
+        (None, true) => (
+            f.line,
+            format!("`{}` failed with status {}", f.command, f.status),
+        ),
+        (None, false) => (
+            0,
+            format!(
+                "{} failed with status {} (at {}:{})",
+                f.command, f.status, f.file, f.line
+            ),
+        ),
+    };
+    let mut details = vec![("while".into(), while_.to_owned())];
+    if !in_file && !f.file.is_empty() && !run.shell_ref().is_some_and(|s| s.is_ours(&f.file)) {
+        details.push((
+            "in".into(),
+            format!("{}:{} ({})", f.file, f.line, f.function),
+        ));
     }
+    Err(Report {
+        headline: format!("{shown_as}:{line}: {what}"),
+        details,
+        tail: f.tail.clone(),
+        hint: Some(format!("fix line {line} of {shown_as}")),
+    }
+    .into())
 }
 
 /// Discovers extras.d scripts and orders the enabled plugins (fetching them for
@@ -915,7 +960,8 @@ fn load_hypervisor(run: &mut Run) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    run.source_global(&file)?;
+    let shown = file.display().to_string();
+    source_user_file(run, &file, &shown, "loading the hypervisor plugin")?;
     let missing = {
         let (shell, mut host) = run.shell();
         shell.missing_functions(&plugins::HYPERVISOR_FUNCTIONS, &mut host)?

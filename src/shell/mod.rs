@@ -508,6 +508,8 @@ impl Shell {
         self.send(frame, doing)?;
         let deadline = Instant::now() + self.hook_timeout;
         let mut failure: Option<Failure> = None;
+        // A global file that called exit: (status, file, line).
+        let mut exited: Option<(i32, String, u32)> = None;
         loop {
             let frame = match self.wait_frame(deadline, doing, host) {
                 Ok(frame) => frame,
@@ -517,12 +519,21 @@ impl Shell {
                     tail,
                 }) => {
                     // A strict failure makes the shell exit after reporting where.
-                    return Err(match failure {
-                        Some(mut f) => {
+                    return Err(match (failure, exited) {
+                        (_, Some((status, file, line))) => ShellError::Failed(Box::new(Failure {
+                            status,
+                            command: format!("exit {status}"),
+                            file,
+                            line,
+                            function: String::new(),
+                            trace: Vec::new(),
+                            tail,
+                        })),
+                        (Some(mut f), None) => {
                             f.tail = tail;
                             ShellError::Failed(Box::new(f))
                         }
-                        None => ShellError::Died {
+                        (None, None) => ShellError::Died {
                             status,
                             doing,
                             tail,
@@ -534,6 +545,13 @@ impl Shell {
             match frame.kind.as_str() {
                 "exiting" => {
                     self.hook_index = frame.fields.get(1).and_then(|s| s.parse().ok());
+                    if let (Some(file), Some(line)) = (frame.fields.get(2), frame.fields.get(3)) {
+                        exited = Some((
+                            frame.fields[0].parse().unwrap_or(-1),
+                            file.clone(),
+                            line.parse().unwrap_or(0),
+                        ));
+                    }
                 }
                 "done" => return Ok(frame.fields),
                 "err" => {

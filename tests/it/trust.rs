@@ -649,3 +649,75 @@ fn no_secret_reaches_a_log_the_terminal_or_a_file_that_is_not_private() {
     // The lines were there, redacted.
     assert!(stack.stderr.contains("leak ***"), "{}", stack.stderr);
 }
+
+#[test]
+fn localrc_errors_name_the_users_line_and_bashs_own_message() {
+    // (body at local.conf line 4, expected headline fragment)
+    let cases = [
+        (
+            "no_such_cmd_xyz",
+            "local.conf:4: no_such_cmd_xyz: command not found",
+        ),
+        (
+            "if then",
+            "local.conf:4: syntax error near unexpected token `then'",
+        ),
+        ("false", "local.conf:4: `false` failed with status 1"),
+        (
+            "exit 0",
+            "local.conf:4: `exit 0`: local.conf ended the shell (exit status 0)",
+        ),
+        (
+            "exit 3",
+            "local.conf:4: `exit 3`: local.conf ended the shell (exit status 3)",
+        ),
+        ("f() { exit 5; }; f", "local.conf:4: `exit 5`"),
+    ];
+    let t = Tree::new();
+    for (body, want) in cases {
+        t.write(
+            "local.conf",
+            &format!(
+                "[[local|localrc]]\nDEST={}\ndisable_all_services\n{body}\nX=1\n",
+                t.dest.display()
+            ),
+        );
+        let run = t.devstack(&["stack"]);
+        run.failure();
+        assert!(run.stderr.contains(want), "{body}: {}", run.stderr);
+        assert!(!run.stderr.contains("_DS_ARGS"), "{body}: {}", run.stderr);
+        // plan reads the settings the same way.
+        let plan = t.devstack(&["plan"]);
+        plan.failure();
+        assert!(plan.stderr.contains(want), "plan, {body}: {}", plan.stderr);
+    }
+}
+
+#[test]
+fn a_hypervisor_plugin_with_a_syntax_error_is_reported_at_its_line() {
+    let t = Tree::new();
+    let dir = t.top.parent().unwrap().join("nova_plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hypervisor-broken");
+    std::fs::write(
+        &file,
+        "# broken\ninstall_nova_hypervisor() {\n  if then\n}\n",
+    )
+    .unwrap();
+    t.local_conf(
+        &format!(
+            "disable_all_services\nenable_service n-cpu nova\nVIRT_DRIVER=broken\nNOVA_PLUGINS={}",
+            dir.display()
+        ),
+        "",
+    );
+    let run = t.devstack(&["plan"]);
+    run.failure();
+    assert!(
+        run.stderr
+            .contains(&format!("{}:3: syntax error", file.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("_DS_ARGS"), "{}", run.stderr);
+}
