@@ -131,6 +131,11 @@ impl LocalConf {
                 return Err(syntax(number, message.to_owned()));
             }
         }
+        // Every config section's body is checked now, at settings time (and in
+        // plan), not when its phase comes after hooks have run.
+        for section in sections.iter().filter(|s| s.phase != Phase::Local) {
+            parse_fragment(section, &shown)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             sections,

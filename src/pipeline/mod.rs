@@ -1038,6 +1038,24 @@ fn expand_file(spec: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// Expands a meta-section's FILE; every variable in it must be set and non-empty
+/// (`$UNSET/x.conf` must not write `/x.conf`). The error names the variable.
+pub(crate) fn expand_path(spec: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut rest = spec;
+    while let Some(at) = rest.find('$') {
+        let after = rest[at + 1..].trim_start_matches('{');
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if vars.get(&name).is_none_or(String::is_empty) {
+            return Err(name);
+        }
+        rest = &after[name.len()..];
+    }
+    Ok(expand_file(spec, vars))
+}
+
 /// Merges the `[[PHASE|FILE]]` sections of local.conf into their files.
 fn merge_phase(run: &mut Run, phase: Phase) -> anyhow::Result<()> {
     merge_sections(&mut run.host, run.localconf.as_ref(), phase, None)
@@ -1056,7 +1074,25 @@ fn merge_sections(
     let display = "local.conf";
     let mut merged = Vec::new();
     for section in lc.sections_for(phase) {
-        let file = expand_file(&section.file, host.settings.vars());
+        let file = match expand_path(&section.file, host.settings.vars()) {
+            Ok(file) if !file.is_empty() => file,
+            Ok(_) | Err(_) if only.is_some() => continue,
+            Ok(_) => String::new(),
+            Err(var) => {
+                return Err(Report {
+                    headline: format!(
+                        "local.conf:{}: '{}': ${var} is not set or empty",
+                        section.header_line, section.file
+                    ),
+                    details: Vec::new(),
+                    tail: Vec::new(),
+                    hint: Some(format!(
+                        "${var} is set neither by devstack nor by an enabled plugin; a path that loses a part would write the wrong file"
+                    )),
+                }
+                .into());
+            }
+        };
         if only.is_some_and(|o| Path::new(&file) != o) {
             continue;
         }
@@ -1137,5 +1173,14 @@ mod tests {
         );
         assert_eq!(expand_file("/plain/file", &vars), "/plain/file");
         assert_eq!(expand_file("$UNSET", &vars), "");
+        assert_eq!(
+            expand_path("${NOVA_CONF}.d/x", &vars).as_deref(),
+            Ok("/etc/nova/nova.conf.d/x")
+        );
+        assert_eq!(expand_path("$UNSET/x.conf", &vars), Err("UNSET".into()));
+        assert_eq!(
+            expand_path("$NOVA_CONF/${EMPTY}/x", &vars),
+            Err("EMPTY".into())
+        );
     }
 }

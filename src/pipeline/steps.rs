@@ -763,6 +763,7 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             .host
             .settings
             .is_enabled(&["n-cpu", crate::services::hypervisor::PROBE_SERVICE]);
+    let mut problems = Vec::new();
     for (i, &step) in STACK.iter().enumerate() {
         let _ = writeln!(out, "{:>2}. {}", i + 1, step.title());
         match step {
@@ -804,12 +805,24 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             Step::Merge(phase) => {
                 if let Some(lc) = &run.localconf {
                     for section in lc.sections_for(phase) {
-                        let file = super::expand_file(&section.file, run.host.settings.vars());
-                        let _ = writeln!(
-                            out,
-                            "      {} -> {file} (local.conf:{})",
-                            section.file, section.header_line
-                        );
+                        let line = section.header_line;
+                        match super::expand_path(&section.file, run.host.settings.vars()) {
+                            Ok(file) => {
+                                let _ = writeln!(
+                                    out,
+                                    "      {} -> {file} (local.conf:{line})",
+                                    section.file
+                                );
+                            }
+                            Err(var) => {
+                                let problem = format!(
+                                    "local.conf:{line}: '{}': ${var} is not set or empty",
+                                    section.file
+                                );
+                                let _ = writeln!(out, "      {} -> ERROR: {problem}", section.file);
+                                problems.push(problem);
+                            }
+                        }
                     }
                 }
             }
@@ -821,6 +834,17 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             out,
             "unstack calls stop_nova_hypervisor; clean calls cleanup_nova_hypervisor"
         );
+    }
+    if !problems.is_empty() {
+        // The plan is still shown: the errors are in their place in it.
+        print!("{out}");
+        return Err(Report {
+            headline: format!("stack would fail: {}", problems.join("; ")),
+            details: Vec::new(),
+            tail: Vec::new(),
+            hint: Some("set the variable in localrc, or fix the section header".into()),
+        }
+        .into());
     }
     Ok(out)
 }

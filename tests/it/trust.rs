@@ -721,3 +721,51 @@ fn a_hypervisor_plugin_with_a_syntax_error_is_reported_at_its_line() {
     );
     assert!(!run.stderr.contains("_DS_ARGS"), "{}", run.stderr);
 }
+
+#[test]
+fn a_config_section_path_that_loses_a_variable_is_an_error_in_stack_and_plan() {
+    let t = Tree::new();
+    t.local_conf(
+        "disable_all_services",
+        "[[post-config|$DS_TEST_UNSET_DIR/devstack-rs-test-unset.conf]]\n[DEFAULT]\na = b\n",
+    );
+    t.extras("10-rec.sh", &crate::recording_hook("10-rec.sh", &[]));
+    let plan = t.devstack(&["plan"]);
+    plan.failure();
+    assert!(
+        plan.stderr
+            .contains("$DS_TEST_UNSET_DIR is not set or empty")
+            && plan.stdout.contains("ERROR"),
+        "{}\n{}",
+        plan.stdout,
+        plan.stderr
+    );
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr.contains("local.conf:") && run.stderr.contains("$DS_TEST_UNSET_DIR"),
+        "{}",
+        run.stderr
+    );
+    assert!(!std::path::Path::new("/devstack-rs-test-unset.conf").exists());
+}
+
+#[test]
+fn a_broken_config_section_body_is_found_before_any_hook_runs() {
+    let t = Tree::new();
+    t.local_conf(
+        "disable_all_services",
+        "[[post-config|/tmp/devstack-rs-never.conf]]\n[DEFAULT\na = b\n",
+    );
+    t.extras("10-rec.sh", &crate::recording_hook("10-rec.sh", &[]));
+    for cmd in ["stack", "plan"] {
+        let run = t.devstack(&[cmd]);
+        run.failure();
+        assert!(
+            run.stderr.contains("malformed section header '[DEFAULT'"),
+            "{cmd}: {}",
+            run.stderr
+        );
+        assert!(t.trace().is_empty(), "{cmd}: no hook ran: {}", t.trace());
+    }
+}
