@@ -608,7 +608,8 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
                 status: r.status,
                 seconds: r.seconds,
             });
-            if r.status != 0 {
+            let said = run.shell_ref().is_some_and(|s| s.warned(r.index));
+            if r.status != 0 && !said {
                 // Only reached without errexit (unstack, clean): a warning, and on.
                 run.host.warn(&format!(
                     "{} returned {} at {point}",
@@ -703,20 +704,36 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
                 after.as_secs()
             );
         }
+        ShellError::Interrupted { .. } => {
+            headline = format!(
+                "interrupted while {} {} ran at {point}",
+                target.kind, target.name
+            );
+        }
         other => headline = format!("{} {} failed at {point}: {other}", target.kind, target.name),
     }
     details.push(("log".into(), run.log_path()));
+    let hint = match (err, run.kind) {
+        (ShellError::Interrupted { .. }, Kind::Stack) => {
+            "./stack.sh resumes at this step; ./unstack.sh stops what was started".into()
+        }
+        (ShellError::Interrupted { .. }, _) => "run the command again to finish it".into(),
+        (ShellError::Timeout { .. }, _) => format!(
+            "a hook point may take {} s (DEVSTACK_HOOK_TIMEOUT, in seconds; default {}); fix the script or raise the limit",
+            run.shell_config.hook_timeout.as_secs(),
+            crate::shell::DEFAULT_HOOK_TIMEOUT.as_secs()
+        ),
+        (_, Kind::Stack) => {
+            "fix the script and run ./stack.sh again (it resumes here); ./unstack.sh stops what was started"
+                .into()
+        }
+        _ => "fix the script and run the command again".into(),
+    };
     Report {
         headline,
         details,
         tail,
-        hint: Some(match run.kind {
-            Kind::Stack => {
-                "fix the script and run ./stack.sh again; ./unstack.sh stops what was started"
-                    .into()
-            }
-            _ => "fix the script and run the command again".into(),
-        }),
+        hint: Some(hint),
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) trait Callbacks {
     fn summary(&mut self, text: &str);
     /// A `warn` line, or a failure that does not stop the run (unstack, clean).
     fn warning(&mut self, text: &str);
+    /// The batch's file number `index` starts (for progress).
+    fn hook_started(&mut self, _index: usize) {}
 }
 
 /// Where a hook failed, as the shell's ERR trap saw it.
@@ -179,6 +181,9 @@ pub(crate) struct Shell {
     batch_file: PathBuf,
     /// The batch index of the hook that failed or exited, as the shell said.
     hook_index: Option<usize>,
+    /// The batch's files whose failure was already said as a warning (unstack,
+    /// clean): their non-zero status is not said again.
+    warned: std::collections::BTreeSet<usize>,
     strict: bool,
     closed: bool,
 }
@@ -265,6 +270,7 @@ impl Shell {
                 .work_dir
                 .join(format!("hooks.{}.batch", std::process::id())),
             hook_index: None,
+            warned: std::collections::BTreeSet::new(),
             strict: true,
             closed: false,
         };
@@ -277,6 +283,11 @@ impl Shell {
             ))),
             Event::Closed => Err(shell.died("loading the function library")),
         }
+    }
+
+    /// Whether the last batch's file `index` already had its failure said.
+    pub(crate) fn warned(&self, index: usize) -> bool {
+        self.warned.contains(&index)
     }
 
     /// The shell's process group (its pid): recorded, so the next run can stop what
@@ -326,6 +337,7 @@ impl Shell {
                 batch,
                 "_ds_files=({}); _ds_args=({})\n\
                  for _ds_f in \"${{_ds_files[@]}}\"; do \
+                 _ds_err_cmd=; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
                  source \"$_ds_f\" \"${{_ds_args[@]}}\"; \
                  _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); done",
                 files.join(" "),
@@ -345,6 +357,7 @@ impl Shell {
             })
         })?;
         self.hook_index = None;
+        self.warned.clear();
         let frame = Frame::new("hooks", [path.to_string_lossy()]);
         match self.request_frame(&frame, host, doing.trim_end()) {
             Ok(fields) => Ok(hook_results(fields.get(1..).unwrap_or_default())),
@@ -543,6 +556,14 @@ impl Shell {
                 Err(e) => return Err(e),
             };
             match frame.kind.as_str() {
+                // The batch's file that starts now: a timeout or an interrupt
+                // blames this one, and the live progress shows it.
+                "at" => {
+                    self.hook_index = frame.fields.first().and_then(|s| s.parse().ok());
+                    if let Some(i) = self.hook_index {
+                        host.hook_started(i);
+                    }
+                }
                 "exiting" => {
                     self.hook_index = frame.fields.get(1).and_then(|s| s.parse().ok());
                     if let (Some(file), Some(line)) = (frame.fields.get(2), frame.fields.get(3)) {
@@ -562,6 +583,9 @@ impl Shell {
                         // Keep the innermost report: a subshell's comes before its parent's.
                         failure.get_or_insert(f);
                     } else if !self.is_ours(&f.file) {
+                        if let Some(i) = frame.fields.get(7).and_then(|s| s.parse().ok()) {
+                            self.warned.insert(i);
+                        }
                         host.warning(&format!(
                             "`{}` failed with status {} at {}:{} (continuing)",
                             f.command, f.status, f.file, f.line

@@ -769,3 +769,47 @@ fn a_broken_config_section_body_is_found_before_any_hook_runs() {
         assert!(t.trace().is_empty(), "{cmd}: no hook ran: {}", t.trace());
     }
 }
+
+#[test]
+fn a_timeout_blames_the_script_that_hung_and_says_how_to_raise_the_limit() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services", "");
+    t.extras("10-quick.sh", "true\n");
+    t.extras(
+        "20-hangs.sh",
+        "if [[ \"$*\" == \"stack install\" ]]; then sleep 300; fi\n",
+    );
+    t.extras("30-after.sh", "true\n");
+    let run = t.devstack_env(&["stack"], &[("DEVSTACK_HOOK_TIMEOUT", "1")]);
+    run.failure();
+    assert!(
+        run.stderr
+            .contains("extras.d 20-hangs.sh did not finish within 1 s at stack install"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("DEVSTACK_HOOK_TIMEOUT"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_failure_inside_a_function_during_unstack_is_one_warning_at_its_line() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "20-f.sh",
+        "f() {\n  false\n}\nif [[ $1 == unstack ]]; then\n  f\nfi\n",
+    );
+    let run = t.devstack(&["unstack"]);
+    run.success();
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("20-f.sh:2"), "{}", run.stderr);
+}
