@@ -56,6 +56,10 @@ pub enum PluginError {
         git_ref: String,
     },
     #[error(
+        "{path} is not a regular file (a directory, or a symlink to nothing): an extras.d script must be a file"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
         "plugin '{name}': {dir} exists but holds no devstack/ directory; it is left alone (move it away, or fix the plugin's name)"
     )]
     Occupied { name: String, dir: PathBuf },
@@ -105,9 +109,19 @@ pub(crate) fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<Stri
             source,
         })?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if Path::new(&file_name).extension().is_none_or(|e| e != "sh") || file_name.starts_with('.')
-        {
-            continue; // a README or another file: not a script, nothing to say
+        if file_name.starts_with('.') {
+            continue;
+        }
+        if Path::new(&file_name).extension().is_none_or(|e| e != "sh") {
+            // A README is nothing to say; a name that looks like a hook script
+            // (`NN-`) but is not `*.sh` (`.bash`, `.SH`, none) is skipped, and said.
+            let b = file_name.as_bytes();
+            if b.len() > 3 && b[0].is_ascii_digit() && b[1].is_ascii_digit() && b[2] == b'-' {
+                warnings.push(format!(
+                    "extras.d/{file_name} is not a .sh file; skipped (only extras.d/NN-name.sh files are sourced)"
+                ));
+            }
+            continue;
         }
         let Some(sequence) = parse_extras_name(&file_name) else {
             warnings.push(format!(
@@ -115,6 +129,11 @@ pub(crate) fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<Stri
             ));
             continue;
         };
+        // A directory or a dangling symlink cannot be sourced: said now, clearly,
+        // not as a failure of the batch.
+        if !entry.path().is_file() {
+            return Err(PluginError::NotAFile { path: entry.path() });
+        }
         if !(10..90).contains(&sequence) && !SHIPPED_EXTRAS.contains(&file_name.as_str()) {
             warnings.push(format!(
                 "extras.d/{file_name} uses sequence {sequence:02}, reserved for devstack's own scripts (00-09, 90-99); it runs anyway"

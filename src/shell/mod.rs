@@ -24,6 +24,9 @@ use crate::system::process::{Cmd, KILL_GRACE, LineSink, Stream, TAIL_LINES, stop
 use crate::system::redact::Redactor;
 pub(crate) use protocol::{Call, Frame, Reply};
 
+/// The descriptor of the shell's event channel (inc/driver's _DS_OUT).
+const CHANNEL_FD: u32 = 62;
+
 /// The default time one hook may take before it is reported as hung.
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -116,6 +119,9 @@ pub(crate) struct BatchError {
 
 enum Event {
     Frame(Frame),
+    /// Something that is not a frame came down the channel (a hook wrote to its
+    /// descriptor): the channel cannot be trusted any more.
+    Malformed(String),
     Closed,
 }
 
@@ -281,7 +287,7 @@ impl Shell {
                 "expected ready, got {}",
                 f.kind
             ))),
-            Event::Closed => Err(shell.died("loading the function library")),
+            Event::Closed | Event::Malformed(_) => Err(shell.died("loading the function library")),
         }
     }
 
@@ -635,6 +641,15 @@ impl Shell {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_event(left, doing)? {
                 Event::Closed => return Err(self.died(doing)),
+                Event::Malformed(why) => {
+                    // Stopped, not waited for: the hook goes on writing otherwise.
+                    let tail = self.tap.take_tail();
+                    self.kill_group();
+                    return Err(ShellError::Protocol(format!(
+                        "the plugin shell's channel got something that is not a message ({why}) while {doing}; a hook wrote to descriptor {CHANNEL_FD}, which is devstack's own. Last output: {}",
+                        tail.last().map_or("(none)", String::as_str)
+                    )));
+                }
                 Event::Frame(frame) => match frame.kind.as_str() {
                     "call" => {
                         let reply = match Call::parse(&frame.fields) {
@@ -701,8 +716,28 @@ impl Shell {
         }
     }
 
+    /// Ends the shell's whole process group now (TERM, then KILL).
+    fn kill_group(&mut self) {
+        self.closed = true;
+        let child = &mut self.child;
+        stop_group(self.pid, KILL_GRACE, || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let _ = self.child.wait();
+    }
+
     fn died(&mut self, doing: &str) -> ShellError {
         self.closed = true;
+        // The channel closed; the shell normally exits with it. One that does not
+        // (something closed the descriptor and went on) is stopped, not waited for
+        // for ever.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.kill_group();
+        }
         let status = self.child.wait().ok().and_then(|s| s.code());
         // Let the output readers catch what the shell said last (not joined: a
         // background child of a plugin may keep the pipes open).
@@ -773,9 +808,18 @@ fn spawn_output(
 fn spawn_events(pipe: PipeReader, tx: mpsc::Sender<Event>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
-        while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
-            if tx.send(Event::Frame(frame)).is_err() {
-                return;
+        loop {
+            match Frame::read_from(&mut reader) {
+                Ok(Some(frame)) => {
+                    if tx.send(Event::Frame(frame)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Event::Malformed(e.to_string()));
+                    return;
+                }
             }
         }
         let _ = tx.send(Event::Closed);

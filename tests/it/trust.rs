@@ -813,3 +813,78 @@ fn a_failure_inside_a_function_during_unstack_is_one_warning_at_its_line() {
     assert_eq!(warnings.len(), 1, "{}", run.stderr);
     assert!(warnings[0].contains("20-f.sh:2"), "{}", run.stderr);
 }
+
+#[test]
+fn extras_files_with_other_suffixes_are_reported_and_non_files_are_clear_errors() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services", "");
+    for name in ["30-a.bash", "31-b", "32-c.SH"] {
+        t.extras(name, "echo ran >> \"$TRACE_FILE\"\n");
+    }
+    t.write("extras.d/README.md", "not a script");
+    let run = t.devstack(&["stack"]);
+    run.success();
+    for name in ["30-a.bash", "31-b", "32-c.SH"] {
+        assert!(
+            run.stderr
+                .contains(&format!("extras.d/{name} is not a .sh file; skipped")),
+            "{name}: {}",
+            run.stderr
+        );
+    }
+    assert!(!run.stderr.contains("README"), "{}", run.stderr);
+    assert!(t.trace().is_empty());
+
+    for (what, make) in [("directory", 0), ("dangling symlink", 1)] {
+        let t = Tree::new();
+        t.local_conf("disable_all_services", "");
+        let p = t.path("extras.d/40-x.sh");
+        if make == 0 {
+            std::fs::create_dir_all(&p).unwrap();
+        } else {
+            std::os::unix::fs::symlink("/nonexistent/target", &p).unwrap();
+        }
+        let run = t.devstack(&["stack"]);
+        run.failure();
+        assert!(
+            run.stderr.contains("40-x.sh is not a regular file"),
+            "{what}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("batch"), "{what}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_malformed_frame_on_the_channel_is_an_error_not_a_hang() {
+    for (what, hook) in [
+        ("bad count", "printf 'x\\0notanumber\\0' >&62; sleep 300\n"),
+        (
+            "huge count",
+            "printf 'x\\0999999999999999999\\0' >&62; sleep 300\n",
+        ),
+    ] {
+        let t = Tree::new();
+        let m = marker(&t);
+        t.local_conf("disable_all_services", "");
+        t.extras(
+            "10-garbage.sh",
+            &format!(
+                "if [[ \"$*\" == \"stack install\" ]]; then (exec -a {m} bash -c \"{}\"); fi\n",
+                hook.trim_end().replace('"', "\\\"")
+            ),
+        );
+        let t0 = std::time::Instant::now();
+        let run = t.devstack_env(&["stack"], &[("DEVSTACK_HOOK_TIMEOUT", "5")]);
+        run.failure();
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: took {:?}",
+            t0.elapsed()
+        );
+        assert_gone(&m, what);
+        if what == "bad count" {
+            assert!(run.stderr.contains("descriptor 62"), "{}", run.stderr);
+        }
+    }
+}
