@@ -144,8 +144,23 @@ impl LocalConf {
 
     /// Reads and parses a local.conf; `None` when there is none.
     pub(crate) fn load(path: &Path) -> Result<Option<Self>, LocalConfError> {
-        match fs::read_to_string(path) {
-            Ok(text) => Self::parse(path, &text).map(Some),
+        match fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Self::parse(path, &text).map(Some),
+                Err(e) => {
+                    let bytes = e.as_bytes();
+                    let at = e.utf8_error().valid_up_to();
+                    let line = String::from_utf8_lossy(&bytes[..at]).split('\n').count();
+                    Err(LocalConfError::Syntax {
+                        path: path.display().to_string(),
+                        line,
+                        message: format!(
+                            "byte 0x{:02x} is not UTF-8 (local.conf must be UTF-8 text; in a value, bash's $'\\xNN' makes any byte)",
+                            bytes[at]
+                        ),
+                    })
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(LocalConfError::Read {
                 path: path.to_path_buf(),

@@ -362,6 +362,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
     match step {
         Step::Settings => {
             load_settings(run)?;
+            check_dirs(run)?;
             run.lock_shared_dirs()?;
             if run.kind == Kind::Stack {
                 create_run_dirs(run)?;
@@ -442,6 +443,33 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// DEST, DATA_DIR, LOGDIR and SERVICE_DIR are used by Rust and by bash alike: a
+/// relative path (each resolves it against its own working directory) or one that
+/// is not UTF-8 (read back with a replacement character) would send them to
+/// different directories. Refused, with the variable and its value.
+pub(super) fn check_dirs(run: &Run) -> anyhow::Result<()> {
+    for var in ["DEST", "DATA_DIR", "LOGDIR", "SERVICE_DIR"] {
+        let value = run.host.settings.str(var);
+        let problem = if value.contains('\u{fffd}') {
+            "is not valid UTF-8"
+        } else if !value.is_empty() && !value.starts_with('/') {
+            "is a relative path"
+        } else {
+            continue;
+        };
+        return Err(Report {
+            headline: format!("{var}={value} {problem}"),
+            details: Vec::new(),
+            tail: Vec::new(),
+            hint: Some(format!(
+                "set {var} to an absolute path of plain UTF-8 characters in localrc (e.g. {var}=/opt/stack)"
+            )),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Creates DEST, DATA_DIR, LOGDIR and SERVICE_DIR; the ones that did not exist are
@@ -724,6 +752,7 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
         shell.set_strict(true, &mut host)?;
     }
     load_settings(run)?;
+    check_dirs(run)?;
     prepare_plugins(run, false)?;
     run_hook(run, "override_defaults", None)?;
     run.sync_settings()?;

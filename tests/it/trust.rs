@@ -888,3 +888,45 @@ fn a_malformed_frame_on_the_channel_is_an_error_not_a_hang() {
         }
     }
 }
+
+#[test]
+fn a_relative_or_non_utf8_dest_is_refused_before_anything_is_created() {
+    let t = Tree::new();
+    t.write(
+        "local.conf",
+        "[[local|localrc]]\nDEST=relative/stack\ndisable_all_services\n",
+    );
+    for cmd in ["stack", "plan"] {
+        let run = t.devstack(&[cmd]);
+        run.failure();
+        assert!(
+            run.stderr
+                .contains("DEST=relative/stack is a relative path"),
+            "{cmd}: {}",
+            run.stderr
+        );
+    }
+    assert!(!t.path("relative").exists());
+    // local.conf itself must be UTF-8, and says at which line it is not.
+    let mut bytes = b"[[local|localrc]]\ndisable_all_services\nX=\xff\n".to_vec();
+    bytes.extend_from_slice(b"Y=1\n");
+    std::fs::write(t.path("local.conf"), bytes).unwrap();
+    let run = t.devstack(&["plan"]);
+    run.failure();
+    assert!(
+        run.stderr.contains("local.conf:3: byte 0xff is not UTF-8"),
+        "{}",
+        run.stderr
+    );
+    // bash makes the byte.
+    t.write(
+        "local.conf",
+        &format!(
+            "[[local|localrc]]\nDEST=$'{}/st\\xff'\ndisable_all_services\n",
+            t.dest.display()
+        ),
+    );
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(run.stderr.contains("is not valid UTF-8"), "{}", run.stderr);
+}
