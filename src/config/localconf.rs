@@ -279,17 +279,14 @@ pub(crate) fn merge_fragment_with(
 ) -> Result<(), LocalConfError> {
     let fragment = parse_fragment(section, path_for_errors)?;
     for (name, options) in &fragment {
-        // New keys are inserted directly under the header, so applying them last to
-        // first leaves them in fragment order (DevStack emits its iniset calls in
-        // reverse for the same reason).
-        for (key, values) in options.iter().rev() {
-            let values: Vec<String> = values.iter().map(|v| expand(v)).collect();
-            if let [value] = values.as_slice() {
-                doc.set(name, key, value);
-            } else {
-                doc.set_multi(name, key, &values);
-            }
-        }
+        // One pass per section: a fragment of 20,000 keys is merged in linear time
+        // (new keys land directly under the header in fragment order, as DevStack's
+        // reversed iniset calls leave them).
+        let expanded: Vec<(String, Vec<String>)> = options
+            .iter()
+            .map(|(key, values)| (key.clone(), values.iter().map(|v| expand(v)).collect()))
+            .collect();
+        doc.set_many(name, &expanded);
     }
     Ok(())
 }
@@ -308,6 +305,8 @@ fn parse_fragment(
         message,
     };
     let mut grouped: Vec<(String, FragmentOptions)> = Vec::new();
+    let mut key_index: std::collections::HashMap<(usize, String), usize> =
+        std::collections::HashMap::new();
     let mut current: Option<usize> = None;
     for (number, line) in &section.body {
         let number = *number;
@@ -374,10 +373,12 @@ fn parse_fragment(
         };
         let options = &mut grouped[index].1;
         let value = value.trim().to_owned();
-        match options.iter_mut().find(|(k, _)| k == key) {
-            Some((_, values)) => values.push(value),
-            None => options.push((key.to_owned(), vec![value])),
-        }
+        // An index per section keeps a fragment of many keys linear.
+        let slot = key_index.entry((index, key.to_owned())).or_insert_with(|| {
+            options.push((key.to_owned(), Vec::new()));
+            options.len() - 1
+        });
+        options[*slot].1.push(value);
     }
     Ok(grouped)
 }
