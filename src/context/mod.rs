@@ -59,6 +59,8 @@ pub struct Host {
     /// Secrets known before the settings are read back (localrc's literal
     /// passwords, the kept ones): redacted from the first line on.
     pub early_secrets: Vec<String>,
+    /// The hook batch being run, by index (for the live progress line).
+    pub hook_names: Vec<String>,
 }
 
 impl Host {
@@ -84,6 +86,7 @@ impl Host {
             hypervisor: None,
             save_failed: false,
             early_secrets: Vec::new(),
+            hook_names: Vec::new(),
         }
     }
 

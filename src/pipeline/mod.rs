@@ -581,6 +581,10 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
             .iter()
             .map(|t| (t.file.as_path(), t.args.clone()))
             .collect();
+        run.host.hook_names = targets[next..]
+            .iter()
+            .map(|t| format!("{} {}", t.kind, t.name))
+            .collect();
         let result = {
             let (shell, mut host) = run.shell();
             shell.source_hooks(&batch, &mut host)

@@ -502,6 +502,7 @@ fn for_services(
     for svc in services {
         let t0 = Instant::now();
         tracing::debug!(service = svc.name(), "service step");
+        run.host.progress.sub_task(svc.name());
         run.service_ctx(|cx| f(svc, cx))
             .map_err(|e| service_report(run, svc.name(), e))?;
         run.host.note(&format!(
@@ -622,8 +623,18 @@ fn sync_databases(run: &mut Run) -> anyhow::Result<()> {
         .into_iter()
         .map(|j| (j.service.to_owned(), j.cmds))
         .collect();
-    crate::services::oslo::run_parallel(&parallel)
-        .map_err(|e| service_report(run, "database sync", e))?;
+    for (name, _) in &parallel {
+        run.host
+            .progress
+            .job_started(&format!("{name}: database sync"));
+    }
+    let synced = crate::services::oslo::run_parallel(&parallel);
+    for (name, _) in &parallel {
+        run.host
+            .progress
+            .job_finished(&format!("{name}: database sync"));
+    }
+    synced.map_err(|e| service_report(run, "database sync", e))?;
     run.host.note(&format!(
         "databases of {} synced in {:.1} s",
         names.join(", "),
