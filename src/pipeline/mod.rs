@@ -316,6 +316,48 @@ impl Run {
     }
 }
 
+/// The state fact listing the process groups of finished plugin shells that still
+/// had members (hooks' background processes).
+const BACKGROUND_FACT: &str = "background-groups";
+
+/// The live members of `group` that a hook of this tree started (their
+/// environment names the tree: a reused group id is not ours).
+fn background_members(group: u32, top_dir: &Path) -> Vec<u32> {
+    let mine = format!("TOP_DIR={}", top_dir.display());
+    crate::system::supervisor::group_members(group)
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == mine.as_bytes()))
+        })
+        .collect()
+}
+
+/// Stops what hooks left in the background of earlier runs' shells (teardown).
+pub(crate) fn stop_background(host: &mut Host) {
+    let Some(groups) = host.ledger.fact(BACKGROUND_FACT).map(str::to_owned) else {
+        return;
+    };
+    host.ledger.forget_fact(BACKGROUND_FACT);
+    let mut stopped = Vec::new();
+    for group in groups.split(',').filter_map(|g| g.parse::<u32>().ok()) {
+        let members = background_members(group, &host.top_dir);
+        for &pid in &members {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            stopped.push(format!("{pid} {}", comm.trim()));
+        }
+        if !members.is_empty() {
+            crate::system::supervisor::stop_pid_group(group, Duration::from_secs(2));
+        }
+    }
+    if !stopped.is_empty() {
+        host.note(&format!(
+            "stopped what hooks left running in the background: {}",
+            stopped.join(", ")
+        ));
+    }
+}
+
 /// The state fact naming the plugin shell's process group while a run holds it.
 const SHELL_GROUP_FACT: &str = "shell-group";
 
@@ -441,6 +483,26 @@ fn execute_with(
     }
     run.host.checkpoint();
     let result = steps::run_all(&mut run);
+    // What hooks left running in the background of the shell's group (a plugin's
+    // `daemon &`) is kept for teardown to stop: the run started it. clean, the
+    // last word, stops it now.
+    if let Some(shell) = run.shell.take() {
+        let group = shell.group();
+        shell.close();
+        if !background_members(group, &run.host.top_dir).is_empty() {
+            let mut groups: Vec<String> = run
+                .host
+                .ledger
+                .fact(BACKGROUND_FACT)
+                .map(|f| f.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            groups.push(group.to_string());
+            run.host.ledger.set_fact(BACKGROUND_FACT, groups.join(","));
+        }
+        if kind == Kind::Clean {
+            stop_background(&mut run.host);
+        }
+    }
     let outcome = if result.is_ok() {
         Outcome::Ok
     } else {

@@ -356,6 +356,68 @@ fn recover_from_pidfiles(run: &mut Run) {
             found.join(", ")
         ));
     }
+    stop_hook_orphans(run);
+}
+
+/// Without a state, what hooks of this tree left running is found by its
+/// environment (a hook's children inherit TOP_DIR and DEVSTACK_COMMAND from the
+/// plugin shell), this run's own shell excepted, and stopped.
+fn stop_hook_orphans(run: &mut Run) {
+    let top = format!("TOP_DIR={}", run.host.top_dir.display());
+    let own_group = run.shell_ref().map(crate::shell::Shell::group);
+    let me = std::process::id();
+    let Ok(entries) = fs_err::read_dir("/proc") else {
+        return;
+    };
+    let mut found = Vec::new();
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| pid != me)
+    {
+        let Ok(env) = fs_err::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut vars = env.split(|&b| b == 0);
+        let ours = vars.clone().any(|kv| kv == top.as_bytes())
+            && vars.any(|kv| kv.starts_with(b"DEVSTACK_COMMAND="));
+        if !ours {
+            continue;
+        }
+        let group = fs_err::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit(')').next().and_then(|r| {
+                    r.split_whitespace()
+                        .nth(2)
+                        .and_then(|g| g.parse::<u32>().ok())
+                })
+            });
+        if group.is_some() && group == own_group {
+            continue;
+        }
+        found.push(pid);
+    }
+    if found.is_empty() {
+        return;
+    }
+    for &pid in &found {
+        crate::system::supervisor::stop_pid_group(pid, std::time::Duration::from_secs(2));
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    run.host.warn(&format!(
+        "stopped processes earlier hooks of this tree left running: {}",
+        found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 }
 
 fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
@@ -432,6 +494,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             if run.state_set_aside.is_some() {
                 recover_from_pidfiles(run);
             }
+            super::stop_background(&mut run.host);
             let all = matches!(run.kind, Kind::Unstack { all: true } | Kind::Clean);
             if all && !run.host.ledger.processes(ProcessKind::Daemon).is_empty() {
                 run.lock_host_daemons()?;

@@ -930,3 +930,18 @@ fn a_relative_or_non_utf8_dest_is_refused_before_anything_is_created() {
     run.failure();
     assert!(run.stderr.contains("is not valid UTF-8"), "{}", run.stderr);
 }
+
+#[test]
+fn the_fault_matrix_leaves_teardown_working_and_nothing_running() {
+    let out = Command::new(crate::project_root().join("tools/faults.sh"))
+        .env("DEVSTACK_BIN_UNDER_TEST", crate::devstack_bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" ok ")).count(),
+        11,
+        "{text}"
+    );
+}
