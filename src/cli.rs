@@ -29,8 +29,13 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Stack the cloud: what ./stack.sh runs.
-    Stack,
+    /// Stack the cloud: what ./stack.sh runs. After a failed stack with the same
+    /// inputs, it resumes at the step that failed.
+    Stack {
+        /// Run every step, even when the last stack failed and could be resumed.
+        #[arg(long)]
+        from_scratch: bool,
+    },
     /// Stop what stack started: what ./unstack.sh runs.
     Unstack {
         /// Also stop the database and the message queue (DevStack's -a).

@@ -203,6 +203,69 @@ impl IniDoc {
         }
     }
 
+    /// Sets many options of one section in one pass (a local.conf fragment): the
+    /// same result as `set` (one value) or `set_multi` (several) for each option in
+    /// turn, with new keys directly under the header in the given order, but in time
+    /// linear in the file and the options, not their product.
+    pub(crate) fn set_many(&mut self, section: &str, options: &[(String, Vec<String>)]) {
+        use std::collections::{HashMap, HashSet};
+        if section.is_empty() {
+            return;
+        }
+        let mut existing: HashMap<&str, Vec<usize>> = HashMap::new();
+        for i in self.bodies(section).into_iter().flatten() {
+            if let LineKind::Option { key, .. } = classify(&self.lines[i]) {
+                existing.entry(key).or_default().push(i);
+            }
+        }
+        let mut replace: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut remove: HashSet<usize> = HashSet::new();
+        let mut new_keys: Vec<(&str, &[String])> = Vec::new();
+        for (key, values) in options {
+            if key.is_empty() {
+                continue;
+            }
+            match existing.get(key.as_str()) {
+                Some(found) => {
+                    let (&first, rest) = found.split_first().expect("non-empty");
+                    remove.extend(rest.iter().copied());
+                    if values.is_empty() {
+                        remove.insert(first);
+                    } else {
+                        let model = &self.lines[first];
+                        replace
+                            .insert(first, values.iter().map(|v| with_value(model, v)).collect());
+                    }
+                }
+                None if !values.is_empty() => new_keys.push((key, values)),
+                None => {}
+            }
+        }
+        let added: Vec<String> = new_keys
+            .iter()
+            .flat_map(|(key, values)| values.iter().map(|v| self.new_option_line(key, v)))
+            .collect();
+        let header = if added.is_empty() {
+            None
+        } else {
+            Some(self.ensure_section(section))
+        };
+        let old = std::mem::take(&mut self.lines);
+        let mut lines = Vec::with_capacity(old.len() + added.len());
+        let mut added = Some(added);
+        for (i, line) in old.into_iter().enumerate() {
+            if let Some(new) = replace.remove(&i) {
+                lines.extend(new);
+            } else if !remove.contains(&i) {
+                lines.push(line);
+            }
+            if header == Some(i) {
+                lines.extend(added.take().unwrap_or_default());
+            }
+        }
+        self.lines = lines;
+    }
+
     /// `iniset_multiline`: KEY gets exactly these values, one line each, in order. They
     /// replace the existing lines at the first one's position (keeping its prefix), or
     /// go directly under the header for a new key. No values deletes the key.
@@ -570,6 +633,32 @@ pub(crate) fn apply_op(args: &[String]) -> Result<OpOutput, IniError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn set_many_is_set_and_set_multi_in_one_pass() {
+        let text = "[DEFAULT]\nold = 1\ndup = a\nkeep = k\n\n[other]\nx = y\n[DEFAULT]\ndup = b\n";
+        let options: Vec<(String, Vec<String>)> = vec![
+            ("new1".into(), vec!["n1".into()]),
+            ("old".into(), vec!["2".into()]),
+            ("dup".into(), vec!["c".into()]),
+            ("multi".into(), vec!["m1".into(), "m2".into()]),
+            ("new2".into(), vec!["n2".into()]),
+        ];
+        let mut one_by_one = IniDoc::parse(text);
+        for (key, values) in options.iter().rev() {
+            if let [v] = values.as_slice() {
+                one_by_one.set("DEFAULT", key, v);
+            } else {
+                one_by_one.set_multi("DEFAULT", key, values);
+            }
+        }
+        let mut batched = IniDoc::parse(text);
+        batched.set_many("DEFAULT", &options);
+        assert_eq!(batched.render(), one_by_one.render());
+        let mut fresh = IniDoc::parse("");
+        fresh.set_many("new", &options[..1]);
+        assert_eq!(fresh.render(), "[new]\nnew1 = n1\n");
+    }
     use super::*;
 
     const SAMPLE: &str = "\

@@ -112,6 +112,12 @@ impl Callbacks for Server<'_> {
     fn warning(&mut self, text: &str) {
         self.0.warn(text);
     }
+
+    fn hook_started(&mut self, index: usize) {
+        if let Some(name) = self.0.hook_names.get(index) {
+            self.0.progress.sub_task(name);
+        }
+    }
 }
 
 /// `devstack __call [NVARS K V ... OP ARG...]`: the same calls outside a run, for a

@@ -11,7 +11,7 @@ use fs_err as fs;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::pipeline::{self, Kind};
 use crate::ui::report::Report;
-use crate::ui::{Progress, TermProgress, Verbosity};
+use crate::ui::{Progress, Verbosity};
 
 pub(crate) mod status;
 mod test;
@@ -27,9 +27,11 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     init_tracing();
     let top_dir = top_dir(&cli.global)?;
-    let progress: Arc<dyn Progress> = Arc::new(TermProgress::new(verbosity));
+    let progress: Arc<dyn Progress> = crate::ui::printer(verbosity);
     match cli.command {
-        Command::Stack => pipeline::execute(&top_dir, Kind::Stack, progress),
+        Command::Stack { from_scratch } => {
+            pipeline::execute_stack(&top_dir, from_scratch, progress)
+        }
         Command::Unstack { all } => pipeline::execute(&top_dir, Kind::Unstack { all }, progress),
         Command::Clean => pipeline::execute(&top_dir, Kind::Clean, progress),
         Command::Plan => pipeline::plan(&top_dir),

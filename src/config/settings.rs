@@ -153,7 +153,18 @@ impl Settings {
     }
 
     /// The secrets the user set or that were generated.
+    /// Every value that is a secret: the known password variables, and any
+    /// variable whose name says it holds one (a plugin's `FOO_PASSWORD`).
     pub fn secrets(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .filter(|(k, v)| !v.is_empty() && is_secret_name(k))
+            .map(|(_, v)| v.clone())
+            .chain(self.known_secrets())
+            .collect()
+    }
+
+    fn known_secrets(&self) -> Vec<String> {
         PASSWORD_VARS
             .iter()
             .filter_map(|v| self.get(v))
@@ -161,6 +172,17 @@ impl Settings {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// A variable whose name says it holds a secret (`*_PASSWORD`, `*PASSWORD*`,
+/// `*_SECRET*`, `*_TOKEN`): its value is redacted and never kept outside 0600 files.
+pub(crate) fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.contains("PASSWORD")
+        || upper.contains("SECRET")
+        || upper.ends_with("_TOKEN")
+        || upper.ends_with("_PASS")
+        || PASSWORD_VARS.contains(&name)
 }
 
 #[cfg(test)]

@@ -56,6 +56,11 @@ pub struct Host {
     pub hypervisor: Option<PathBuf>,
     /// Set when a checkpoint of the ledger failed: said once, not at every save.
     save_failed: bool,
+    /// Secrets known before the settings are read back (localrc's literal
+    /// passwords, the kept ones): redacted from the first line on.
+    pub early_secrets: Vec<String>,
+    /// The hook batch being run, by index (for the live progress line).
+    pub hook_names: Vec<String>,
 }
 
 impl Host {
@@ -80,6 +85,8 @@ impl Host {
             keystone: None,
             hypervisor: None,
             save_failed: false,
+            early_secrets: Vec::new(),
+            hook_names: Vec::new(),
         }
     }
 
@@ -125,8 +132,11 @@ impl Host {
 
     /// Refreshes the redactor from the settings' secrets.
     pub fn refresh_secrets(&mut self) -> Redactor {
-        let redactor = Redactor::new(self.settings.secrets());
+        let mut secrets = self.settings.secrets();
+        secrets.extend(self.early_secrets.iter().cloned());
+        let redactor = Redactor::new(secrets);
         self.spawner.set_redactor(redactor.clone());
+        crate::system::redact::set_global(&redactor);
         redactor
     }
 

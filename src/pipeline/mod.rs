@@ -22,7 +22,7 @@ use crate::context::{Host, PipelineError, PipelineOps, ServiceCtx};
 use crate::plugins::{self, ExternalPlugin, ExtrasScript};
 use crate::services::Registry;
 use crate::shell::{Shell, ShellConfig, ShellError};
-use crate::state::{HookRecord, Ledger, Outcome, RunLock, StepRecord};
+use crate::state::{HookRecord, HostLock, Ledger, Outcome, RunLock, StepRecord};
 use crate::ui::log::RunLog;
 use crate::ui::report::Report;
 use crate::ui::{Progress, StepOutcome, TermProgress, Verbosity};
@@ -44,6 +44,18 @@ pub(crate) struct Run {
     fingerprint: Option<String>,
     /// Nothing changed and everything runs: init and start are skipped.
     unchanged: bool,
+    /// Teardown without readable settings: the state alone says what to stop.
+    degraded: bool,
+    /// The state file could not be read and was moved aside (what was said).
+    state_set_aside: Option<String>,
+    /// `stack --from-scratch`: no step is reused.
+    from_scratch: bool,
+    /// The inputs' fingerprint every reusable step is recorded with.
+    step_fingerprint: Option<String>,
+    /// Where a resumed stack picked up, and how many steps it reused.
+    resumed: Option<(String, usize)>,
+    /// Host-wide locks held (DEST, DATA_DIR, LOGDIR; the layer-1 daemons).
+    host_locks: BTreeMap<String, HostLock>,
     timings: Vec<(String, Duration, StepOutcome)>,
     started: Instant,
     /// The services this run knows.
@@ -52,9 +64,20 @@ pub(crate) struct Run {
 
 impl Run {
     fn start(top_dir: &Path, kind: Kind, progress: Arc<dyn Progress>) -> anyhow::Result<Self> {
-        let ledger = Ledger::load(top_dir)?;
+        let (ledger, set_aside) = if kind == Kind::Plan {
+            (Ledger::load(top_dir)?, None)
+        } else {
+            Ledger::load_or_set_aside(top_dir)
+        };
         let log = Arc::new(RunLog::new(progress.clone()));
         let mut host = Host::new(top_dir.to_path_buf(), ledger, log.clone(), progress);
+        if let Some(text) = &set_aside {
+            host.warn(text);
+        }
+        let state_set_aside = set_aside;
+        if kind != Kind::Plan {
+            stop_leftover_shell(&mut host);
+        }
         host.mode = match kind {
             Kind::Clean => crate::context::Mode::Clean,
             Kind::Unstack { .. } => crate::context::Mode::Unstack,
@@ -85,6 +108,12 @@ impl Run {
             previous: None,
             fingerprint: None,
             unchanged: false,
+            degraded: false,
+            state_set_aside,
+            host_locks: BTreeMap::new(),
+            from_scratch: false,
+            step_fingerprint: None,
+            resumed: None,
             timings: Vec::new(),
             started: Instant::now(),
             registry: Registry::builtin(),
@@ -99,6 +128,9 @@ impl Run {
             old.close();
         }
         let mut shell = Shell::start(&self.shell_config)?;
+        self.host
+            .ledger
+            .set_fact(SHELL_GROUP_FACT, shell.group().to_string());
         shell.set_redactor(self.host.redactor().clone());
         shell.set_strict(false, &mut Server(&mut self.host))?;
         let restore: Vec<(String, String)> = self
@@ -150,6 +182,15 @@ impl Run {
         shell.source_global(file, &mut host)
     }
 
+    /// The redactor learns every secret the settings now hold (and the early
+    /// ones): for the shell's output, child processes, the log and the terminal.
+    pub(crate) fn install_redactor(&mut self) {
+        let redactor = self.host.refresh_secrets();
+        if let Some(shell) = &self.shell {
+            shell.set_redactor(redactor);
+        }
+    }
+
     /// Re-reads every shell variable into the settings.
     pub(crate) fn sync_settings(&mut self) -> Result<(), ShellError> {
         let (shell, mut host) = self.shell();
@@ -196,8 +237,16 @@ impl Run {
         self.host.progress.step_started(name);
         self.host.log.note(&format!("==> {name}"));
         let t0 = Instant::now();
+        let before = self.host.ledger.process_names();
         let result = f(self);
         let took = t0.elapsed();
+        let started: Vec<String> = self
+            .host
+            .ledger
+            .process_names()
+            .difference(&before)
+            .cloned()
+            .collect();
         let outcome = if result.is_ok() {
             StepOutcome::Done
         } else {
@@ -209,9 +258,10 @@ impl Run {
             self.host.ledger.record_step(
                 name,
                 StepRecord {
-                    fingerprint: String::new(),
+                    fingerprint: self.step_fingerprint.clone().unwrap_or_default(),
                     seconds: took.as_secs_f64(),
                     ok: outcome == StepOutcome::Done,
+                    started,
                 },
             );
         }
@@ -222,12 +272,131 @@ impl Run {
         result
     }
 
+    /// Takes the host-wide lock on each of the run's DEST, DATA_DIR and LOGDIR:
+    /// two trees sharing one must not race (one's clean deleting the other's
+    /// data while its services run).
+    fn lock_shared_dirs(&mut self) -> anyhow::Result<()> {
+        for var in ["DEST", "DATA_DIR", "LOGDIR"] {
+            let dir = self.host.settings.path(var);
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            let dir = fs::canonicalize(&dir).unwrap_or(dir);
+            let key = format!("dir:{}", dir.display());
+            if self.host_locks.contains_key(&key) {
+                continue;
+            }
+            let what = format!("{var}={}", dir.display());
+            let lock = HostLock::acquire(&what, &key, &self.host.top_dir)?;
+            self.host_locks.insert(key, lock);
+        }
+        Ok(())
+    }
+
+    /// Takes the host-wide lock on the machine's layer-1 daemons (database,
+    /// message queue, cache): one run at a time starts or stops them.
+    fn lock_host_daemons(&mut self) -> anyhow::Result<()> {
+        const KEY: &str = "host:layer-1 daemons";
+        if !self.host_locks.contains_key(KEY) {
+            let lock = HostLock::acquire(
+                "the host's layer-1 daemons (database, message queue, cache)",
+                KEY,
+                &self.host.top_dir,
+            )?;
+            self.host_locks.insert(KEY.to_owned(), lock);
+        }
+        Ok(())
+    }
+
     fn log_path(&self) -> String {
         self.host
             .log
             .path()
             .map_or_else(|| "(no log yet)".to_owned(), |p| p.display().to_string())
     }
+}
+
+/// The state fact listing the process groups of finished plugin shells that still
+/// had members (hooks' background processes).
+const BACKGROUND_FACT: &str = "background-groups";
+
+/// The live members of `group` that a hook of this tree started (their
+/// environment names the tree: a reused group id is not ours).
+fn background_members(group: u32, top_dir: &Path) -> Vec<u32> {
+    let mine = format!("TOP_DIR={}", top_dir.display());
+    crate::system::supervisor::group_members(group)
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == mine.as_bytes()))
+        })
+        .collect()
+}
+
+/// Stops what hooks left in the background of earlier runs' shells (teardown).
+pub(crate) fn stop_background(host: &mut Host) {
+    let Some(groups) = host.ledger.fact(BACKGROUND_FACT).map(str::to_owned) else {
+        return;
+    };
+    host.ledger.forget_fact(BACKGROUND_FACT);
+    let mut stopped = Vec::new();
+    for group in groups.split(',').filter_map(|g| g.parse::<u32>().ok()) {
+        let members = background_members(group, &host.top_dir);
+        for &pid in &members {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            stopped.push(format!("{pid} {}", comm.trim()));
+        }
+        if !members.is_empty() {
+            crate::system::supervisor::stop_pid_group(group, Duration::from_secs(2));
+        }
+    }
+    if !stopped.is_empty() {
+        host.note(&format!(
+            "stopped what hooks left running in the background: {}",
+            stopped.join(", ")
+        ));
+    }
+}
+
+/// The state fact naming the plugin shell's process group while a run holds it.
+const SHELL_GROUP_FACT: &str = "shell-group";
+
+/// A run killed outright (SIGKILL, a crash) cannot stop its plugin shell; the
+/// shell's watcher normally does, and this catches what escaped it: the processes
+/// still in the recorded group of a run whose devstack is gone are reported and
+/// killed.
+fn stop_leftover_shell(host: &mut Host) {
+    // Only a run that died is suspected: after a clean end, what a plugin put in
+    // the background of its shell's group is the plugin's business.
+    let Some(dead) = host.ledger.settle_dead_run() else {
+        return;
+    };
+    host.warn(&format!(
+        "the {} started at {} (pid {}) ended without finishing; its state is marked failed",
+        dead.command, dead.started, dead.pid
+    ));
+    let group = host
+        .ledger
+        .fact(SHELL_GROUP_FACT)
+        .and_then(|g| g.parse::<u32>().ok());
+    host.ledger.forget_fact(SHELL_GROUP_FACT);
+    let Some(group) = group else { return };
+    let members = crate::system::supervisor::group_members(group);
+    if members.is_empty() {
+        return;
+    }
+    let names: Vec<String> = members
+        .iter()
+        .map(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim())
+        })
+        .collect();
+    crate::system::supervisor::stop_pid_group(group, Duration::from_secs(2));
+    host.warn(&format!(
+        "processes left by an earlier run's plugin shell (group {group}) were still running and were stopped: {}",
+        names.join(", ")
+    ));
 }
 
 impl Drop for Run {
@@ -276,17 +445,64 @@ fn restorable(name: &str) -> bool {
         && !BASH_OWN.contains(&name)
 }
 
+/// stack (resuming a failed one unless `from_scratch`).
+pub(crate) fn execute_stack(
+    top_dir: &Path,
+    from_scratch: bool,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<ExitCode> {
+    execute_with(top_dir, Kind::Stack, from_scratch, progress)
+}
+
 /// stack, unstack or clean.
 pub(crate) fn execute(
     top_dir: &Path,
     kind: Kind,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<ExitCode> {
+    execute_with(top_dir, kind, false, progress)
+}
+
+fn execute_with(
+    top_dir: &Path,
+    kind: Kind,
+    from_scratch: bool,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<ExitCode> {
     crate::system::interrupt::install();
     let _lock = RunLock::acquire(top_dir)?;
     let mut run = Run::start(top_dir, kind, progress)?;
+    run.from_scratch = from_scratch;
     run.previous = run.host.ledger.begin_run(kind.name());
+    // Said on disk now, so a run killed outright is known as such to the next one,
+    // with the group its shell's leftovers are in.
+    if let Some(group) = run.shell_ref().map(Shell::group) {
+        run.host
+            .ledger
+            .set_fact(SHELL_GROUP_FACT, group.to_string());
+    }
+    run.host.checkpoint();
     let result = steps::run_all(&mut run);
+    // What hooks left running in the background of the shell's group (a plugin's
+    // `daemon &`) is kept for teardown to stop: the run started it. clean, the
+    // last word, stops it now.
+    if let Some(shell) = run.shell.take() {
+        let group = shell.group();
+        shell.close();
+        if !background_members(group, &run.host.top_dir).is_empty() {
+            let mut groups: Vec<String> = run
+                .host
+                .ledger
+                .fact(BACKGROUND_FACT)
+                .map(|f| f.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            groups.push(group.to_string());
+            run.host.ledger.set_fact(BACKGROUND_FACT, groups.join(","));
+        }
+        if kind == Kind::Clean {
+            stop_background(&mut run.host);
+        }
+    }
     let outcome = if result.is_ok() {
         Outcome::Ok
     } else {
@@ -300,6 +516,7 @@ pub(crate) fn execute(
         }
         _ => run.host.ledger.forget_fact(resume::FACT),
     }
+    run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);
     if kind == Kind::Clean && result.is_ok() {
         // clean removes what stack created; the state has nothing left to say.
@@ -426,6 +643,10 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
             .iter()
             .map(|t| (t.file.as_path(), t.args.clone()))
             .collect();
+        run.host.hook_names = targets[next..]
+            .iter()
+            .map(|t| format!("{} {}", t.kind, t.name))
+            .collect();
         let result = {
             let (shell, mut host) = run.shell();
             shell.source_hooks(&batch, &mut host)
@@ -453,7 +674,8 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
                 status: r.status,
                 seconds: r.seconds,
             });
-            if r.status != 0 {
+            let said = run.shell_ref().is_some_and(|s| s.warned(r.index));
+            if r.status != 0 && !said {
                 // Only reached without errexit (unstack, clean): a warning, and on.
                 run.host.warn(&format!(
                     "{} returned {} at {point}",
@@ -548,20 +770,36 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
                 after.as_secs()
             );
         }
+        ShellError::Interrupted { .. } => {
+            headline = format!(
+                "interrupted while {} {} ran at {point}",
+                target.kind, target.name
+            );
+        }
         other => headline = format!("{} {} failed at {point}: {other}", target.kind, target.name),
     }
     details.push(("log".into(), run.log_path()));
+    let hint = match (err, run.kind) {
+        (ShellError::Interrupted { .. }, Kind::Stack) => {
+            "./stack.sh resumes at this step; ./unstack.sh stops what was started".into()
+        }
+        (ShellError::Interrupted { .. }, _) => "run the command again to finish it".into(),
+        (ShellError::Timeout { .. }, _) => format!(
+            "a hook point may take {} s (DEVSTACK_HOOK_TIMEOUT, in seconds; default {}); fix the script or raise the limit",
+            run.shell_config.hook_timeout.as_secs(),
+            crate::shell::DEFAULT_HOOK_TIMEOUT.as_secs()
+        ),
+        (_, Kind::Stack) => {
+            "fix the script and run ./stack.sh again (it resumes here); ./unstack.sh stops what was started"
+                .into()
+        }
+        _ => "fix the script and run the command again".into(),
+    };
     Report {
         headline,
         details,
         tail,
-        hint: Some(match run.kind {
-            Kind::Stack => {
-                "fix the script and run ./stack.sh again; ./unstack.sh stops what was started"
-                    .into()
-            }
-            _ => "fix the script and run the command again".into(),
-        }),
+        hint: Some(hint),
     }
 }
 
@@ -580,6 +818,32 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
     let localconf_path = top.join("local.conf");
     let localconf = LocalConf::load(&localconf_path)?;
     let localrc_file = top.join("localrc");
+    // Secrets are redacted from the first line on: localrc's literal passwords and
+    // the kept ones are known before localrc runs (its `set -x` trace included).
+    let localrc_text = if localrc_file.is_file() {
+        fs::read(&localrc_file)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    } else {
+        localconf
+            .as_ref()
+            .and_then(LocalConf::localrc_script)
+            .unwrap_or_default()
+    };
+    let mut early = crate::system::redact::literal_secrets(
+        &localrc_text,
+        crate::config::settings::is_secret_name,
+    );
+    let data_dirs = [
+        run.host.settings.path("DATA_DIR"),
+        kept_setting(&run.host.ledger, "DATA_DIR").unwrap_or_default(),
+    ];
+    for dir in data_dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
+        let kept = crate::config::passwords::load(&crate::config::passwords::file(dir));
+        early.extend(kept.into_values());
+    }
+    run.host.early_secrets = early;
+    run.install_redactor();
     if localrc_file.is_file() {
         if localconf
             .as_ref()
@@ -591,7 +855,8 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         source_localrc(run, &localrc_file, "localrc")?;
     } else if let Some(script) = localconf.as_ref().and_then(LocalConf::localrc_script) {
         let auto = top.join(".localrc.auto");
-        fs::write(&auto, format!("{script}\n"))?;
+        // localrc holds passwords: private, as every file that can hold a secret.
+        crate::state::write_atomic(&auto, format!("{script}\n").as_bytes(), 0o600)?;
         source_localrc(run, &auto, "local.conf")?;
     }
     run.localconf = localconf;
@@ -606,6 +871,7 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         shell.source_global(&stackrc, &mut host)?;
     }
     run.sync_settings()?;
+    run.install_redactor();
     let negated = crate::config::services::disable_negated(run.host.settings.enabled_services());
     if negated != run.host.settings.enabled_services() {
         run.set_vars(&[("ENABLED_SERVICES".into(), negated)])?;
@@ -615,31 +881,76 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
 
 /// Sources localrc; a failure there is reported against local.conf's own lines.
 fn source_localrc(run: &mut Run, file: &Path, shown_as: &str) -> anyhow::Result<()> {
+    source_user_file(run, file, shown_as, "evaluating the localrc settings")
+}
+
+/// Sources a user's file at global scope (localrc, a hypervisor plugin); a failure
+/// is reported at the user's file and line with bash's own message, never at an
+/// internal command of the driver.
+fn source_user_file(
+    run: &mut Run,
+    file: &Path,
+    shown_as: &str,
+    while_: &str,
+) -> anyhow::Result<()> {
     let result = {
         let (shell, mut host) = run.shell();
         shell.source_global(file, &mut host)
     };
-    match result {
-        Ok(_) => Ok(()),
-        Err(ShellError::Failed(f)) => {
-            let line = if f.file == file.to_string_lossy() {
-                f.line
-            } else {
-                0
-            };
-            Err(Report {
-                headline: format!(
-                    "{shown_as}:{line}: `{}` failed with status {}",
-                    f.command, f.status
-                ),
-                details: vec![("while".into(), "evaluating the localrc settings".into())],
-                tail: f.tail.clone(),
-                hint: Some(format!("fix line {line} of {shown_as}")),
-            }
-            .into())
-        }
-        Err(e) => Err(e.into()),
+    let f = match result {
+        Ok(_) => return Ok(()),
+        Err(ShellError::Failed(f)) => f,
+        Err(e) => return Err(e.into()),
+    };
+    let path = file.to_string_lossy();
+    // bash's own message about the file ("FILE: line N: syntax error ..."), the
+    // last one wins: it is what stopped the file.
+    let prefix = format!("{path}: line ");
+    let bash_says = f.tail.iter().rev().find_map(|l| {
+        let rest = l.strip_prefix(&prefix)?;
+        let (n, msg) = rest.split_once(": ")?;
+        Some((n.parse::<u32>().ok()?, msg.to_owned()))
+    });
+    let in_file = f.file == path;
+    let exited = in_file && f.command.starts_with("exit ");
+    // bash's message wins over an exit it caused (a syntax error ends the shell
+    // under errexit) when it is about the exit's line or a later one.
+    let bash_says = bash_says.filter(|(n, _)| !exited || *n >= f.line);
+    let (line, what) = match (&bash_says, in_file) {
+        (None, true) if exited => (
+            f.line,
+            format!(
+                "`{}`: {shown_as} ended the shell (exit status {}); it must not call exit",
+                f.command, f.status
+            ),
+        ),
+        (Some((n, msg)), _) => (*n, msg.clone()),
+        (None, true) => (
+            f.line,
+            format!("`{}` failed with status {}", f.command, f.status),
+        ),
+        (None, false) => (
+            0,
+            format!(
+                "{} failed with status {} (at {}:{})",
+                f.command, f.status, f.file, f.line
+            ),
+        ),
+    };
+    let mut details = vec![("while".into(), while_.to_owned())];
+    if !in_file && !f.file.is_empty() && !run.shell_ref().is_some_and(|s| s.is_ours(&f.file)) {
+        details.push((
+            "in".into(),
+            format!("{}:{} ({})", f.file, f.line, f.function),
+        ));
     }
+    Err(Report {
+        headline: format!("{shown_as}:{line}: {what}"),
+        details,
+        tail: f.tail.clone(),
+        hint: Some(format!("fix line {line} of {shown_as}")),
+    }
+    .into())
 }
 
 /// Discovers extras.d scripts and orders the enabled plugins (fetching them for
@@ -654,15 +965,22 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
     let error_on_clone = run.host.settings.flag("ERROR_ON_CLONE", false);
     let git = run.host.cmd("git").timeout(Duration::from_secs(600));
     let mut list = run.host.plugins.plugins().to_vec();
+    let mut gitdirs = Vec::new();
     for p in &mut list {
         if run.kind == Kind::Plan && !p.dir.exists() {
+            // plan clones nothing into DEST; the plugin's GITDIR says where it is
+            // (a plugin that finds its files through GITDIR[NAME] still works).
             p.dir = crate::state::state_dir(&run.host.top_dir)
                 .join("plan-cache")
                 .join(&p.name);
             let _ = fs::remove_dir_all(&p.dir);
-            plugins::fetch(p, false, false, &git)?;
+            plugins::fetch(p, false, false, &git).map_err(|e| fetch_report(run, e))?;
+            gitdirs.push((
+                format!("GITDIR[{}]", p.name),
+                p.dir.to_string_lossy().into_owned(),
+            ));
         } else if fetch {
-            plugins::fetch(p, reclone, error_on_clone, &git)?;
+            plugins::fetch(p, reclone, error_on_clone, &git).map_err(|e| fetch_report(run, e))?;
         } else if !p.dir.exists() {
             run.host.warn(&format!(
                 "plugin {} is not at {}; its hooks are skipped",
@@ -673,7 +991,32 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
         p.requires = plugins::read_requires(&p.settings(), &p.name)?;
     }
     run.plugins = plugins::order(&list)?;
+    if !gitdirs.is_empty() {
+        let (shell, mut host) = run.shell();
+        shell.set_vars(&gitdirs, &mut host)?;
+    }
     Ok(())
+}
+
+/// A setting the last stack kept in the state for teardown.
+pub(crate) fn kept_setting(ledger: &Ledger, name: &str) -> Option<PathBuf> {
+    let vars: BTreeMap<String, String> =
+        serde_json::from_str(ledger.fact(steps::TEARDOWN_SETTINGS)?).ok()?;
+    vars.get(name).map(PathBuf::from)
+}
+
+/// A failed plugin fetch, with git's own last lines and the log.
+fn fetch_report(run: &Run, err: plugins::PluginError) -> anyhow::Error {
+    let plugins::PluginError::Clone { source, .. } = &err else {
+        return err.into();
+    };
+    let report = Report {
+        headline: err.to_string(),
+        details: vec![("log".into(), run.log_path())],
+        tail: source.tail().to_vec(),
+        hint: Some("check the URL and the ref of enable_plugin in local.conf".into()),
+    };
+    anyhow::Error::new(err).context(report)
 }
 
 /// lib/-layer defaults of every service, then the hypervisor plugin.
@@ -700,7 +1043,8 @@ fn load_hypervisor(run: &mut Run) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    run.source_global(&file)?;
+    let shown = file.display().to_string();
+    source_user_file(run, &file, &shown, "loading the hypervisor plugin")?;
     let missing = {
         let (shell, mut host) = run.shell();
         shell.missing_functions(&plugins::HYPERVISOR_FUNCTIONS, &mut host)?
@@ -777,6 +1121,24 @@ fn expand_file(spec: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// Expands a meta-section's FILE; every variable in it must be set and non-empty
+/// (`$UNSET/x.conf` must not write `/x.conf`). The error names the variable.
+pub(crate) fn expand_path(spec: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut rest = spec;
+    while let Some(at) = rest.find('$') {
+        let after = rest[at + 1..].trim_start_matches('{');
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if vars.get(&name).is_none_or(String::is_empty) {
+            return Err(name);
+        }
+        rest = &after[name.len()..];
+    }
+    Ok(expand_file(spec, vars))
+}
+
 /// Merges the `[[PHASE|FILE]]` sections of local.conf into their files.
 fn merge_phase(run: &mut Run, phase: Phase) -> anyhow::Result<()> {
     merge_sections(&mut run.host, run.localconf.as_ref(), phase, None)
@@ -795,7 +1157,25 @@ fn merge_sections(
     let display = "local.conf";
     let mut merged = Vec::new();
     for section in lc.sections_for(phase) {
-        let file = expand_file(&section.file, host.settings.vars());
+        let file = match expand_path(&section.file, host.settings.vars()) {
+            Ok(file) if !file.is_empty() => file,
+            Ok(_) | Err(_) if only.is_some() => continue,
+            Ok(_) => String::new(),
+            Err(var) => {
+                return Err(Report {
+                    headline: format!(
+                        "local.conf:{}: '{}': ${var} is not set or empty",
+                        section.header_line, section.file
+                    ),
+                    details: Vec::new(),
+                    tail: Vec::new(),
+                    hint: Some(format!(
+                        "${var} is set neither by devstack nor by an enabled plugin; a path that loses a part would write the wrong file"
+                    )),
+                }
+                .into());
+            }
+        };
         if only.is_some_and(|o| Path::new(&file) != o) {
             continue;
         }
@@ -876,5 +1256,14 @@ mod tests {
         );
         assert_eq!(expand_file("/plain/file", &vars), "/plain/file");
         assert_eq!(expand_file("$UNSET", &vars), "");
+        assert_eq!(
+            expand_path("${NOVA_CONF}.d/x", &vars).as_deref(),
+            Ok("/etc/nova/nova.conf.d/x")
+        );
+        assert_eq!(expand_path("$UNSET/x.conf", &vars), Err("UNSET".into()));
+        assert_eq!(
+            expand_path("$NOVA_CONF/${EMPTY}/x", &vars),
+            Err("EMPTY".into())
+        );
     }
 }

@@ -2,6 +2,12 @@
 //! changed since the last successful stack and every process it started still runs,
 //! the initialisation and start steps are skipped (hooks still run: plugins expect
 //! their calls). Anything else, and the steps run as on a first stack.
+//!
+//! A re-stack after a failure resumes: every step from the first expensive one
+//! (packages) is recorded with the fingerprint of its inputs; when the last stack
+//! failed and the inputs are the same, the steps it finished (hooks included) are
+//! reused and the run picks up at the one that failed, or earlier when a process
+//! a reused step started is no longer running.
 
 use sha2::{Digest, Sha256};
 
@@ -35,6 +41,12 @@ pub(super) fn fingerprint(run: &Run) -> String {
             h.update([0]);
         }
     }
+    for script in &run.extras {
+        h.update(script.path.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(fs_err::read(&script.path).unwrap_or_default());
+        h.update([0]);
+    }
     for plugin in run.plugins() {
         for file in [
             plugin.override_defaults(),
@@ -67,4 +79,48 @@ pub(super) fn unchanged_and_running(
             ProcStatus::Running { .. }
         )
     })
+}
+
+/// Where a re-stack resumes: the index in `steps` of the first step to run, when
+/// it is after `first` (the first reusable step). `None`: run everything.
+pub(super) fn resume_point(
+    run: &Run,
+    fingerprint: &str,
+    steps: &[super::steps::Step],
+    first: usize,
+) -> Option<usize> {
+    let previous = run.previous.as_ref()?;
+    if previous.command != "stack" || previous.outcome != Outcome::Failed {
+        return None;
+    }
+    let ledger = &run.host.ledger;
+    let mut at = first;
+    while at < steps.len() {
+        match ledger.step(&steps[at].title()) {
+            Some(r) if r.ok && r.fingerprint == fingerprint => at += 1,
+            _ => break,
+        }
+    }
+    if at >= steps.len() {
+        return None;
+    }
+    // A reused step's processes must still run; else resume at that step.
+    for (i, step) in steps.iter().enumerate().take(at).skip(first) {
+        let Some(record) = ledger.step(&step.title()) else {
+            continue;
+        };
+        let gone = record.started.iter().any(|name| {
+            let rec = ledger
+                .process(ProcessKind::Service, name)
+                .or_else(|| ledger.process(ProcessKind::Daemon, name));
+            !rec.is_some_and(|r| {
+                matches!(run.host.supervisor.status(r), ProcStatus::Running { .. })
+            })
+        });
+        if gone {
+            at = i;
+            break;
+        }
+    }
+    (at > first).then_some(at)
 }

@@ -1,5 +1,6 @@
 //! The steps of each command, in order, as data: `stack` runs them, `plan` prints them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -154,7 +155,26 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         let (shell, mut host) = run.shell();
         shell.set_strict(strict, &mut host)?;
     }
-    for &step in steps(run.kind) {
+    let all_steps = steps(run.kind);
+    let mut resume_at = None;
+    for (index, &step) in all_steps.iter().enumerate() {
+        if run.kind == Kind::Stack && step == Step::Prerequisites {
+            // The settings are final for every later step's own inputs: from here,
+            // a step done by a failed stack with the same inputs is reused.
+            let fingerprint = super::resume::fingerprint(run);
+            if !run.from_scratch {
+                resume_at = super::resume::resume_point(run, &fingerprint, all_steps, index);
+            }
+            if let Some(at) = resume_at {
+                let title = all_steps[at].title();
+                let reused = at - index;
+                run.host.progress.info(&format!(
+                    "resuming the failed stack at '{title}' ({reused} steps reused; --from-scratch runs them all)"
+                ));
+                run.resumed = Some((title, reused));
+            }
+            run.step_fingerprint = Some(fingerprint);
+        }
         if crate::system::interrupt::requested() {
             return Err(Report {
                 headline: format!(
@@ -175,6 +195,19 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
             run.fingerprint = Some(fingerprint);
         }
+        if resume_at.is_some_and(|at| index < at) {
+            run.skipped(&step.title(), "reused from the failed stack");
+            continue;
+        }
+        if run.degraded
+            && matches!(
+                step,
+                Step::Hook(..) | Step::LibDefaults | Step::VerifyServices | Step::Passwords
+            )
+        {
+            run.skipped(&step.title(), "the settings could not be read");
+            continue;
+        }
         if run.unchanged && matches!(step, Step::Init | Step::Start) {
             run.skipped(
                 &step.title(),
@@ -186,20 +219,217 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         // rest running. The first error is reported at the end.
         let result = run.timed(&step.title(), |run| do_step(run, step));
         if let Err(err) = result {
-            if strict || matches!(step, Step::Settings | Step::Plugins) {
+            let locked = matches!(
+                err.downcast_ref::<crate::state::StateError>(),
+                Some(crate::state::StateError::HostLocked { .. })
+            );
+            if strict || locked || crate::system::interrupt::requested() {
                 return Err(err);
             }
+            // Teardown is never blocked by the configuration: what could not be
+            // read is said, and the rest goes on from the state.
             let text = crate::ui::report::render_error(&err);
-            run.host.warn(text.trim_end());
+            match step {
+                Step::Settings => degrade(run, text.trim_end())?,
+                Step::Plugins => {
+                    run.host.warn(&format!(
+                        "{}\n{} goes on without the external plugins' hooks (extras.d still run)",
+                        text.trim_end(),
+                        run.kind.name()
+                    ));
+                    run.plugins.clear();
+                }
+                _ => run.host.warn(text.trim_end()),
+            }
         }
     }
     Ok(())
+}
+
+/// The state fact holding the stack's final settings, minus secrets: what a
+/// teardown uses when local.conf no longer reads.
+pub(super) const TEARDOWN_SETTINGS: &str = "teardown-settings";
+
+/// Keeps the settings teardown needs (paths, services; never a secret).
+fn remember_settings(run: &mut Run) {
+    let keep: BTreeMap<&String, &String> = run
+        .host
+        .settings
+        .vars()
+        .iter()
+        .filter(|(k, _)| super::restorable(k) && !crate::config::settings::is_secret_name(k))
+        .collect();
+    if let Ok(text) = serde_json::to_string(&keep) {
+        run.host.ledger.set_fact(TEARDOWN_SETTINGS, text);
+    }
+}
+
+/// unstack or clean whose settings could not be read: the settings the last stack
+/// kept in the state stand in, hooks are skipped, and what the state records (or,
+/// when the state was set aside, the pidfiles beside the logs) is stopped.
+fn degrade(run: &mut Run, why: &str) -> anyhow::Result<()> {
+    run.degraded = true;
+    let kept: Option<BTreeMap<String, String>> = run
+        .host
+        .ledger
+        .fact(TEARDOWN_SETTINGS)
+        .and_then(|t| serde_json::from_str(t).ok());
+    let source = if let Some(vars) = kept {
+        run.host.settings = crate::config::settings::Settings::new(vars);
+        "the settings the last stack kept in the state"
+    } else {
+        "the state's records only (no settings were kept)"
+    };
+    run.host.warn(&format!(
+        "{why}\n{} goes on from {source}: hooks are skipped; every process the state records is stopped",
+        run.kind.name()
+    ));
+    // Another run on the same directories: tearing down under it is the race the
+    // lock exists for.
+    run.lock_shared_dirs()?;
+    let logdir = run.host.settings.path("LOGDIR");
+    if !logdir.as_os_str().is_empty() && logdir.is_dir() && run.host.log.path().is_none() {
+        let name = format!("{}.sh", run.kind.name());
+        if let Err(e) = run.host.log.open(&logdir, &name) {
+            run.host
+                .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
+        }
+    }
+    Ok(())
+}
+
+/// After the state was set aside (unreadable): the own supervisor's pidfiles
+/// (`NAME.pid` beside the logs in LOGDIR) whose process still runs become records
+/// again, so teardown stops them.
+fn recover_from_pidfiles(run: &mut Run) {
+    use crate::state::{Backend, ProcessRecord};
+    let logdir = run.host.settings.path("LOGDIR");
+    let Ok(entries) = fs_err::read_dir(&logdir) else {
+        return;
+    };
+    let daemons: Vec<&str> = run
+        .registry
+        .all()
+        .filter(|s| s.layer() == Layer::Infra)
+        .flat_map(|s| s.descriptor().processes.iter().copied())
+        .collect();
+    let mut found = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let (Some(name), Some("pid")) = (
+            path.file_stem().and_then(|n| n.to_str()),
+            path.extension().and_then(|e| e.to_str()),
+        ) else {
+            continue;
+        };
+        let Some(pid) = fs_err::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !crate::system::supervisor::is_group_leader_alive(pid) {
+            continue;
+        }
+        let kind = if daemons.contains(&name) {
+            ProcessKind::Daemon
+        } else {
+            ProcessKind::Service
+        };
+        if run.host.ledger.process(kind, name).is_some() {
+            continue;
+        }
+        run.host.ledger.record_process(
+            kind,
+            ProcessRecord {
+                name: name.to_owned(),
+                backend: Backend::Own,
+                pid: Some(pid),
+                command: String::new(),
+                log: logdir.join(format!("{name}.log")),
+                unit: None,
+                address: None,
+            },
+        );
+        found.push(format!("{name} (pid {pid})"));
+    }
+    if !found.is_empty() {
+        run.host.warn(&format!(
+            "found from pidfiles in {}: {}",
+            logdir.display(),
+            found.join(", ")
+        ));
+    }
+    stop_hook_orphans(run);
+}
+
+/// Without a state, what hooks of this tree left running is found by its
+/// environment (a hook's children inherit TOP_DIR and DEVSTACK_COMMAND from the
+/// plugin shell), this run's own shell excepted, and stopped.
+fn stop_hook_orphans(run: &mut Run) {
+    let top = format!("TOP_DIR={}", run.host.top_dir.display());
+    let own_group = run.shell_ref().map(crate::shell::Shell::group);
+    let me = std::process::id();
+    let Ok(entries) = fs_err::read_dir("/proc") else {
+        return;
+    };
+    let mut found = Vec::new();
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| pid != me)
+    {
+        let Ok(env) = fs_err::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut vars = env.split(|&b| b == 0);
+        let ours = vars.clone().any(|kv| kv == top.as_bytes())
+            && vars.any(|kv| kv.starts_with(b"DEVSTACK_COMMAND="));
+        if !ours {
+            continue;
+        }
+        let group = fs_err::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit(')').next().and_then(|r| {
+                    r.split_whitespace()
+                        .nth(2)
+                        .and_then(|g| g.parse::<u32>().ok())
+                })
+            });
+        if group.is_some() && group == own_group {
+            continue;
+        }
+        found.push(pid);
+    }
+    if found.is_empty() {
+        return;
+    }
+    for &pid in &found {
+        crate::system::supervisor::stop_pid_group(pid, std::time::Duration::from_secs(2));
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    run.host.warn(&format!(
+        "stopped processes earlier hooks of this tree left running: {}",
+        found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 }
 
 fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
     match step {
         Step::Settings => {
             load_settings(run)?;
+            check_dirs(run)?;
+            run.lock_shared_dirs()?;
             if run.kind == Kind::Stack {
                 create_run_dirs(run)?;
             }
@@ -220,6 +450,10 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             run_hook(run, mode, phase)?;
             if matches!(mode, "override_defaults" | "source") {
                 run.sync_settings()?;
+                run.install_redactor();
+            }
+            if mode == "source" && run.kind == Kind::Stack {
+                remember_settings(run);
             }
             Ok(())
         }
@@ -230,12 +464,21 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         Step::VerifyServices => verify_disabled(run),
         Step::Passwords => passwords(run),
         Step::Prerequisites => prerequisites(run),
-        Step::Layer1 => for_services(run, Layer::Infra, |s, cx| {
-            s.install(cx)?;
-            s.configure(cx)?;
-            s.init(cx)?;
-            s.start(cx)
-        }),
+        Step::Layer1 => {
+            if run
+                .registry
+                .enabled(&run.host.settings)
+                .any(|s| s.layer() == Layer::Infra)
+            {
+                run.lock_host_daemons()?;
+            }
+            for_services(run, Layer::Infra, |s, cx| {
+                s.install(cx)?;
+                s.configure(cx)?;
+                s.init(cx)?;
+                s.start(cx)
+            })
+        }
         Step::Install => {
             python_install(run)?;
             for_services(run, Layer::OpenStack, |s, cx| {
@@ -252,12 +495,49 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
         Step::TestConfig => for_services(run, Layer::OpenStack, |s, cx| s.test_config(cx)),
         Step::Merge(phase) => merge_phase(run, phase),
-        Step::Stop => stop_everything(run),
+        Step::Stop => {
+            if run.state_set_aside.is_some() {
+                recover_from_pidfiles(run);
+            }
+            super::stop_background(&mut run.host);
+            let all = matches!(run.kind, Kind::Unstack { all: true } | Kind::Clean);
+            if all && !run.host.ledger.processes(ProcessKind::Daemon).is_empty() {
+                run.lock_host_daemons()?;
+            }
+            stop_everything(run)
+        }
         Step::Clean => {
             clean_everything(run);
             Ok(())
         }
     }
+}
+
+/// DEST, DATA_DIR, LOGDIR and SERVICE_DIR are used by Rust and by bash alike: a
+/// relative path (each resolves it against its own working directory) or one that
+/// is not UTF-8 (read back with a replacement character) would send them to
+/// different directories. Refused, with the variable and its value.
+pub(super) fn check_dirs(run: &Run) -> anyhow::Result<()> {
+    for var in ["DEST", "DATA_DIR", "LOGDIR", "SERVICE_DIR"] {
+        let value = run.host.settings.str(var);
+        let problem = if value.contains('\u{fffd}') {
+            "is not valid UTF-8"
+        } else if !value.is_empty() && !value.starts_with('/') {
+            "is a relative path"
+        } else {
+            continue;
+        };
+        return Err(Report {
+            headline: format!("{var}={value} {problem}"),
+            details: Vec::new(),
+            tail: Vec::new(),
+            hint: Some(format!(
+                "set {var} to an absolute path of plain UTF-8 characters in localrc (e.g. {var}=/opt/stack)"
+            )),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Creates DEST, DATA_DIR, LOGDIR and SERVICE_DIR; the ones that did not exist are
@@ -290,6 +570,7 @@ fn for_services(
     for svc in services {
         let t0 = Instant::now();
         tracing::debug!(service = svc.name(), "service step");
+        run.host.progress.sub_task(svc.name());
         run.service_ctx(|cx| f(svc, cx))
             .map_err(|e| service_report(run, svc.name(), e))?;
         run.host.note(&format!(
@@ -327,13 +608,16 @@ fn passwords(run: &mut Run) -> anyhow::Result<()> {
     if changed && run.kind == Kind::Stack {
         save(&path, &kept)?;
     }
+    // The redactor learns them before the shell does: a `set -x` left on by
+    // localrc or a hook would trace the assignment.
+    run.host
+        .early_secrets
+        .extend(assign.iter().map(|(_, v)| v.clone()));
+    run.install_redactor();
     if !assign.is_empty() {
         run.set_vars(&assign)?;
     }
-    let redactor = run.host.refresh_secrets();
-    if let Some(shell) = run.shell_ref() {
-        shell.set_redactor(redactor);
-    }
+    run.install_redactor();
     Ok(())
 }
 
@@ -407,8 +691,18 @@ fn sync_databases(run: &mut Run) -> anyhow::Result<()> {
         .into_iter()
         .map(|j| (j.service.to_owned(), j.cmds))
         .collect();
-    crate::services::oslo::run_parallel(&parallel)
-        .map_err(|e| service_report(run, "database sync", e))?;
+    for (name, _) in &parallel {
+        run.host
+            .progress
+            .job_started(&format!("{name}: database sync"));
+    }
+    let synced = crate::services::oslo::run_parallel(&parallel);
+    for (name, _) in &parallel {
+        run.host
+            .progress
+            .job_finished(&format!("{name}: database sync"));
+    }
+    synced.map_err(|e| service_report(run, "database sync", e))?;
     run.host.note(&format!(
         "databases of {} synced in {:.1} s",
         names.join(", "),
@@ -509,7 +803,10 @@ fn remove_created(run: &mut Run) {
 
 fn clean_everything(run: &mut Run) {
     let services: Vec<&'static dyn Service> = run.registry.all().rev().collect();
-    for svc in services {
+    // Without any settings, a service's clean would act on default paths that may
+    // not be this tree's: only what the state recorded is removed.
+    let blind = run.degraded && run.host.settings.vars().is_empty();
+    for svc in services.into_iter().filter(|_| !blind) {
         if let Err(e) = run.service_ctx(|cx| svc.clean(cx)) {
             let e = service_report(run, svc.name(), e);
             run.host.warn(&format!("{e:#}"));
@@ -534,6 +831,7 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
         shell.set_strict(true, &mut host)?;
     }
     load_settings(run)?;
+    check_dirs(run)?;
     prepare_plugins(run, false)?;
     run_hook(run, "override_defaults", None)?;
     run.sync_settings()?;
@@ -573,6 +871,7 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             .host
             .settings
             .is_enabled(&["n-cpu", crate::services::hypervisor::PROBE_SERVICE]);
+    let mut problems = Vec::new();
     for (i, &step) in STACK.iter().enumerate() {
         let _ = writeln!(out, "{:>2}. {}", i + 1, step.title());
         match step {
@@ -614,12 +913,24 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             Step::Merge(phase) => {
                 if let Some(lc) = &run.localconf {
                     for section in lc.sections_for(phase) {
-                        let file = super::expand_file(&section.file, run.host.settings.vars());
-                        let _ = writeln!(
-                            out,
-                            "      {} -> {file} (local.conf:{})",
-                            section.file, section.header_line
-                        );
+                        let line = section.header_line;
+                        match super::expand_path(&section.file, run.host.settings.vars()) {
+                            Ok(file) => {
+                                let _ = writeln!(
+                                    out,
+                                    "      {} -> {file} (local.conf:{line})",
+                                    section.file
+                                );
+                            }
+                            Err(var) => {
+                                let problem = format!(
+                                    "local.conf:{line}: '{}': ${var} is not set or empty",
+                                    section.file
+                                );
+                                let _ = writeln!(out, "      {} -> ERROR: {problem}", section.file);
+                                problems.push(problem);
+                            }
+                        }
                     }
                 }
             }
@@ -631,6 +942,17 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             out,
             "unstack calls stop_nova_hypervisor; clean calls cleanup_nova_hypervisor"
         );
+    }
+    if !problems.is_empty() {
+        // The plan is still shown: the errors are in their place in it.
+        print!("{out}");
+        return Err(Report {
+            headline: format!("stack would fail: {}", problems.join("; ")),
+            details: Vec::new(),
+            tail: Vec::new(),
+            hint: Some("set the variable in localrc, or fix the section header".into()),
+        }
+        .into());
     }
     Ok(out)
 }
@@ -666,6 +988,9 @@ pub(super) fn print_summary(run: &Run) {
                 run.host.top_dir.display()
             );
         }
+    }
+    if let Some((at, reused)) = &run.resumed {
+        let _ = writeln!(text, "resumed at: {at}, {reused} steps reused");
     }
     if let Some(log) = run.host.log.path() {
         let _ = writeln!(text, "Log: {}", log.display());

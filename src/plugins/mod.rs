@@ -47,6 +47,37 @@ pub enum PluginError {
     },
     #[error("plugin '{name}' is not at {dir} and ERROR_ON_CLONE forbids cloning it")]
     CloneForbidden { name: String, dir: PathBuf },
+    #[error(
+        "plugin '{name}': the repository {url} (ref {git_ref}) has no devstack/ directory, so it is not a DevStack plugin"
+    )]
+    NotAPlugin {
+        name: String,
+        url: String,
+        git_ref: String,
+    },
+    #[error(
+        "{path} is not a regular file (a directory, or a symlink to nothing): an extras.d script must be a file"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
+        "plugin '{name}': {dir} exists but holds no devstack/ directory; it is left alone (move it away, or fix the plugin's name)"
+    )]
+    Occupied { name: String, dir: PathBuf },
+    #[error(
+        "enable_plugin '{name}': a plugin name is a simple name (letters, digits, '-', '_', '.'; not '.' or '..', no '/'): it names the directory $DEST/NAME"
+    )]
+    BadName { name: String },
+}
+
+/// A plugin name that can only name a directory inside DEST.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// One `extras.d/NN-name.sh` script.
@@ -78,9 +109,19 @@ pub(crate) fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<Stri
             source,
         })?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if Path::new(&file_name).extension().is_none_or(|e| e != "sh") || file_name.starts_with('.')
-        {
-            continue; // a README or another file: not a script, nothing to say
+        if file_name.starts_with('.') {
+            continue;
+        }
+        if Path::new(&file_name).extension().is_none_or(|e| e != "sh") {
+            // A README is nothing to say; a name that looks like a hook script
+            // (`NN-`) but is not `*.sh` (`.bash`, `.SH`, none) is skipped, and said.
+            let b = file_name.as_bytes();
+            if b.len() > 3 && b[0].is_ascii_digit() && b[1].is_ascii_digit() && b[2] == b'-' {
+                warnings.push(format!(
+                    "extras.d/{file_name} is not a .sh file; skipped (only extras.d/NN-name.sh files are sourced)"
+                ));
+            }
+            continue;
         }
         let Some(sequence) = parse_extras_name(&file_name) else {
             warnings.push(format!(
@@ -88,6 +129,11 @@ pub(crate) fn discover_extras(dir: &Path) -> Result<(Vec<ExtrasScript>, Vec<Stri
             ));
             continue;
         };
+        // A directory or a dangling symlink cannot be sourced: said now, clearly,
+        // not as a failure of the batch.
+        if !entry.path().is_file() {
+            return Err(PluginError::NotAFile { path: entry.path() });
+        }
         if !(10..90).contains(&sequence) && !SHIPPED_EXTRAS.contains(&file_name.as_str()) {
             warnings.push(format!(
                 "extras.d/{file_name} uses sequence {sequence:02}, reserved for devstack's own scripts (00-09, 90-99); it runs anyway"
@@ -158,6 +204,11 @@ impl PluginRegistry {
         git_ref: &str,
         dest: &Path,
     ) -> Result<(), PluginError> {
+        if !valid_name(name) {
+            return Err(PluginError::BadName {
+                name: name.to_owned(),
+            });
+        }
         if self.plugins.iter().any(|p| p.name == name) {
             return Err(PluginError::EnabledTwice {
                 name: name.to_owned(),
@@ -278,8 +329,52 @@ fn visit(
     Ok(())
 }
 
-/// Clones a plugin at its ref into its directory, unless it is there already (then
-/// it is left alone, or re-fetched with RECLONE).
+/// The file, inside a clone's `.git`, that says which ref the clone was made for.
+const REF_MARKER: &str = "devstack-rs-ref";
+
+/// Is `dir` a complete clone made for `git_ref`? A user's own checkout (no marker)
+/// with a devstack/ directory counts as complete, as in DevStack.
+fn clone_state(dir: &Path, git_ref: &str) -> CloneState {
+    let git = dir.join(".git");
+    if !dir.exists() {
+        return CloneState::Missing;
+    }
+    if !dir.join("devstack").is_dir() {
+        // Only what a failed fetch leaves (nothing, or a bare `.git`) is ours to
+        // replace: anything else is someone's directory.
+        let ours = fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .all(|e| e.file_name() == ".git")
+        });
+        return if ours {
+            CloneState::Incomplete
+        } else {
+            CloneState::Foreign
+        };
+    }
+    match fs::read_to_string(git.join(REF_MARKER)) {
+        Ok(r) if r.trim() != git_ref => CloneState::OtherRef(r.trim().to_owned()),
+        _ => CloneState::Ready,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum CloneState {
+    Missing,
+    /// A partial clone left by a failed fetch, or no devstack/ in it.
+    Incomplete,
+    /// Made for another ref than the one enabled now.
+    OtherRef(String),
+    /// A directory with other things in it and no devstack/: not touched.
+    Foreign,
+    Ready,
+}
+
+/// Clones a plugin at its ref into its directory, unless a complete clone for that
+/// ref is there already (re-fetched with RECLONE). The clone is made in a
+/// temporary directory beside it and renamed on success, so a failed fetch leaves
+/// nothing that looks like a plugin. Returns true when it fetched.
 pub(crate) fn fetch(
     plugin: &ExternalPlugin,
     reclone: bool,
@@ -292,44 +387,66 @@ pub(crate) fn fetch(
         git_ref: plugin.git_ref.clone(),
         source: Box::new(source),
     };
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PluginError::Read { path, source }
+    };
     let git = |args: &[&str]| base.clone().args(args.iter().copied());
-    let dir = plugin.dir.to_string_lossy().into_owned();
-    if plugin.dir.join(".git").exists() || plugin.dir.join("devstack").is_dir() {
-        if !reclone {
-            return Ok(false);
-        }
-        git(&["-C", &dir, "remote", "set-url", "origin", &plugin.url])
-            .run()
-            .map_err(clone_err)?;
-        git(&["-C", &dir, "fetch", "origin", &plugin.git_ref])
-            .run()
-            .map_err(clone_err)?;
-        git(&["-C", &dir, "checkout", "--force", "FETCH_HEAD"])
-            .run()
-            .map_err(clone_err)?;
-        return Ok(true);
+    let state = clone_state(&plugin.dir, &plugin.git_ref);
+    if state == CloneState::Ready && !reclone {
+        return Ok(false);
     }
-    if error_on_clone {
+    if state == CloneState::Foreign {
+        return Err(PluginError::Occupied {
+            name: plugin.name.clone(),
+            dir: plugin.dir.clone(),
+        });
+    }
+    if error_on_clone && state == CloneState::Missing {
         return Err(PluginError::CloneForbidden {
             name: plugin.name.clone(),
             dir: plugin.dir.clone(),
         });
     }
-    if let Some(parent) = plugin.dir.parent() {
-        fs::create_dir_all(parent).map_err(|source| PluginError::Read {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+    let parent = plugin.dir.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!(".{}.fetch-{}", plugin.name, std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
-    git(&["clone", "--quiet", "--no-checkout", &plugin.url, &dir])
-        .run()
-        .map_err(clone_err)?;
-    git(&["-C", &dir, "fetch", "--quiet", "origin", &plugin.git_ref])
-        .run()
-        .map_err(clone_err)?;
-    git(&["-C", &dir, "checkout", "--quiet", "FETCH_HEAD"])
-        .run()
-        .map_err(clone_err)?;
+    let tmp_s = tmp.to_string_lossy().into_owned();
+    let fetched = (|| {
+        git(&["clone", "--quiet", "--no-checkout", &plugin.url, &tmp_s]).run()?;
+        // As DevStack's git_clone: clone, then check the ref out (a branch, a tag,
+        // a full or an abbreviated commit); a ref no branch reaches (a review's
+        // refs/changes/...) is fetched by name.
+        let checkout = git(&["-C", &tmp_s, "checkout", "--quiet", &plugin.git_ref])
+            .label("git checkout")
+            .run();
+        if checkout.is_err() {
+            git(&["-C", &tmp_s, "fetch", "--quiet", "origin", &plugin.git_ref]).run()?;
+            git(&["-C", &tmp_s, "checkout", "--quiet", "FETCH_HEAD"]).run()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = fetched {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(clone_err(e));
+    }
+    if !tmp.join("devstack").is_dir() {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(PluginError::NotAPlugin {
+            name: plugin.name.clone(),
+            url: plugin.url.clone(),
+            git_ref: plugin.git_ref.clone(),
+        });
+    }
+    let marker = tmp.join(".git").join(REF_MARKER);
+    fs::write(&marker, format!("{}\n", plugin.git_ref)).map_err(io_err(&marker))?;
+    if plugin.dir.exists() {
+        fs::remove_dir_all(&plugin.dir).map_err(io_err(&plugin.dir))?;
+    }
+    fs::rename(&tmp, &plugin.dir).map_err(io_err(&plugin.dir))?;
     Ok(true)
 }
 

@@ -24,6 +24,9 @@ use crate::system::process::{Cmd, KILL_GRACE, LineSink, Stream, TAIL_LINES, stop
 use crate::system::redact::Redactor;
 pub(crate) use protocol::{Call, Frame, Reply};
 
+/// The descriptor of the shell's event channel (inc/driver's _DS_OUT).
+const CHANNEL_FD: u32 = 62;
+
 /// The default time one hook may take before it is reported as hung.
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -35,6 +38,8 @@ pub(crate) trait Callbacks {
     fn summary(&mut self, text: &str);
     /// A `warn` line, or a failure that does not stop the run (unstack, clean).
     fn warning(&mut self, text: &str);
+    /// The batch's file number `index` starts (for progress).
+    fn hook_started(&mut self, _index: usize) {}
 }
 
 /// Where a hook failed, as the shell's ERR trap saw it.
@@ -114,6 +119,9 @@ pub(crate) struct BatchError {
 
 enum Event {
     Frame(Frame),
+    /// Something that is not a frame came down the channel (a hook wrote to its
+    /// descriptor): the channel cannot be trusted any more.
+    Malformed(String),
     Closed,
 }
 
@@ -168,6 +176,8 @@ pub(crate) struct Shell {
     child: Child,
     pid: Pid,
     commands: PipeWriter,
+    /// Held open while the shell may run; see [`Shell::start`].
+    lifeline: Option<PipeWriter>,
     events: mpsc::Receiver<Event>,
     tap: Arc<OutputTap>,
     readers: Vec<thread::JoinHandle<()>>,
@@ -177,6 +187,9 @@ pub(crate) struct Shell {
     batch_file: PathBuf,
     /// The batch index of the hook that failed or exited, as the shell said.
     hook_index: Option<usize>,
+    /// The batch's files whose failure was already said as a warning (unstack,
+    /// clean): their non-zero status is not said again.
+    warned: std::collections::BTreeSet<usize>,
     strict: bool,
     closed: bool,
 }
@@ -190,8 +203,17 @@ impl Shell {
         };
         let (cmd_read, cmd_write) = std::io::pipe().map_err(start_err)?;
         let (evt_read, evt_write) = std::io::pipe().map_err(start_err)?;
-        // The child inherits these two ends; ours stay close-on-exec.
-        for fd in [cmd_read.as_raw_fd(), evt_write.as_raw_fd()] {
+        // The lifeline: only this process holds its write end (close-on-exec), so
+        // when it dies, however it dies (SIGKILL included), the shell's watcher reads
+        // end-of-file and kills the shell's whole process group. A clean close
+        // writes `done` first. (A parent-death signal would need an unsafe pre_exec.)
+        let (life_read, life_write) = std::io::pipe().map_err(start_err)?;
+        // The child inherits these three ends; ours stay close-on-exec.
+        for fd in [
+            cmd_read.as_raw_fd(),
+            evt_write.as_raw_fd(),
+            life_read.as_raw_fd(),
+        ] {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| start_err(e.into()))?;
         }
         let mut cmd = Cmd::new("bash")
@@ -202,6 +224,7 @@ impl Shell {
             .env("DEVSTACK_BIN", &config.devstack_bin)
             .env("_DS_CMD_FD", cmd_read.as_raw_fd().to_string())
             .env("_DS_EVT_FD", evt_write.as_raw_fd().to_string())
+            .env("_DS_LIFE_FD", life_read.as_raw_fd().to_string())
             .env("LC_ALL", "C.UTF-8")
             .env_remove("LANG")
             .env_remove("LANGUAGE")
@@ -221,6 +244,7 @@ impl Shell {
             .map_err(start_err)?;
         drop(cmd_read);
         drop(evt_write);
+        drop(life_read);
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
 
         let tap = Arc::new(OutputTap {
@@ -242,6 +266,7 @@ impl Shell {
             child,
             pid,
             commands: cmd_write,
+            lifeline: Some(life_write),
             events,
             tap,
             readers,
@@ -251,6 +276,7 @@ impl Shell {
                 .work_dir
                 .join(format!("hooks.{}.batch", std::process::id())),
             hook_index: None,
+            warned: std::collections::BTreeSet::new(),
             strict: true,
             closed: false,
         };
@@ -261,8 +287,19 @@ impl Shell {
                 "expected ready, got {}",
                 f.kind
             ))),
-            Event::Closed => Err(shell.died("loading the function library")),
+            Event::Closed | Event::Malformed(_) => Err(shell.died("loading the function library")),
         }
+    }
+
+    /// Whether the last batch's file `index` already had its failure said.
+    pub(crate) fn warned(&self, index: usize) -> bool {
+        self.warned.contains(&index)
+    }
+
+    /// The shell's process group (its pid): recorded, so the next run can stop what
+    /// is left of it if this process is killed.
+    pub(crate) fn group(&self) -> u32 {
+        u32::try_from(self.pid.as_raw()).unwrap_or_default()
     }
 
     /// Secrets to redact from the shell's output from now on.
@@ -306,6 +343,7 @@ impl Shell {
                 batch,
                 "_ds_files=({}); _ds_args=({})\n\
                  for _ds_f in \"${{_ds_files[@]}}\"; do \
+                 _ds_err_cmd=; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
                  source \"$_ds_f\" \"${{_ds_args[@]}}\"; \
                  _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); done",
                 files.join(" "),
@@ -325,6 +363,7 @@ impl Shell {
             })
         })?;
         self.hook_index = None;
+        self.warned.clear();
         let frame = Frame::new("hooks", [path.to_string_lossy()]);
         match self.request_frame(&frame, host, doing.trim_end()) {
             Ok(fields) => Ok(hook_results(fields.get(1..).unwrap_or_default())),
@@ -434,6 +473,10 @@ impl Shell {
         }
         self.closed = true;
         let _ = fs_err::remove_file(&self.batch_file);
+        // A clean end: what a plugin started in the background may go on running.
+        if let Some(mut life) = self.lifeline.take() {
+            let _ = std::io::Write::write_all(&mut life, b"done\n");
+        }
         let _ = Frame::new("exit", Vec::<String>::new()).write_to(&mut self.commands);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
@@ -484,6 +527,8 @@ impl Shell {
         self.send(frame, doing)?;
         let deadline = Instant::now() + self.hook_timeout;
         let mut failure: Option<Failure> = None;
+        // A global file that called exit: (status, file, line).
+        let mut exited: Option<(i32, String, u32)> = None;
         loop {
             let frame = match self.wait_frame(deadline, doing, host) {
                 Ok(frame) => frame,
@@ -493,12 +538,21 @@ impl Shell {
                     tail,
                 }) => {
                     // A strict failure makes the shell exit after reporting where.
-                    return Err(match failure {
-                        Some(mut f) => {
+                    return Err(match (failure, exited) {
+                        (_, Some((status, file, line))) => ShellError::Failed(Box::new(Failure {
+                            status,
+                            command: format!("exit {status}"),
+                            file,
+                            line,
+                            function: String::new(),
+                            trace: Vec::new(),
+                            tail,
+                        })),
+                        (Some(mut f), None) => {
                             f.tail = tail;
                             ShellError::Failed(Box::new(f))
                         }
-                        None => ShellError::Died {
+                        (None, None) => ShellError::Died {
                             status,
                             doing,
                             tail,
@@ -508,8 +562,23 @@ impl Shell {
                 Err(e) => return Err(e),
             };
             match frame.kind.as_str() {
+                // The batch's file that starts now: a timeout or an interrupt
+                // blames this one, and the live progress shows it.
+                "at" => {
+                    self.hook_index = frame.fields.first().and_then(|s| s.parse().ok());
+                    if let Some(i) = self.hook_index {
+                        host.hook_started(i);
+                    }
+                }
                 "exiting" => {
                     self.hook_index = frame.fields.get(1).and_then(|s| s.parse().ok());
+                    if let (Some(file), Some(line)) = (frame.fields.get(2), frame.fields.get(3)) {
+                        exited = Some((
+                            frame.fields[0].parse().unwrap_or(-1),
+                            file.clone(),
+                            line.parse().unwrap_or(0),
+                        ));
+                    }
                 }
                 "done" => return Ok(frame.fields),
                 "err" => {
@@ -520,6 +589,9 @@ impl Shell {
                         // Keep the innermost report: a subshell's comes before its parent's.
                         failure.get_or_insert(f);
                     } else if !self.is_ours(&f.file) {
+                        if let Some(i) = frame.fields.get(7).and_then(|s| s.parse().ok()) {
+                            self.warned.insert(i);
+                        }
                         host.warning(&format!(
                             "`{}` failed with status {} at {}:{} (continuing)",
                             f.command, f.status, f.file, f.line
@@ -569,6 +641,15 @@ impl Shell {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_event(left, doing)? {
                 Event::Closed => return Err(self.died(doing)),
+                Event::Malformed(why) => {
+                    // Stopped, not waited for: the hook goes on writing otherwise.
+                    let tail = self.tap.take_tail();
+                    self.kill_group();
+                    return Err(ShellError::Protocol(format!(
+                        "the plugin shell's channel got something that is not a message ({why}) while {doing}; a hook wrote to descriptor {CHANNEL_FD}, which is devstack's own. Last output: {}",
+                        tail.last().map_or("(none)", String::as_str)
+                    )));
+                }
                 Event::Frame(frame) => match frame.kind.as_str() {
                     "call" => {
                         let reply = match Call::parse(&frame.fields) {
@@ -635,8 +716,28 @@ impl Shell {
         }
     }
 
+    /// Ends the shell's whole process group now (TERM, then KILL).
+    fn kill_group(&mut self) {
+        self.closed = true;
+        let child = &mut self.child;
+        stop_group(self.pid, KILL_GRACE, || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let _ = self.child.wait();
+    }
+
     fn died(&mut self, doing: &str) -> ShellError {
         self.closed = true;
+        // The channel closed; the shell normally exits with it. One that does not
+        // (something closed the descriptor and went on) is stopped, not waited for
+        // for ever.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.kill_group();
+        }
         let status = self.child.wait().ok().and_then(|s| s.code());
         // Let the output readers catch what the shell said last (not joined: a
         // background child of a plugin may keep the pipes open).
@@ -707,9 +808,18 @@ fn spawn_output(
 fn spawn_events(pipe: PipeReader, tx: mpsc::Sender<Event>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
-        while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
-            if tx.send(Event::Frame(frame)).is_err() {
-                return;
+        loop {
+            match Frame::read_from(&mut reader) {
+                Ok(Some(frame)) => {
+                    if tx.send(Event::Frame(frame)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Event::Malformed(e.to_string()));
+                    return;
+                }
             }
         }
         let _ = tx.send(Event::Closed);

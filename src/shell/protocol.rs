@@ -52,7 +52,9 @@ impl Frame {
             .ok_or_else(|| truncated("count"))?
             .parse()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad field count"))?;
-        let mut fields = Vec::with_capacity(count);
+        // The count is the sender's word: a malformed frame must not make us
+        // reserve memory for it.
+        let mut fields = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             fields.push(read_field(r)?.ok_or_else(|| truncated("field"))?);
         }

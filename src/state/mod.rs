@@ -44,6 +44,13 @@ pub enum StateError {
     },
     #[error("another devstack run holds the lock {path}{}", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { path: PathBuf, holder: Option<u32> },
+    #[error("{what} is in use by another devstack run: pid {pid} in {tree} (lock {path})")]
+    HostLocked {
+        what: String,
+        pid: String,
+        tree: String,
+        path: PathBuf,
+    },
     #[error("could not take the lock {path}")]
     Lock {
         path: PathBuf,
@@ -58,6 +65,9 @@ pub struct StepRecord {
     pub fingerprint: String,
     pub seconds: f64,
     pub ok: bool,
+    /// The processes this step started (a resumed stack checks they still run).
+    #[serde(default)]
+    pub started: Vec<String>,
 }
 
 /// One hook call of the last run.
@@ -299,6 +309,34 @@ impl Ledger {
         Ok(Self { path, state })
     }
 
+    /// Loads the state, or, when the file cannot be read or parsed, moves it aside
+    /// (`state.json.corrupt-TIME`) and starts from an empty ledger: teardown must
+    /// never be blocked by its own records. The second value says what happened.
+    pub fn load_or_set_aside(top_dir: &Path) -> (Self, Option<String>) {
+        match Self::load(top_dir) {
+            Ok(ledger) => (ledger, None),
+            Err(e) => {
+                let ledger = Self::empty(top_dir);
+                let aside = ledger.path.with_extension(format!(
+                    "json.corrupt-{}",
+                    chrono::Local::now().format("%Y%m%d-%H%M%S")
+                ));
+                let cause =
+                    std::error::Error::source(&e).map_or_else(String::new, |c| format!(" ({c})"));
+                let moved = match fs::rename(&ledger.path, &aside) {
+                    Ok(()) => format!("moved aside to {}", aside.display()),
+                    Err(m) => format!("could not be moved aside: {m}"),
+                };
+                (
+                    ledger,
+                    Some(format!(
+                        "{e}{cause}; {moved}; going on with what can be found (pidfiles beside the logs)"
+                    )),
+                )
+            }
+        }
+    }
+
     /// An empty ledger saved to `path` (for tests and for a state set aside).
     pub fn empty(top_dir: &Path) -> Self {
         Self {
@@ -510,10 +548,35 @@ impl Ledger {
         })
     }
 
+    /// The run recorded as running, when its process is gone (killed, or the
+    /// machine rebooted): it is marked failed, so the state never says `running`
+    /// for a dead pid. Returns the dead run.
+    pub fn settle_dead_run(&mut self) -> Option<RunRecord> {
+        let last = self.state.last_run.as_mut()?;
+        // A pid reused by another program does not count as the run.
+        let alive = fs::read(format!("/proc/{}/cmdline", last.pid))
+            .is_ok_and(|c| c.windows(8).any(|w| w == b"devstack"));
+        if last.outcome != Outcome::Running || last.pid == std::process::id() || alive {
+            return None;
+        }
+        last.outcome = Outcome::Failed;
+        Some(last.clone())
+    }
+
     pub fn end_run(&mut self, outcome: Outcome) {
         if let Some(last) = self.state.last_run.as_mut() {
             last.outcome = outcome;
         }
+    }
+
+    /// The names of every recorded process, daemons and the cloud's.
+    pub fn process_names(&self) -> BTreeSet<String> {
+        self.state
+            .daemons
+            .keys()
+            .chain(self.state.processes.keys())
+            .cloned()
+            .collect()
     }
 
     pub fn record_step(&mut self, name: &str, record: StepRecord) {
@@ -546,38 +609,94 @@ pub(crate) struct RunLock {
     _lock: Flock<std::fs::File>,
 }
 
+/// Opens and locks `path` (exclusive, without waiting) and writes `holder` into it;
+/// `Ok(Err(text))` when another process holds it (`text`: what it wrote).
+fn lock_file(
+    path: &Path,
+    holder: &str,
+) -> Result<Result<Flock<std::fs::File>, String>, StateError> {
+    let err = |source| StateError::Lock {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    // nix's Flock wants a std File; the error below names the path itself.
+    #[allow(clippy::disallowed_methods)]
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(err)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            return Ok(Err(fs_err::read_to_string(path).unwrap_or_default()));
+        }
+        Err((_, errno)) => return Err(err(errno.into())),
+    };
+    lock.set_len(0).map_err(err)?;
+    write!(lock, "{holder}").map_err(err)?;
+    Ok(Ok(lock))
+}
+
+/// Where host-wide locks live: one machine, whatever tree a run comes from.
+fn host_lock_dir() -> PathBuf {
+    let run_lock = Path::new("/run/lock");
+    if run_lock.is_dir() {
+        run_lock.join("devstack-rs")
+    } else {
+        std::env::temp_dir().join("devstack-rs-locks")
+    }
+}
+
+/// A lock on something every tree on the machine shares: a DEST, DATA_DIR or
+/// LOGDIR (keyed by its absolute path, so trees with their own directories never
+/// collide), or the host's layer-1 daemons. Released on drop.
+#[derive(Debug)]
+pub(crate) struct HostLock {
+    _lock: Flock<std::fs::File>,
+}
+
+impl HostLock {
+    /// Takes the lock on `key` (`what` says what it guards, for the message), or
+    /// names the run that holds it: its pid and tree.
+    pub(crate) fn acquire(what: &str, key: &str, top_dir: &Path) -> Result<Self, StateError> {
+        use sha2::{Digest as _, Sha256};
+        let digest = hex(&Sha256::digest(key.as_bytes()));
+        let path = host_lock_dir().join(format!("{}.lock", &digest[..24]));
+        let holder = format!("{}\n{}\n{key}\n", std::process::id(), top_dir.display());
+        match lock_file(&path, &holder)? {
+            Ok(lock) => Ok(Self { _lock: lock }),
+            Err(text) => {
+                let mut lines = text.lines();
+                Err(StateError::HostLocked {
+                    what: what.to_owned(),
+                    pid: lines.next().unwrap_or("?").to_owned(),
+                    tree: lines.next().unwrap_or("another tree").to_owned(),
+                    path,
+                })
+            }
+        }
+    }
+}
+
 impl RunLock {
     /// Takes the tree's lock, or says who holds it.
     pub(crate) fn acquire(top_dir: &Path) -> Result<Self, StateError> {
         let dir = state_dir(top_dir);
         let path = dir.join("lock");
-        let err = |source| StateError::Lock {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(&dir).map_err(err)?;
-        // nix's Flock wants a std File; the error below names the path itself.
-        #[allow(clippy::disallowed_methods)]
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(err)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = fs_err::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
-                return Err(StateError::Locked { path, holder });
-            }
-            Err((_, errno)) => return Err(err(errno.into())),
-        };
-        lock.set_len(0).map_err(err)?;
-        writeln!(lock, "{}", std::process::id()).map_err(err)?;
-        Ok(Self { _lock: lock })
+        let holder = format!("{}\n", std::process::id());
+        match lock_file(&path, &holder)? {
+            Ok(lock) => Ok(Self { _lock: lock }),
+            Err(text) => Err(StateError::Locked {
+                holder: text.trim().parse().ok(),
+                path,
+            }),
+        }
     }
 }
 

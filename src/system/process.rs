@@ -439,14 +439,24 @@ impl Cmd {
     }
 }
 
-/// Sends TERM to a process group, waits up to `grace` for `gone()` to say it ended,
-/// then sends KILL. Errors (the group is already gone) are ignored: the goal is reached.
+/// Sends TERM to a process group, waits up to `grace` for `gone()` to say it ended
+/// and for every other member of the group to end too (a child that ignores TERM
+/// must not outlive its leader), then sends KILL. Errors (the group is already gone)
+/// are ignored: the goal is reached.
 pub(crate) fn stop_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> bool) {
     let _ = killpg(pgid, Signal::SIGTERM);
     let step = Duration::from_millis(20);
     let mut waited = Duration::ZERO;
+    let members = || {
+        u32::try_from(pgid.as_raw())
+            .map(crate::system::supervisor::group_members)
+            .unwrap_or_default()
+    };
+    // `gone` may say so only once (a channel's message): it is latched.
+    let mut leader_gone = false;
     while waited < grace {
-        if gone() {
+        leader_gone = leader_gone || gone();
+        if leader_gone && members().is_empty() {
             return;
         }
         thread::sleep(step);
@@ -517,6 +527,41 @@ mod tests {
             .run()
             .unwrap_err();
         assert!(matches!(err, ProcessError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn timeout_kills_a_child_that_ignores_term_after_its_leader_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!(
+            "(trap '' TERM; echo $BASHPID > {}; exec sleep 30) & sleep 30",
+            pidfile.display()
+        );
+        let err = Cmd::new("bash")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(1500))
+            .run()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Timeout { .. }), "{err}");
+        let pid: u32 = fs_err::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // KILL was sent when run() returns; the kernel takes a moment to tear down.
+        let mut state = String::new();
+        for _ in 0..100 {
+            state = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state
+                .rsplit(')')
+                .next()
+                .is_none_or(|rest| rest.trim_start().starts_with('Z'))
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the child that ignored TERM survived: {state}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fs_err as fs;
+use fs_err::os::unix::fs::OpenOptionsExt as _;
 use nix::unistd::{Pid, User};
 
 use crate::state::{Backend, ProcessRecord};
@@ -180,9 +181,11 @@ impl Supervisor for OwnSupervisor {
         if let Some(dir) = spec.log.parent() {
             fs::create_dir_all(dir).map_err(|e| start_err(name, e))?;
         }
+        // 0640 at most: a service's log is for the operator.
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(&spec.log)
             .map_err(|e| start_err(name, e))?
             .into_parts()

@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+use fs_err::os::unix::fs::OpenOptionsExt as _;
 use std::sync::{Arc, Mutex};
 
 use crate::system::process::{LineSink, Stream};
@@ -40,9 +42,11 @@ impl RunLog {
         let stamp = chrono::Local::now().format("%Y-%m-%d-%H%M%S");
         let file_name = format!("{name}.log.{stamp}");
         let path = dir.join(&file_name);
+        // 0640 at most: a log is for the operator, not for every local user.
         let file = fs_err::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(&path)?
             .into_parts()
             .0;
@@ -51,8 +55,9 @@ impl RunLog {
         std::os::unix::fs::symlink(&file_name, &link)?;
         let mut inner = self.inner.lock().expect("log lock");
         let mut writer = BufWriter::new(file);
+        // Lines kept from before the secrets were known are redacted now.
         for line in inner.pending.drain(..) {
-            let _ = writeln!(writer, "{line}");
+            let _ = writeln!(writer, "{}", crate::system::redact::redact_global(&line));
         }
         let _ = writer.flush();
         inner.file = Some(writer);
@@ -72,7 +77,7 @@ impl RunLog {
 
     fn write(&self, text: &str) {
         let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f");
-        let line = format!("{stamp} | {text}");
+        let line = format!("{stamp} | {}", crate::system::redact::redact_global(text));
         let mut inner = self.inner.lock().expect("log lock");
         match inner.file.as_mut() {
             Some(file) => {

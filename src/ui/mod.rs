@@ -1,6 +1,7 @@
 //! What a person sees: the printer (chosen once from -q/-v/TTY), the run log, progress,
 //! and the one place errors are printed.
 
+pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod report;
 
@@ -27,6 +28,23 @@ pub trait Progress: Send + Sync {
     fn output_line(&self, source: &str, line: &str);
     /// Plain information (the final summary).
     fn info(&self, text: &str);
+    /// What the running step does now (a service, a hook script): shown on its
+    /// live line on a terminal; nothing for the line printer.
+    fn sub_task(&self, _text: &str) {}
+    /// A job of a step that runs beside others (a database sync): its own line.
+    fn job_started(&self, _name: &str) {}
+    fn job_finished(&self, _name: &str) {}
+}
+
+/// The printer for this run: live lines on a terminal at normal verbosity (not
+/// in CI), else the line printer (pipes, CI, -q, -v).
+pub(crate) fn printer(verbosity: Verbosity) -> std::sync::Arc<dyn Progress> {
+    let tty = std::io::stderr().is_terminal() && std::env::var_os(crate::env_vars::CI).is_none();
+    if tty && verbosity == Verbosity::Normal {
+        std::sync::Arc::new(live::LiveProgress::new(true))
+    } else {
+        std::sync::Arc::new(TermProgress::new(verbosity))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +75,7 @@ impl TermProgress {
     fn print(&self, text: &str) {
         let _guard = self.out.lock();
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{text}");
+        let _ = writeln!(err, "{}", crate::system::redact::redact_global(text));
     }
 
     fn paint(&self, code: &str, text: &str) -> String {

@@ -28,7 +28,27 @@ pub fn print_error(err: &anyhow::Error) {
     eprint!("{}", render_error(err));
 }
 
+/// A tail line longer than this is cut: one 1 MB line must not flood the report.
+const MAX_TAIL_LINE: usize = 400;
+
+/// `line`, cut at a character boundary near `MAX_TAIL_LINE` with the count of
+/// what was left out.
+fn capped(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_TAIL_LINE {
+        return line.into();
+    }
+    let mut end = MAX_TAIL_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [... {} more bytes]", &line[..end], line.len() - end).into()
+}
+
 pub(crate) fn render_error(err: &anyhow::Error) -> String {
+    crate::system::redact::redact_global(&render_unredacted(err))
+}
+
+fn render_unredacted(err: &anyhow::Error) -> String {
     use std::fmt::Write as _;
     let mut out = format!("error: {err}\n");
     // A Report attached with `.context(..)` is found by downcasting the error itself;
@@ -55,7 +75,7 @@ pub(crate) fn render_error(err: &anyhow::Error) -> String {
         if !report.tail.is_empty() {
             let _ = writeln!(out, "  last {} lines of output:", report.tail.len());
             for line in &report.tail {
-                let _ = writeln!(out, "    | {line}");
+                let _ = writeln!(out, "    | {}", capped(line));
             }
         }
         if let Some(hint) = &report.hint {
@@ -63,4 +83,23 @@ pub(crate) fn render_error(err: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_tail_line_is_cut_with_the_count_left_out() {
+        let long = "é".repeat(1000);
+        let report = Report {
+            headline: "h".into(),
+            details: Vec::new(),
+            tail: vec![long],
+            hint: None,
+        };
+        let text = render_error(&anyhow::Error::new(report));
+        assert!(text.len() < 1000, "{}", text.len());
+        assert!(text.contains("more bytes]"), "{text}");
+    }
 }

@@ -19,7 +19,7 @@ const POINTS_STACK: &[&str] = &[
 ];
 
 /// Creates a git repository holding a DevStack plugin whose files record their calls.
-fn plugin_repo(root: &Path, name: &str, settings_extra: &str) -> PathBuf {
+pub(crate) fn plugin_repo(root: &Path, name: &str, settings_extra: &str) -> PathBuf {
     let repo = root.join(format!("repo-{name}"));
     std::fs::create_dir_all(repo.join("devstack")).unwrap();
     std::fs::write(
