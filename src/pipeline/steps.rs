@@ -806,7 +806,13 @@ fn clean_everything(run: &mut Run) {
     // Without any settings, a service's clean would act on default paths that may
     // not be this tree's: only what the state recorded is removed.
     let blind = run.degraded && run.host.settings.vars().is_empty();
-    for svc in services.into_iter().filter(|_| !blind) {
+    // Only the enabled services: a service's clean removes its data directories, and
+    // another tree's cloud may own them (the ledger's own records go below anyway).
+    let settings = run.host.settings.clone();
+    for svc in services
+        .into_iter()
+        .filter(|s| !blind && s.is_enabled(&settings))
+    {
         if let Err(e) = run.service_ctx(|cx| svc.clean(cx)) {
             let e = service_report(run, svc.name(), e);
             run.host.warn(&format!("{e:#}"));
