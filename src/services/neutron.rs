@@ -425,3 +425,114 @@ impl UwsgiApi for Neutron {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ini::IniDoc;
+
+    fn settings(extra: &[(&str, &str)]) -> Settings {
+        let mut v: std::collections::BTreeMap<String, String> = [
+            (
+                "ENABLED_SERVICES",
+                "q-svc,ovn-northd,ovn-controller,q-ovn-metadata-agent",
+            ),
+            ("SERVICE_HOST", "10.0.0.5"),
+            ("NEUTRON_CONF_DIR", "/etc/neutron"),
+            ("NEUTRON_CONF", "/etc/neutron/neutron.conf"),
+            ("DEVSTACK_VENV", "/opt/stack/venv"),
+            ("METADATA_PROXY_SHARED_SECRET", "s3cret"),
+            ("DATA_DIR", "/opt/stack/data"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, val) in extra {
+            v.insert((*k).to_owned(), (*val).to_owned());
+        }
+        Settings::new(v)
+    }
+
+    #[test]
+    fn ml2_with_ovn_has_devstacks_options() {
+        let s = settings(&[]);
+        assert!(ovn_mode(&s));
+        let mut doc = IniDoc::default();
+        ml2_ovn(&mut doc, &s);
+        insta::assert_snapshot!(doc.render(), @r"
+        [ml2]
+        overlay_ip_version = 4
+        extension_drivers = port_security
+        mechanism_drivers = ovn
+        tenant_network_types = geneve
+        type_drivers = local,flat,vlan,geneve
+
+        [ml2_type_geneve]
+        max_header_size = 38
+        vni_ranges = 1:65536
+
+        [ml2_type_flat]
+        flat_networks = public
+
+        [ml2_type_vlan]
+        network_vlan_ranges = public
+
+        [securitygroup]
+        enable_security_group = True
+
+        [ovn]
+        neutron_sync_mode = log
+        enable_distributed_floating_ip = False
+        ovn_metadata_enabled = True
+        ovn_l3_scheduler = leastloaded
+        ovn_sb_connection = tcp:10.0.0.5:6642
+        ovn_nb_connection = tcp:10.0.0.5:6641
+        ");
+    }
+
+    #[test]
+    fn the_metadata_agent_knows_nova_ovs_and_the_southbound_db() {
+        let s = settings(&[]);
+        let mut doc = IniDoc::default();
+        metadata_agent(
+            &mut doc,
+            &s,
+            std::path::Path::new("/opt/stack/data/neutron"),
+        );
+        let text = doc.render();
+        for line in [
+            "nova_metadata_host = 10.0.0.5",
+            "nova_metadata_port = 8775",
+            "metadata_proxy_shared_secret = s3cret",
+            "ovsdb_connection = unix:/var/run/openvswitch/db.sock",
+            "ovn_sb_connection = tcp:10.0.0.5:6642",
+            "helper_command = sudo /opt/stack/venv/bin/privsep-helper --config-file /etc/neutron/neutron_ovn_metadata_agent.ini",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn service_plugins_follow_the_enabled_services_and_plugins() {
+        assert_eq!(service_plugins(&settings(&[])), "ovn-router");
+        let s = settings(&[
+            (
+                "ENABLED_SERVICES",
+                "q-svc,ovn-northd,neutron-trunk,q-qos,neutron-segments",
+            ),
+            (
+                "Q_SERVICE_PLUGIN_CLASSES",
+                "qos,networking_sfc.services.sfc.plugin.SfcPlugin",
+            ),
+        ]);
+        assert_eq!(
+            service_plugins(&s),
+            "ovn-router,segments,trunk,qos,networking_sfc.services.sfc.plugin.SfcPlugin"
+        );
+        // Without OVN: the API server alone, as before.
+        let s = settings(&[("ENABLED_SERVICES", "q-svc")]);
+        assert!(!ovn_mode(&s));
+        assert_eq!(service_plugins(&s), "router");
+        assert!(!ovn_mode(&settings(&[("Q_AGENT", "openvswitch")])));
+    }
+}
