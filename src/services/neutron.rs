@@ -239,6 +239,50 @@ fn start_ovn_workers(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// The OVN metadata agent leaves its haproxies (one per network, daemonised, their
+/// pids under `$state_path/external/pids`) and their `ovnmeta-<network>` namespaces
+/// behind when it stops: unstack stops those haproxies by pid (only processes whose
+/// name is haproxy) and deletes those namespaces (the veth pairs go with them).
+fn stop_metadata_proxies(host: &mut Host) {
+    let pids = state_dir(&host.settings).join("external/pids");
+    for entry in fs_err::read_dir(&pids).into_iter().flatten().flatten() {
+        let Some(pid) = fs_err::read_to_string(entry.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = fs_err::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "haproxy" {
+            host.note(&format!("neutron: stopping metadata haproxy {pid}"));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = fs_err::remove_file(entry.path());
+    }
+    let out = host
+        .cmd("ip")
+        .args(["netns", "list"])
+        .capture()
+        .allow_failure()
+        .run()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    for ns in out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("ovnmeta-"))
+    {
+        let _ = host
+            .cmd("ip")
+            .args(["netns", "del", ns])
+            .allow_failure()
+            .run();
+    }
+}
+
 /// One authenticated round of list requests, so every worker's models are set up
 /// before nova asks for ports.
 fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
@@ -408,6 +452,9 @@ impl UwsgiApi for Neutron {
                 .args(["upgrade", "head"])
                 .label("neutron-db-manage"),
         ]
+    }
+    fn after_stop(cx: &mut ServiceCtx<'_>) {
+        stop_metadata_proxies(cx.host);
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![state_dir(settings)]

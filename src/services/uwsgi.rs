@@ -165,6 +165,8 @@ pub trait UwsgiApi: Sync {
     fn after_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
+    /// After its processes stopped (what they left behind: neutron's haproxies).
+    fn after_stop(_cx: &mut ServiceCtx<'_>) {}
 }
 
 impl<T: UwsgiApi> Service for T {
@@ -181,6 +183,11 @@ impl<T: UwsgiApi> Service for T {
         let ini = T::uwsgi_ini(&cx.host.settings);
         start_api(cx.host, self.name(), T::PROCESS, &ini, T::PREFIX, T::PORT)?;
         T::after_start(cx)
+    }
+    fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
+        let result = oslo::stop_processes(cx.host, self.name(), self.descriptor().processes);
+        T::after_stop(cx);
+        result
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
