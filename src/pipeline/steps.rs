@@ -216,6 +216,10 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             run_hook(run, mode, phase)?;
             if matches!(mode, "override_defaults" | "source") {
                 run.sync_settings()?;
+            } else if phase == Some("post-config") {
+                // DevStack writes neutron's service_plugins after post-config:
+                // plugins may add theirs up to then.
+                run.sync_vars(crate::services::neutron::LATE_VARS)?;
             }
             Ok(())
         }

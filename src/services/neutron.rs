@@ -42,6 +42,9 @@ fn state_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("neutron")
 }
 
+/// The variables plugins may still set in `stack post-config` (read back then).
+pub(crate) const LATE_VARS: &[&str] = &["Q_SERVICE_PLUGIN_CLASSES"];
+
 /// DevStack's process names for the OVN parts of neutron.
 pub(crate) const PERIODIC_WORKERS: &str = "neutron-periodic-workers";
 pub(crate) const MAINTENANCE_WORKER: &str = "neutron-ovn-maintenance-worker";
@@ -452,6 +455,17 @@ impl UwsgiApi for Neutron {
                 .args(["upgrade", "head"])
                 .label("neutron-db-manage"),
         ]
+    }
+    /// As DevStack's `configure_neutron_after_post_config`: service_plugins is written
+    /// again (replacing a post-config value) with what plugins added until then.
+    fn before_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let s = cx.host.settings.clone();
+        let path = conf(&s);
+        let mut doc = crate::ini::IniDoc::load(&path)
+            .map_err(|e| ServiceError::failed(NAME, e.to_string()))?;
+        doc.set("DEFAULT", "service_plugins", &service_plugins(&s));
+        doc.save(&path)
+            .map_err(|e| ServiceError::failed(NAME, e.to_string()))
     }
     fn after_stop(cx: &mut ServiceCtx<'_>) {
         stop_metadata_proxies(cx.host);

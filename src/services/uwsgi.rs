@@ -161,6 +161,10 @@ pub trait UwsgiApi: Sync {
     fn data_dirs(_settings: &Settings) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// Just before its API starts (neutron's late service_plugins).
+    fn before_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        Ok(())
+    }
     /// After the API answers (neutron's warm-up request).
     fn after_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
@@ -180,6 +184,7 @@ impl<T: UwsgiApi> Service for T {
         T::write_config(cx.host)
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        T::before_start(cx)?;
         let ini = T::uwsgi_ini(&cx.host.settings);
         start_api(cx.host, self.name(), T::PROCESS, &ini, T::PREFIX, T::PORT)?;
         T::after_start(cx)
