@@ -347,7 +347,7 @@ EOS
     [[ $got == "$ip" ]] || return 1
     fip=$(os_admin floating ip create public --port "$port" -f value -c floating_ip_address)
     echo "floating IP $fip"
-    retry 60 ip netns exec devstack-public ping -c1 -W2 "$fip"
+    retry 60 ip netns exec devstack-public busybox ping -c1 -W2 "$fip"
 }
 
 port_active() {

@@ -115,11 +115,11 @@ echo "DHCP lease in a namespace port: $(elapsed "$t0" "$t1") s ($(ip -n "$NS" -4
 t0=$(now)
 public=$(api GET 'networks?name=public' | field 'd["networks"][0]["id"]')
 fip=$(api POST floatingips "{\"floatingip\":{\"floating_network_id\":\"$public\",\"port_id\":\"$port\"}}" | field 'd["floatingip"]["floating_ip_address"]')
-until ip netns exec devstack-public ping -c1 -W1 "$fip" >/dev/null 2>&1; do
+until ip netns exec devstack-public busybox ping -c1 -W1 "$fip" >/dev/null 2>&1; do
     (($(awk -v a="$t0" -v b="$(now)" 'BEGIN{print int(b-a)}') < 60)) || {
         echo "floating IP $fip does not answer in 60 s" >&2
         exit 1
     }
 done
 echo "floating IP create to first ping from devstack-public: $(elapsed "$t0" "$(now)") s"
-ip netns exec devstack-public ping -c5 -i 0.2 -q "$fip" | tail -1 | sed 's/^/ping through the floating IP: /'
+ip netns exec devstack-public busybox ping -c5 -q "$fip" | tail -1 | sed 's/^/ping through the floating IP: /'
