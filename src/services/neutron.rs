@@ -90,9 +90,10 @@ pub(crate) fn service_plugins(s: &Settings) -> String {
 pub(crate) fn ml2_ovn(doc: &mut crate::ini::IniDoc, s: &Settings) {
     let physnet = s.get_or("PUBLIC_PHYSICAL_NETWORK", "public");
     doc.set("ml2", "type_drivers", "local,flat,vlan,geneve");
+    // neutron 29's name (tenant_network_types is its deprecated alias).
     doc.set(
         "ml2",
-        "tenant_network_types",
+        "project_network_types",
         s.get_or("Q_ML2_TENANT_NETWORK_TYPE", "geneve"),
     );
     doc.set(
@@ -525,7 +526,7 @@ mod tests {
         overlay_ip_version = 4
         extension_drivers = port_security
         mechanism_drivers = ovn
-        tenant_network_types = geneve
+        project_network_types = geneve
         type_drivers = local,flat,vlan,geneve
 
         [ml2_type_geneve]
