@@ -337,6 +337,13 @@ case $1 in
 bound|renew)
     ip addr replace "$ip/$mask" dev "$interface"
     for r in $router; do ip route replace default via "$r" dev "$interface"; done
+    # Option 121 (OVN sends 169.254.169.254 via the metadata port): pairs of
+    # destination and gateway.
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do
+        [ "$2" = 0.0.0.0 ] || ip route replace "$1" via "$2" dev "$interface"
+        shift 2
+    done
     echo "lease $ip" ;;
 esac
 EOS
@@ -345,9 +352,20 @@ EOS
         sed -n 's/^lease //p')
     echo "DHCP lease: $got (neutron says $ip)"
     [[ $got == "$ip" ]] || return 1
+    # The metadata service answers the port's namespace through OVN's metadata port
+    # and the agent's haproxy (nova answers: no instance owns this port, so not 200).
+    retry 60 metadata_answers
     fip=$(os_admin floating ip create public --port "$port" -f value -c floating_ip_address)
     echo "floating IP $fip"
     retry 60 ip netns exec devstack-public busybox ping -c1 -W2 "$fip"
+}
+
+metadata_answers() {
+    local answer
+    answer=$(printf 'GET /openstack HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n' |
+        ip netns exec "$NS_GUEST" busybox nc -w 5 169.254.169.254 80 | head -1) || true
+    echo "169.254.169.254 answered: ${answer:-nothing}"
+    [[ $answer == HTTP/1.* ]]
 }
 
 port_active() {
