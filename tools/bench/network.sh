@@ -104,7 +104,12 @@ cat >"$WORK/udhcpc.sh" <<'EOS'
 case $1 in
 bound|renew)
     ip addr replace "$ip/$mask" dev "$interface"
-    for r in $router; do ip route replace default via "$r" dev "$interface"; done ;;
+    for r in $router; do ip route replace default via "$r" dev "$interface"; done
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do
+        [ "$2" = 0.0.0.0 ] || ip route replace "$1" via "$2" dev "$interface"
+        shift 2
+    done ;;
 esac
 EOS
 chmod +x "$WORK/udhcpc.sh"
@@ -112,6 +117,15 @@ t0=$(now)
 ip netns exec "$NS" busybox udhcpc -i bench-eth -n -q -t 10 -T 1 -s "$WORK/udhcpc.sh" >/dev/null 2>&1
 t1=$(now)
 echo "DHCP lease in a namespace port: $(elapsed "$t0" "$t1") s ($(ip -n "$NS" -4 -o addr show bench-eth | awk '{print $4}'))"
+t0=$(now)
+until printf 'GET / HTTP/1.0\r\n\r\n' | ip netns exec "$NS" busybox nc -w 2 169.254.169.254 80 2>/dev/null | head -1 | grep -q '^HTTP/1'; do
+    (($(awk -v a="$t0" -v b="$(now)" 'BEGIN{print int(b-a)}') < 60)) || {
+        echo "169.254.169.254 does not answer in 60 s" >&2
+        exit 1
+    }
+    sleep 0.2
+done
+echo "metadata service answers the port's namespace after: $(elapsed "$t0" "$(now)") s"
 t0=$(now)
 public=$(api GET 'networks?name=public' | field 'd["networks"][0]["id"]')
 fip=$(api POST floatingips "{\"floatingip\":{\"floating_network_id\":\"$public\",\"port_id\":\"$port\"}}" | field 'd["floatingip"]["floating_ip_address"]')
