@@ -359,6 +359,19 @@ impl Daemon for OvnDaemon {
         })
     }
     fn probe(&self, host: &Host) -> Result<(), String> {
+        // A client started before the server's socket exists waits for its whole
+        // timeout (measured: the first `ovs-vsctl show` cost 5 s): look first.
+        let sock = match self.0 {
+            Part::OvsDb => Some(OVS_DB_SOCK),
+            Part::NbDb => Some(NB_SOCK),
+            Part::SbDb => Some(SB_SOCK),
+            _ => None,
+        };
+        if let Some(sock) = sock.and_then(|s| s.strip_prefix("unix:")) {
+            if !Path::new(sock).exists() {
+                return Err(format!("no socket {sock} yet"));
+            }
+        }
         match self.0 {
             Part::OvsDb => daemon::probe_cmd(&ctl(host, "ovs-vsctl").arg("show")),
             Part::Vswitchd => daemon::probe_cmd(&host.cmd("ovs-appctl").args([
