@@ -23,9 +23,18 @@ fn uwsgi_ini(s: &Settings) -> PathBuf {
     s.path("NOVA_CONF_DIR").join("nova-metadata-uwsgi.ini")
 }
 
-/// nova.conf's `[neutron]` metadata options: nova answers the proxied requests
-/// neutron's metadata agent signs with the shared secret. Only with `n-api-meta`.
+/// nova.conf's `[neutron]` metadata options (with `n-api-meta`: nova answers the
+/// proxied requests neutron's metadata agent signs with the shared secret) and, with
+/// OVN's controller here, `[os_vif_ovs] ovsdb_connection`.
 pub(crate) fn neutron_options(doc: &mut IniDoc, s: &Settings) {
+    if s.is_enabled(&["ovn-controller"]) {
+        // os-vif's ovs plugin plugs guests' VIFs into br-int through this database.
+        doc.set(
+            "os_vif_ovs",
+            "ovsdb_connection",
+            crate::services::ovn::OVS_DB_SOCK,
+        );
+    }
     if !s.is_enabled(&[PROCESS]) {
         return;
     }
@@ -35,14 +44,6 @@ pub(crate) fn neutron_options(doc: &mut IniDoc, s: &Settings) {
         "metadata_proxy_shared_secret",
         s.str("METADATA_PROXY_SHARED_SECRET"),
     );
-    if s.is_enabled(&["ovn-controller"]) {
-        // os-vif's ovs plugin plugs guests' VIFs into br-int through this database.
-        doc.set(
-            "os_vif_ovs",
-            "ovsdb_connection",
-            crate::services::ovn::OVS_DB_SOCK,
-        );
-    }
 }
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
