@@ -665,6 +665,9 @@ pub(super) fn print_summary(run: &Run) {
                 run.host.top_dir.display()
             );
         }
+        if let Some(line) = crate::services::ovn_public::summary(&run.host) {
+            let _ = writeln!(text, "{line}");
+        }
     }
     if let Some(log) = run.host.log.path() {
         let _ = writeln!(text, "Log: {}", log.display());

@@ -143,6 +143,21 @@ pub(crate) fn setup(host: &mut Host, cidrs: &[String]) -> Result<(), ServiceErro
     Ok(())
 }
 
+/// The end-of-stack line: how to reach floating IPs (when the public side is ours).
+pub(crate) fn summary(host: &Host) -> Option<String> {
+    if let Some(ns) = host.ledger.fact(NETNS_FACT) {
+        return Some(format!(
+            "Floating IPs: from namespace {ns}: ip netns exec {ns} ssh cirros@<floating ip>"
+        ));
+    }
+    host.ledger.fact(HOST_ADDR_FACT).map(|v| {
+        format!(
+            "Floating IPs: from this host (public gateway {} in the root namespace)",
+            v.split('|').next().unwrap_or_default()
+        )
+    })
+}
+
 /// unstack: the veth pair, our namespace and the address we put on br-ex go; every
 /// failure is a warning (the rest still goes).
 pub(crate) fn remove(host: &mut Host) {
