@@ -172,9 +172,20 @@ fn random_uuid() -> String {
 
 /// A control program (`ovs-vsctl`, `ovn-nbctl`, ...) with its own timeout.
 pub(crate) fn ctl(host: &Host, program: &str) -> Cmd {
+    ctl_within(host, program, CTL_TIMEOUT)
+}
+
+/// A readiness probe's client: short, and retried by the wait loop. The first
+/// `ovs-vsctl show` against a just-started ovsdb-server hung until it was killed
+/// (5.4 s of ovsdb-server's start, socket already there); the next answered at once.
+fn probe_ctl(host: &Host, program: &str) -> Cmd {
+    ctl_within(host, program, Duration::from_secs(1))
+}
+
+fn ctl_within(host: &Host, program: &str, timeout: Duration) -> Cmd {
     host.cmd(program)
-        .arg(format!("--timeout={}", CTL_TIMEOUT.as_secs()))
-        .timeout(CTL_TIMEOUT + Duration::from_secs(2))
+        .arg(format!("--timeout={}", timeout.as_secs()))
+        .timeout(timeout + Duration::from_secs(1))
         .label(program)
 }
 
@@ -373,7 +384,7 @@ impl Daemon for OvnDaemon {
             }
         }
         match self.0 {
-            Part::OvsDb => daemon::probe_cmd(&ctl(host, "ovs-vsctl").arg("show")),
+            Part::OvsDb => daemon::probe_cmd(&probe_ctl(host, "ovs-vsctl").arg("show")),
             Part::Vswitchd => daemon::probe_cmd(&host.cmd("ovs-appctl").args([
                 "-T",
                 "5",
@@ -382,12 +393,12 @@ impl Daemon for OvnDaemon {
                 "version",
             ])),
             Part::NbDb => daemon::probe_cmd(
-                &ctl(host, "ovn-nbctl")
+                &probe_ctl(host, "ovn-nbctl")
                     .arg(format!("--db={NB_SOCK}"))
                     .arg("show"),
             ),
             Part::SbDb => daemon::probe_cmd(
-                &ctl(host, "ovn-sbctl")
+                &probe_ctl(host, "ovn-sbctl")
                     .arg(format!("--db={SB_SOCK}"))
                     .arg("show"),
             ),
@@ -419,11 +430,10 @@ fn chassis_registered(host: &Host) -> Result<(), String> {
         .filter(|v| !v.is_empty())
         .or_else(|| host.ledger.fact(SYSTEM_ID_FACT))
         .ok_or("no system-id")?;
-    let out = ctl(host, "ovn-sbctl")
+    let out = probe_ctl(host, "ovn-sbctl")
         .arg(format!("--db={}", sb_remote(&host.settings)))
         .args(["--bare", "--columns=name", "find", "Chassis"])
         .arg(format!("name={id}"))
-        .timeout(daemon::PROBE_TIMEOUT)
         .capture()
         .run()
         .map_err(|e| e.to_string())?;
