@@ -338,6 +338,119 @@ nothing_of_ours_left() {
     echo "no process, database or credentials file of ours left"
 }
 
+# --- networking (ML2/OVN) -----------------------------------------------------------
+
+initial_networks() {
+    local nets routers
+    nets=$(os_admin network list -f value -c Name)
+    routers=$(os_admin router list -f value -c Name)
+    echo "networks: $(tr '\n' ' ' <<<"$nets"); routers: $routers"
+    grep -qx private <<<"$nets" && grep -qx public <<<"$nets" && grep -qx router1 <<<"$routers"
+}
+
+chassis_registered() {
+    local agents
+    agents=$(os_admin network agent list -f value -c "Agent Type" -c Host -c Alive)
+    echo "$agents"
+    grep -q "^OVN Controller Gateway agent $(hostname) True$" <<<"$agents" &&
+        grep -q "^OVN Metadata agent $(hostname) True$" <<<"$agents"
+}
+
+# A stand-in guest: a veth pair, one end on br-int carrying the neutron port's id and
+# MAC (as os-vif plugs a VIF), the other in a namespace that takes DHCP from OVN with
+# busybox's udhcpc. Then a floating IP on that port answers ping from devstack-public.
+NS_GUEST=e2e-guest
+guest_port_dhcp_and_floating_ip() {
+    local port mac ip got fip
+    os_admin security group create e2e-sg -f value -c id >/dev/null
+    os_admin security group rule create --protocol icmp --ingress e2e-sg -f value -c id >/dev/null
+    port=$(os_admin port create --network private --security-group e2e-sg \
+        --host "$(hostname)" e2e-port -f value -c id)
+    mac=$(os_admin port show "$port" -f value -c mac_address)
+    ip=$(os_admin port show "$port" -f json -c fixed_ips |
+        python3 -c 'import json,sys; print([i["ip_address"] for i in json.load(sys.stdin)["fixed_ips"] if ":" not in i["ip_address"]][0])')
+    echo "port $port mac $mac ip $ip"
+    ip netns add "$NS_GUEST"
+    ip link add e2e-vif type veth peer name e2e-eth
+    ip link set e2e-eth netns "$NS_GUEST"
+    ip -n "$NS_GUEST" link set e2e-eth address "$mac"
+    ip -n "$NS_GUEST" link set lo up
+    ip -n "$NS_GUEST" link set e2e-eth up
+    ip link set e2e-vif up
+    ovs-vsctl add-port br-int e2e-vif -- set Interface e2e-vif \
+        "external_ids:iface-id=$port" external_ids:attached-mac="$mac" external_ids:iface-status=active
+    retry 60 port_active "$port"
+    cat >"$WORK/udhcpc.sh" <<'EOS'
+#!/bin/sh
+case $1 in
+bound|renew)
+    ip addr replace "$ip/$mask" dev "$interface"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; done
+    # Option 121 (OVN sends 169.254.169.254 via the metadata port): pairs of
+    # destination and gateway.
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do
+        [ "$2" = 0.0.0.0 ] || ip route replace "$1" via "$2" dev "$interface"
+        shift 2
+    done
+    echo "lease $ip" ;;
+esac
+EOS
+    chmod +x "$WORK/udhcpc.sh"
+    got=$(ip netns exec "$NS_GUEST" busybox udhcpc -i e2e-eth -n -q -t 10 -T 2 -s "$WORK/udhcpc.sh" 2>&1 |
+        sed -n 's/^lease //p')
+    echo "DHCP lease: $got (neutron says $ip)"
+    [[ $got == "$ip" ]] || return 1
+    # The metadata service answers the port's namespace through OVN's metadata port
+    # and the agent's haproxy (nova answers: no instance owns this port, so not 200).
+    retry 60 metadata_answers
+    fip=$(os_admin floating ip create public --port "$port" -f value -c floating_ip_address)
+    echo "floating IP $fip"
+    retry 60 ip netns exec devstack-public busybox ping -c1 -W2 "$fip"
+}
+
+metadata_answers() {
+    local answer
+    answer=$(printf 'GET /openstack HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n' |
+        ip netns exec "$NS_GUEST" busybox nc -w 5 169.254.169.254 80 | head -1) || true
+    echo "169.254.169.254 answered: ${answer:-nothing}"
+    [[ $answer == HTTP/1.* ]]
+}
+
+port_active() {
+    [[ $(os_admin port show "$1" -f value -c status) == ACTIVE ]]
+}
+
+remove_guest_port() {
+    ovs-vsctl --if-exists del-port br-int e2e-vif
+    ip link del e2e-vif 2>/dev/null || true
+    ip netns del "$NS_GUEST" 2>/dev/null || true
+    local fip
+    for fip in $(os_admin floating ip list -f value -c ID); do
+        os_admin floating ip delete "$fip"
+    done
+    os_admin port delete e2e-port
+    os_admin security group delete e2e-sg
+}
+
+no_network_of_ours_left() {
+    local left=0
+    # shellcheck disable=SC2009 # one pattern over whole command lines
+    if ps -eo stat,args | awk '$1 !~ /^Z/' | grep -E 'ovsdb-server|ovs-vswitchd|ovn-northd|ovn-controller|haproxy|neutron-' | grep -v grep; then
+        left=1
+    fi
+    for l in br-int br-ex ovs-netdev ds-pub-br e2e-vif; do
+        [[ ! -e /sys/class/net/$l ]] || {
+            echo "interface $l left" >&2
+            left=1
+        }
+    done
+    if ip netns list | grep -E 'devstack-public|ovnmeta-|e2e-guest'; then
+        left=1
+    fi
+    ((left == 0)) && echo "no OVS/OVN daemon, bridge or namespace of ours left"
+}
+
 # --- the run ------------------------------------------------------------------------
 
 FIXTURE=$(make_fixture)
@@ -358,6 +471,10 @@ step "compute service list (up, bounded wait)" retry 120 compute_services_up
 step "hypervisor list (fake)" retry 60 hypervisor_fake
 step "image upload" upload_image
 step "flavor create" create_flavor
+step "initial networks (private, public, router1)" retry 30 initial_networks
+step "OVN chassis and metadata agent" retry 60 chassis_registered
+step "a port on private: bound, DHCP lease, floating IP" guest_port_dhcp_and_floating_ip
+step "remove the stand-in guest" remove_guest_port
 step "server create --nic none --wait" create_server
 step "volume create, snapshot, attach, detach" volume_lifecycle
 step "tempest (identity token API tests)" tempest_identity
@@ -373,6 +490,7 @@ CLEAN_T0=$(date +%s.%N)
 step "clean" ./clean.sh
 CLEAN_TIME=$(elapsed "$CLEAN_T0")
 step "nothing of ours left" nothing_of_ours_left
+step "no network of ours left" no_network_of_ours_left
 
 printf '\nwall times: stack %s s, unstack %s s, clean %s s\n' \
     "$STACK_TIME" "$UNSTACK_TIME" "$CLEAN_TIME"

@@ -64,6 +64,16 @@ pub(crate) fn render(ledger: &Ledger) -> (String, bool) {
             );
         }
     }
+    // Which Open vSwitch datapath the stack chose (the userspace one where the
+    // kernel has no openvswitch module).
+    if let Some(dp) = ledger.fact("ovs-datapath") {
+        let what = if dp == "netdev" {
+            "userspace, no openvswitch kernel module"
+        } else {
+            "kernel"
+        };
+        let _ = writeln!(text, "Open vSwitch datapath: {dp} ({what})");
+    }
     (text, all_ok)
 }
 

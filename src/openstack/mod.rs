@@ -2,3 +2,4 @@
 
 pub mod accounts;
 pub(crate) mod keystone;
+pub(crate) mod neutron;

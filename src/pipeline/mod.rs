@@ -199,6 +199,18 @@ impl Run {
         Ok(())
     }
 
+    /// Reads back only `names` from the shell (what plugins may still change late).
+    pub(crate) fn sync_vars(&mut self, names: &[&str]) -> Result<(), ShellError> {
+        let (shell, mut host) = self.shell();
+        let vars = shell.read_vars(&mut host)?;
+        for name in names {
+            if let Some(v) = vars.get(*name) {
+                host.0.settings.set(name, v.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Assigns variables in the shell and in the settings.
     pub(crate) fn set_vars(&mut self, vars: &[(String, String)]) -> Result<(), ShellError> {
         let (shell, mut host) = self.shell();

@@ -451,6 +451,10 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             if matches!(mode, "override_defaults" | "source") {
                 run.sync_settings()?;
                 run.install_redactor();
+            } else if phase == Some("post-config") {
+                // DevStack writes neutron's service_plugins after post-config:
+                // plugins may add theirs up to then.
+                run.sync_vars(crate::services::neutron::LATE_VARS)?;
             }
             if mode == "source" && run.kind == Kind::Stack {
                 remember_settings(run);
@@ -993,6 +997,9 @@ pub(super) fn print_summary(run: &Run) {
                 "Credentials: source {}/openrc admin admin",
                 run.host.top_dir.display()
             );
+        }
+        if let Some(line) = crate::services::ovn_public::summary(&run.host) {
+            let _ = writeln!(text, "{line}");
         }
     }
     if let Some((at, reused)) = &run.resumed {

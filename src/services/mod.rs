@@ -24,8 +24,12 @@ pub(crate) mod keystone;
 pub(crate) mod memcached;
 pub(crate) mod mysql;
 pub(crate) mod neutron;
+pub(crate) mod neutron_networks;
 pub(crate) mod nova;
+pub(crate) mod nova_metadata;
 pub(crate) mod oslo;
+pub(crate) mod ovn;
+pub(crate) mod ovn_public;
 pub(crate) mod placement;
 pub(crate) mod postgresql;
 pub(crate) mod rabbit;
@@ -284,8 +288,10 @@ impl Registry {
             &keystone::Keystone,
             &glance::Glance,
             &placement::Placement,
+            &ovn::Ovn,
             &neutron::Neutron,
             &nova::Nova,
+            &nova_metadata::NovaMetadata,
             &cinder::Cinder,
             &tempest::Tempest,
             &credentials::Credentials,

@@ -5,6 +5,7 @@
 //! first `GET /v2.0/ports` of a fresh worker fails otherwise (an AttributeError from
 //! lazily configured models, seen with SQLAlchemy 2.0 and 2.1).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::config::settings::Settings;
@@ -41,6 +42,251 @@ fn state_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("neutron")
 }
 
+/// The variables plugins may still set in `stack post-config` (read back then).
+pub(crate) const LATE_VARS: &[&str] = &["Q_SERVICE_PLUGIN_CLASSES"];
+
+/// DevStack's process names for the OVN parts of neutron.
+pub(crate) const PERIODIC_WORKERS: &str = "neutron-periodic-workers";
+pub(crate) const MAINTENANCE_WORKER: &str = "neutron-ovn-maintenance-worker";
+pub(crate) const METADATA_AGENT: &str = "q-ovn-metadata-agent";
+
+/// ML2 with the OVN mechanism driver: `Q_AGENT=ovn` (DevStack's default) and OVN's
+/// central part enabled. Otherwise the API server alone, as before.
+pub(crate) fn ovn_mode(s: &Settings) -> bool {
+    s.get_or("Q_AGENT", "ovn") == "ovn" && s.is_enabled(&["ovn-northd"])
+}
+
+/// `[DEFAULT] service_plugins`: the L3 plugin, what DevStack's lib/neutron adds for
+/// the enabled `neutron-*`/`q-*` services, then `Q_SERVICE_PLUGIN_CLASSES` (what
+/// plugins added with `neutron_service_plugin_class_add`), each once.
+pub(crate) fn service_plugins(s: &Settings) -> String {
+    let mut list: Vec<String> = vec![if ovn_mode(s) { "ovn-router" } else { "router" }.into()];
+    for (services, plugin) in [
+        (&["neutron-segments", "q-segments"], "segments"),
+        (&["neutron-trunk", "q-trunk"], "trunk"),
+        (&["neutron-qos", "q-qos"], "qos"),
+        (
+            &["neutron-port-forwarding", "q-port-forwarding"],
+            "port_forwarding",
+        ),
+        (&["neutron-log", "q-log"], "log"),
+        (&["neutron-placement", "q-placement"], "placement"),
+    ] {
+        if s.is_enabled(services) {
+            list.push(plugin.into());
+        }
+    }
+    for extra in s.get_or("Q_SERVICE_PLUGIN_CLASSES", "").split(',') {
+        let extra = extra.trim();
+        if !extra.is_empty() && !list.iter().any(|p| p == extra) {
+            list.push(extra.into());
+        }
+    }
+    list.join(",")
+}
+
+/// ml2_conf.ini for OVN (DevStack's `neutron_plugin_configure_service` with
+/// `Q_AGENT=ovn`); option names as neutron 29 declares them.
+pub(crate) fn ml2_ovn(doc: &mut crate::ini::IniDoc, s: &Settings) {
+    let physnet = s.get_or("PUBLIC_PHYSICAL_NETWORK", "public");
+    doc.set("ml2", "type_drivers", "local,flat,vlan,geneve");
+    // neutron 29's name (tenant_network_types is its deprecated alias).
+    doc.set(
+        "ml2",
+        "project_network_types",
+        s.get_or("Q_ML2_TENANT_NETWORK_TYPE", "geneve"),
+    );
+    doc.set(
+        "ml2",
+        "mechanism_drivers",
+        s.get_or("Q_ML2_PLUGIN_MECHANISM_DRIVERS", "ovn"),
+    );
+    doc.set(
+        "ml2",
+        "extension_drivers",
+        s.get_or("Q_ML2_PLUGIN_EXT_DRIVERS", "port_security"),
+    );
+    doc.set("ml2", "overlay_ip_version", "4");
+    doc.set(
+        "ml2_type_geneve",
+        "vni_ranges",
+        s.get_or("ML2_VNI_RANGES", "1:65536"),
+    );
+    // OVN's geneve header (DevStack's value).
+    doc.set("ml2_type_geneve", "max_header_size", "38");
+    doc.set("ml2_type_flat", "flat_networks", physnet);
+    doc.set("ml2_type_vlan", "network_vlan_ranges", physnet);
+    doc.set("securitygroup", "enable_security_group", "True");
+    doc.set(
+        "ovn",
+        "ovn_nb_connection",
+        &crate::services::ovn::nb_remote(s),
+    );
+    doc.set(
+        "ovn",
+        "ovn_sb_connection",
+        &crate::services::ovn::sb_remote(s),
+    );
+    doc.set(
+        "ovn",
+        "ovn_l3_scheduler",
+        s.get_or("OVN_L3_SCHEDULER", "leastloaded"),
+    );
+    doc.set("ovn", "ovn_metadata_enabled", "True");
+    doc.set(
+        "ovn",
+        "enable_distributed_floating_ip",
+        if s.flag("ENABLE_DISTRIBUTED_FLOATING_IP", false) {
+            "True"
+        } else {
+            "False"
+        },
+    );
+    doc.set("ovn", "neutron_sync_mode", "log");
+}
+
+/// `$NEUTRON_CONF_DIR/neutron_ovn_metadata_agent.ini` (DevStack's name).
+pub(crate) fn metadata_agent_conf(s: &Settings) -> PathBuf {
+    Neutron::conf_dir(s).join("neutron_ovn_metadata_agent.ini")
+}
+
+/// The OVN metadata agent: it serves 169.254.169.254 in a namespace per network
+/// through haproxy, and asks nova's metadata API with the shared secret.
+pub(crate) fn metadata_agent(doc: &mut crate::ini::IniDoc, s: &Settings, state: &std::path::Path) {
+    oslo::common_defaults(doc, s);
+    doc.set("DEFAULT", "state_path", &state.display().to_string());
+    doc.set(
+        "DEFAULT",
+        "nova_metadata_host",
+        s.get_or("Q_META_DATA_IP", s.get_or("SERVICE_HOST", "127.0.0.1")),
+    );
+    doc.set("DEFAULT", "nova_metadata_port", "8775");
+    doc.set(
+        "DEFAULT",
+        "metadata_proxy_shared_secret",
+        s.str("METADATA_PROXY_SHARED_SECRET"),
+    );
+    doc.set("DEFAULT", "metadata_workers", "1");
+    doc.set("ovs", "ovsdb_connection", crate::services::ovn::OVS_DB_SOCK);
+    doc.set(
+        "ovn",
+        "ovn_sb_connection",
+        &crate::services::ovn::sb_remote(s),
+    );
+    doc.set("agent", "root_helper", "sudo");
+    privsep(doc, s, &[metadata_agent_conf(s)]);
+}
+
+/// The privsep daemons are started by path: `sudo` resets PATH, so a bare
+/// `privsep-helper` (in the venv) would not be found.
+fn privsep(doc: &mut crate::ini::IniDoc, s: &Settings, confs: &[PathBuf]) {
+    let helper = crate::system::python::venv_bin(s, "privsep-helper");
+    let files: String = confs.iter().fold(String::new(), |mut out, c| {
+        let _ = write!(out, " --config-file {}", c.display());
+        out
+    });
+    for section in [
+        "privsep",
+        "privsep_dhcp_release",
+        "privsep_ovs_vsctl",
+        "privsep_namespace",
+        "privsep_conntrack",
+        "privsep_link",
+    ] {
+        doc.set(
+            section,
+            "helper_command",
+            &format!("sudo {}{files}", helper.display()),
+        );
+    }
+}
+
+/// `--config-file` for neutron.conf, ml2_conf.ini and what plugins added with
+/// `neutron_server_config_add` (DevStack's `determine_config_files neutron-server`).
+fn server_config_args(s: &Settings) -> String {
+    let mut args = format!(
+        "--config-file {} --config-file {}",
+        conf(s).display(),
+        ml2_conf(s).display()
+    );
+    for extra in s
+        .get_or("Q_PLUGIN_EXTRA_CONF_FILES_ABS", "")
+        .split_whitespace()
+    {
+        let _ = write!(args, " --config-file {extra}");
+    }
+    args
+}
+
+/// The periodic workers, OVN's maintenance worker (it syncs neutron's database to
+/// OVN's and repairs drift) and the metadata agent, as DevStack starts them.
+fn start_ovn_workers(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let s = cx.host.settings.clone();
+    let bin = |n: &str| crate::system::python::venv_bin(&s, n).display().to_string();
+    let args = server_config_args(&s);
+    for (name, script) in [
+        (PERIODIC_WORKERS, "neutron-periodic-workers"),
+        (MAINTENANCE_WORKER, "neutron-ovn-maintenance-worker"),
+    ] {
+        let cmd = format!("exec {} {args}", bin(script));
+        oslo::start_process(cx.host, NAME, name, &cmd, &[], None)?;
+    }
+    if s.is_enabled(&[METADATA_AGENT, "q-ovn-agent"]) {
+        let cmd = format!(
+            "exec {} --config-file {} --config-file {}",
+            bin("neutron-ovn-metadata-agent"),
+            conf(&s).display(),
+            metadata_agent_conf(&s).display()
+        );
+        oslo::start_process(cx.host, NAME, METADATA_AGENT, &cmd, &[], None)?;
+    }
+    Ok(())
+}
+
+/// The OVN metadata agent leaves its haproxies (one per network, daemonised, their
+/// pids under `$state_path/external/pids`) and their `ovnmeta-<network>` namespaces
+/// behind when it stops: unstack stops those haproxies by pid (only processes whose
+/// name is haproxy) and deletes those namespaces (the veth pairs go with them).
+fn stop_metadata_proxies(host: &mut Host) {
+    let pids = state_dir(&host.settings).join("external/pids");
+    for entry in fs_err::read_dir(&pids).into_iter().flatten().flatten() {
+        let Some(pid) = fs_err::read_to_string(entry.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = fs_err::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "haproxy" {
+            host.note(&format!("neutron: stopping metadata haproxy {pid}"));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = fs_err::remove_file(entry.path());
+    }
+    let out = host
+        .cmd("ip")
+        .args(["netns", "list"])
+        .capture()
+        .allow_failure()
+        .run()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    for ns in out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("ovnmeta-"))
+    {
+        let _ = host
+            .cmd("ip")
+            .args(["netns", "del", ns])
+            .allow_failure()
+            .run();
+    }
+}
+
 /// One authenticated round of list requests, so every worker's models are set up
 /// before nova asks for ports.
 fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
@@ -74,19 +320,30 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, "neutron-api"],
-    after: &["keystone"],
+    after: &["keystone", "ovn"],
     catalog: &[CATALOG],
     python: &[Project {
         dist: "neutron",
         repo_var: "NEUTRON_REPO",
     }],
-    packages: uwsgi::PACKAGES,
+    packages: &["uwsgi-core", "uwsgi-plugin-python3", "haproxy"],
     defaults: &[
         ("NEUTRON_CONF_DIR", "/etc/neutron"),
+        ("Q_META_DATA_IP", "$SERVICE_HOST"),
+        ("ENABLE_DISTRIBUTED_FLOATING_IP", "False"),
+        ("OVN_L3_SCHEDULER", "leastloaded"),
+        ("OVN_L3_CREATE_PUBLIC_NETWORK", "True"),
+        ("PUBLIC_GATEWAY_IN_HOST", "False"),
+        ("PUBLIC_NAMESPACE", "devstack-public"),
         ("NEUTRON_CONF", "$NEUTRON_CONF_DIR/neutron.conf"),
     ],
     databases: &["neutron"],
-    processes: &[SERVICE],
+    processes: &[
+        SERVICE,
+        PERIODIC_WORKERS,
+        MAINTENANCE_WORKER,
+        METADATA_AGENT,
+    ],
     ..Descriptor::named(NAME, Layer::OpenStack)
 };
 
@@ -109,7 +366,7 @@ impl UwsgiApi for Neutron {
         oslo::write_conf(host, NAME, &conf(&s), |doc| {
             oslo::common_defaults(doc, &s);
             doc.set("DEFAULT", "core_plugin", "ml2");
-            doc.set("DEFAULT", "service_plugins", "router");
+            doc.set("DEFAULT", "service_plugins", &service_plugins(&s));
             doc.set("DEFAULT", "auth_strategy", "keystone");
             doc.set("DEFAULT", "state_path", &state.display().to_string());
             doc.set("DEFAULT", "api_paste_config", &paste.display().to_string());
@@ -118,9 +375,17 @@ impl UwsgiApi for Neutron {
                 "transport_url",
                 &crate::services::rabbit::transport_url(&s),
             );
-            // No agents and no compute notifications: the API server alone.
-            doc.set("DEFAULT", "notify_nova_on_port_status_changes", "False");
-            doc.set("DEFAULT", "notify_nova_on_port_data_changes", "False");
+            // Without OVN no port ever binds: the API server alone, no compute
+            // notifications. With OVN nova waits for network-vif-plugged.
+            let notify = if ovn_mode(&s) { "True" } else { "False" };
+            doc.set("DEFAULT", "notify_nova_on_port_status_changes", notify);
+            doc.set("DEFAULT", "notify_nova_on_port_data_changes", notify);
+            if ovn_mode(&s) {
+                // OVN has no RPC agents: no neutron-rpc-server (DevStack starts it
+                // unless rpc_workers is 0).
+                doc.set("DEFAULT", "rpc_workers", "0");
+                privsep(doc, &s, &[conf(&s), ml2_conf(&s)]);
+            }
             doc.set(
                 "database",
                 "connection",
@@ -134,13 +399,24 @@ impl UwsgiApi for Neutron {
             oslo::authtoken(doc, &s, NAME);
             oslo::keystoneauth(doc, &s, "nova", "nova");
         })?;
+        let with_ovn = ovn_mode(&s);
         oslo::write_conf(host, NAME, &ml2_conf(&s), |doc| {
-            doc.set("ml2", "type_drivers", "flat");
-            doc.set("ml2", "tenant_network_types", "");
-            doc.set("ml2", "mechanism_drivers", "");
-            doc.set("ml2", "extension_drivers", "port_security");
-            doc.set("ml2_type_flat", "flat_networks", "*");
+            if with_ovn {
+                ml2_ovn(doc, &s);
+            } else {
+                doc.set("ml2", "type_drivers", "flat");
+                doc.set("ml2", "tenant_network_types", "");
+                doc.set("ml2", "mechanism_drivers", "");
+                doc.set("ml2", "extension_drivers", "port_security");
+                doc.set("ml2_type_flat", "flat_networks", "*");
+            }
         })?;
+        if with_ovn && s.is_enabled(&[METADATA_AGENT, "q-ovn-agent"]) {
+            let state = state_dir(&s);
+            oslo::write_conf(host, NAME, &metadata_agent_conf(&s), |doc| {
+                metadata_agent(doc, &s, &state);
+            })?;
+        }
         oslo::copy_file(
             host,
             NAME,
@@ -181,13 +457,144 @@ impl UwsgiApi for Neutron {
                 .label("neutron-db-manage"),
         ]
     }
+    /// As DevStack's `configure_neutron_after_post_config`: service_plugins is written
+    /// again (replacing a post-config value) with what plugins added until then.
+    fn before_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let s = cx.host.settings.clone();
+        let path = conf(&s);
+        let mut doc = crate::ini::IniDoc::load(&path)
+            .map_err(|e| ServiceError::failed(NAME, e.to_string()))?;
+        doc.set("DEFAULT", "service_plugins", &service_plugins(&s));
+        doc.save(&path)
+            .map_err(|e| ServiceError::failed(NAME, e.to_string()))
+    }
+    fn after_stop(cx: &mut ServiceCtx<'_>) {
+        stop_metadata_proxies(cx.host);
+    }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![state_dir(settings)]
     }
     fn after_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        if ovn_mode(&cx.host.settings) {
+            start_ovn_workers(cx)?;
+        }
         if cx.host.settings.is_enabled(&["key"]) {
             warm_up(cx)?;
         }
+        if ovn_mode(&cx.host.settings) {
+            crate::services::neutron_networks::create_initial(cx)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ini::IniDoc;
+
+    fn settings(extra: &[(&str, &str)]) -> Settings {
+        let mut v: std::collections::BTreeMap<String, String> = [
+            (
+                "ENABLED_SERVICES",
+                "q-svc,ovn-northd,ovn-controller,q-ovn-metadata-agent",
+            ),
+            ("SERVICE_HOST", "10.0.0.5"),
+            ("NEUTRON_CONF_DIR", "/etc/neutron"),
+            ("NEUTRON_CONF", "/etc/neutron/neutron.conf"),
+            ("DEVSTACK_VENV", "/opt/stack/venv"),
+            ("METADATA_PROXY_SHARED_SECRET", "s3cret"),
+            ("DATA_DIR", "/opt/stack/data"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, val) in extra {
+            v.insert((*k).to_owned(), (*val).to_owned());
+        }
+        Settings::new(v)
+    }
+
+    #[test]
+    fn ml2_with_ovn_has_devstacks_options() {
+        let s = settings(&[]);
+        assert!(ovn_mode(&s));
+        let mut doc = IniDoc::default();
+        ml2_ovn(&mut doc, &s);
+        insta::assert_snapshot!(doc.render(), @r"
+        [ml2]
+        overlay_ip_version = 4
+        extension_drivers = port_security
+        mechanism_drivers = ovn
+        project_network_types = geneve
+        type_drivers = local,flat,vlan,geneve
+
+        [ml2_type_geneve]
+        max_header_size = 38
+        vni_ranges = 1:65536
+
+        [ml2_type_flat]
+        flat_networks = public
+
+        [ml2_type_vlan]
+        network_vlan_ranges = public
+
+        [securitygroup]
+        enable_security_group = True
+
+        [ovn]
+        neutron_sync_mode = log
+        enable_distributed_floating_ip = False
+        ovn_metadata_enabled = True
+        ovn_l3_scheduler = leastloaded
+        ovn_sb_connection = tcp:10.0.0.5:6642
+        ovn_nb_connection = tcp:10.0.0.5:6641
+        ");
+    }
+
+    #[test]
+    fn the_metadata_agent_knows_nova_ovs_and_the_southbound_db() {
+        let s = settings(&[]);
+        let mut doc = IniDoc::default();
+        metadata_agent(
+            &mut doc,
+            &s,
+            std::path::Path::new("/opt/stack/data/neutron"),
+        );
+        let text = doc.render();
+        for line in [
+            "nova_metadata_host = 10.0.0.5",
+            "nova_metadata_port = 8775",
+            "metadata_proxy_shared_secret = s3cret",
+            "ovsdb_connection = unix:/var/run/openvswitch/db.sock",
+            "ovn_sb_connection = tcp:10.0.0.5:6642",
+            "helper_command = sudo /opt/stack/venv/bin/privsep-helper --config-file /etc/neutron/neutron_ovn_metadata_agent.ini",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn service_plugins_follow_the_enabled_services_and_plugins() {
+        assert_eq!(service_plugins(&settings(&[])), "ovn-router");
+        let s = settings(&[
+            (
+                "ENABLED_SERVICES",
+                "q-svc,ovn-northd,neutron-trunk,q-qos,neutron-segments",
+            ),
+            (
+                "Q_SERVICE_PLUGIN_CLASSES",
+                "qos,networking_sfc.services.sfc.plugin.SfcPlugin",
+            ),
+        ]);
+        assert_eq!(
+            service_plugins(&s),
+            "ovn-router,segments,trunk,qos,networking_sfc.services.sfc.plugin.SfcPlugin"
+        );
+        // Without OVN: the API server alone, as before.
+        let s = settings(&[("ENABLED_SERVICES", "q-svc")]);
+        assert!(!ovn_mode(&s));
+        assert_eq!(service_plugins(&s), "router");
+        assert!(!ovn_mode(&settings(&[("Q_AGENT", "openvswitch")])));
     }
 }

@@ -137,6 +137,8 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         oslo::authtoken(doc, &s, NAME);
         oslo::keystoneauth(doc, &s, "placement", "placement");
         oslo::keystoneauth(doc, &s, "neutron", "neutron");
+        // Metadata through neutron's agent (n-api-meta): nova_metadata.rs.
+        crate::services::nova_metadata::neutron_options(doc, &s);
         oslo::keystoneauth(doc, &s, "service_user", NAME);
         doc.set("service_user", "send_service_user_token", "True");
     })?;

@@ -162,10 +162,16 @@ pub trait UwsgiApi: Sync {
     fn data_dirs(_settings: &Settings) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// Just before its API starts (neutron's late service_plugins).
+    fn before_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        Ok(())
+    }
     /// After the API answers (neutron's warm-up request).
     fn after_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
+    /// After its processes stopped (what they left behind: neutron's haproxies).
+    fn after_stop(_cx: &mut ServiceCtx<'_>) {}
 }
 
 impl<T: UwsgiApi> Service for T {
@@ -179,9 +185,15 @@ impl<T: UwsgiApi> Service for T {
         T::write_config(cx.host)
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        T::before_start(cx)?;
         let ini = T::uwsgi_ini(&cx.host.settings);
         start_api(cx.host, self.name(), T::PROCESS, &ini, T::PREFIX, T::PORT)?;
         T::after_start(cx)
+    }
+    fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
+        let result = oslo::stop_processes(cx.host, self.name(), self.descriptor().processes);
+        T::after_stop(cx);
+        result
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();

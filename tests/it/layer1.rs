@@ -447,3 +447,78 @@ fn status_fails_when_a_recorded_process_died() {
     assert_eq!(logs.stdout, "bye\n");
     tree.devstack(&["unstack"]).success();
 }
+
+/// Links of the root namespace whose name is `name`.
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+#[ignore = "starts Open vSwitch and OVN (root, /var/run/openvswitch, the machine's bridges): ./run_tests.sh runs it"]
+fn ovs_and_ovn_daemons_start_register_the_chassis_and_leave_nothing() {
+    let _guard = lock();
+    let tree = Tree::new();
+    tree.local_conf(
+        "disable_all_services\nenable_service ovn-northd ovn-controller",
+        "",
+    );
+    let t0 = std::time::Instant::now();
+    tree.devstack(&["stack"]).success();
+    eprintln!("stack ovs+ovn: {:.1} s", t0.elapsed().as_secs_f64());
+    let status = tree.devstack(&["status"]);
+    status.success();
+    for s in [
+        "ovsdb-server",
+        "ovs-vswitchd",
+        "ovn-ovsdb-server-nb",
+        "ovn-ovsdb-server-sb",
+        "ovn-northd",
+        "ovn-controller",
+    ] {
+        assert!(listed_running(&status.stdout, s), "{s}:\n{}", status.stdout);
+    }
+    let datapath = if Path::new("/sys/module/openvswitch").exists() {
+        "system"
+    } else {
+        "netdev"
+    };
+    assert!(
+        status.stdout.contains(&format!("datapath: {datapath}")),
+        "{}",
+        status.stdout
+    );
+    // The chassis registered, with this host's name and a geneve encap.
+    let (ok, chassis) = output(Command::new("ovn-sbctl").args(["--timeout=5", "show"]));
+    assert!(ok && chassis.contains("Encap geneve"), "{chassis}");
+    let (ok, dp) = output(Command::new("ovs-vsctl").args([
+        "--timeout=5",
+        "get",
+        "Bridge",
+        "br-int",
+        "datapath_type",
+    ]));
+    assert!(ok && dp.trim() == datapath, "{dp}");
+    let (ok, tcp) =
+        output(Command::new("ovn-nbctl").args(["--timeout=5", "--db=tcp:127.0.0.1:6641", "show"]));
+    assert!(ok, "the northbound database answers on tcp: {tcp}");
+    let pids = status_pids(&status.stdout);
+
+    // Plain unstack stops them (DevStack's stop_neutron stops OVN), bridges gone.
+    tree.devstack(&["unstack"]).success();
+    for (name, pid) in &pids {
+        assert!(!alive(*pid), "{name} (pid {pid}) still runs after unstack");
+    }
+    assert!(!link_exists("br-int"), "unstack left br-int");
+    assert!(!link_exists("ovs-netdev"), "unstack left ovs-netdev");
+    tree.devstack(&["clean"]).success();
+    assert!(!tree.dest.join("data/ovn").exists());
+    assert!(!tree.dest.join("data/ovs").exists());
+    for d in [
+        "ovsdb-server",
+        "ovs-vswitchd",
+        "ovn-northd",
+        "ovn-controller",
+    ] {
+        assert!(processes_matching(d).is_empty(), "{d} still runs");
+    }
+}
