@@ -19,7 +19,9 @@ pub(crate) mod daemon;
 pub(crate) mod database;
 pub(crate) mod glance;
 pub(crate) mod hypervisor;
+pub(crate) mod images;
 pub(crate) mod keystone;
+pub(crate) mod libvirt;
 pub(crate) mod memcached;
 pub(crate) mod mysql;
 pub(crate) mod neutron;
@@ -280,6 +282,7 @@ impl Registry {
             &nova::Nova,
             &credentials::Credentials,
             &hypervisor::HypervisorProbe,
+            &images::Images,
         ])
     }
 
