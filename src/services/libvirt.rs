@@ -40,6 +40,8 @@ pub(crate) const PACKAGES: &[&str] = &[
     // libvirt-python is built against these in the venv.
     "libvirt-dev",
     "pkg-config",
+    // nova builds the config drive ISO with it.
+    "genisoimage",
 ];
 /// Packages taken from `<codename>-backports` (they must match each other).
 pub(crate) const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils"];
@@ -48,6 +50,9 @@ pub(crate) const TEST_DOMAIN_PREFIX: &str = "devstack-rs-";
 const NOVA_XMLNS: &str = "http://openstack.org/xmlns/libvirt/nova/";
 /// The ledger fact holding the KVM probe's answer, keyed by kernel and QEMU.
 pub(crate) const PROBE_FACT: &str = "libvirt-virt-type";
+/// The ledger fact holding the virt type nova was configured with, and why (for
+/// `devstack status`).
+pub(crate) const IN_USE_FACT: &str = "libvirt-virt-type-in-use";
 /// The ledger fact holding `/dev/kvm`'s mode and group before we changed them.
 const KVM_MODE_FACT: &str = "libvirt-dev-kvm-mode";
 const DEV_KVM: &str = "/dev/kvm";
@@ -529,6 +534,15 @@ pub(crate) fn configure(host: &mut Host) -> Result<(), ServiceError> {
     );
     host.note(&text);
     host.progress.summary(&text);
+    host.ledger.set_fact(
+        IN_USE_FACT,
+        format!(
+            "{}, cpu_mode {} ({why})",
+            virt.as_str(),
+            cpu_mode(virt, s.str("LIBVIRT_CPU_MODE"))
+        ),
+    );
+    host.checkpoint();
     Ok(())
 }
 
@@ -780,6 +794,7 @@ pub(crate) fn cleanup(host: &mut Host) -> Result<(), ServiceError> {
         daemon::remove_daemon_log(&host.settings, name);
     }
     restore_kvm_mode(host);
+    host.ledger.forget_fact(IN_USE_FACT);
     host.checkpoint();
     Ok(())
 }
