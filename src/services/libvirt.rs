@@ -955,4 +955,115 @@ mod tests {
             daemon::service_timeout(&host.settings)
         );
     }
+
+    /// The domain the real test boots: the test image as a qcow2 overlay, the
+    /// serial console logged to a file by virtlogd (nova's shape), no network.
+    fn test_domain_xml(name: &str, disk: &Path, console: &Path) -> String {
+        format!(
+            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory>\
+             <vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\
+             <features><acpi/><apic/></features><clock offset='utc'/><devices>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
+             <serial type='pty'><log file='{}' append='off'/><target port='0'/></serial>\
+             <console type='pty'><target type='serial' port='0'/></console>\
+             <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
+             </devices></domain>",
+            disk.display(),
+            console.display()
+        )
+    }
+
+    /// The real thing: libvirtd and virtlogd under our supervisor, the test image
+    /// defined and booted to its login prompt, then stop (destroys it) and cleanup
+    /// (undefines it): no QEMU, no daemon and no domain of ours left.
+    #[test]
+    #[ignore = "real libvirtd and QEMU: needs root, the libvirt packages and the machine lock (run_tests.sh)"]
+    fn libvirtd_boots_the_test_image_and_leaves_nothing() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let lock = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("devstack-rs-layer1-tests.lock"))
+            .unwrap()
+            .into_parts()
+            .0;
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let progress: Arc<dyn crate::ui::Progress> =
+            Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
+        let log = Arc::new(crate::ui::log::RunLog::new(progress.clone()));
+        let mut host = Host::new(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            crate::state::Ledger::empty(dir.path()),
+            log,
+            progress,
+        );
+        host.supervisor = Box::new(crate::system::supervisor::OwnSupervisor::default());
+        host.settings = settings(
+            "n-cpu",
+            &[
+                ("LOGDIR", &dir.path().join("logs").display().to_string()),
+                ("TEST_IMAGE_DIR", "/var/cache/devstack-rs-test/test-image"),
+            ],
+        );
+        let image = images::ensure_built(&host).unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        host.cmd("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(image.file())
+            .arg(&disk)
+            .run()
+            .unwrap();
+        let console = dir.path().join("console.log");
+        let name = format!("{TEST_DOMAIN_PREFIX}test-{}", std::process::id());
+        let xml = dir.path().join("domain.xml");
+        fs_err::write(&xml, test_domain_xml(&name, &disk, &console)).unwrap();
+
+        start(&mut host).unwrap();
+        assert!(libvirtd_answers(&host));
+        virsh(&host).arg("define").arg(&xml).run().unwrap();
+        virsh(&host).args(["start", &name]).run().unwrap();
+        let t0 = Instant::now();
+        while !fs_err::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("login:")
+        {
+            assert!(t0.elapsed() < Duration::from_secs(180), "no login prompt");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            our_domains(&host, true).unwrap(),
+            std::slice::from_ref(&name)
+        );
+        let spawner = host.spawner.clone();
+        let qemu = |n: &str| {
+            spawner
+                .cmd("pgrep")
+                .args(["-f", &format!("guest={n}")])
+                .capture()
+                .allow_failure()
+                .run()
+                .map(|o| o.stdout.trim().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(!qemu(&name).is_empty(), "a QEMU process runs the guest");
+
+        stop(&mut host).unwrap();
+        assert!(qemu(&name).is_empty(), "QEMU survived stop");
+        assert!(!libvirtd_answers(&host), "libvirtd survived stop");
+        assert!(daemon::recorded(&host, "libvirtd").is_none());
+        assert!(daemon::recorded(&host, "virtlogd").is_none());
+
+        cleanup(&mut host).unwrap();
+        assert!(
+            !Path::new(&format!("/etc/libvirt/qemu/{name}.xml")).exists(),
+            "the domain is still defined"
+        );
+        assert!(!libvirtd_answers(&host), "cleanup left libvirtd running");
+    }
 }
