@@ -30,8 +30,12 @@ pub(super) fn install(host: &mut Host, _call: &Call) -> Reply {
     reply("install_nova_hypervisor", libvirt::install(host))
 }
 
+/// Also sets `LIBVIRT_TYPE` in the caller's shell to the virt type nova got.
 pub(super) fn configure(host: &mut Host, _call: &Call) -> Reply {
-    reply("configure_nova_hypervisor", libvirt::configure(host))
+    match libvirt::configure(host) {
+        Ok(virt) => Reply::ok().with_assign("LIBVIRT_TYPE", virt.as_str()),
+        Err(e) => reply("configure_nova_hypervisor", Err(e)),
+    }
 }
 
 pub(super) fn start(host: &mut Host, _call: &Call) -> Reply {

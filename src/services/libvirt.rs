@@ -422,10 +422,17 @@ fn run_kvm_probe(host: &Host, image: &images::TestImage) -> ProbeOutcome {
     outcome
 }
 
+/// The virt type the user asked for: what localrc or the environment set before
+/// stackrc's default (`LIBVIRT_TYPE_FROM_USER`); outside a run, `LIBVIRT_TYPE`.
+pub(crate) fn user_virt_type(s: &Settings) -> &str {
+    s.get("LIBVIRT_TYPE_FROM_USER")
+        .unwrap_or_else(|| s.str("LIBVIRT_TYPE"))
+}
+
 /// `[libvirt] virt_type` for this run, and why: `LIBVIRT_TYPE` when the user set
 /// it, else the cached or a new probe.
 pub(crate) fn virt_type(host: &mut Host) -> Result<(VirtType, String), ServiceError> {
-    match host.settings.str("LIBVIRT_TYPE") {
+    match user_virt_type(&host.settings) {
         "" => {}
         "kvm" => return Ok((VirtType::Kvm, "LIBVIRT_TYPE=kvm in localrc".into())),
         "qemu" => return Ok((VirtType::Qemu, "LIBVIRT_TYPE=qemu in localrc".into())),
@@ -510,9 +517,11 @@ pub(crate) fn nova_options(
     out
 }
 
-/// configure_nova_hypervisor: the driver and its options into `NOVA_CONF`.
-pub(crate) fn configure(host: &mut Host) -> Result<(), ServiceError> {
+/// configure_nova_hypervisor: the driver and its options into `NOVA_CONF`. Returns
+/// the virt type, which becomes `LIBVIRT_TYPE` (as DevStack's fallback to qemu).
+pub(crate) fn configure(host: &mut Host) -> Result<VirtType, ServiceError> {
     let (virt, why) = virt_type(host)?;
+    host.settings.set("LIBVIRT_TYPE", virt.as_str());
     let s = host.settings.clone();
     let conf = s.path("NOVA_CONF");
     let helper = format!(
@@ -543,7 +552,7 @@ pub(crate) fn configure(host: &mut Host) -> Result<(), ServiceError> {
         ),
     );
     host.checkpoint();
-    Ok(())
+    Ok(virt)
 }
 
 // ---------------------------------------------------------------------------------
@@ -848,6 +857,24 @@ mod tests {
         assert!(!kvm_failure(
             "warning: host doesn't support requested feature"
         ));
+    }
+
+    #[test]
+    fn only_a_virt_type_set_before_stackrcs_default_overrides_the_probe() {
+        // stackrc's default kvm, nothing from the user: probe.
+        let s = settings(
+            "n-cpu",
+            &[("LIBVIRT_TYPE", "kvm"), ("LIBVIRT_TYPE_FROM_USER", "")],
+        );
+        assert_eq!(user_virt_type(&s), "");
+        let s = settings(
+            "n-cpu",
+            &[("LIBVIRT_TYPE", "qemu"), ("LIBVIRT_TYPE_FROM_USER", "qemu")],
+        );
+        assert_eq!(user_virt_type(&s), "qemu");
+        // Outside a run (devstack __call), LIBVIRT_TYPE itself.
+        let s = settings("n-cpu", &[("LIBVIRT_TYPE", "kvm")]);
+        assert_eq!(user_virt_type(&s), "kvm");
     }
 
     #[test]
