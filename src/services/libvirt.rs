@@ -491,9 +491,9 @@ pub(crate) fn nova_options(
         // The cloud kernel of the test image has no AHCI: on q35 its config drive
         // would not show; `pc` is what the guest expects.
         ("libvirt", "hw_machine_type", "x86_64=pc".to_owned()),
-        // One host, no migration: libvirtd does not listen on TCP.
+        // One host, no live migration: libvirtd does not listen on TCP, and no
+        // migration URI points at a network.
         ("libvirt", "live_migration_scheme", "unix".to_owned()),
-        ("libvirt", "live_migration_tunnelled", "False".to_owned()),
     ];
     if mode == "custom" {
         out.push((
@@ -938,7 +938,6 @@ mod tests {
              [libvirt] images_type = qcow2\n\
              [libvirt] hw_machine_type = x86_64=pc\n\
              [libvirt] live_migration_scheme = unix\n\
-             [libvirt] live_migration_tunnelled = False\n\
              [DEFAULT] force_config_drive = True\n\
              [nova_sys_admin] helper_command = /v/bin/privsep-helper --config-file /c\n\
              [vif_plug_ovs_privileged] helper_command = /v/bin/privsep-helper --config-file /c\n\
