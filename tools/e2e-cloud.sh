@@ -26,7 +26,8 @@
 # Options (environment): E2E_KEEP_LOCALCONF=1 keeps an existing local.conf (it is
 # moved aside and restored otherwise); E2E_NO_CLEAN=1 skips the first clean (a warm
 # re-stack over a running cloud); E2E_LIBVIRT=0 skips phase 5, E2E_LIBVIRT_ONLY=1 runs
-# only phase 5.
+# only phase 5; E2E_KEEP_ON_FAILURE=1 leaves a failed cloud running (by default a
+# failure ends with unstack --all and clean).
 
 set -o errexit -o nounset -o pipefail
 
@@ -58,7 +59,9 @@ step() {
     shift
     say "$name"
     t0=$(date +%s.%N)
-    "$@" || rc=$?
+    # Without fd 9 (the lock): the daemons a stack starts must not hold the lock
+    # after this script ends.
+    "$@" 9>&- || rc=$?
     printf -- '--- %s: %s s (exit %d)\n' "$name" "$(elapsed "$t0")" "$rc"
     if [[ $rc -ne 0 ]]; then
         echo "FAIL: $name" >&2
@@ -82,6 +85,12 @@ retry() {
 
 cleanup() {
     local rc=$?
+    # A failed run still leaves the machine as it found it (unless asked not to).
+    if [[ $rc -ne 0 && -z ${E2E_KEEP_ON_FAILURE:-} ]]; then
+        say "teardown after the failure"
+        ./unstack.sh --all 9>&- || true
+        ./clean.sh 9>&- || true
+    fi
     if [[ -n $SAVED_LOCALCONF && -f $SAVED_LOCALCONF ]]; then
         mv -f "$SAVED_LOCALCONF" "$TOP_DIR/local.conf"
     elif [[ -z ${E2E_KEEP_LOCALCONF:-} ]]; then
@@ -373,7 +382,7 @@ no_domain_of_ours_left() {
 libvirt_phase() {
     write_libvirt_localconf
     say "clean (best effort)"
-    ./clean.sh || echo "(clean before the libvirt phase failed; going on)"
+    ./clean.sh 9>&- || echo "(clean before the libvirt phase failed; going on)"
     local t0
     t0=$(date +%s.%N)
     step "stack (VIRT_DRIVER=libvirt)" ./stack.sh
@@ -411,7 +420,7 @@ write_localconf "$FIXTURE"
 
 if [[ -z ${E2E_NO_CLEAN:-} ]]; then
     say "clean (best effort)"
-    ./clean.sh || echo "(clean before the test failed; going on)"
+    ./clean.sh 9>&- || echo "(clean before the test failed; going on)"
 fi
 
 STACK_T0=$(date +%s.%N)

@@ -80,7 +80,7 @@ if [[ -n ${BENCH_COLD_CAPS:-} ]]; then
     rm -f /var/cache/libvirt/qemu/capabilities/*.xml
 fi
 t0=$(now)
-./stack.sh >"$WORK/stack.log" 2>&1 || {
+./stack.sh >"$WORK/stack.log" 2>&1 9>&- || {
     tail -40 "$WORK/stack.log"
     exit 1
 }
