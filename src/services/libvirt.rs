@@ -174,6 +174,19 @@ fn venv_has_libvirt(host: &Host) -> bool {
 
 /// install_nova_hypervisor.
 pub(crate) fn install(host: &mut Host) -> Result<(), ServiceError> {
+    install_packages(host)?;
+    if !venv_has_libvirt(host) {
+        let reqs = [crate::system::python::Req::Pypi("libvirt-python".into())];
+        crate::system::python::install(&mut host.machine(), &reqs, false)
+            .map_err(|e| ServiceError::caused(NAME, "installing libvirt-python", e))?;
+    }
+    // The KVM probe boots it; the images step uploads it.
+    images::ensure_built(host)?;
+    Ok(())
+}
+
+/// libvirt and QEMU from Debian, QEMU from the backports suite.
+pub(crate) fn install_packages(host: &mut Host) -> Result<(), ServiceError> {
     let target = ensure_backports(host)?;
     let back: Vec<String> = BACKPORTS_PACKAGES.iter().map(|p| (*p).to_owned()).collect();
     let missing: Vec<String> = {
@@ -192,13 +205,6 @@ pub(crate) fn install(host: &mut Host) -> Result<(), ServiceError> {
     }
     let pkgs: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
     crate::system::packages::install(&mut host.machine(), &pkgs).map_err(package_err)?;
-    if !venv_has_libvirt(host) {
-        let reqs = [crate::system::python::Req::Pypi("libvirt-python".into())];
-        crate::system::python::install(&mut host.machine(), &reqs, false)
-            .map_err(|e| ServiceError::caused(NAME, "installing libvirt-python", e))?;
-    }
-    // The KVM probe boots it; the images step uploads it.
-    images::ensure_built(host)?;
     Ok(())
 }
 
@@ -1004,7 +1010,7 @@ mod tests {
     /// defined and booted to its login prompt, then stop (destroys it) and cleanup
     /// (undefines it): no QEMU, no daemon and no domain of ours left.
     #[test]
-    #[ignore = "real libvirtd and QEMU: needs root, the libvirt packages and the machine lock (run_tests.sh)"]
+    #[ignore = "real libvirtd and QEMU: needs root (installs the libvirt packages) and takes the machine lock (run_tests.sh)"]
     fn libvirtd_boots_the_test_image_and_leaves_nothing() {
         use std::os::unix::fs::PermissionsExt as _;
         let lock = fs_err::OpenOptions::new()
@@ -1037,6 +1043,8 @@ mod tests {
                 ("TEST_IMAGE_DIR", "/var/cache/devstack-rs-test/test-image"),
             ],
         );
+        // What install_nova_hypervisor installs (a no-op when present).
+        install_packages(&mut host).unwrap();
         let image = images::ensure_built(&host).unwrap();
         let disk = dir.path().join("disk.qcow2");
         host.cmd("qemu-img")
