@@ -17,11 +17,17 @@
 #      image upload; a flavor; `server create --nic none --wait` ACTIVE; delete it;
 #   3. a second ./stack.sh over the unchanged cloud skips init and start, and the cloud
 #      still answers;
-#   4. ./unstack.sh --all, then ./clean.sh: no process and no database of ours left.
+#   4. ./unstack.sh --all, then ./clean.sh: no process and no database of ours left;
+#   5. (VIRT_DRIVER=libvirt, while fake stays the default) a second cloud with a
+#      local.conf setting VIRT_DRIVER=libvirt: the default image boots on the default
+#      flavor (`--nic none`), `login:` shows in `openstack console log show`, the server
+#      is deleted; after unstack no QEMU process, after clean no libvirt domain of ours.
 #
 # Options (environment): E2E_KEEP_LOCALCONF=1 keeps an existing local.conf (it is
 # moved aside and restored otherwise); E2E_NO_CLEAN=1 skips the first clean (a warm
-# re-stack over a running cloud).
+# re-stack over a running cloud); E2E_LIBVIRT=0 skips phase 5, E2E_LIBVIRT_ONLY=1 runs
+# only phase 5; E2E_KEEP_ON_FAILURE=1 leaves a failed cloud running (by default a
+# failure ends with unstack --all and clean).
 
 set -o errexit -o nounset -o pipefail
 
@@ -53,7 +59,9 @@ step() {
     shift
     say "$name"
     t0=$(date +%s.%N)
-    "$@" || rc=$?
+    # Without fd 9 (the lock): the daemons a stack starts must not hold the lock
+    # after this script ends.
+    "$@" 9>&- || rc=$?
     printf -- '--- %s: %s s (exit %d)\n' "$name" "$(elapsed "$t0")" "$rc"
     if [[ $rc -ne 0 ]]; then
         echo "FAIL: $name" >&2
@@ -77,6 +85,12 @@ retry() {
 
 cleanup() {
     local rc=$?
+    # A failed run still leaves the machine as it found it (unless asked not to).
+    if [[ $rc -ne 0 && -z ${E2E_KEEP_ON_FAILURE:-} ]]; then
+        say "teardown after the failure"
+        ./unstack.sh --all 9>&- || true
+        ./clean.sh 9>&- || true
+    fi
     if [[ -n $SAVED_LOCALCONF && -f $SAVED_LOCALCONF ]]; then
         mv -f "$SAVED_LOCALCONF" "$TOP_DIR/local.conf"
     elif [[ -z ${E2E_KEEP_LOCALCONF:-} ]]; then
@@ -303,7 +317,7 @@ nothing_of_ours_left() {
     # uwsgi, nova, mysqld/mariadbd, beam (rabbit), memcached that we started (zombies
     # are not running: PID 1 here may be slow to reap them).
     # shellcheck disable=SC2009 # one pattern over whole command lines
-    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|nova-(conductor|scheduler|compute)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached' |
+    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|nova-(conductor|scheduler|compute)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached|/usr/sbin/(libvirtd|virtlogd)|qemu-system' |
         grep -v -E 'grep|devstack-rs-test' || true)
     if [[ -n $procs ]]; then
         echo "processes left:" >&2
@@ -451,14 +465,124 @@ no_network_of_ours_left() {
     ((left == 0)) && echo "no OVS/OVN daemon, bridge or namespace of ours left"
 }
 
+# --- phase 5: real guests (libvirt) -------------------------------------------------
+
+DEFAULT_IMAGE=cirros-0.6.3-x86_64-disk
+
+write_libvirt_localconf() {
+    if [[ -z ${E2E_KEEP_LOCALCONF:-} ]]; then
+        cat >"$TOP_DIR/local.conf" <<EOS
+[[local|localrc]]
+VIRT_DRIVER=libvirt
+EOS
+    fi
+}
+
+hypervisor_qemu() {
+    local list
+    list=$(os_admin hypervisor list -f value -c "Hypervisor Type" -c State)
+    echo "$list"
+    grep -q "^QEMU up$" <<<"$list"
+}
+
+default_image_and_flavors() {
+    os_admin image show "$DEFAULT_IMAGE" -f value -c status -c visibility -c disk_format
+    [[ $(os_admin image show "$DEFAULT_IMAGE" -f value -c status) == active ]] || return 1
+    local flavors
+    flavors=$(os_admin flavor list --all -f value -c Name | sort | tr '\n' ' ')
+    echo "flavors: $flavors"
+    for f in m1.tiny m1.small m1.medium m1.large m1.xlarge cirros256 ds512M ds1G ds2G ds4G; do
+        grep -qw -- "$f" <<<"$flavors" || {
+            echo "flavor $f is missing" >&2
+            return 1
+        }
+    done
+}
+
+create_libvirt_server() {
+    os_admin server create --flavor m1.tiny --image "$DEFAULT_IMAGE" --nic none --wait \
+        e2e-lv -f value -c status
+    [[ $(os_admin server show e2e-lv -f value -c status) == ACTIVE ]] || return 1
+    local inst
+    inst=$(os_admin server show e2e-lv -f value -c OS-EXT-SRV-ATTR:instance_name)
+    echo "instance $inst"
+    # A real QEMU process runs the guest.
+    pgrep -af "qemu-system-x86_64 .*guest=$inst" | cut -c1-160
+}
+
+console_login() {
+    os_admin console log show e2e-lv 2>/dev/null | grep -m1 'login:'
+}
+
+delete_libvirt_server() {
+    os_admin server delete --wait e2e-lv
+}
+
+no_qemu_left() {
+    if pgrep -a qemu-system; then
+        echo "QEMU processes left after unstack" >&2
+        return 1
+    fi
+    if pgrep -ax 'libvirtd|virtlogd'; then
+        echo "libvirt daemons left after unstack" >&2
+        return 1
+    fi
+    echo "no QEMU process, no libvirtd or virtlogd"
+}
+
+# libvirtd is stopped here: its persistent domain definitions are files.
+no_domain_of_ours_left() {
+    local left
+    left=$(grep -l 'http://openstack.org/xmlns/libvirt/nova/' /etc/libvirt/qemu/*.xml 2>/dev/null || true)
+    if [[ -n $left ]]; then
+        echo "libvirt domains of ours left: $left" >&2
+        return 1
+    fi
+    echo "no libvirt domain of ours left"
+}
+
+libvirt_phase() {
+    write_libvirt_localconf
+    say "clean (best effort)"
+    ./clean.sh 9>&- || echo "(clean before the libvirt phase failed; going on)"
+    local t0
+    t0=$(date +%s.%N)
+    step "stack (VIRT_DRIVER=libvirt)" ./stack.sh
+    LIBVIRT_STACK_TIME=$(elapsed "$t0")
+    step "hypervisor list (QEMU)" retry 90 hypervisor_qemu
+    step "default image and DevStack's flavors" default_image_and_flavors
+    t0=$(date +%s.%N)
+    step "server create --nic none --wait (libvirt)" create_libvirt_server
+    step "login prompt in the console log" retry 180 console_login
+    LIBVIRT_BOOT_TIME=$(elapsed "$t0")
+    step "server delete (libvirt)" delete_libvirt_server
+    step "unstack --all (libvirt)" ./unstack.sh --all
+    step "no QEMU process left" no_qemu_left
+    step "clean (libvirt)" ./clean.sh
+    step "no libvirt domain of ours left" no_domain_of_ours_left
+    step "nothing of ours left (libvirt)" nothing_of_ours_left
+    printf '\nlibvirt phase: stack %s s, server create to login prompt %s s\n' \
+        "$LIBVIRT_STACK_TIME" "$LIBVIRT_BOOT_TIME"
+}
+
 # --- the run ------------------------------------------------------------------------
+
+if [[ -n ${E2E_LIBVIRT_ONLY:-} ]]; then
+    if [[ -f $TOP_DIR/local.conf && -z ${E2E_KEEP_LOCALCONF:-} ]]; then
+        SAVED_LOCALCONF=$WORK/local.conf.saved
+        cp -f "$TOP_DIR/local.conf" "$SAVED_LOCALCONF"
+    fi
+    libvirt_phase
+    echo "e2e: PASS"
+    exit 0
+fi
 
 FIXTURE=$(make_fixture)
 write_localconf "$FIXTURE"
 
 if [[ -z ${E2E_NO_CLEAN:-} ]]; then
     say "clean (best effort)"
-    ./clean.sh || echo "(clean before the test failed; going on)"
+    ./clean.sh 9>&- || echo "(clean before the test failed; going on)"
 fi
 
 STACK_T0=$(date +%s.%N)
@@ -494,4 +618,7 @@ step "no network of ours left" no_network_of_ours_left
 
 printf '\nwall times: stack %s s, unstack %s s, clean %s s\n' \
     "$STACK_TIME" "$UNSTACK_TIME" "$CLEAN_TIME"
+if [[ ${E2E_LIBVIRT:-1} != 0 ]]; then
+    libvirt_phase
+fi
 echo "e2e: PASS"

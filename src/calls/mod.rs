@@ -14,6 +14,7 @@ use crate::ui::{TermProgress, Verbosity};
 
 mod core;
 mod keystone;
+mod libvirt;
 mod packages;
 mod process;
 mod python;
@@ -72,6 +73,12 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "keystone-get-or-add-user-domain-role", handler: keystone::serve, usage: "get_or_add_user_domain_role ROLE USER DOMAIN" },
     Op { name: "keystone-create-service-user", handler: keystone::serve, usage: "create_service_user NAME [ROLE]" },
     Op { name: "keystone-create-accounts", handler: keystone::create_accounts, usage: "keystone-create-accounts" },
+    // lib/nova_plugins/hypervisor-libvirt
+    Op { name: "libvirt-install", handler: libvirt::install, usage: "install_nova_hypervisor" },
+    Op { name: "libvirt-configure", handler: libvirt::configure, usage: "configure_nova_hypervisor" },
+    Op { name: "libvirt-start", handler: libvirt::start, usage: "start_nova_hypervisor" },
+    Op { name: "libvirt-stop", handler: libvirt::stop, usage: "stop_nova_hypervisor" },
+    Op { name: "libvirt-cleanup", handler: libvirt::cleanup, usage: "cleanup_nova_hypervisor" },
 ];
 
 /// The op of that name.

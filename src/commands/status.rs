@@ -74,6 +74,9 @@ pub(crate) fn render(ledger: &Ledger) -> (String, bool) {
         };
         let _ = writeln!(text, "Open vSwitch datapath: {dp} ({what})");
     }
+    if let Some(virt) = ledger.fact(crate::services::libvirt::IN_USE_FACT) {
+        let _ = writeln!(text, "hypervisor: libvirt, virt_type {virt}");
+    }
     (text, all_ok)
 }
 
@@ -169,6 +172,24 @@ mod tests {
             text.contains("stopped")
                 && text.contains("127.0.0.1:1")
                 && text.contains("/nonexistent/p.log"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_libvirt_virt_type_in_use_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::empty(dir.path());
+        let (text, _) = render(&ledger);
+        assert!(!text.contains("hypervisor:"), "{text}");
+        ledger.set_fact(
+            crate::services::libvirt::IN_USE_FACT,
+            "qemu, cpu_mode none (KVM failed: KVM internal error)",
+        );
+        let (text, ok) = render(&ledger);
+        assert!(ok);
+        assert!(
+            text.contains("hypervisor: libvirt, virt_type qemu, cpu_mode none (KVM failed"),
             "{text}"
         );
     }

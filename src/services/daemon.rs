@@ -44,6 +44,10 @@ pub(crate) trait Daemon: Sync {
     fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError>;
     /// A real client round trip, with its own short timeout.
     fn probe(&self, host: &Host) -> Result<(), String>;
+    /// How long its first answer may take (libvirtd probes QEMU on its first start).
+    fn ready_timeout(&self, settings: &Settings) -> Duration {
+        service_timeout(settings)
+    }
     /// Its processes under our supervisor, in stop order (rabbit before its epmd).
     fn processes(&self) -> Vec<&'static str> {
         vec![self.names().name]
@@ -66,7 +70,7 @@ pub(crate) fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceE
     check_ports(name, &addr, &ports)?;
     daemon.prepare(host)?;
     let spec = daemon.spec(host)?;
-    let timeout = service_timeout(&host.settings);
+    let timeout = daemon.ready_timeout(&host.settings);
     launch_ready(host, name, &spec, timeout, probe_what, probe)
 }
 

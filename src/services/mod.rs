@@ -20,7 +20,9 @@ pub(crate) mod daemon;
 pub(crate) mod database;
 pub(crate) mod glance;
 pub(crate) mod hypervisor;
+pub(crate) mod images;
 pub(crate) mod keystone;
+pub(crate) mod libvirt;
 pub(crate) mod memcached;
 pub(crate) mod mysql;
 pub(crate) mod neutron;
@@ -296,6 +298,7 @@ impl Registry {
             &tempest::Tempest,
             &credentials::Credentials,
             &hypervisor::HypervisorProbe,
+            &images::Images,
         ])
     }
 
@@ -413,7 +416,17 @@ mod tests {
         let s = settings(crate::config::settings::DEFAULT_SERVICES);
         let reg = Registry::builtin();
         let types: Vec<&str> = reg.catalog(&s).iter().map(|c| c.service_type).collect();
-        assert_eq!(types, ["image", "placement", "network", "compute"]);
+        assert_eq!(
+            types,
+            [
+                "image",
+                "placement",
+                "network",
+                "compute",
+                "block-storage",
+                "volumev3"
+            ]
+        );
         let dists: Vec<&str> = reg.python_projects(&s).iter().map(|p| p.dist).collect();
         assert_eq!(
             dists,
@@ -422,7 +435,8 @@ mod tests {
                 "glance",
                 "openstack-placement",
                 "neutron",
-                "nova"
+                "nova",
+                "cinder"
             ]
         );
         let s = settings("key,g-api");

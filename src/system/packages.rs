@@ -79,6 +79,15 @@ pub(crate) fn install(
     host: &mut Machine<'_>,
     packages: &[String],
 ) -> Result<Vec<String>, PackageError> {
+    install_from(host, packages, None)
+}
+
+/// [`install`], from a target release (`-t bookworm-backports`) when given.
+pub(crate) fn install_from(
+    host: &mut Machine<'_>,
+    packages: &[String],
+    target: Option<&str>,
+) -> Result<Vec<String>, PackageError> {
     let wanted: Vec<String> = packages
         .iter()
         .filter(|p| !p.is_empty())
@@ -109,6 +118,7 @@ pub(crate) fn install(
             "install",
             "--no-install-recommends",
         ])
+        .args(target.map(|t| ["-t", t]).into_iter().flatten())
         .args(&missing)
         .run();
     if guard {

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Tree, recording_hook};
+use crate::{Tree, project_root, recording_hook};
 
 const POINTS_STACK: &[&str] = &[
     "override_defaults",
@@ -409,6 +409,56 @@ fn hypervisor_plugin_functions_are_called_at_novas_points() {
     assert!(pos("10-a.sh unstack") < pos("hv stop_nova_hypervisor"));
     assert!(pos("hv stop_nova_hypervisor") < pos("10-a.sh clean"));
     assert!(pos("10-a.sh clean") < pos("hv cleanup_nova_hypervisor"));
+}
+
+/// The shipped libvirt plugin, its ops recorded instead of done (a `_ds_call`
+/// defined after the file's own functions): each of its five functions sends its
+/// op at nova's point.
+#[test]
+fn the_libvirt_plugin_sends_its_five_ops_at_novas_points() {
+    let t = Tree::new();
+    let dir = t.top.parent().unwrap().join("nova_plugins");
+    let shipped =
+        std::fs::read_to_string(project_root().join("lib/nova_plugins/hypervisor-libvirt"))
+            .unwrap();
+    let text = format!(
+        "{shipped}\n# test: record each op instead of doing it\n\
+         _ds_call() {{ while [[ $1 == -v ]]; do shift 2; done; echo \"op $1\" >> \"$TRACE_FILE\"; }}\n"
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hypervisor-libvirt"), text).unwrap();
+    t.local_conf(
+        &format!("disable_all_services\nenable_service test-hypervisor\nNOVA_PLUGINS={}\nVIRT_DRIVER=libvirt", dir.display()),
+        "",
+    );
+    t.extras("10-a.sh", &recording_hook("10-a.sh", &[]));
+    t.devstack(&["stack"]).success();
+    let lines = t.trace_lines();
+    let ops: Vec<&String> = lines.iter().filter(|l| l.starts_with("op ")).collect();
+    assert_eq!(
+        ops,
+        [
+            "op libvirt-install",
+            "op libvirt-configure",
+            "op libvirt-start"
+        ]
+    );
+    let pos = |lines: &[String], s: &str| {
+        lines
+            .iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("{s} missing: {lines:#?}"))
+    };
+    assert!(pos(&lines, "10-a.sh stack pre-install") < pos(&lines, "op libvirt-install"));
+    assert!(pos(&lines, "op libvirt-configure") < pos(&lines, "10-a.sh stack install"));
+    assert!(pos(&lines, "10-a.sh stack post-config") < pos(&lines, "op libvirt-start"));
+    assert!(pos(&lines, "op libvirt-start") < pos(&lines, "10-a.sh stack extra"));
+    std::fs::remove_file(&t.trace).unwrap();
+    t.devstack(&["clean"]).success();
+    let lines = t.trace_lines();
+    assert!(pos(&lines, "10-a.sh unstack") < pos(&lines, "op libvirt-stop"));
+    assert!(pos(&lines, "op libvirt-stop") < pos(&lines, "10-a.sh clean"));
+    assert!(pos(&lines, "10-a.sh clean") < pos(&lines, "op libvirt-cleanup"));
 }
 
 #[test]
