@@ -94,6 +94,19 @@ pub struct Settings {
     vars: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// Settings from literal pairs (tests).
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+}
+
 impl Settings {
     pub fn new(vars: BTreeMap<String, String>) -> Self {
         Self { vars }
