@@ -45,7 +45,7 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("API_WORKERS", "1"),
     ("DATABASE_TYPE", "mysql"),
     ("DATABASE_HOST", "$SERVICE_HOST"),
-    ("DATABASE_USER", "devstack"),
+    ("DATABASE_USER", "root"),
     ("RABBIT_USERID", "stackrabbit"),
     ("RABBIT_HOST", "$SERVICE_HOST"),
     ("MEMCACHE_SERVERS", "$SERVICE_HOST:11211"),

@@ -17,6 +17,7 @@ use crate::system::python::Project;
 pub(crate) mod credentials;
 pub(crate) mod daemon;
 pub(crate) mod database;
+pub(crate) mod frontproxy;
 pub(crate) mod glance;
 pub(crate) mod hypervisor;
 pub(crate) mod keystone;
@@ -273,6 +274,7 @@ impl Registry {
             &postgresql::Postgresql,
             &rabbit::Rabbit,
             &memcached::Memcached,
+            &frontproxy::FrontProxy,
             &keystone::Keystone,
             &glance::Glance,
             &placement::Placement,
@@ -429,6 +431,7 @@ mod tests {
             prefix: "PROBE",
             default_port: 9999,
             path: "/v1",
+            route: "",
         }],
         python: &[Project {
             dist: "probe-server",
@@ -483,7 +486,14 @@ mod tests {
         let names: Vec<&str> = reg.enabled(&s).map(Service::name).collect();
         assert_eq!(
             names,
-            ["mysql", "memcached", "keystone", "credentials", "probe"]
+            [
+                "mysql",
+                "memcached",
+                "apache2",
+                "keystone",
+                "credentials",
+                "probe"
+            ]
         );
         assert!(reg.packages(&s).contains(&"probe-tools".to_owned()));
         let reqs = crate::system::python::requirements(&s, &reg.python_projects(&s), &[]);

@@ -12,7 +12,7 @@ use crate::context::Host;
 use crate::context::ServiceCtx;
 use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::uwsgi::{self, Route, UwsgiApi, WsgiApp};
 use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
@@ -49,7 +49,8 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         .keystone()
         .and_then(|c| c.token().map(str::to_owned))
         .map_err(|e| ServiceError::failed(NAME, format!("warm-up token: {e}")))?;
-    let base = oslo::probe_url(&cx.host.settings, PREFIX, PORT);
+    let base =
+        crate::services::frontproxy::probe_url(&cx.host.settings, &format!("{}/", ROUTE.path));
     let workers = cx.host.settings.number("API_WORKERS", 1).max(1);
     for _ in 0..workers {
         for path in ["v2.0/networks", "v2.0/ports", "v2.0/ports"] {
@@ -62,6 +63,13 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// DevStack's `write_uwsgi_config … /networking "" neutron-api`.
+const ROUTE: Route = Route {
+    site: "neutron-api",
+    path: "/networking",
+    socket: true,
+};
+
 pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "neutron",
     service_type: "network",
@@ -69,7 +77,8 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     extra_role: Some("admin"),
     prefix: PREFIX,
     default_port: PORT,
-    path: "/",
+    path: "",
+    route: ROUTE.path,
 };
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
@@ -95,6 +104,7 @@ impl UwsgiApi for Neutron {
     const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
+    const ROUTE: Option<Route> = Some(ROUTE);
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("NEUTRON_CONF_DIR")
     }
@@ -155,7 +165,7 @@ impl UwsgiApi for Neutron {
         };
         let app = WsgiApp {
             wsgi: "neutron.wsgi.api:application".into(),
-            http: oslo::listen(&s, PREFIX, PORT),
+            http: uwsgi::bind(&s, Some(ROUTE), PREFIX, PORT),
             venv: crate::system::python::venv_dir(&host.settings),
             env: vec![
                 ("OS_NEUTRON_CONFIG_DIR".into(), dir.display().to_string()),
