@@ -169,6 +169,10 @@ pub(super) fn frontproxy_op(host: &mut Host, call: &Call) -> Reply {
                 || crate::services::daemon::use_systemctl()
             {
                 frontproxy::reload(host, "restart_apache_server")
+            } else if host.mode == crate::context::Mode::Standalone {
+                // Outside a run with no stack up: nothing to restart (a script's
+                // call must not start a server the ledger would then own).
+                Ok(())
             } else {
                 frontproxy::start_server(host)
             }

@@ -24,6 +24,7 @@ pub(crate) mod keystone;
 pub(crate) mod memcached;
 pub(crate) mod mysql;
 pub(crate) mod neutron;
+pub(crate) mod neutron_plugin_api;
 pub(crate) mod nova;
 pub(crate) mod oslo;
 pub(crate) mod placement;

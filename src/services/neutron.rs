@@ -12,6 +12,7 @@ use crate::context::Host;
 use crate::context::ServiceCtx;
 use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
+use crate::services::neutron_plugin_api;
 use crate::services::uwsgi::{self, Route, UwsgiApi, WsgiApp};
 use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
@@ -148,7 +149,11 @@ impl UwsgiApi for Neutron {
             doc.set("ml2", "type_drivers", "flat");
             doc.set("ml2", "tenant_network_types", "");
             doc.set("ml2", "mechanism_drivers", "");
-            doc.set("ml2", "extension_drivers", "port_security");
+            doc.set(
+                "ml2",
+                "extension_drivers",
+                &neutron_plugin_api::ext_drivers(&s),
+            );
             doc.set("ml2_type_flat", "flat_networks", "*");
         })?;
         oslo::copy_file(
@@ -193,6 +198,17 @@ impl UwsgiApi for Neutron {
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![state_dir(settings)]
+    }
+    fn before_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let s = cx.host.settings.clone();
+        neutron_plugin_api::after_post_config(
+            cx.host,
+            NAME,
+            &conf(&s),
+            &ml2_conf(&s),
+            &Neutron::uwsgi_ini(&s),
+            "router",
+        )
     }
     fn after_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         if cx.host.settings.is_enabled(&["key"]) {

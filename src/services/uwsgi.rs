@@ -241,6 +241,11 @@ pub trait UwsgiApi: Sync {
     fn data_dirs(_settings: &Settings) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// After local.conf's post-config sections, before the API starts (neutron's
+    /// plugin additions).
+    fn before_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        Ok(())
+    }
     /// After the API answers (neutron's warm-up request).
     fn after_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
@@ -262,6 +267,7 @@ impl<T: UwsgiApi> Service for T {
         }
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        T::before_start(cx)?;
         let ini = T::uwsgi_ini(&cx.host.settings);
         match T::ROUTE {
             Some(route) if route.socket => {
