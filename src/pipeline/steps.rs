@@ -661,6 +661,9 @@ pub(super) fn print_summary(run: &Run) {
                 run.host.top_dir.display()
             );
         }
+        if s.is_enabled(&["horizon"]) {
+            let _ = writeln!(text, "{}", crate::services::horizon::summary(s));
+        }
     }
     if let Some(log) = run.host.log.path() {
         let _ = writeln!(text, "Log: {}", log.display());

@@ -19,6 +19,7 @@ pub(crate) mod daemon;
 pub(crate) mod database;
 pub(crate) mod frontproxy;
 pub(crate) mod glance;
+pub(crate) mod horizon;
 pub(crate) mod hypervisor;
 pub(crate) mod keystone;
 pub(crate) mod memcached;
@@ -281,6 +282,7 @@ impl Registry {
             &placement::Placement,
             &neutron::Neutron,
             &nova::Nova,
+            &horizon::Horizon,
             &credentials::Credentials,
             &hypervisor::HypervisorProbe,
         ])

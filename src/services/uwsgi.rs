@@ -68,7 +68,8 @@ pub(crate) fn ini_text(app: &WsgiApp) -> String {
     if app.http.starts_with('/') {
         // DevStack's form B: the front proxy (running as another user) connects.
         let _ = writeln!(t, "socket = {}", app.http);
-        t.push_str("chmod-socket = 666\n");
+        // vacuum: the socket goes with the server (clean leaves nothing behind).
+        t.push_str("chmod-socket = 666\nvacuum = true\n");
     } else {
         let _ = writeln!(t, "http-socket = {}", app.http);
     }
