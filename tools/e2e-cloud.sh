@@ -21,7 +21,10 @@
 #
 # Options (environment): E2E_KEEP_LOCALCONF=1 keeps an existing local.conf (it is
 # moved aside and restored otherwise); E2E_NO_CLEAN=1 skips the first clean (a warm
-# re-stack over a running cloud).
+# re-stack over a running cloud); E2E_HORIZON=1 enables horizon and adds the browser
+# test (Debian's headless chromium + chromedriver, Selenium from PyPI in a venv of
+# the test's own): log in as admin, Project > Compute > Instances lists the server,
+# screenshot saved in E2E_ARTIFACTS (default $TOP_DIR/e2e-artifacts).
 
 set -o errexit -o nounset -o pipefail
 
@@ -198,6 +201,7 @@ write_localconf() {
 [[local|localrc]]
 # The default services, plus the e2e plugin fixture.
 enable_plugin e2e-fixture file://$fixture
+${E2E_HORIZON:+enable_service horizon}
 
 # Merged into the real nova.conf after 'stack post-config', before nova starts: the
 # server created below must carry this name.
@@ -338,6 +342,24 @@ database_root_login() {
         mariadb -N -e 'SELECT 1'
 }
 
+# The dashboard in a real browser (E2E_HORIZON=1): tools/horizon-browser-test.py.
+dashboard_browser() {
+    local venv=$WORK/selenium-venv uv shots=${E2E_ARTIFACTS:-$TOP_DIR/e2e-artifacts}
+    uv=$(command -v uv || echo "${DEST:-/opt/stack}/.uv-venv/bin/uv")
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || {
+        echo "Debian's chromium and chromium-driver are needed (run_tests.sh installs them)" >&2
+        return 1
+    }
+    "$uv" venv -q --python /usr/bin/python3 "$venv"
+    "$uv" pip install -q --python "$venv/bin/python3" selenium
+    mkdir -p "$shots"
+    local project
+    project=$(os_admin project show admin -f value -c id)
+    ADMIN_PASSWORD=$(sed -n 's/^ADMIN_PASSWORD=//p' "${DEST:-/opt/stack}/data/.devstack-passwords") \
+        "$venv/bin/python3" "$TOP_DIR/tools/horizon-browser-test.py" \
+        "http://127.0.0.1/dashboard/" "$project" e2e-vm "$shots/horizon-instances.png"
+}
+
 no_password_in_logs() {
     local dest=${DEST:-/opt/stack} name value found=0
     local pwfile=$dest/data/.devstack-passwords logdir=$dest/logs
@@ -439,6 +461,9 @@ step "hypervisor list (fake)" retry 60 hypervisor_fake
 step "image upload" upload_image
 step "flavor create" create_flavor
 step "server create --nic none --wait" create_server
+if [[ -n ${E2E_HORIZON:-} ]]; then
+    step "dashboard: browser login, Instances lists the server" dashboard_browser
+fi
 step "demo user sees the catalog" os_demo catalog list -f value -c Type
 step "server delete" delete_server
 step "no password in any log" no_password_in_logs
