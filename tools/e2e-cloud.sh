@@ -80,6 +80,14 @@ retry() {
 
 cleanup() {
     local rc=$?
+    # A failed run must not leave its cloud up: the servers inherited the machine
+    # lock's descriptor, so they would hold the lock for ever (E2E_KEEP_CLOUD=1 keeps
+    # it for a look, and the lock with it).
+    if ((rc != 0)) && [[ -z ${E2E_KEEP_CLOUD:-} && -n ${STACKED:-} ]]; then
+        say "teardown after the failure"
+        ./unstack.sh --all >/dev/null 2>&1 || true
+        ./clean.sh >/dev/null 2>&1 || true
+    fi
     if [[ -n $SAVED_LOCALCONF && -f $SAVED_LOCALCONF ]]; then
         mv -f "$SAVED_LOCALCONF" "$TOP_DIR/local.conf"
     elif [[ -z ${E2E_KEEP_LOCALCONF:-} ]]; then
@@ -448,6 +456,7 @@ if [[ -z ${E2E_NO_CLEAN:-} ]]; then
 fi
 
 STACK_T0=$(date +%s.%N)
+STACKED=1
 step "stack" ./stack.sh
 STACK_TIME=$(elapsed "$STACK_T0")
 

@@ -178,6 +178,8 @@ pub(crate) fn main_conf_text(l: &Layout) -> String {
     // Site files written for Debian's Apache use these names.
     let _ = writeln!(t, "Define APACHE_LOG_DIR {}", l.log_dir.display());
     let _ = writeln!(t, "Define APACHE_RUN_DIR {}", run.display());
+    // mod_mime's table: Debian's (media-types), as the distro's apache2.conf has it.
+    t.push_str("TypesConfig /etc/mime.types\n");
     t.push_str(
         "Timeout 300\n\
          KeepAlive On\n\
