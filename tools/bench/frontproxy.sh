@@ -12,7 +12,8 @@
 #   3. the login page under uWSGI: first request (Django start) and warm.
 #
 # Usage: flock /tmp/devstack-rs-layer1-tests.lock tools/bench/frontproxy.sh
-# Environment: BENCH_PORT (default 15192; 15100-15199 is ours), SKIP_HORIZON=1.
+# Environment: BENCH_PORT (default 15192; 15100-15199 is ours), SKIP_HORIZON=1,
+# ONLY_INSTALL=1 (part 2 alone: it starts no server, so it needs no machine lock).
 # Needs: apache2 + libapache2-mod-proxy-uwsgi, uwsgi-core + uwsgi-plugin-python3, curl,
 # and uv (the stack's, $DEST/.uv-venv/bin/uv, or on PATH).
 
@@ -52,6 +53,7 @@ plugin=$(find /usr/lib/uwsgi/plugins -name 'python3*_plugin.so' -printf '%f\n' |
 plugin=${plugin%_plugin.so}
 
 # --- 1. the proxy ---
+if [[ -z ${ONLY_INSTALL:-} ]]; then
 mkdir -p "$WORK/run" "$WORK/sites" "$WORK/htdocs"
 cat >"$WORK/app.py" <<'EOS'
 def application(env, start):
@@ -109,6 +111,8 @@ for target in "http://127.0.0.1:$PORT/app/x" "http://127.0.0.1:$((PORT + 1))/x";
     echo "proxy: 200 sequential GETs (curl each) to $target: $(elapsed "$t0" "$t1") s"
 done
 
+fi
+
 [[ -n ${SKIP_HORIZON:-} ]] && exit 0
 
 # --- 2. horizon ---
@@ -147,6 +151,8 @@ t1=$(now)
 "$venv/bin/django-admin" compress --force >/dev/null
 t2=$(now)
 echo "horizon: collectstatic $(elapsed "$t0" "$t1") s, compress $(elapsed "$t1" "$t2") s ($(du -sh "$WORK/horizon/static" | cut -f1)); a re-stack with the same venv skips both"
+
+[[ -n ${ONLY_INSTALL:-} ]] && exit 0
 
 # --- 3. the login page ---
 uwsgi --plugins-dir /usr/lib/uwsgi/plugins --plugin "$plugin" --virtualenv "$venv" \
