@@ -207,8 +207,10 @@ write_localconf() {
     if [[ -z ${E2E_KEEP_LOCALCONF:-} ]]; then
         cat >"$TOP_DIR/local.conf" <<EOS
 [[local|localrc]]
-# The default services, plus the e2e plugin fixture.
+# The default services, plus the e2e plugin fixture (re-fetched: an older fixture
+# may sit in \$DEST from an earlier run).
 enable_plugin e2e-fixture file://$fixture
+RECLONE=True
 ${E2E_HORIZON:+enable_service horizon}
 
 # Merged into the real nova.conf after 'stack post-config', before nova starts: the
