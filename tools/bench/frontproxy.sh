@@ -75,6 +75,7 @@ User www-data
 Group www-data
 $modules
 ErrorLog "$WORK/error.log"
+TypesConfig /etc/mime.types
 DocumentRoot "$WORK/htdocs"
 IncludeOptional "$WORK/sites/*.conf"
 EOS
@@ -88,7 +89,7 @@ t0=$(now)
 apache2 -f "$WORK/apache2.conf" -DFOREGROUND >"$WORK/apache.log" 2>&1 &
 apid=$!
 PIDS+=("$apid")
-until_up "http://127.0.0.1:$PORT/"
+until_up "http://127.0.0.1:$PORT/" || { cat "$WORK/apache.log" "$WORK/error.log" >&2; exit 1; }
 t1=$(now)
 echo "proxy: apache2 start to first answer: $(elapsed "$t0" "$t1") s"
 until_up "http://127.0.0.1:$((PORT + 1))/"
