@@ -92,7 +92,7 @@ PIDS+=("$apid")
 until_up "http://127.0.0.1:$PORT/" || { cat "$WORK/apache.log" "$WORK/error.log" >&2; exit 1; }
 t1=$(now)
 echo "proxy: apache2 start to first answer: $(elapsed "$t0" "$t1") s"
-until_up "http://127.0.0.1:$((PORT + 1))/"
+until_up "http://127.0.0.1:$((PORT + 1))/" || { cat "$WORK/uwsgi.log" >&2; exit 1; }
 echo "ProxyPass \"/two\" \"unix:$WORK/app.socket|uwsgi://uwsgi-uds-two\" retry=0 acquire=1 " >"$WORK/sites/two.conf"
 t0=$(now)
 apache2 -t -f "$WORK/apache2.conf" 2>/dev/null
