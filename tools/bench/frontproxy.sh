@@ -80,7 +80,7 @@ DocumentRoot "$WORK/htdocs"
 IncludeOptional "$WORK/sites/*.conf"
 EOS
 uwsgi --plugins-dir /usr/lib/uwsgi/plugins --plugin "$plugin" --wsgi-file "$WORK/app.py" \
-    --socket "$WORK/app.socket" --chmod-socket 666 --http-socket "127.0.0.1:$((PORT + 1))" \
+    --socket "$WORK/app.socket" --chmod-socket=666 --http-socket "127.0.0.1:$((PORT + 1))" \
     --master --processes 2 --add-header 'Connection: close' >"$WORK/uwsgi.log" 2>&1 &
 PIDS+=($!)
 echo "ProxyPass \"/app\" \"unix:$WORK/app.socket|uwsgi://uwsgi-uds-app\" retry=0 acquire=1 " >"$WORK/sites/app.conf"
