@@ -28,6 +28,10 @@
 # re-stack over a running cloud); E2E_LIBVIRT=0 skips phase 5, E2E_LIBVIRT_ONLY=1 runs
 # only phase 5; E2E_KEEP_ON_FAILURE=1 leaves a failed cloud running (by default a
 # failure ends with unstack --all and clean).
+# E2E_HORIZON=1 enables horizon and adds the browser
+# test (Debian's headless chromium + chromedriver, Selenium from PyPI in a venv of
+# the test's own): log in as admin, Project > Compute > Instances lists the server,
+# screenshot saved in E2E_ARTIFACTS (default $TOP_DIR/e2e-artifacts).
 
 set -o errexit -o nounset -o pipefail
 
@@ -105,22 +109,94 @@ trap cleanup EXIT
 
 make_fixture() {
     local repo=$WORK/e2e-fixture
-    mkdir -p "$repo/devstack"
+    mkdir -p "$repo/devstack" "$repo/e2efixture"
+    # A small WSGI app behind keystonemiddleware's auth_token, as service APIs are.
+    cat >"$repo/pyproject.toml" <<'EOS'
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "e2efixture"
+version = "1.0"
+
+[tool.setuptools]
+packages = ["e2efixture"]
+EOS
+    cat >"$repo/e2efixture/__init__.py" <<'EOS'
+EOS
+    cat >"$repo/e2efixture/wsgi.py" <<'EOS'
+"""The e2e fixture's API: answers JSON to requests with a valid keystone token."""
+import json
+import os
+
+from keystonemiddleware import auth_token
+from oslo_config import cfg
+
+
+def _app(environ, start_response):
+    body = json.dumps({
+        "fixture": "ok",
+        "identity": environ.get("HTTP_X_IDENTITY_STATUS"),
+        "project": environ.get("HTTP_X_PROJECT_NAME"),
+        "script_name": environ.get("SCRIPT_NAME"),
+        "path_info": environ.get("PATH_INFO"),
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+def _make():
+    conf = cfg.ConfigOpts()
+    conf([], project="e2efixture",
+         default_config_files=[os.environ.get("E2E_FIXTURE_CONF",
+                                              "/etc/e2efixture/e2efixture.conf")])
+    return auth_token.AuthProtocol(_app, {"oslo_config_config": conf})
+
+
+application = _make()
+EOS
     cat >"$repo/devstack/settings" <<'EOS'
 # shellcheck shell=bash
-E2E_FIXTURE_PORT=${E2E_FIXTURE_PORT:-9999}
+# As real service plugins: the service's names, dirs and files, and its services on.
+E2E_FIXTURE_DIR=$DEST/e2e-fixture
+E2E_FIXTURE_CONF_DIR=/etc/e2efixture
+E2E_FIXTURE_CONF=$E2E_FIXTURE_CONF_DIR/e2efixture.conf
+E2E_FIXTURE_UWSGI_CONF=$E2E_FIXTURE_CONF_DIR/e2efixture-api-uwsgi.ini
+E2E_FIXTURE_STATE=$DATA_DIR/e2efixture
+enable_service e2e-api e2e-worker
 EOS
     cat >"$repo/devstack/plugin.sh" <<'EOS'
 # shellcheck shell=bash
-# The e2e fixture: registers its own service account, service and endpoint through
-# DevStack's bash functions, and records the ids it got.
-if [[ $1 == stack && $2 == extra ]]; then
+# The e2e fixture, written the way real service plugins are: its WSGI app installed
+# with setup_develop, served by uWSGI on a socket behind the front proxy at
+# /e2e-fixture (write_uwsgi_config with a URL path), its database, service user,
+# catalog entry and auth_token config, and a worker process.
+if [[ $1 == stack && $2 == install ]]; then
+    setup_develop "$E2E_FIXTURE_DIR"
+elif [[ $1 == stack && $2 == post-config ]]; then
+    sudo install -d -o "$STACK_USER" "$E2E_FIXTURE_CONF_DIR" "$E2E_FIXTURE_STATE"
+    recreate_database e2efixture
+    iniset "$E2E_FIXTURE_CONF" database connection "$(database_connection_url e2efixture)"
+    configure_keystone_authtoken_middleware "$E2E_FIXTURE_CONF" e2efixture
+    setup_logging "$E2E_FIXTURE_CONF"
+    write_uwsgi_config "$E2E_FIXTURE_UWSGI_CONF" e2efixture.wsgi:application /e2e-fixture "" e2e-api
+    iniset "$E2E_FIXTURE_UWSGI_CONF" uwsgi env "E2E_FIXTURE_CONF=$E2E_FIXTURE_CONF"
+elif [[ $1 == stack && $2 == extra ]]; then
     e2e_user=$(create_service_user e2efixture)
     e2e_service=$(get_or_create_service e2efixture e2e-fixture "devstack-rs e2e fixture")
     e2e_endpoint=$(get_or_create_endpoint e2e-fixture "$REGION_NAME" \
-        "http://$SERVICE_HOST:$E2E_FIXTURE_PORT/")
+        "$SERVICE_PROTOCOL://$SERVICE_HOST/e2e-fixture")
     echo "e2e fixture: user $e2e_user service $e2e_service endpoint $e2e_endpoint"
     [[ -n $e2e_user && -n $e2e_service && -n $e2e_endpoint ]]
+    run_process e2e-api "$(command -v uwsgi) --procname-prefix e2e-api --ini $E2E_FIXTURE_UWSGI_CONF"
+    run_process e2e-worker "/bin/bash -c 'while sleep 2; do date >$E2E_FIXTURE_STATE/heartbeat; done'"
+elif [[ $1 == unstack ]]; then
+    stop_process e2e-api
+    stop_process e2e-worker
+    remove_uwsgi_config "$E2E_FIXTURE_UWSGI_CONF" e2e-api
+elif [[ $1 == clean ]]; then
+    sudo rm -rf "$E2E_FIXTURE_CONF_DIR" "$E2E_FIXTURE_STATE"
 fi
 EOS
     git -C "$repo" init -q
@@ -138,8 +214,11 @@ write_localconf() {
     if [[ -z ${E2E_KEEP_LOCALCONF:-} ]]; then
         cat >"$TOP_DIR/local.conf" <<EOS
 [[local|localrc]]
-# The default services, plus the e2e plugin fixture.
+# The default services, plus the e2e plugin fixture (re-fetched: an older fixture
+# may sit in \$DEST from an earlier run).
 enable_plugin e2e-fixture file://$fixture
+RECLONE=True
+${E2E_HORIZON:+enable_service horizon}
 
 # Merged into the real nova.conf after 'stack post-config', before nova starts: the
 # server created below must carry this name.
@@ -279,6 +358,70 @@ delete_server() {
 
 # No password (generated, kept 0600 in $DATA_DIR) may appear in any log: ours or
 # the services' own.
+# DevStack's URL layout: every core API behind the front proxy on port 80, by path.
+urls_behind_the_proxy() {
+    local urls
+    urls=$(os_admin endpoint list --interface public -f value -c URL)
+    echo "$urls"
+    local path
+    for path in /identity /image /placement /networking /compute/v2.1 /e2e-fixture; do
+        grep -q "^http://[^/:]*$path\$" <<<"$urls" || {
+            echo "no endpoint at $path on port 80" >&2
+            return 1
+        }
+    done
+}
+
+# The fixture's API answers through the proxy's path route: 401 without a token,
+# its JSON with an admin token (auth_token confirmed it), with SCRIPT_NAME set.
+fixture_api() {
+    local url token code body
+    url=$(os_admin endpoint list --service e2e-fixture --interface public -f value -c URL)
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/things")
+    [[ $code == 401 ]] || {
+        echo "without a token: HTTP $code (want 401)" >&2
+        return 1
+    }
+    token=$(os_admin token issue -f value -c id)
+    body=$(curl -sf -H "X-Auth-Token: $token" "$url/v1/things") || {
+        echo "GET $url/v1/things with a token failed" >&2
+        return 1
+    }
+    echo "$body"
+    grep -q '"identity": "Confirmed"' <<<"$body" &&
+        grep -q '"script_name": "/e2e-fixture"' <<<"$body" &&
+        grep -q '"path_info": "/v1/things"' <<<"$body" &&
+        [[ -s ${DEST:-/opt/stack}/data/e2efixture/heartbeat ]]
+}
+
+# DATABASE_USER is root, reachable with the password over TCP, and ~/.my.cnf is
+# DevStack's (0600).
+database_root_login() {
+    local pw
+    pw=$(sed -n 's/^DATABASE_PASSWORD=//p' "${DEST:-/opt/stack}/data/.devstack-passwords")
+    MYSQL_PWD=$pw mariadb --no-defaults -uroot -h127.0.0.1 -N -e 'SELECT CURRENT_USER()' &&
+        [[ $(stat -c %a "$HOME/.my.cnf") == 600 ]] &&
+        mariadb -N -e 'SELECT 1'
+}
+
+# The dashboard in a real browser (E2E_HORIZON=1): tools/horizon-browser-test.py.
+dashboard_browser() {
+    local venv=$WORK/selenium-venv uv shots=${E2E_ARTIFACTS:-$TOP_DIR/e2e-artifacts}
+    uv=$(command -v uv || echo "${DEST:-/opt/stack}/.uv-venv/bin/uv")
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || {
+        echo "Debian's chromium and chromium-driver are needed (run_tests.sh installs them)" >&2
+        return 1
+    }
+    "$uv" venv -q --python /usr/bin/python3 "$venv"
+    "$uv" pip install -q --python "$venv/bin/python3" selenium
+    mkdir -p "$shots"
+    local project
+    project=$(os_admin project show admin -f value -c id)
+    ADMIN_PASSWORD=$(sed -n 's/^ADMIN_PASSWORD=//p' "${DEST:-/opt/stack}/data/.devstack-passwords") \
+        "$venv/bin/python3" "$TOP_DIR/tools/horizon-browser-test.py" \
+        "http://127.0.0.1/dashboard/" "$project" e2e-vm "$shots/horizon-instances.png"
+}
+
 no_password_in_logs() {
     local dest=${DEST:-/opt/stack} name value found=0
     local pwfile=$dest/data/.devstack-passwords logdir=$dest/logs
@@ -317,7 +460,7 @@ nothing_of_ours_left() {
     # uwsgi, nova, mysqld/mariadbd, beam (rabbit), memcached that we started (zombies
     # are not running: PID 1 here may be slow to reap them).
     # shellcheck disable=SC2009 # one pattern over whole command lines
-    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|nova-(conductor|scheduler|compute)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached|/usr/sbin/(libvirtd|virtlogd)|qemu-system' |
+    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|uwsgi --procname-prefix|nova-(conductor|scheduler|compute)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached|/usr/sbin/(libvirtd|virtlogd)|qemu-system|/usr/sbin/apache2' |
         grep -v -E 'grep|devstack-rs-test' || true)
     if [[ -n $procs ]]; then
         echo "processes left:" >&2
@@ -327,7 +470,7 @@ nothing_of_ours_left() {
     # MariaDB keeps a database as a directory of its datadir: checked with the server
     # stopped too (unstack --all stopped it).
     local db
-    for db in keystone glance placement neutron nova_api nova_cell0 nova_cell1 cinder; do
+    for db in keystone glance placement neutron nova_api nova_cell0 nova_cell1 cinder e2efixture; do
         if [[ -d /var/lib/mysql/$db ]]; then
             echo "database $db left in /var/lib/mysql" >&2
             return 1
@@ -335,7 +478,7 @@ nothing_of_ours_left() {
     done
     if command -v mariadb >/dev/null && [[ -S /run/mysqld/mysqld.sock ]]; then
         dbs=$(mariadb -u root -N -e 'SHOW DATABASES' 2>/dev/null |
-            grep -E '^(keystone|glance|placement|neutron|nova_api|nova_cell0|nova_cell1|cinder)$' || true)
+            grep -E '^(keystone|glance|placement|neutron|nova_api|nova_cell0|nova_cell1|cinder|e2efixture)$' || true)
         if [[ -n $dbs ]]; then
             echo "databases left: $dbs" >&2
             return 1
@@ -349,6 +492,14 @@ nothing_of_ours_left() {
         echo "cinder's NFS bind mount left" >&2
         return 1
     fi
+    local left
+    for left in /etc/e2efixture "${DEST:-/opt/stack}/data/apache/sites-enabled/e2e-api.conf" \
+        "$HOME/.my.cnf" /var/run/uwsgi/e2e-api.socket; do
+        if [[ -e $left ]]; then
+            echo "$left left" >&2
+            return 1
+        fi
+    done
     echo "no process, database or credentials file of ours left"
 }
 
@@ -590,6 +741,9 @@ step "stack" ./stack.sh
 STACK_TIME=$(elapsed "$STACK_T0")
 
 step "token issue" os_admin token issue -f value -c expires
+step "endpoints at DevStack's paths behind the front proxy" urls_behind_the_proxy
+step "plugin API through the proxy's path route (keystone token)" fixture_api
+step "database root login over TCP, ~/.my.cnf 0600" database_root_login
 step "service list" check_services
 step "compute service list (up, bounded wait)" retry 120 compute_services_up
 step "hypervisor list (fake)" retry 60 hypervisor_fake
@@ -602,6 +756,9 @@ step "remove the stand-in guest" remove_guest_port
 step "server create --nic none --wait" create_server
 step "volume create, snapshot, attach, detach" volume_lifecycle
 step "tempest (identity token API tests)" tempest_identity
+if [[ -n ${E2E_HORIZON:-} ]]; then
+    step "dashboard: browser login, Instances lists the server" dashboard_browser
+fi
 step "demo user sees the catalog" os_demo catalog list -f value -c Type
 step "server delete" delete_server
 step "no password in any log" no_password_in_logs

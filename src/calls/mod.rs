@@ -61,7 +61,8 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "python-pip-install", handler: python::pip_install, usage: "pip_install [-e DIR] NAME..." },
     Op { name: "python-venv", handler: python::venv, usage: "python-venv" },
     Op { name: "uwsgi-write-config", handler: python::uwsgi_write_config, usage: "write_uwsgi_config CONF WSGI URL [HTTP] [NAME]" },
-    Op { name: "uwsgi-remove-config", handler: python::uwsgi_remove_config, usage: "remove_uwsgi_config CONF" },
+    Op { name: "uwsgi-remove-config", handler: python::uwsgi_remove_config, usage: "remove_uwsgi_config CONF [NAME]" },
+    Op { name: "frontproxy", handler: python::frontproxy_op, usage: "restart_apache_server|start_apache_server|stop_apache_server (frontproxy restart|start|stop)" },
     // lib/keystone
     Op { name: "keystone-get-or-create-service", handler: keystone::serve, usage: "get_or_create_service NAME TYPE DESCRIPTION" },
     Op { name: "keystone-get-or-create-endpoint", handler: keystone::serve, usage: "get_or_create_endpoint SERVICE REGION PUBLIC_URL [ADMIN_URL] [INTERNAL_URL]" },

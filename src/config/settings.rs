@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::services;
 
@@ -46,7 +46,7 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("API_WORKERS", "1"),
     ("DATABASE_TYPE", "mysql"),
     ("DATABASE_HOST", "$SERVICE_HOST"),
-    ("DATABASE_USER", "devstack"),
+    ("DATABASE_USER", "root"),
     ("RABBIT_USERID", "stackrabbit"),
     ("RABBIT_HOST", "$SERVICE_HOST"),
     ("MEMCACHE_SERVERS", "$SERVICE_HOST:11211"),
@@ -60,6 +60,10 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
 
 /// The variables that hold secrets: generated when the user did not set them, never
 /// printed, redacted from every log line.
+/// Where `read_password` keeps what it generated when there is no localrc; sourced
+/// after localrc, as DevStack's stackrc does.
+pub(crate) const LOCALRC_PASSWORD: &str = ".localrc.password";
+
 pub(crate) const PASSWORD_VARS: &[&str] = &[
     "ADMIN_PASSWORD",
     "SERVICE_PASSWORD",
@@ -78,12 +82,13 @@ pub(crate) fn render_defaults(defaults: &[(&str, &str)]) -> String {
     out
 }
 
-/// DevStack's `trueorfalse`: yes/true/1/on (any case) are true, no/false/0/off false,
-/// anything else (or empty) the default.
+/// DevStack's `trueorfalse`, word for word: `1`, `yes`/`Yes`/`YES`, `true`/`True`/
+/// `TRUE` are true; `0`, `no`/`No`/`NO`, `false`/`False`/`FALSE` false; anything
+/// else (`on`, `off`, `tRUE`, empty) the default.
 pub(crate) fn trueorfalse(default: bool, value: &str) -> bool {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => true,
-        "0" | "no" | "false" | "off" => false,
+    match value {
+        "1" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" => true,
+        "0" | "no" | "No" | "NO" | "false" | "False" | "FALSE" => false,
         _ => default,
     }
 }
@@ -125,6 +130,16 @@ impl Settings {
         for (k, v) in vars {
             self.vars.insert(k.clone(), v.clone());
         }
+    }
+
+    /// A shell array as read back (`NAME[@]`, one element a line); empty if unset.
+    pub fn array(&self, name: &str) -> Vec<String> {
+        self.get(&format!("{name}[@]"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -181,12 +196,38 @@ impl Settings {
     }
 
     fn known_secrets(&self) -> Vec<String> {
-        PASSWORD_VARS
+        let mut names: Vec<String> = PASSWORD_VARS.iter().map(|v| (*v).to_owned()).collect();
+        names.extend(self.read_password_vars());
+        let mut out: Vec<String> = names
             .iter()
             .filter_map(|v| self.get(v))
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
-            .collect()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The variables `read_password` generated (listed in `DEVSTACK_READ_PASSWORDS`)
+    /// or that `$TOP_DIR/.localrc.password` assigns: their values are secrets.
+    fn read_password_vars(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .str("DEVSTACK_READ_PASSWORDS")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if let Some(top) = self.get("TOP_DIR").filter(|t| !t.is_empty()) {
+            let text =
+                fs_err::read_to_string(Path::new(top).join(LOCALRC_PASSWORD)).unwrap_or_default();
+            names.extend(text.lines().filter_map(|l| {
+                let (name, _) = l.trim().split_once('=')?;
+                let plain =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                plain.then(|| name.to_owned())
+            }));
+        }
+        names
     }
 }
 
@@ -206,15 +247,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trueorfalse_normalises() {
-        for v in ["yes", "TRUE", "1", "On"] {
+    fn trueorfalse_takes_devstacks_exact_words() {
+        for v in ["1", "yes", "Yes", "YES", "true", "True", "TRUE"] {
             assert!(trueorfalse(false, v), "{v}");
         }
-        for v in ["no", "False", "0", "OFF"] {
+        for v in ["0", "no", "No", "NO", "false", "False", "FALSE"] {
             assert!(!trueorfalse(true, v), "{v}");
         }
-        assert!(trueorfalse(true, "maybe"));
-        assert!(!trueorfalse(false, ""));
+        // DevStack's case patterns know no on/off and no mixed case: the default.
+        for v in ["on", "On", "off", "OFF", "tRUE", "yEs", "maybe", ""] {
+            assert!(trueorfalse(true, v), "{v}");
+            assert!(!trueorfalse(false, v), "{v}");
+        }
+    }
+
+    #[test]
+    fn read_password_values_are_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(
+            dir.path().join(LOCALRC_PASSWORD),
+            "HEAT_PASSWORD=0123456789abcdef0123\n# a comment\n",
+        )
+        .unwrap();
+        let mut s = Settings::default();
+        s.set("TOP_DIR", dir.path().display().to_string());
+        s.set("HEAT_PASSWORD", "0123456789abcdef0123");
+        s.set("DESIGNATE_PASSWORD", "fedcba98765432100000");
+        s.set("DEVSTACK_READ_PASSWORDS", " DESIGNATE_PASSWORD");
+        s.set("HOST_IP", "10.0.0.5");
+        let secrets = s.secrets();
+        assert!(secrets.contains(&"0123456789abcdef0123".to_owned()));
+        assert!(secrets.contains(&"fedcba98765432100000".to_owned()));
+        assert!(!secrets.contains(&"10.0.0.5".to_owned()));
+    }
+
+    #[test]
+    fn arrays_read_back_as_lines() {
+        let mut s = Settings::default();
+        s.set(
+            "_Q_PLUGIN_EXTRA_CONF_FILES_ABS[@]",
+            "/etc/a.ini\n/etc/b c.ini",
+        );
+        assert_eq!(
+            s.array("_Q_PLUGIN_EXTRA_CONF_FILES_ABS"),
+            ["/etc/a.ini", "/etc/b c.ini"]
+        );
+        assert!(s.array("NOPE").is_empty());
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub struct ServiceAccount {
     /// `<PREFIX>_SERVICE_HOST`, `<PREFIX>_SERVICE_PORT`.
     pub prefix: &'static str,
     pub default_port: u16,
-    /// Appended to `protocol://host:port`.
+    /// Appended to `protocol://host:port`, or to the route.
     pub path: &'static str,
+    /// The URL path the front proxy routes to it (DevStack's `/identity`, `/image`,
+    /// `/compute`): the endpoint is then `protocol://host<route><path>`, without a
+    /// port. Empty: the service's own port.
+    pub route: &'static str,
 }
 
 impl ServiceAccount {
@@ -39,6 +43,9 @@ impl ServiceAccount {
         let protocol = settings.get_or(&protocol_var, settings.get_or("SERVICE_PROTOCOL", "http"));
         let host = settings.get_or(&host_var, settings.get_or("SERVICE_HOST", "127.0.0.1"));
         let host = bracket_ipv6(host);
+        if !self.route.is_empty() {
+            return format!("{protocol}://{host}{}{}", self.route, self.path);
+        }
         let port = settings.number(&port_var, u64::from(self.default_port));
         format!("{protocol}://{host}:{port}{}", self.path)
     }
@@ -382,6 +389,7 @@ mod tests {
         prefix: "NOVA",
         default_port: 8774,
         path: "/v2.1",
+        route: "",
     };
 
     #[test]
@@ -394,6 +402,11 @@ mod tests {
             ("NOVA_SERVICE_PORT", "18774"),
         ]);
         assert_eq!(NOVA.url(&s), "https://[::1]:18774/v2.1");
+        let routed = ServiceAccount {
+            route: "/compute",
+            ..NOVA
+        };
+        assert_eq!(routed.url(&s), "https://[::1]/compute/v2.1");
     }
 
     #[test]

@@ -360,8 +360,15 @@ impl Client {
                 .body(bytes)
                 .map_err(|e| bad_request(e.to_string()))?;
             self.agent.run(request)
-        } else {
+        } else if method == Method::Get {
             let request = builder.body(()).map_err(|e| bad_request(e.to_string()))?;
+            self.agent.run(request)
+        } else {
+            // An empty body with `Content-Length: 0`: Apache (the front proxy) answers
+            // 411 to a PUT without one (keystone's role assignments).
+            let request = builder
+                .body(Vec::<u8>::new())
+                .map_err(|e| bad_request(e.to_string()))?;
             self.agent.run(request)
         };
         let mut response = response.map_err(transport)?;
@@ -1090,6 +1097,7 @@ mod tests {
         path: String,
         token: Option<String>,
         body: String,
+        content_length: Option<usize>,
     }
 
     /// Serves `answers` in order (status, extra headers, body), one per connection.
@@ -1115,6 +1123,7 @@ mod tests {
                     let method = parts.next().unwrap_or("").to_owned();
                     let path = parts.next().unwrap_or("").to_owned();
                     let mut length = 0usize;
+                    let mut content_length = None;
                     let mut token = None;
                     loop {
                         let mut h = String::new();
@@ -1125,7 +1134,10 @@ mod tests {
                         }
                         let (k, v) = h.split_once(':').unwrap();
                         match k.to_ascii_lowercase().as_str() {
-                            "content-length" => length = v.trim().parse().unwrap(),
+                            "content-length" => {
+                                length = v.trim().parse().unwrap();
+                                content_length = Some(length);
+                            }
                             "x-auth-token" => token = Some(v.trim().to_owned()),
                             _ => {}
                         }
@@ -1137,6 +1149,7 @@ mod tests {
                         path,
                         token,
                         body: String::from_utf8(buf).unwrap(),
+                        content_length,
                     });
                     let mut stream = stream;
                     let _ = write!(
@@ -1380,6 +1393,8 @@ mod tests {
         let seen = fake.seen();
         assert_eq!(seen[1].method, "PUT");
         assert_eq!(seen[1].path, "/v3/projects/p1/users/u1/roles/r1");
+        // Apache in front answers 411 to a PUT without a length.
+        assert_eq!(seen[1].content_length, Some(0));
     }
 
     #[test]

@@ -871,6 +871,12 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         crate::state::write_atomic(&auto, format!("{script}\n").as_bytes(), 0o600)?;
         source_localrc(run, &auto, "local.conf")?;
     }
+    // DevStack's stackrc sources what read_password stored, after localrc.
+    let passwords = top.join(settings::LOCALRC_PASSWORD);
+    if passwords.is_file() {
+        let (shell, mut host) = run.shell();
+        shell.source_global(&passwords, &mut host)?;
+    }
     run.localconf = localconf;
     run.source_generated(
         "stackrc.sh",

@@ -998,6 +998,9 @@ pub(super) fn print_summary(run: &Run) {
                 run.host.top_dir.display()
             );
         }
+        if s.is_enabled(&["horizon"]) {
+            let _ = writeln!(text, "{}", crate::services::horizon::summary(s));
+        }
         if let Some(line) = crate::services::ovn_public::summary(&run.host) {
             let _ = writeln!(text, "{line}");
         }

@@ -48,6 +48,8 @@ pub(crate) const BLOCK_STORAGE: ServiceAccount = ServiceAccount {
     prefix: PREFIX,
     default_port: PORT,
     path: "/v3",
+    // On its own port for now; DevStack's /volume route behind the front proxy is next.
+    route: "",
 };
 
 /// The same API under the type older clients (and nova's default catalog_info) ask

@@ -113,7 +113,18 @@ pub(crate) fn admin_sql(host: &Host, backend: Backend, sql: &str) -> Result<Stri
     let client = match backend {
         Backend::Mysql => {
             let mut c = privileged("mariadb");
-            c.extend(["--batch", "--skip-column-names", "-u", "root"].map(String::from));
+            // --no-defaults: ~/.my.cnf (DevStack writes one) must not turn the
+            // socket login into a TCP one with a password.
+            c.extend(
+                [
+                    "--no-defaults",
+                    "--batch",
+                    "--skip-column-names",
+                    "-u",
+                    "root",
+                ]
+                .map(String::from),
+            );
             c
         }
         Backend::Postgresql => {
@@ -201,7 +212,12 @@ pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), Serv
         .into_iter()
         .filter(|u| valid_identifier(u) && !is_system_user(u))
         .collect();
-    if dbs.is_empty() && users.is_empty() {
+    let root_tcp = backend == Backend::Mysql
+        && host
+            .ledger
+            .fact(crate::services::mysql::ROOT_TCP_FACT)
+            .is_some();
+    if dbs.is_empty() && users.is_empty() && !root_tcp {
         return Ok(());
     }
     let mut sql = String::new();
@@ -214,6 +230,9 @@ pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), Serv
                 let _ = writeln!(sql, "DROP DATABASE IF EXISTS \"{db}\";");
             }
         }
+    }
+    if root_tcp {
+        sql.push_str("DROP USER IF EXISTS 'root'@'%';\nDROP USER IF EXISTS 'root'@'127.0.0.1';\n");
     }
     for user in &users {
         match backend {
@@ -234,6 +253,10 @@ pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), Serv
     }
     for user in users {
         host.ledger.forget_db_user(backend.name(), &user);
+    }
+    if backend == Backend::Mysql {
+        host.ledger
+            .forget_fact(crate::services::mysql::ROOT_TCP_FACT);
     }
     host.checkpoint();
     Ok(())

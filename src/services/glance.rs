@@ -8,7 +8,7 @@ use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::uwsgi::{self, Route, UwsgiApi, WsgiApp};
 use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
@@ -28,7 +28,15 @@ fn data_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("glance")
 }
 
-/// Glance: `image` on :9292 (DevStack's /image is for the Apache proxy; we use ports).
+/// Glance: `image` at `/image` behind the front proxy, which forwards HTTP to
+/// uWSGI's http-socket on :9292 with chunked bodies as chunks, as DevStack's
+/// `write_local_uwsgi_http_config` does (uWSGI's own socket would refuse them).
+const ROUTE: Route = Route {
+    site: "glance-api",
+    path: "/image",
+    socket: false,
+};
+
 pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "glance",
     service_type: "image",
@@ -37,6 +45,7 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     prefix: PREFIX,
     default_port: PORT,
     path: "",
+    route: ROUTE.path,
 };
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
@@ -62,6 +71,7 @@ impl UwsgiApi for Glance {
     const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
+    const ROUTE: Option<Route> = Some(ROUTE);
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("GLANCE_CONF_DIR")
     }
@@ -101,6 +111,8 @@ impl UwsgiApi for Glance {
                 &database::connection_url(&s, "glance"),
             );
             doc.set("paste_deploy", "flavor", "keystone");
+            // Its version document links to the proxied URL, not the backend's.
+            doc.set("DEFAULT", "public_endpoint", &CATALOG.url(&s));
             doc.set("oslo_concurrency", "lock_path", &d("lock"));
             oslo::authtoken(doc, &s, NAME);
         })?;

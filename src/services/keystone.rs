@@ -35,13 +35,19 @@ fn uwsgi_ini(s: &Settings) -> PathBuf {
     conf_dir(s).join("keystone-uwsgi-public.ini")
 }
 
-/// Where keystone listens: `SERVICE_LISTEN_ADDRESS:KEYSTONE_SERVICE_PORT`.
-fn bind(s: &Settings) -> String {
-    format!(
-        "{}:{}",
-        s.get_or("SERVICE_LISTEN_ADDRESS", "127.0.0.1"),
-        s.get_or("KEYSTONE_SERVICE_PORT", "5000")
-    )
+/// DevStack's `write_uwsgi_config … /identity "" keystone-api`: keystone serves
+/// on its socket behind the front proxy, `KEYSTONE_SERVICE_URI` is `…/identity`.
+const ROUTE: uwsgi::Route = uwsgi::Route {
+    site: "keystone-api",
+    path: "/identity",
+    socket: true,
+};
+
+/// Where keystone listens: its socket.
+fn bind(_s: &Settings) -> String {
+    crate::services::frontproxy::socket_path(ROUTE.site)
+        .display()
+        .to_string()
 }
 
 fn write_config(host: &mut Host) -> Result<(), ServiceError> {
@@ -94,7 +100,8 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         processes: s.number("API_WORKERS", 1).max(2),
         name: "keystone".into(),
     };
-    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
+    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)?;
+    uwsgi::publish(host, NAME, ROUTE, "KEYSTONE", 5000)
 }
 
 /// keystone's own chain: db_sync, fernet and credential keys, bootstrap.
@@ -168,7 +175,8 @@ fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
         &[],
         Some(bind(&s)),
     )?;
-    let url = format!("{}/v3", s.str("KEYSTONE_SERVICE_URI"));
+    // Through the proxy's local address (the URI's host may not be this one's).
+    let url = crate::services::frontproxy::probe_url(&s, &format!("{}/v3", ROUTE.path));
     oslo::wait_http(host, NAME, &record, &url, |c| (200..400).contains(&c))
 }
 
@@ -187,7 +195,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
         ("KEYSTONE_SERVICE_PORT", "5000"),
         (
             "KEYSTONE_SERVICE_URI",
-            "$KEYSTONE_SERVICE_PROTOCOL://$KEYSTONE_SERVICE_HOST:$KEYSTONE_SERVICE_PORT",
+            "$KEYSTONE_SERVICE_PROTOCOL://$KEYSTONE_SERVICE_HOST/identity",
         ),
         ("KEYSTONE_AUTH_URI", "$KEYSTONE_SERVICE_URI"),
         ("KEYSTONE_SERVICE_URI_V3", "$KEYSTONE_SERVICE_URI/v3"),

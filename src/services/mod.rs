@@ -18,7 +18,9 @@ pub(crate) mod cinder;
 pub(crate) mod credentials;
 pub(crate) mod daemon;
 pub(crate) mod database;
+pub(crate) mod frontproxy;
 pub(crate) mod glance;
+pub(crate) mod horizon;
 pub(crate) mod hypervisor;
 pub(crate) mod images;
 pub(crate) mod keystone;
@@ -27,6 +29,7 @@ pub(crate) mod memcached;
 pub(crate) mod mysql;
 pub(crate) mod neutron;
 pub(crate) mod neutron_networks;
+pub(crate) mod neutron_plugin_api;
 pub(crate) mod nova;
 pub(crate) mod nova_metadata;
 pub(crate) mod oslo;
@@ -287,6 +290,7 @@ impl Registry {
             &postgresql::Postgresql,
             &rabbit::Rabbit,
             &memcached::Memcached,
+            &frontproxy::FrontProxy,
             &keystone::Keystone,
             &glance::Glance,
             &placement::Placement,
@@ -296,6 +300,7 @@ impl Registry {
             &nova_metadata::NovaMetadata,
             &cinder::Cinder,
             &tempest::Tempest,
+            &horizon::Horizon,
             &credentials::Credentials,
             &hypervisor::HypervisorProbe,
             &images::Images,
@@ -459,6 +464,7 @@ mod tests {
             prefix: "PROBE",
             default_port: 9999,
             path: "/v1",
+            route: "",
         }],
         python: &[Project {
             dist: "probe-server",
@@ -502,7 +508,14 @@ mod tests {
         let names: Vec<&str> = reg.enabled(&s).map(Service::name).collect();
         assert_eq!(
             names,
-            ["mysql", "memcached", "keystone", "credentials", "probe"]
+            [
+                "mysql",
+                "memcached",
+                "apache2",
+                "keystone",
+                "credentials",
+                "probe"
+            ]
         );
         assert!(reg.packages(&s).contains(&"probe-tools".to_owned()));
         let reqs = crate::system::python::requirements(&s, &reg.python_projects(&s), &[]);

@@ -33,6 +33,8 @@ fn admin_probe(host: &Host) -> Result<(), String> {
         &host
             .cmd("mariadb")
             .args([
+                // ~/.my.cnf (DevStack's, or the user's) must not choose the login.
+                "--no-defaults",
                 "--connect-timeout=3",
                 "-u",
                 "root",
@@ -51,6 +53,7 @@ pub(crate) fn user_probe(host: &Host) -> Result<(), String> {
         &host
             .cmd("mariadb")
             .args([
+                "--no-defaults",
                 "--connect-timeout=3",
                 "--protocol=TCP",
                 "-h",
@@ -149,11 +152,25 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
         != "0";
     let pw = database::sql_literal(&pass);
     let mut sql = String::new();
-    for from in ["%", "localhost"] {
-        if user == "root" && from == "localhost" {
-            // root@localhost keeps Debian's socket authentication.
-            continue;
+    // root (DevStack's DATABASE_USER) gets root@'%' and root@'127.0.0.1' with the
+    // password, as DevStack grants it; those are dropped by clean when stack made them.
+    let hosts: &[&str] = if user == "root" {
+        &["%", "127.0.0.1"]
+    } else {
+        &["%", "localhost"]
+    };
+    if user == "root" {
+        let made = database::admin_sql(
+            host,
+            Backend::Mysql,
+            "SELECT COUNT(*) FROM mysql.user WHERE User='root' AND Host IN ('%','127.0.0.1');",
+        )?;
+        if made.trim() == "0" {
+            host.ledger.set_fact(ROOT_TCP_FACT, "1");
         }
+    }
+    for from in hosts {
+        // root@localhost keeps Debian's socket authentication (the admin SQL's).
         let _ = writeln!(
             sql,
             "CREATE USER IF NOT EXISTS '{user}'@'{from}' IDENTIFIED BY {pw};\n\
@@ -164,6 +181,41 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     sql.push_str("FLUSH PRIVILEGES;\n");
     database::admin_sql(host, Backend::Mysql, &sql)?;
     database::user_ready(host, Backend::Mysql, &user, existed, user_probe)
+}
+
+/// Set when stack created root@'%' and root@'127.0.0.1' (clean drops them).
+pub(crate) const ROOT_TCP_FACT: &str = "mysql_root_tcp_users";
+
+/// DevStack's `~/.my.cnf` for the stack user (only when there is none: a user's own
+/// is kept), mode 0600; recorded, so clean removes it.
+fn write_my_cnf(host: &mut Host) -> Result<(), ServiceError> {
+    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else {
+        return Ok(());
+    };
+    let path = home.join(".my.cnf");
+    if path.exists() {
+        return Ok(());
+    }
+    let s = &host.settings;
+    let text = my_cnf_text(
+        s.get_or("DATABASE_USER", "root"),
+        s.str("DATABASE_PASSWORD"),
+        &host_addr(host),
+    );
+    crate::state::write_atomic(&path, text.as_bytes(), 0o600).map_err(|source| {
+        ServiceError::Io {
+            service: NAME.into(),
+            path: path.clone(),
+            source,
+        }
+    })?;
+    host.ledger.record_file(&path);
+    Ok(())
+}
+
+/// The text of DevStack's `~/.my.cnf`.
+pub(crate) fn my_cnf_text(user: &str, password: &str, host: &str) -> String {
+    format!("[client]\nuser={user}\npassword={password}\nhost={host}\n")
 }
 
 /// Stops our MariaDB (or the distro unit on systemd machines).
@@ -184,7 +236,8 @@ impl Service for Mysql {
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         start_server(cx.host)?;
-        ensure_user(cx.host)
+        ensure_user(cx.host)?;
+        write_my_cnf(cx.host)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
         if !all

@@ -13,7 +13,8 @@ use crate::context::Host;
 use crate::context::ServiceCtx;
 use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::neutron_plugin_api;
+use crate::services::uwsgi::{self, Route, UwsgiApi, WsgiApp};
 use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
@@ -295,7 +296,8 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         .keystone()
         .and_then(|c| c.token().map(str::to_owned))
         .map_err(|e| ServiceError::caused(NAME, "warm-up token", e))?;
-    let base = oslo::probe_url(&cx.host.settings, PREFIX, PORT);
+    let base =
+        crate::services::frontproxy::probe_url(&cx.host.settings, &format!("{}/", ROUTE.path));
     let workers = cx.host.settings.number("API_WORKERS", 1).max(1);
     for _ in 0..workers {
         for path in ["v2.0/networks", "v2.0/ports", "v2.0/ports"] {
@@ -308,6 +310,13 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// DevStack's `write_uwsgi_config … /networking "" neutron-api`.
+const ROUTE: Route = Route {
+    site: "neutron-api",
+    path: "/networking",
+    socket: true,
+};
+
 pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     name: "neutron",
     service_type: "network",
@@ -315,7 +324,8 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     extra_role: Some("admin"),
     prefix: PREFIX,
     default_port: PORT,
-    path: "/",
+    path: "",
+    route: ROUTE.path,
 };
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
@@ -352,6 +362,7 @@ impl UwsgiApi for Neutron {
     const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
+    const ROUTE: Option<Route> = Some(ROUTE);
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("NEUTRON_CONF_DIR")
     }
@@ -407,7 +418,11 @@ impl UwsgiApi for Neutron {
                 doc.set("ml2", "type_drivers", "flat");
                 doc.set("ml2", "tenant_network_types", "");
                 doc.set("ml2", "mechanism_drivers", "");
-                doc.set("ml2", "extension_drivers", "port_security");
+                doc.set(
+                    "ml2",
+                    "extension_drivers",
+                    &neutron_plugin_api::ext_drivers(&s),
+                );
                 doc.set("ml2_type_flat", "flat_networks", "*");
             }
         })?;
@@ -431,7 +446,7 @@ impl UwsgiApi for Neutron {
         };
         let app = WsgiApp {
             wsgi: "neutron.wsgi.api:application".into(),
-            http: oslo::listen(&s, PREFIX, PORT),
+            http: uwsgi::bind(&s, Some(ROUTE), PREFIX, PORT),
             venv: crate::system::python::venv_dir(&host.settings),
             env: vec![
                 ("OS_NEUTRON_CONFIG_DIR".into(), dir.display().to_string()),
@@ -457,22 +472,27 @@ impl UwsgiApi for Neutron {
                 .label("neutron-db-manage"),
         ]
     }
-    /// As DevStack's `configure_neutron_after_post_config`: service_plugins is written
-    /// again (replacing a post-config value) with what plugins added until then.
-    fn before_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        let s = cx.host.settings.clone();
-        let path = conf(&s);
-        let mut doc = crate::ini::IniDoc::load(&path)
-            .map_err(|e| ServiceError::failed(NAME, e.to_string()))?;
-        doc.set("DEFAULT", "service_plugins", &service_plugins(&s));
-        doc.save(&path)
-            .map_err(|e| ServiceError::failed(NAME, e.to_string()))
-    }
     fn after_stop(cx: &mut ServiceCtx<'_>) {
         stop_metadata_proxies(cx.host);
     }
     fn data_dirs(settings: &Settings) -> Vec<PathBuf> {
         vec![state_dir(settings)]
+    }
+    /// As DevStack's `configure_neutron_after_post_config`: service_plugins written
+    /// again (replacing a post-config value) with what plugins added until then, and
+    /// their ml2 extension drivers and extra config files.
+    fn before_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let s = cx.host.settings.clone();
+        neutron_plugin_api::after_post_config(
+            cx.host,
+            NAME,
+            &conf(&s),
+            &ml2_conf(&s),
+            &Neutron::uwsgi_ini(&s),
+            // OVN's router and DevStack's enabled service plugins; the plugins'
+            // Q_SERVICE_PLUGIN_CLASSES are added to it.
+            &service_plugins(&s),
+        )
     }
     fn after_start(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         if ovn_mode(&cx.host.settings) {

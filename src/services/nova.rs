@@ -25,6 +25,12 @@ use crate::system::python::Project;
 pub(crate) const NAME: &str = "nova";
 const PREFIX: &str = "NOVA";
 const PORT: u16 = 8774;
+/// DevStack's `write_uwsgi_config … /compute "" nova-api`.
+const ROUTE: uwsgi::Route = uwsgi::Route {
+    site: "nova-api",
+    path: "/compute",
+    socket: true,
+};
 /// The processes, in start order.
 pub(crate) const PROCESSES: &[&str] = &["n-api", "n-cond", "n-sch", "n-cpu"];
 
@@ -151,7 +157,7 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     let c = conf(&s);
     let app = WsgiApp {
         wsgi: "nova.wsgi.osapi_compute:application".into(),
-        http: oslo::listen(&s, PREFIX, PORT),
+        http: uwsgi::bind(&s, Some(ROUTE), PREFIX, PORT),
         venv: crate::system::python::venv_dir(&host.settings),
         env: vec![
             (
@@ -170,7 +176,8 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         processes: s.number("API_WORKERS", 1),
         name: "nova-api".into(),
     };
-    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
+    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)?;
+    uwsgi::publish(host, NAME, ROUTE, PREFIX, PORT)
 }
 
 /// `NOVA_CPU_CONF`: nova.conf as the hypervisor plugin left it, without database
@@ -339,6 +346,7 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     prefix: PREFIX,
     default_port: PORT,
     path: "/v2.1",
+    route: ROUTE.path,
 };
 
 /// nova: its control plane on the controller, nova-compute on every compute node.
@@ -400,7 +408,7 @@ impl Service for Nova {
         let venv_bin = crate::system::python::venv_bin(&cx.host.settings, "");
         let bin = |name: &str| venv_bin.join(name).display().to_string();
         if s.is_enabled(&["n-api"]) {
-            uwsgi::start_api(cx.host, NAME, "n-api", &uwsgi_ini(&s), PREFIX, PORT)?;
+            uwsgi::start_routed(cx.host, NAME, "n-api", &uwsgi_ini(&s), ROUTE)?;
         }
         for (svc, script) in [("n-cond", "nova-conductor"), ("n-sch", "nova-scheduler")] {
             if s.is_enabled(&[svc]) {

@@ -1,5 +1,5 @@
 //! placement (`placement-api`): `PLACEMENT_CONF`, `placement-manage db sync`,
-//! `placement.wsgi.api` under uwsgi on `PLACEMENT_SERVICE_PORT`.
+//! `placement.wsgi.api` under uwsgi, behind the front proxy at `/placement`.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
-use crate::services::uwsgi::{self, UwsgiApi, WsgiApp};
+use crate::services::uwsgi::{self, Route, UwsgiApi, WsgiApp};
 use crate::services::{Descriptor, Layer, ServiceError, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
@@ -16,6 +16,12 @@ pub(crate) const NAME: &str = "placement";
 pub(crate) const SERVICE: &str = "placement-api";
 const PREFIX: &str = "PLACEMENT";
 const PORT: u16 = 8778;
+/// DevStack's `write_uwsgi_config … /placement "" placement-api`.
+const ROUTE: Route = Route {
+    site: SERVICE,
+    path: "/placement",
+    socket: true,
+};
 
 pub(crate) struct Placement;
 
@@ -31,6 +37,7 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     prefix: PREFIX,
     default_port: PORT,
     path: "",
+    route: ROUTE.path,
 };
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
@@ -56,6 +63,7 @@ impl UwsgiApi for Placement {
     const PROCESS: &'static str = SERVICE;
     const PREFIX: &'static str = PREFIX;
     const PORT: u16 = PORT;
+    const ROUTE: Option<Route> = Some(ROUTE);
     fn conf_dir(s: &Settings) -> PathBuf {
         s.path("PLACEMENT_CONF_DIR")
     }
@@ -80,7 +88,7 @@ impl UwsgiApi for Placement {
             .map_or_else(|| Placement::conf_dir(&s), std::path::Path::to_path_buf);
         let app = WsgiApp {
             wsgi: "placement.wsgi.api:application".into(),
-            http: oslo::listen(&s, PREFIX, PORT),
+            http: uwsgi::bind(&s, Some(ROUTE), PREFIX, PORT),
             venv: crate::system::python::venv_dir(&host.settings),
             env: vec![("OS_PLACEMENT_CONFIG_DIR".into(), dir.display().to_string())],
             processes: s.number("API_WORKERS", 1),

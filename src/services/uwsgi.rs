@@ -1,13 +1,15 @@
 //! OpenStack APIs served by uWSGI: ini files for Debian's uwsgi with the
-//! `python3XY` plugin and our venv (`http-socket` on the service's port, since we run
-//! no Apache), starting one and waiting for it, and [`UwsgiApi`]: what differs
-//! between the APIs that have a database of their own (glance, placement, neutron).
+//! `python3XY` plugin and our venv (a unix socket behind the front proxy, DevStack's
+//! form, or `http-socket` on the service's own port), starting one and waiting for
+//! it, and [`UwsgiApi`]: what differs between the APIs that have a database of
+//! their own (glance, placement, neutron), with their [`Route`] on the proxy.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
+use crate::services::frontproxy;
 use crate::services::oslo::{self, listen, probe_url};
 use crate::services::{Descriptor, Service, ServiceError};
 use crate::system::process::Cmd;
@@ -38,7 +40,8 @@ pub(crate) fn python_plugin() -> String {
 pub(crate) struct WsgiApp {
     /// `module:callable` (e.g. `nova.wsgi.osapi_compute:application`) or a file path.
     pub wsgi: String,
-    /// `host:port` the http-socket binds.
+    /// `host:port` the http-socket binds; or an absolute path: a unix socket
+    /// speaking the uwsgi protocol, behind the front proxy (DevStack's form B).
     pub http: String,
     pub venv: PathBuf,
     pub env: Vec<(String, String)>,
@@ -62,7 +65,14 @@ pub(crate) fn ini_text(app: &WsgiApp) -> String {
     for (k, v) in &app.env {
         let _ = writeln!(t, "env = {k}={v}");
     }
-    let _ = writeln!(t, "http-socket = {}", app.http);
+    if app.http.starts_with('/') {
+        // DevStack's form B: the front proxy (running as another user) connects.
+        let _ = writeln!(t, "socket = {}", app.http);
+        // vacuum: the socket goes with the server (clean leaves nothing behind).
+        t.push_str("chmod-socket = 666\nvacuum = true\n");
+    } else {
+        let _ = writeln!(t, "http-socket = {}", app.http);
+    }
     if !app.name.is_empty() {
         let _ = writeln!(t, "procname-prefix = {}-", app.name);
     }
@@ -135,6 +145,75 @@ pub(crate) fn start_api(
     })
 }
 
+/// An API published through the front proxy at `path` (DevStack's URL layout).
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The site, socket and uWSGI name (`placement-api`).
+    pub site: &'static str,
+    /// The URL path the proxy routes (`/placement`).
+    pub path: &'static str,
+    /// True: uWSGI serves the uwsgi protocol on `/var/run/uwsgi/<site>.socket`
+    /// (DevStack's `write_uwsgi_config … "" NAME`). False: the app keeps its HTTP
+    /// port and the proxy forwards HTTP with chunked bodies as chunks (DevStack's
+    /// `write_local_uwsgi_http_config`, glance's uploads).
+    pub socket: bool,
+}
+
+/// Where an API's uWSGI binds: its socket when routed so, else its own port.
+pub(crate) fn bind(s: &Settings, route: Option<Route>, prefix: &str, port: u16) -> String {
+    match route {
+        Some(r) if r.socket => frontproxy::socket_path(r.site).display().to_string(),
+        _ => listen(s, prefix, port),
+    }
+}
+
+/// Adds `route`'s site to the front proxy (and reloads it when it runs).
+pub(crate) fn publish(
+    host: &mut Host,
+    service: &str,
+    route: Route,
+    prefix: &str,
+    port: u16,
+) -> Result<(), ServiceError> {
+    let text = if route.socket {
+        frontproxy::proxy_pass_line(route.path, route.site)
+    } else {
+        let s = &host.settings;
+        let addr = match s.get_or("SERVICE_LISTEN_ADDRESS", "127.0.0.1") {
+            "0.0.0.0" | "::" | "" => "127.0.0.1".to_owned(),
+            a if a.contains(':') && !a.starts_with('[') => format!("[{a}]"),
+            a => a.to_owned(),
+        };
+        let port = s.number(&format!("{prefix}_SERVICE_PORT"), u64::from(port));
+        frontproxy::http_site_text(route.path, &format!("http://{addr}:{port}"))
+    };
+    frontproxy::add_site(host, service, route.site, &text, false)
+}
+
+/// Starts process `name` serving `ini` behind the front proxy and waits until
+/// `route`'s path answers through it (below 500, and not the proxy's 404 of a
+/// route it has not loaded yet).
+pub(crate) fn start_routed(
+    host: &mut Host,
+    service: &str,
+    name: &str,
+    ini: &Path,
+    route: Route,
+) -> Result<(), ServiceError> {
+    let s = host.settings.clone();
+    let socket = frontproxy::socket_path(route.site);
+    let record = oslo::start_process(
+        host,
+        service,
+        name,
+        &command(ini),
+        &[],
+        Some(socket.display().to_string()),
+    )?;
+    let url = frontproxy::probe_url(&s, &format!("{}/", route.path));
+    oslo::wait_http(host, service, &record, &url, |c| c < 500 && c != 404)
+}
+
 /// What clean removes of a uwsgi-served service: its config dir, when we created it
 /// (the ledger's dirs has it; the pipeline removes the recorded files).
 pub(crate) fn clean_api(host: &Host, conf_dir: &Path) {
@@ -153,6 +232,8 @@ pub trait UwsgiApi: Sync {
     /// The variables' prefix (`GLANCE` for `GLANCE_SERVICE_PORT`) and default port.
     const PREFIX: &'static str;
     const PORT: u16;
+    /// Its place behind the front proxy, when it has one.
+    const ROUTE: Option<Route> = None;
     fn conf_dir(settings: &Settings) -> PathBuf;
     fn uwsgi_ini(settings: &Settings) -> PathBuf;
     fn write_config(host: &mut Host) -> Result<(), ServiceError>;
@@ -162,7 +243,8 @@ pub trait UwsgiApi: Sync {
     fn data_dirs(_settings: &Settings) -> Vec<PathBuf> {
         Vec::new()
     }
-    /// Just before its API starts (neutron's late service_plugins).
+    /// After local.conf's post-config sections, before the API starts (neutron's
+    /// plugin additions).
     fn before_start(_cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
@@ -182,12 +264,21 @@ impl<T: UwsgiApi> Service for T {
         T::db_sync(host)
     }
     fn configure(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        T::write_config(cx.host)
+        T::write_config(cx.host)?;
+        match T::ROUTE {
+            Some(route) => publish(cx.host, self.name(), route, T::PREFIX, T::PORT),
+            None => Ok(()),
+        }
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         T::before_start(cx)?;
         let ini = T::uwsgi_ini(&cx.host.settings);
-        start_api(cx.host, self.name(), T::PROCESS, &ini, T::PREFIX, T::PORT)?;
+        match T::ROUTE {
+            Some(route) if route.socket => {
+                start_routed(cx.host, self.name(), T::PROCESS, &ini, route)?;
+            }
+            _ => start_api(cx.host, self.name(), T::PROCESS, &ini, T::PREFIX, T::PORT)?,
+        }
         T::after_start(cx)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
@@ -242,5 +333,19 @@ mod tests {
         });
         assert!(text.contains("wsgi-file = /opt/x/app.wsgi\n"));
         assert!(text.contains("processes = 1\n"));
+    }
+
+    #[test]
+    fn a_socket_path_serves_uwsgi_behind_the_proxy() {
+        let text = ini_text(&WsgiApp {
+            wsgi: "heat.wsgi.api:application".into(),
+            http: "/var/run/uwsgi/heat-api.socket".into(),
+            venv: "/opt/stack/data/venv".into(),
+            env: Vec::new(),
+            processes: 2,
+            name: "heat-api".into(),
+        })
+        .replace(&python_plugin(), "python3XY");
+        insta::assert_snapshot!(text);
     }
 }

@@ -32,7 +32,7 @@ pub(crate) const UV_CACHE_DIR: &str = "/var/cache/devstack-rs/uv";
 /// The constraints file, relative to the tree.
 pub(crate) const CONSTRAINTS: &str = "files/constraints/openstack-2026.2.txt";
 /// The fact (and the file in the venv) holding the installed requirement set's hash.
-const FINGERPRINT_FACT: &str = "python-venv-fingerprint";
+pub(crate) const FINGERPRINT_FACT: &str = "python-venv-fingerprint";
 const FINGERPRINT_FILE: &str = ".devstack-requirements";
 /// An install may take this long (a cold one with sdist builds takes under a minute).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1800);

@@ -281,7 +281,8 @@ fn a_run_sources_stackrc_after_localrc() {
         .lines()
         .find(|l| l.starts_with("10-vars.sh source"))
         .unwrap_or_else(|| panic!("no source call in {trace}"));
-    assert!(line.ends_with(":5000/v3"), "{line}");
+    // DevStack's URL: keystone behind the front proxy at /identity.
+    assert!(line.ends_with("/identity/v3"), "{line}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -915,4 +916,53 @@ fn the_new_functions_work_inside_a_run() {
     );
     let text = read(&conf);
     assert!(text.contains("log_color = False"), "{text}");
+}
+
+#[test]
+fn write_uwsgi_config_with_a_url_path_serves_a_socket_behind_the_front_proxy() {
+    let (dir, run) = lib("DATA_DIR=$T/data API_WORKERS=2\n\
+         mkdir -p \"$T/etc/heat\"\n\
+         write_uwsgi_config \"$T/etc/heat/heat-api-uwsgi.ini\" heat.wsgi.api:application /heat-api \"\" heat-api; echo \"write=$?\"\n\
+         write_uwsgi_config \"$T/etc/heat/heat-api-uwsgi.ini\" heat.wsgi.api:application /heat-api \"\" heat-api >/dev/null; echo \"again=$?\"\n\
+         readlink \"$T/data/apache/sites-enabled/heat-api.conf\"\n\
+         write_uwsgi_config \"$T/etc/heat/m.ini\" /opt/x/octavia-wsgi /load-balancer >/dev/null; echo \"three=$?\"\n\
+         write_uwsgi_config \"$T/etc/heat/none.ini\" x.y:app \"\" \"\" none; echo \"neither=$?\"\n\
+         remove_uwsgi_config \"$T/etc/heat/heat-api-uwsgi.ini\" heat-api; echo \"remove=$?\"\n\
+         [[ -e $T/etc/heat/heat-api-uwsgi.ini ]] || echo ini-gone\n\
+         [[ -e $T/data/apache/sites-enabled/heat-api.conf ]] || echo unlinked\n\
+         [[ -e $T/data/apache/sites-available/heat-api.conf ]] && echo site-kept");
+    let t = dir.path();
+    assert_eq!(
+        lines(&run),
+        [
+            "ProxyPass \"/heat-api\" \"unix:/var/run/uwsgi/heat-api.socket|uwsgi://uwsgi-uds-heat-api\" retry=0 acquire=1 ",
+            "write=0",
+            "again=0",
+            "../sites-available/heat-api.conf",
+            "three=0",
+            "neither=2",
+            "remove=0",
+            "ini-gone",
+            "unlinked",
+            "site-kept",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    // One line, though written twice (DevStack would append a duplicate).
+    assert_eq!(
+        read(&t.join("data/apache/sites-available/heat-api.conf")),
+        "ProxyPass \"/heat-api\" \"unix:/var/run/uwsgi/heat-api.socket|uwsgi://uwsgi-uds-heat-api\" retry=0 acquire=1 \n"
+    );
+    // The three-argument form: NAME is the script's basename.
+    let ini = read(&t.join("etc/heat/m.ini"));
+    assert!(
+        ini.contains("socket = /var/run/uwsgi/octavia-wsgi.socket\n"),
+        "{ini}"
+    );
+    assert!(ini.contains("wsgi-file = /opt/x/octavia-wsgi\n"), "{ini}");
+    assert!(
+        read(&t.join("data/apache/sites-available/octavia-wsgi.conf"))
+            .starts_with("ProxyPass \"/load-balancer\" ")
+    );
 }
