@@ -311,7 +311,12 @@ fn warm_up(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
 }
 
 /// DevStack's `write_uwsgi_config … /networking "" neutron-api`.
-const ROUTE: Route = Route {
+/// Neutron's root URL for the stack's own requests (through the front proxy).
+pub(crate) fn api_url(s: &Settings) -> String {
+    crate::services::frontproxy::probe_url(s, &format!("{}/", ROUTE.path))
+}
+
+pub(crate) const ROUTE: Route = Route {
     site: "neutron-api",
     path: "/networking",
     socket: true,

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::config::settings::Settings;
 use crate::context::ServiceCtx;
 use crate::openstack::neutron::{Client, NeutronError, id};
-use crate::services::{ServiceError, oslo, ovn_public};
+use crate::services::{ServiceError, ovn_public};
 
 const NAME: &str = "neutron";
 
@@ -207,7 +207,7 @@ pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError
     let demo = keystone
         .project_id("demo", Some(s.get_or("SERVICE_DOMAIN_NAME", "Default")))
         .map_err(|e| ServiceError::caused(NAME, "the demo project", e))?;
-    let base = oslo::probe_url(&s, "NEUTRON", 9696);
+    let base = crate::services::neutron::api_url(&s);
     let mut client = Client::new(&base, &token, Duration::from_secs(60));
     let made = create(&mut client, &s, &demo).map_err(err)?;
     cx.host.note(&format!(
