@@ -15,9 +15,9 @@ pub(crate) const EARLY_DEFAULTS: &[(&str, &str)] =
     &[("DEST", "/opt/stack"), ("STACK_USER", "$(whoami)")];
 
 /// The default service set: a real control plane that works in containers and CI
-/// (the fake hypervisor needs no virtualisation).
+/// (the fake hypervisor needs no virtualisation), and the dashboard, as DevStack's.
 pub const DEFAULT_SERVICES: &str =
-    "mysql,rabbit,key,g-api,placement-api,q-svc,n-api,n-cond,n-sch,n-cpu";
+    "mysql,rabbit,key,g-api,placement-api,q-svc,n-api,n-cond,n-sch,n-cpu,horizon";
 
 /// DevStack's stackrc defaults, applied after localrc (`${NAME:-default}`). Order
 /// matters: later entries may use earlier ones. A service's own variables (lib/nova's

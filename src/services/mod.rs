@@ -411,7 +411,8 @@ mod tests {
                 "glance",
                 "openstack-placement",
                 "neutron",
-                "nova"
+                "nova",
+                "horizon"
             ]
         );
         let s = settings("key,g-api");
