@@ -28,10 +28,10 @@
 # re-stack over a running cloud); E2E_LIBVIRT=0 skips phase 5, E2E_LIBVIRT_ONLY=1 runs
 # only phase 5; E2E_KEEP_ON_FAILURE=1 leaves a failed cloud running (by default a
 # failure ends with unstack --all and clean).
-# E2E_HORIZON=1 enables horizon and adds the browser
-# test (Debian's headless chromium + chromedriver, Selenium from PyPI in a venv of
-# the test's own): log in as admin, Project > Compute > Instances lists the server,
-# screenshot saved in E2E_ARTIFACTS (default $TOP_DIR/e2e-artifacts).
+# E2E_HORIZON= (empty) skips the dashboard's browser test (default on; horizon is a
+# default service): Debian's headless chromium + chromedriver, Selenium from PyPI in a
+# venv of the test's own, log in as admin, Project > Compute > Instances lists the
+# server, screenshot saved in E2E_ARTIFACTS (default $TOP_DIR/e2e-artifacts).
 
 set -o errexit -o nounset -o pipefail
 
@@ -44,6 +44,7 @@ exec 9>"${TMPDIR:-/tmp}/devstack-rs-layer1-tests.lock"
 flock 9
 
 WORK=$(mktemp -d /tmp/devstack-e2e.XXXXXX)
+E2E_HORIZON=${E2E_HORIZON-1}
 SAVED_LOCALCONF=""
 T_START=$(date +%s.%N)
 
@@ -218,7 +219,7 @@ write_localconf() {
 # may sit in \$DEST from an earlier run).
 enable_plugin e2e-fixture file://$fixture
 RECLONE=True
-${E2E_HORIZON:+enable_service horizon}
+
 
 # Merged into the real nova.conf after 'stack post-config', before nova starts: the
 # server created below must carry this name.

@@ -1,4 +1,4 @@
-//! horizon (`horizon`): the dashboard, from PyPI (`horizon` 27.0.0, the 2026.2
+//! horizon (`horizon`, in the default services as in DevStack): the dashboard, from PyPI (`horizon` 27.0.0, the 2026.2
 //! release, pinned with Django and its XStatic packages in the constraints), with
 //! DevStack's `local_settings.py` choices, its static files collected and
 //! compressed at init (skipped when the venv and the settings are what they were),

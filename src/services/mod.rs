@@ -441,7 +441,8 @@ mod tests {
                 "openstack-placement",
                 "neutron",
                 "nova",
-                "cinder"
+                "cinder",
+                "horizon"
             ]
         );
         let s = settings("key,g-api");

@@ -214,7 +214,8 @@ fn every_config_file_is_recorded_for_clean_and_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let (dir, mut host) = host();
     for svc in Registry::builtin().enabled(&host.settings.clone()) {
-        if svc.layer() == crate::services::Layer::OpenStack {
+        // horizon's configure reads the installed dashboard: it has its own snapshots.
+        if svc.layer() == crate::services::Layer::OpenStack && svc.name() != "horizon" {
             configure(&mut host, svc);
         }
     }

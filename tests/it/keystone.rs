@@ -280,7 +280,7 @@ impl Keystone {
                 ("SERVICE_DOMAIN_NAME", "Default"),
                 (
                     "ENABLED_SERVICES",
-                    "mysql,rabbit,key,g-api,placement-api,q-svc,n-api,n-cond,n-sch,n-cpu",
+                    "mysql,rabbit,key,g-api,placement-api,q-svc,n-api,n-cond,n-sch,n-cpu,horizon",
                 ),
             ]
             .into_iter()

@@ -81,7 +81,7 @@ IncludeOptional "$WORK/sites/*.conf"
 EOS
 uwsgi --plugins-dir /usr/lib/uwsgi/plugins --plugin "$plugin" --wsgi-file "$WORK/app.py" \
     --socket "$WORK/app.socket" --chmod-socket=666 --http-socket "127.0.0.1:$((PORT + 1))" \
-    --master --processes 2 --add-header 'Connection: close' >"$WORK/uwsgi.log" 2>&1 &
+    --master --die-on-term --processes 2 --add-header 'Connection: close' >"$WORK/uwsgi.log" 2>&1 &
 PIDS+=($!)
 echo "ProxyPass \"/app\" \"unix:$WORK/app.socket|uwsgi://uwsgi-uds-app\" retry=0 acquire=1 " >"$WORK/sites/app.conf"
 chmod 755 "$WORK"
@@ -156,8 +156,10 @@ echo "horizon: collectstatic $(elapsed "$t0" "$t1") s, compress $(elapsed "$t1" 
 [[ -n ${ONLY_INSTALL:-} ]] && exit 0
 
 # --- 3. the login page ---
+# Only --mount (with --module too, uWSGI serves nothing at the mountpoint: a field-notes
+# trap).
 uwsgi --plugins-dir /usr/lib/uwsgi/plugins --plugin "$plugin" --virtualenv "$venv" \
-    --module openstack_dashboard.wsgi:application --http-socket "127.0.0.1:$((PORT + 2))" \
+    --die-on-term --http-socket "127.0.0.1:$((PORT + 2))" \
     --mount "/dashboard=openstack_dashboard.wsgi:application" --manage-script-name \
     --master --processes 2 --lazy-apps --add-header 'Connection: close' \
     --env DJANGO_SETTINGS_MODULE=openstack_dashboard.settings >"$WORK/horizon-uwsgi.log" 2>&1 &
