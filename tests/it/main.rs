@@ -133,10 +133,14 @@ impl Tree {
 
     pub fn devstack_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(devstack_bin());
+        // DEST in the environment as well as in local.conf: a test that breaks its
+        // local.conf (teardown from the state) must still never reach /opt/stack,
+        // where a real cloud of this machine may be running.
         cmd.arg("--top-dir")
             .arg(&self.top)
             .args(args)
-            .env_remove("ENABLED_SERVICES");
+            .env_remove("ENABLED_SERVICES")
+            .env("DEST", &self.dest);
         for (k, v) in env {
             cmd.env(k, v);
         }
