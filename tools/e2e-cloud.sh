@@ -315,7 +315,8 @@ wait_status() {
     shift 2
     t0=$(date +%s)
     while :; do
-        status=$(os_admin "$@" show -f value -c status 2>/dev/null || true)
+        # KIND... show NAME: the name is the last argument.
+        status=$(os_admin "${@:1:$#-1}" show "${!#}" -f value -c status 2>/dev/null || true)
         [[ $status == "$want" ]] && return 0
         if [[ $status == error* ]] || (($(date +%s) - t0 >= limit)); then
             echo "$*: $status (wanted $want)" >&2
