@@ -1006,7 +1006,7 @@ mod tests {
     /// defined and booted to its login prompt, then stop (destroys it) and cleanup
     /// (undefines it): no QEMU, no daemon and no domain of ours left.
     #[test]
-    #[ignore = "real libvirtd and QEMU: needs root (installs the libvirt packages) and takes the machine lock (run_tests.sh)"]
+    #[ignore = "reason: real libvirtd and QEMU: needs root (installs the libvirt packages) and takes the machine lock (run_tests.sh)"]
     fn libvirtd_boots_the_test_image_and_leaves_nothing() {
         use std::os::unix::fs::PermissionsExt as _;
         let lock = fs_err::OpenOptions::new()

@@ -519,7 +519,7 @@ mod tests {
     use crate::ini::IniDoc;
 
     fn settings(extra: &[(&str, &str)]) -> Settings {
-        let mut v: std::collections::BTreeMap<String, String> = [
+        let mut s = Settings::from_pairs(&[
             (
                 "ENABLED_SERVICES",
                 "q-svc,ovn-northd,ovn-controller,q-ovn-metadata-agent",
@@ -530,14 +530,11 @@ mod tests {
             ("DEVSTACK_VENV", "/opt/stack/venv"),
             ("METADATA_PROXY_SHARED_SECRET", "s3cret"),
             ("DATA_DIR", "/opt/stack/data"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        for (k, val) in extra {
-            v.insert((*k).to_owned(), (*val).to_owned());
+        ]);
+        for (k, v) in extra {
+            s.set(k, *v);
         }
-        Settings::new(v)
+        s
     }
 
     #[test]

@@ -337,18 +337,15 @@ mod tests {
     }
 
     fn settings(extra: &[(&str, &str)]) -> Settings {
-        let mut v: std::collections::BTreeMap<String, String> = [
+        let mut s = Settings::from_pairs(&[
             ("IP_VERSION", "4"),
             ("FIXED_RANGE", "10.0.0.0/26"),
             ("FLOATING_RANGE", "172.24.4.0/24"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        for (k, val) in extra {
-            v.insert((*k).to_owned(), (*val).to_owned());
+        ]);
+        for (k, v) in extra {
+            s.set(k, *v);
         }
-        Settings::new(v)
+        s
     }
 
     #[test]

@@ -680,19 +680,16 @@ mod tests {
     use super::*;
 
     fn settings(extra: &[(&str, &str)]) -> Settings {
-        let mut v: std::collections::BTreeMap<String, String> = [
+        let mut s = Settings::from_pairs(&[
             ("DATA_DIR", "/opt/stack/data"),
             ("SERVICE_HOST", "10.0.0.5"),
             ("HOST_IP", "10.0.0.5"),
             ("OVN_BRIDGE_MAPPINGS", "public:br-ex"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        for (k, val) in extra {
-            v.insert((*k).to_owned(), (*val).to_owned());
+        ]);
+        for (k, v) in extra {
+            s.set(k, *v);
         }
-        Settings::new(v)
+        s
     }
 
     #[test]

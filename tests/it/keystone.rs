@@ -338,7 +338,7 @@ fn free_port() -> u16 {
 /// a service user's token, passwords of existing users untouched, endpoint URL
 /// updates, and the bash shims outside a run.
 #[test]
-#[ignore = "builds a keystone venv from PyPI and runs it with MariaDB (root): ./run_tests.sh runs it"]
+#[ignore = "reason: builds a keystone venv from PyPI and runs it with MariaDB (root): ./run_tests.sh runs it"]
 fn slow_real_keystone_accounts_endpoints_and_shims() {
     let ks = Keystone::start();
     let settings = ks.settings();

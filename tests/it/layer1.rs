@@ -230,7 +230,7 @@ fn status_then_teardown(tree: &Tree, marker: &str, servers: &[&str]) {
 }
 
 #[test]
-#[ignore = "starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
+#[ignore = "reason: starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
 fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
     let _guard = lock();
     let t0 = std::time::Instant::now();
@@ -332,7 +332,7 @@ fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
 }
 
 #[test]
-#[ignore = "starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
+#[ignore = "reason: starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
 fn postgresql_real_server_stacks_serves_and_goes_away() {
     let _guard = lock();
     let (tree, marker) = stacked_with_plugin("postgresql", "ds-test-pg-sleeper");
@@ -367,7 +367,7 @@ fn postgresql_real_server_stacks_serves_and_goes_away() {
 }
 
 #[test]
-#[ignore = "starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
+#[ignore = "reason: starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
 fn memcached_answers_when_keystone_needs_it() {
     let _guard = lock();
     let tree = Tree::new();
@@ -456,7 +456,7 @@ fn link_exists(name: &str) -> bool {
 }
 
 #[test]
-#[ignore = "starts Open vSwitch and OVN (root, /var/run/openvswitch, the machine's bridges): ./run_tests.sh runs it"]
+#[ignore = "reason: starts Open vSwitch and OVN (root, /var/run/openvswitch, the machine's bridges): ./run_tests.sh runs it"]
 fn ovs_and_ovn_daemons_start_register_the_chassis_and_leave_nothing() {
     let _guard = lock();
     let tree = Tree::new();
