@@ -71,11 +71,13 @@ pub(crate) fn sql_literal(value: &str) -> String {
 }
 
 /// Users the system owns; never created, recorded or dropped by us.
-pub(crate) fn is_system_user(name: &str) -> bool {
-    matches!(
-        name,
-        "root" | "postgres" | "mysql" | "debian-sys-maint" | "mariadb.sys"
-    )
+/// A login the distribution's server comes with (never dropped). PostgreSQL has no
+/// `root` role: the one stack creates for DevStack's `DATABASE_USER=root` is ours.
+pub(crate) fn is_system_user(backend: Backend, name: &str) -> bool {
+    match backend {
+        Backend::Mysql => matches!(name, "root" | "mysql" | "debian-sys-maint" | "mariadb.sys"),
+        Backend::Postgresql => name == "postgres",
+    }
 }
 
 pub(crate) fn privileged(program: &str) -> Vec<String> {
@@ -210,7 +212,7 @@ pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), Serv
         .ledger
         .db_users(backend.name())
         .into_iter()
-        .filter(|u| valid_identifier(u) && !is_system_user(u))
+        .filter(|u| valid_identifier(u) && !is_system_user(backend, u))
         .collect();
     let root_tcp = backend == Backend::Mysql
         && host
@@ -285,7 +287,7 @@ pub(crate) fn user_ready(
     probe: impl Fn(&Host) -> Result<(), String>,
 ) -> Result<(), ServiceError> {
     let service = backend.name();
-    if !existed && !is_system_user(user) {
+    if !existed && !is_system_user(backend, user) {
         host.ledger.record_db_user(service, user);
     }
     host.checkpoint();

@@ -364,19 +364,28 @@ fn slow_real_keystone_accounts_endpoints_and_shims() {
         .collect();
     assert_eq!(
         types,
-        ["identity", "image", "placement", "network", "compute"]
+        [
+            "identity",
+            "image",
+            "placement",
+            "network",
+            "compute",
+            "block-storage",
+            "volumev3"
+        ]
     );
     eprintln!(
         "accounts: first {} requests in {:?}, second {} requests in {:?}",
         first.requests, first.elapsed, second.requests, second.elapsed
     );
 
-    // Endpoints exist with the expected URLs, once each.
+    // Endpoints exist with DevStack's path-routed URLs (behind the front proxy),
+    // once each.
     for (kind, url) in [
-        ("image", "http://127.0.0.1:9292"),
-        ("placement", "http://127.0.0.1:8778"),
-        ("network", "http://127.0.0.1:9696/"),
-        ("compute", "http://127.0.0.1:8774/v2.1"),
+        ("image", "http://127.0.0.1/image"),
+        ("placement", "http://127.0.0.1/placement"),
+        ("network", "http://127.0.0.1/networking"),
+        ("compute", "http://127.0.0.1/compute/v2.1"),
         ("identity", ks.url.as_str()),
     ] {
         let sid = admin.service_id(kind).unwrap();

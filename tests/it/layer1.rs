@@ -169,19 +169,45 @@ fn stacked_with_plugin(services: &str, marker: &str) -> (Tree, String) {
         "",
     );
     tree.extras("50-plugin.sh", &plugin(&marker));
+    forget_earlier_runs(&tree, services);
     tree.devstack(&["stack"]).success();
     (tree, marker)
 }
 
-/// After clean: starts `service` through the shell library (start_service outside a
-/// run), runs `query` (a shell command), stops it; the query's output.
-fn query_after_clean(tree: &Tree, service: &str, query: &str) -> String {
+/// The machine's server keeps what an earlier, uncleaned run made (root's TCP
+/// logins, the plugin's database); stack records only what it creates, so the
+/// test starts from a server without them to see clean drop exactly those.
+fn forget_earlier_runs(tree: &Tree, services: &str) {
+    let Some(service) = services.split_whitespace().next() else {
+        return;
+    };
+    let sql = match service {
+        "mysql" => {
+            "mariadb --no-defaults -e \"DROP DATABASE IF EXISTS plugdb; DROP USER IF EXISTS 'root'@'%'; DROP USER IF EXISTS 'root'@'127.0.0.1'\""
+        }
+        "postgresql" => {
+            "runuser -u postgres -- psql -X -q -c 'DROP DATABASE IF EXISTS plugdb' -c 'DROP ROLE IF EXISTS root'"
+        }
+        _ => return,
+    };
+    let logs = tempfile::tempdir().expect("temp dir");
+    server_query(tree, service, sql, logs.path());
+}
+
+/// Outside a run (before stack, after clean): starts `service` through the shell
+/// library (start_service), runs `query` (a shell command), stops it; the query's
+/// output.
+fn query_machine_server(tree: &Tree, service: &str, query: &str) -> String {
+    server_query(tree, service, query, &tree.dest.join("logs"))
+}
+
+fn server_query(tree: &Tree, service: &str, query: &str, logs: &std::path::Path) -> String {
     let script = format!(
         "source functions\nLOGDIR={logs}\nDATA_DIR={data}\nDATABASE_HOST=127.0.0.1\nSERVICE_TIMEOUT=60\n\
          start_service {service} || exit 9\n\
          {query}\n\
          stop_service {service}\n",
-        logs = tree.dest.join("logs").display(),
+        logs = logs.display(),
         data = tree.dest.join("data").display(),
     );
     let run = tree.bash(&script);
@@ -315,7 +341,7 @@ fn mysql_and_rabbit_real_servers_stack_serve_and_go_away() {
     assert!(!tree.path(".devstack/state.json").exists());
 
     // The database and the user are gone.
-    let left = query_after_clean(
+    let left = query_machine_server(
         &tree,
         "mysql",
         &format!(
@@ -356,7 +382,7 @@ fn postgresql_real_server_stacks_serves_and_goes_away() {
     tree.devstack(&["clean"]).success();
     assert!(!tree.dest.join("logs").exists());
 
-    let left = query_after_clean(
+    let left = query_machine_server(
         &tree,
         "postgresql",
         &format!(
