@@ -40,6 +40,7 @@ pub mod testing {
 
 /// Runs one command line. Errors come back to `main`, which prints them once.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    system::process::close_inherited_descriptors_on_exec();
     commands::dispatch(cli)
 }
 

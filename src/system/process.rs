@@ -31,6 +31,29 @@ const PASSTHROUGH_ENV: &[&str] = &[
     "PATH", "HOME", "USER", "LOGNAME", "TERM", "TMPDIR", "LANG", "LC_ALL",
 ];
 
+/// Marks every descriptor this process inherited above stderr close-on-exec, so that
+/// no child keeps one: a daemon started by a run outlives it, and an inherited
+/// descriptor (the `flock` of the shell that ran `./stack.sh`, a CI runner's pipe)
+/// would stay open as long as MariaDB runs, holding the caller's lock or keeping its
+/// pipe from reaching end-of-file. Our own descriptors are opened close-on-exec by
+/// the standard library already; children get theirs through `Cmd` only.
+pub(crate) fn close_inherited_descriptors_on_exec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let inherited: Vec<std::os::fd::RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in inherited {
+        // The directory's own descriptor is closed by now: EBADF, ignored.
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+}
+
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {

@@ -315,6 +315,44 @@ fn unstack_and_clean_on_a_fresh_tree_succeed_and_survive_failing_hooks() {
     assert!(t.trace().contains("20-after.sh unstack"));
 }
 
+/// A descriptor open in the shell that runs `./stack.sh` (here fd 7 on a marker
+/// file, as `flock 9 ./stack.sh` holds its lock) reaches no child: not the plugin
+/// shell, and so no process it starts, which could outlive the run and hold it.
+#[test]
+fn a_callers_open_descriptor_reaches_no_hook_or_process() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "10-fds.sh",
+        "if [[ $1 == stack && $2 == extra ]]; then\n    \
+         for fd in /proc/self/fd/*; do readlink \"$fd\" || true; done >> \"$TRACE_FILE\"\n\
+         echo checked >> \"$TRACE_FILE\"\nfi\n",
+    );
+    let marker = t.path("held-by-caller");
+    let run = Command::new("bash")
+        .arg("-c")
+        .arg("exec 7>\"$1\"; shift; \"$@\"")
+        .arg("bash")
+        .arg(&marker)
+        .arg(crate::devstack_bin())
+        .args(["--top-dir", t.top.to_str().unwrap(), "stack"])
+        .env_remove("ENABLED_SERVICES")
+        .env("DEST", &t.dest)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let trace = t.trace();
+    assert!(trace.contains("checked"), "the hook did not run:\n{trace}");
+    assert!(
+        !trace.contains(marker.to_str().unwrap()),
+        "the hook's shell inherited the caller's descriptor:\n{trace}"
+    );
+}
+
 #[test]
 fn bad_local_conf_lines_give_their_line_numbers() {
     let t = Tree::new();
