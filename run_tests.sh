@@ -14,7 +14,7 @@ cd "$TOP_DIR"
 
 # Packages the tests use: shellcheck for the shell files we ship, git for plugin
 # fixtures, and the layer-1 servers (the tests start and stop them themselves).
-TEST_PACKAGES=(shellcheck git sudo mariadb-server mariadb-client postgresql postgresql-client rabbitmq-server memcached python3-pika python3-venv uwsgi-core uwsgi-plugin-python3 curl busybox-static apache2 libapache2-mod-proxy-uwsgi chromium chromium-driver)
+TEST_PACKAGES=(shellcheck git sudo mariadb-server mariadb-client postgresql postgresql-client rabbitmq-server memcached python3-pika python3-venv uwsgi-core uwsgi-plugin-python3 curl busybox-static apache2 libapache2-mod-proxy-uwsgi chromium chromium-driver openssh-client)
 
 missing=()
 for pkg in "${TEST_PACKAGES[@]}"; do

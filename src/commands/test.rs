@@ -1,6 +1,7 @@
 //! `devstack test`: runs tempest in the workspace the last stack configured, streams
 //! its output, and ends with the counts and the names of the failures.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use crate::services::tempest;
 use crate::state::Ledger;
+use crate::system::netns;
 use crate::system::process::{Cmd, LineSink, Stream};
 use crate::ui::report::Report;
 
@@ -82,6 +84,34 @@ pub(crate) fn parse(lines: &[String]) -> Outcome {
     out
 }
 
+/// tempest validates guests through floating IPs that only the public namespace
+/// reaches, so it runs there: the API addresses it needs are forwarded into the
+/// namespace (loopback is there already; another host address is added to the
+/// namespace's own `lo`, never to the host). The namespace's name.
+fn enter_public_namespace(fact: &str) -> anyhow::Result<String> {
+    let (ns, addrs) = fact.split_once('\t').unwrap_or((fact, ""));
+    let addrs: Vec<SocketAddr> = addrs
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    for addr in addrs.iter().filter(|a| !a.ip().is_loopback()) {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Cmd::new("ip")
+            .args(["-n", ns, "addr", "replace"])
+            .arg(format!("{}/{prefix}", addr.ip()))
+            .args(["dev", "lo"])
+            .timeout(Duration::from_secs(10))
+            .label("ip")
+            .run()?;
+    }
+    netns::forward_into(ns, &addrs)?;
+    println!(
+        "tempest runs in network namespace {ns} (the floating IPs' side), its API \
+         connections forwarded to the host"
+    );
+    Ok(ns.to_owned())
+}
+
 /// Prints each line as it comes and keeps them for the summary.
 struct Tee(Mutex<Vec<String>>);
 
@@ -110,7 +140,18 @@ pub(crate) fn test(top_dir: &Path, sel: &Selection) -> anyhow::Result<ExitCode> 
     let bin = workspace.join(".venv/bin/tempest");
     let tee = Arc::new(Tee(Mutex::new(Vec::new())));
     let config_dir = config.parent().unwrap_or(&workspace).to_path_buf();
-    let result = Cmd::new(&bin)
+    let mut command = vec![bin.into_os_string()];
+    if let Some(fact) = ledger.fact(tempest::NETNS_FACT) {
+        let ns = enter_public_namespace(fact)?;
+        let inner = std::mem::take(&mut command);
+        command = ["ip", "netns", "exec", ns.as_str()]
+            .iter()
+            .map(Into::into)
+            .chain(inner)
+            .collect();
+    }
+    let result = Cmd::new(&command[0])
+        .args(&command[1..])
         .args(run_args(sel))
         .current_dir(&workspace)
         .env("TEMPEST_CONFIG_DIR", &config_dir)

@@ -39,7 +39,7 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("RECLONE", "False"),
     ("ERROR_ON_CLONE", "False"),
     ("OFFLINE", "False"),
-    ("VIRT_DRIVER", "fake"),
+    ("VIRT_DRIVER", "libvirt"),
     ("NUMBER_FAKE_NOVA_COMPUTE", "1"),
     ("NOVA_PLUGINS", "$TOP_DIR/lib/nova_plugins"),
     ("ENABLE_DEBUG_LOG_LEVEL", "True"),

@@ -764,9 +764,16 @@ fn destroy_ours(host: &Host) -> Result<usize, ServiceError> {
     Ok(ours.len())
 }
 
+/// Did this tree's stack set nova up on libvirt? libvirtd and its guests are
+/// host-wide: another tree's unstack (a test's, a second checkout's) must not
+/// destroy this cloud's guests.
+fn used_here(host: &Host) -> bool {
+    host.ledger.fact(IN_USE_FACT).is_some()
+}
+
 /// stop_nova_hypervisor: our guests destroyed, then libvirtd and virtlogd.
 pub(crate) fn stop(host: &mut Host) -> Result<(), ServiceError> {
-    if libvirtd_answers(host) {
+    if used_here(host) && libvirtd_answers(host) {
         destroy_ours(host)?;
     }
     let result = daemon::stop(host, &Libvirtd);
@@ -777,7 +784,7 @@ pub(crate) fn stop(host: &mut Host) -> Result<(), ServiceError> {
 /// cleanup_nova_hypervisor: our guests undefined (libvirtd is started for it when
 /// it does not run), their QEMU logs removed, `/dev/kvm` as it was.
 pub(crate) fn cleanup(host: &mut Host) -> Result<(), ServiceError> {
-    if Path::new("/usr/sbin/libvirtd").exists() {
+    if used_here(host) && Path::new("/usr/sbin/libvirtd").exists() {
         let started = !libvirtd_answers(host);
         if started {
             start(host)?;
@@ -1055,6 +1062,8 @@ mod tests {
         fs_err::write(&xml, test_domain_xml(&name, &disk, &console)).unwrap();
 
         start(&mut host).unwrap();
+        // What configure_nova_hypervisor records: this tree uses libvirt.
+        host.ledger.set_fact(IN_USE_FACT, "qemu");
         assert!(libvirtd_answers(&host));
         virsh(&host).arg("define").arg(&xml).run().unwrap();
         virsh(&host).args(["start", &name]).run().unwrap();

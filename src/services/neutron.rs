@@ -240,9 +240,14 @@ fn start_ovn_workers(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
             metadata_agent_conf(&s).display()
         );
         oslo::start_process(cx.host, NAME, METADATA_AGENT, &cmd, &[], None)?;
+        cx.host.ledger.set_fact(METADATA_NETNS_FACT, "ovnmeta-");
     }
     Ok(())
 }
+
+/// Set while this tree's metadata agent may have made `ovnmeta-*` namespaces: their
+/// names are host-wide, and another tree's unstack must not delete this cloud's.
+const METADATA_NETNS_FACT: &str = "ovn-metadata-namespaces";
 
 /// The OVN metadata agent leaves its haproxies (one per network, daemonised, their
 /// pids under `$state_path/external/pids`) and their `ovnmeta-<network>` namespaces
@@ -267,6 +272,10 @@ fn stop_metadata_proxies(host: &mut Host) {
         }
         let _ = fs_err::remove_file(entry.path());
     }
+    if host.ledger.fact(METADATA_NETNS_FACT).is_none() {
+        return;
+    }
+    host.ledger.forget_fact(METADATA_NETNS_FACT);
     let out = host
         .cmd("ip")
         .args(["netns", "list"])

@@ -19,6 +19,9 @@ pub(crate) const VETH_NS: &str = "ds-pub-ns";
 /// Ledger facts: the namespace we made, the address we put on br-ex.
 const NETNS_FACT: &str = "public-netns";
 const HOST_ADDR_FACT: &str = "public-host-address";
+/// Set while the veth pair is ours: the names are host-wide, and another tree's
+/// unstack (a test's, a second checkout's) must not cut this cloud's public side.
+const VETH_FACT: &str = "public-veth";
 
 /// The namespace's name.
 pub(crate) fn namespace(host: &Host) -> String {
@@ -135,6 +138,9 @@ pub(crate) fn setup(host: &mut Host, cidrs: &[String]) -> Result<(), ServiceErro
             host.checkpoint();
         }
     }
+    if !in_host {
+        host.ledger.set_fact(VETH_FACT, VETH_BRIDGE);
+    }
     if in_host {
         host.ledger
             .set_fact(HOST_ADDR_FACT, format!("{}|{bridge}", cidrs.join(",")));
@@ -158,10 +164,11 @@ pub(crate) fn summary(host: &Host) -> Option<String> {
     })
 }
 
-/// unstack: the veth pair, our namespace and the address we put on br-ex go; every
-/// failure is a warning (the rest still goes).
+/// unstack: the veth pair, our namespace and the address we put on br-ex go, each only
+/// when this tree's state says it made it; every failure is a warning (the rest still
+/// goes).
 pub(crate) fn remove(host: &mut Host) {
-    if link_exists(host, VETH_BRIDGE) {
+    if host.ledger.fact(VETH_FACT).is_some() && link_exists(host, VETH_BRIDGE) {
         let _ = ovn::ctl(host, "ovs-vsctl")
             .args(["--if-exists", "del-port", VETH_BRIDGE])
             .allow_failure()
@@ -170,6 +177,7 @@ pub(crate) fn remove(host: &mut Host) {
             host.warn(&e.to_string());
         }
     }
+    host.ledger.forget_fact(VETH_FACT);
     if let Some(ns) = host.ledger.fact(NETNS_FACT).map(str::to_owned) {
         if netns_exists(&ns) {
             if let Err(e) = ip(host, &["netns", "del", &ns]) {

@@ -251,3 +251,19 @@ fn every_config_file_is_recorded_for_clean_and_private() {
         "the services' config files hold their passwords"
     );
 }
+
+/// tempest inside the public namespace talks to every API of the default cloud
+/// through these addresses (keystone's own URI included), each forwarded once.
+#[test]
+fn tempest_reaches_every_api_address_of_the_default_cloud() {
+    let (_dir, host) = host();
+    let addrs: Vec<String> = crate::services::tempest::api_addresses(&host.settings)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(addrs.contains(&"127.0.0.1:80".to_owned()), "{addrs:?}");
+    assert!(addrs.contains(&"127.0.0.1:5000".to_owned()), "{addrs:?}");
+    let mut unique = addrs.clone();
+    unique.dedup();
+    assert_eq!(unique, addrs);
+}

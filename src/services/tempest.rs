@@ -11,12 +11,19 @@ use std::path::{Path, PathBuf};
 use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
-use crate::services::{Descriptor, Layer, Service, ServiceError, glance, neutron, nova, oslo};
+use crate::services::{
+    Descriptor, Layer, Registry, Service, ServiceError, glance, neutron, nova, oslo, ovn_public,
+};
+use crate::system::netns;
 use crate::system::python::{self, Req};
 
 pub(crate) const NAME: &str = "tempest";
 /// The ledger fact that says where the workspace is (for `devstack test`).
 pub(crate) const WORKSPACE_FACT: &str = "tempest-workspace";
+/// When tempest validates guests through floating IPs that only the public namespace
+/// reaches: `NAMESPACE\tADDR ADDR...`, the namespace to run it in and the API
+/// addresses to forward into it (`devstack test`).
+pub(crate) const NETNS_FACT: &str = "tempest-netns";
 
 pub(crate) struct Tempest;
 
@@ -41,6 +48,8 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
         ("BUILD_TIMEOUT", "196"),
         ("TEMPEST_CONCURRENCY", "2"),
     ],
+    // tempest's validation pings guests with the system's `ping`.
+    packages: &["iputils-ping"],
     ..Descriptor::named(NAME, Layer::OpenStack)
 };
 
@@ -224,6 +233,28 @@ fn discover(host: &mut Host) -> Result<Cloud, ServiceError> {
     Ok(cloud)
 }
 
+/// Whether tempest logs into its guests: they are real, and reachable through a
+/// floating IP on the public network.
+fn validates(s: &Settings, cloud: &Cloud) -> bool {
+    cloud.public_network_id.is_some() && s.str("VIRT_DRIVER") != "fake"
+}
+
+/// Every address tempest talks to on the host: keystone's and each catalog entry's
+/// (one front proxy for most of them).
+pub(crate) fn api_addresses(s: &Settings) -> Vec<std::net::SocketAddr> {
+    let mut urls: Vec<String> = Registry::builtin()
+        .catalog(s)
+        .iter()
+        .map(|account| account.url(s))
+        .collect();
+    urls.push(s.str("KEYSTONE_SERVICE_URI").to_owned());
+    let mut addrs: Vec<std::net::SocketAddr> =
+        urls.iter().filter_map(|u| netns::url_address(u)).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
+}
+
 /// tempest.conf as DevStack's configure_tempest writes it, for this stack.
 pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
     let on = |b: bool| if b { "True" } else { "False" };
@@ -280,7 +311,7 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
         "nova_policy_roles",
         "admin,manager,member,reader,service",
     );
-    doc.set("validation", "run_validation", on(networking && !fake));
+    doc.set("validation", "run_validation", on(validates(s, cloud)));
     doc.set("validation", "connect_method", "floating");
     doc.set("validation", "ip_version_for_ssh", "4");
     doc.set("validation", "ssh_timeout", build_timeout);
@@ -356,6 +387,17 @@ impl Service for Tempest {
         let mut text = dir(&s).display().to_string();
         let _ = write!(text, "\t{}", path.display());
         cx.host.ledger.set_fact(WORKSPACE_FACT, text);
+        // The floating IPs answer only inside the public namespace (unless the user
+        // put the gateway in the host, as DevStack does): tempest runs there.
+        if validates(&s, &cloud) && !ovn_public::in_host(cx.host) {
+            let addrs: Vec<String> = api_addresses(&s).iter().map(ToString::to_string).collect();
+            let ns = ovn_public::namespace(cx.host);
+            cx.host
+                .ledger
+                .set_fact(NETNS_FACT, format!("{ns}\t{}", addrs.join(" ")));
+        } else {
+            cx.host.ledger.forget_fact(NETNS_FACT);
+        }
         cx.host
             .note(&format!("tempest: {} written", path.display()));
         Ok(())
@@ -365,6 +407,7 @@ impl Service for Tempest {
         let _ = fs_err::remove_file(config(&s));
         let _ = fs_err::remove_dir_all(s.path("TEMPEST_STATE_PATH"));
         cx.host.ledger.forget_fact(WORKSPACE_FACT);
+        cx.host.ledger.forget_fact(NETNS_FACT);
         Ok(())
     }
 }

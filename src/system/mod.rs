@@ -10,6 +10,7 @@ use crate::state::Ledger;
 
 pub(crate) mod interrupt;
 pub(crate) mod net;
+pub(crate) mod netns;
 pub(crate) mod packages;
 pub(crate) mod process;
 pub(crate) mod python;

@@ -550,3 +550,24 @@ fn ovs_and_ovn_daemons_start_register_the_chassis_and_leave_nothing() {
         assert!(processes_matching(d).is_empty(), "{d} still runs");
     }
 }
+
+/// Host-wide names (the metadata agent's `ovnmeta-*` namespaces, the public veth) are
+/// touched only by the tree whose state says it made them: another tree's unstack
+/// (a test's, a second checkout's) leaves a running cloud's networking alone.
+#[test]
+#[ignore = "reason: creates a network namespace (root): ./run_tests.sh runs it"]
+fn another_trees_unstack_leaves_the_hosts_metadata_namespaces_alone() {
+    let ns = format!("ovnmeta-ds-test-{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+    assert!(ip(&["netns", "add", &ns]));
+    let tree = Tree::new();
+    // The default services (neutron with the OVN metadata agent), never stacked here.
+    tree.local_conf("", "");
+    let unstack = tree.devstack(&["unstack", "--all"]);
+    let clean = tree.devstack(&["clean"]);
+    let still_there = std::path::Path::new("/var/run/netns").join(&ns).exists();
+    ip(&["netns", "del", &ns]);
+    unstack.success();
+    clean.success();
+    assert!(still_there, "another tree's unstack or clean deleted {ns}");
+}
