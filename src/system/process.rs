@@ -38,7 +38,7 @@ const PASSTHROUGH_ENV: &[&str] = &[
 /// pipe from reaching end-of-file. Our own descriptors are opened close-on-exec by
 /// the standard library already; children get theirs through `Cmd` only.
 pub(crate) fn close_inherited_descriptors_on_exec() {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+    let Ok(entries) = fs_err::read_dir("/proc/self/fd") else {
         return;
     };
     let inherited: Vec<std::os::fd::RawFd> = entries
