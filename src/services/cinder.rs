@@ -1,7 +1,7 @@
 //! cinder (`c-api`, `c-sch`, `c-vol`): block storage. `c-api` is `cinder.wsgi.api`
-//! under uWSGI on `CINDER_SERVICE_PORT`, registered as DevStack registers it
-//! (`block-storage` and `volumev3`); the scheduler and the volume service are
-//! supervised processes.
+//! under uWSGI behind the front proxy at `/volume`, registered as DevStack registers
+//! it (`block-storage` and `volumev3` at `/volume/v3`); the scheduler and the volume
+//! service are supervised processes.
 //!
 //! The backend is chosen by what the host can do, as `CINDER_ENABLED_BACKENDS` says
 //! (its default is probed: DevStack's `lvm:lvmdriver-1` where the kernel has
@@ -20,7 +20,7 @@ use sha2::Digest as _;
 use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::openstack::accounts::ServiceAccount;
-use crate::services::uwsgi::{self, WsgiApp};
+use crate::services::uwsgi::{self, Route, WsgiApp};
 use crate::services::{Descriptor, Layer, Service, ServiceError, daemon, database, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
@@ -40,6 +40,16 @@ const BACKENDS_DEFAULT: &str = "$(grep -qw device-mapper /proc/devices 2>/dev/nu
      { [[ -d /sys/kernel/config/target ]] || [[ -d /sys/module/iscsi_tcp ]]; } && \
      echo lvm:lvmdriver-1 || echo nfs:nfs)";
 
+/// DevStack's `write_uwsgi_config "$CINDER_UWSGI_CONF" "$CINDER_UWSGI" "/volume" ""
+/// "cinder-api"`: the uwsgi protocol on a socket, the proxy routing `/volume` to it.
+const ROUTE: Route = Route {
+    site: "cinder-api",
+    path: "/volume",
+    socket: true,
+};
+
+/// `$CINDER_SERVICE_PROTOCOL://$CINDER_SERVICE_HOST/volume/v3`, as DevStack registers
+/// it (without a project id: the v3 API takes the project from the token).
 pub(crate) const BLOCK_STORAGE: ServiceAccount = ServiceAccount {
     name: NAME,
     service_type: "block-storage",
@@ -48,8 +58,7 @@ pub(crate) const BLOCK_STORAGE: ServiceAccount = ServiceAccount {
     prefix: PREFIX,
     default_port: PORT,
     path: "/v3",
-    // On its own port for now; DevStack's /volume route behind the front proxy is next.
-    route: "",
+    route: ROUTE.path,
 };
 
 /// The same API under the type older clients (and nova's default catalog_info) ask
@@ -271,13 +280,14 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     )?;
     let app = WsgiApp {
         wsgi: "cinder.wsgi.api:application".into(),
-        http: oslo::listen(&s, PREFIX, PORT),
+        http: uwsgi::bind(&s, Some(ROUTE), PREFIX, PORT),
         venv: crate::system::python::venv_dir(&s),
         env: Vec::new(),
         processes: s.number("API_WORKERS", 1),
         name: "cinder-api".into(),
     };
-    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
+    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)?;
+    uwsgi::publish(host, NAME, ROUTE, PREFIX, PORT)
 }
 
 /// Can this host hold DevStack's LVM backend (device-mapper and an iSCSI target)?
@@ -341,7 +351,7 @@ fn unmount_share(host: &Host) {
 fn create_volume_types(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let api = oslo::Api::new(host, NAME)?;
-    let base = format!("{}v3", oslo::probe_url(&s, PREFIX, PORT));
+    let base = crate::services::frontproxy::probe_url(&s, &format!("{}/v3", ROUTE.path));
     let types = api.get(&format!("{base}/types"))?;
     let existing: Vec<&str> = types["volume_types"]
         .as_array()
@@ -415,7 +425,7 @@ impl Service for Cinder {
         }
         let c = conf(&s).display().to_string();
         if s.is_enabled(&["c-api"]) {
-            uwsgi::start_api(cx.host, NAME, "c-api", &uwsgi_ini(&s), PREFIX, PORT)?;
+            uwsgi::start_routed(cx.host, NAME, "c-api", &uwsgi_ini(&s), ROUTE)?;
         }
         for (svc, script) in [("c-sch", "cinder-scheduler"), ("c-vol", "cinder-volume")] {
             if s.is_enabled(&[svc]) {

@@ -164,6 +164,17 @@ fn cinder_files() {
     insta::assert_snapshot!("cinder.conf", read(dir.path(), "etc/cinder/cinder.conf"));
     insta::assert_snapshot!("nfs_shares", read(dir.path(), "etc/cinder/nfs_shares"));
     insta::assert_snapshot!(
+        "cinder-api-uwsgi.ini",
+        read(dir.path(), "etc/cinder/cinder-api-uwsgi.ini")
+    );
+    insta::assert_snapshot!(
+        "cinder-api-site.conf",
+        read(
+            dir.path(),
+            "opt/stack/data/apache/sites-available/cinder-api.conf"
+        )
+    );
+    insta::assert_snapshot!(
         "cinder-rootwrap.conf",
         read(dir.path(), "etc/cinder/rootwrap.conf")
     );
