@@ -367,7 +367,7 @@ urls_behind_the_proxy() {
     urls=$(os_admin endpoint list --interface public -f value -c URL)
     echo "$urls"
     local path
-    for path in /identity /image /placement /networking /compute/v2.1 /e2e-fixture; do
+    for path in /identity /image /placement /networking /compute/v2.1 /volume/v3 /e2e-fixture; do
         grep -q "^http://[^/:]*$path\$" <<<"$urls" || {
             echo "no endpoint at $path on port 80" >&2
             return 1

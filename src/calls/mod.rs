@@ -12,6 +12,7 @@ use crate::state::Ledger;
 use crate::ui::log::RunLog;
 use crate::ui::{TermProgress, Verbosity};
 
+mod cinder;
 mod core;
 mod keystone;
 mod libvirt;
@@ -74,6 +75,8 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "keystone-get-or-add-user-domain-role", handler: keystone::serve, usage: "get_or_add_user_domain_role ROLE USER DOMAIN" },
     Op { name: "keystone-create-service-user", handler: keystone::serve, usage: "create_service_user NAME [ROLE]" },
     Op { name: "keystone-create-accounts", handler: keystone::create_accounts, usage: "keystone-create-accounts" },
+    // the lib/ defaults of cinder's backends (services::cinder's descriptor)
+    Op { name: "cinder-default", handler: cinder::default, usage: "cinder-default backends|target-helper|lvm-type" },
     // lib/nova_plugins/hypervisor-libvirt
     Op { name: "libvirt-install", handler: libvirt::install, usage: "install_nova_hypervisor" },
     Op { name: "libvirt-configure", handler: libvirt::configure, usage: "configure_nova_hypervisor" },

@@ -1,17 +1,17 @@
 //! cinder (`c-api`, `c-sch`, `c-vol`): block storage. `c-api` is `cinder.wsgi.api`
-//! under uWSGI on `CINDER_SERVICE_PORT`, registered as DevStack registers it
-//! (`block-storage` and `volumev3`); the scheduler and the volume service are
-//! supervised processes.
+//! under uWSGI behind the front proxy at `/volume`, registered as DevStack registers
+//! it (`block-storage` and `volumev3` at `/volume/v3`); the scheduler and the volume
+//! service are supervised processes.
 //!
-//! The backend is chosen by what the host can do, as `CINDER_ENABLED_BACKENDS` says
-//! (its default is probed: DevStack's `lvm:lvmdriver-1` where the kernel has
-//! device-mapper and an iSCSI target, `nfs:nfs` otherwise). The NFS backend needs no
-//! NFS server and no kernel client: the export is a directory under `$DATA_DIR`,
-//! bind-mounted where os-brick computes its mount point
+//! The backends are chosen by what the host can do (`cinder_backend.rs`): DevStack's
+//! `lvm:lvmdriver-1` (a loop-backed volume group, an iSCSI target) where the kernel
+//! has device-mapper, loop devices and a target, `nfs:nfs` otherwise;
+//! `CINDER_ENABLED_BACKENDS` chooses explicitly, as in DevStack. The NFS backend
+//! needs no NFS server and no kernel client: the export is a directory under
+//! `$DATA_DIR`, bind-mounted where os-brick computes its mount point
 //! (`nfs_mount_point_base/<md5 of the share>`), which os-brick then finds mounted
 //! and uses as it is. Volumes are real sparse files; snapshots work.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use sha2::Digest as _;
 use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::openstack::accounts::ServiceAccount;
-use crate::services::uwsgi::{self, WsgiApp};
+use crate::services::cinder_backend::{self as backend, Choice, LibDefault, TargetHelper};
+use crate::services::uwsgi::{self, Route, WsgiApp};
 use crate::services::{Descriptor, Layer, Service, ServiceError, daemon, database, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
@@ -33,13 +34,16 @@ pub(crate) const PROCESSES: &[&str] = &["c-api", "c-sch", "c-vol"];
 
 pub(crate) struct Cinder;
 
-/// DevStack's probe for its LVM default: device-mapper in the kernel (logical volumes)
-/// and an iSCSI target (LIO's configfs) or initiator. Rendered into the defaults, so
-/// plugins read the chosen value as DevStack's `CINDER_ENABLED_BACKENDS`.
-const BACKENDS_DEFAULT: &str = "$(grep -qw device-mapper /proc/devices 2>/dev/null && \
-     { [[ -d /sys/kernel/config/target ]] || [[ -d /sys/module/iscsi_tcp ]]; } && \
-     echo lvm:lvmdriver-1 || echo nfs:nfs)";
+/// DevStack's `write_uwsgi_config "$CINDER_UWSGI_CONF" "$CINDER_UWSGI" "/volume" ""
+/// "cinder-api"`: the uwsgi protocol on a socket, the proxy routing `/volume` to it.
+const ROUTE: Route = Route {
+    site: "cinder-api",
+    path: "/volume",
+    socket: true,
+};
 
+/// `$CINDER_SERVICE_PROTOCOL://$CINDER_SERVICE_HOST/volume/v3`, as DevStack registers
+/// it (without a project id: the v3 API takes the project from the token).
 pub(crate) const BLOCK_STORAGE: ServiceAccount = ServiceAccount {
     name: NAME,
     service_type: "block-storage",
@@ -48,8 +52,7 @@ pub(crate) const BLOCK_STORAGE: ServiceAccount = ServiceAccount {
     prefix: PREFIX,
     default_port: PORT,
     path: "/v3",
-    // On its own port for now; DevStack's /volume route behind the front proxy is next.
-    route: "",
+    route: ROUTE.path,
 };
 
 /// The same API under the type older clients (and nova's default catalog_info) ask
@@ -72,8 +75,25 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
         ("CINDER_CONF_DIR", "/etc/cinder"),
         ("CINDER_CONF", "$CINDER_CONF_DIR/cinder.conf"),
         ("CINDER_STATE_PATH", "$DATA_DIR/cinder"),
-        ("CINDER_ENABLED_BACKENDS", BACKENDS_DEFAULT),
+        // Asked of the storage probe (in Rust) when unset, so the package step and
+        // plugins see the backends this host gets.
+        (
+            "CINDER_ENABLED_BACKENDS",
+            backend::default_expr(LibDefault::Backends),
+        ),
+        (
+            "CINDER_TARGET_HELPER",
+            backend::default_expr(LibDefault::TargetHelper),
+        ),
+        (
+            "CINDER_LVM_TYPE",
+            backend::default_expr(LibDefault::LvmType),
+        ),
         ("CINDER_VOLUME_CLEAR", "zero"),
+        // lib/lvm and stackrc.
+        ("VOLUME_GROUP_NAME", "stack-volumes"),
+        ("BACKING_FILE_SUFFIX", "-backing-file"),
+        ("VOLUME_BACKING_FILE_SIZE", "30G"),
     ],
     databases: &["cinder"],
     processes: PROCESSES,
@@ -101,30 +121,33 @@ fn uwsgi_ini(s: &Settings) -> PathBuf {
     conf_dir(s).join("cinder-api-uwsgi.ini")
 }
 
-/// One enabled backend: `TYPE:NAME` of `CINDER_ENABLED_BACKENDS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Backend {
-    pub(crate) kind: String,
-    pub(crate) name: String,
+/// The backends `CINDER_ENABLED_BACKENDS` names (`lvm:lvmdriver-1,nfs:nfs`).
+pub(crate) fn backends(s: &Settings) -> Vec<backend::Backend> {
+    backend::parse_backends(s.str("CINDER_ENABLED_BACKENDS"))
 }
 
-/// Parses `CINDER_ENABLED_BACKENDS` (`lvm:lvmdriver-1,nfs:nfs`).
-pub(crate) fn backends(s: &Settings) -> Vec<Backend> {
-    s.str("CINDER_ENABLED_BACKENDS")
-        .split(',')
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .map(|b| match b.split_once(':') {
-            Some((kind, name)) => Backend {
-                kind: kind.to_owned(),
-                name: name.to_owned(),
-            },
-            None => Backend {
-                kind: b.to_owned(),
-                name: b.to_owned(),
-            },
-        })
-        .collect()
+/// The backends this stack gets: the settings checked against what the host can
+/// hold (probed once per boot) where this node runs c-vol.
+fn decide(host: &mut Host) -> Result<Choice, ServiceError> {
+    let storage = host
+        .settings
+        .is_enabled(&["c-vol"])
+        .then(|| backend::storage_host(host));
+    let s = &host.settings;
+    backend::choose(&backend::Request::from_settings(s), storage.as_ref()).map_err(|why| {
+        ServiceError::failed(
+            NAME,
+            format!(
+                "{why}\nhint: set CINDER_ENABLED_BACKENDS={} in local.conf, or give the host what is missing",
+                backend::NFS_DEFAULT
+            ),
+        )
+    })
+}
+
+/// Where cinder's tgt helper writes its target files (cinder's `volumes_dir`).
+fn volumes_dir(s: &Settings) -> PathBuf {
+    state_dir(s).join("volumes")
 }
 
 /// The NFS export (a directory of ours) and the share string cinder is given.
@@ -155,29 +178,14 @@ fn md5_hex(bytes: &[u8]) -> String {
     crate::state::hex(&md5::Md5::digest(bytes))
 }
 
-fn write_config(host: &mut Host) -> Result<(), ServiceError> {
+/// cinder.conf, the NFS share list, tgt's include, api-paste and uWSGI's ini, for
+/// `choice`; the route on the front proxy.
+pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let dir = conf_dir(&s);
     let state = state_dir(&s);
     oslo::make_dir(host, NAME, &state.join("lock"))?;
-    let enabled = backends(&s);
-    for b in &enabled {
-        if b.kind != "nfs" {
-            return Err(ServiceError::failed(
-                NAME,
-                format!(
-                    "CINDER_ENABLED_BACKENDS={}: only the nfs backend is built; this host {} \
-                     (set CINDER_ENABLED_BACKENDS=nfs:nfs)",
-                    s.str("CINDER_ENABLED_BACKENDS"),
-                    if lvm_possible() {
-                        "has device-mapper and an iSCSI target, but the LVM backend is not built yet"
-                    } else {
-                        "has no device-mapper or no iSCSI target, so LVM cannot work here"
-                    }
-                ),
-            ));
-        }
-    }
+    let enabled = &choice.backends;
     let shares = dir.join("nfs_shares");
     let rootwrap = oslo::configure_rootwrap(host, NAME, "cinder", &dir)?;
     oslo::write_conf(host, NAME, &conf(&s), |doc| {
@@ -233,8 +241,12 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         oslo::authtoken(doc, &s, NAME);
         // Assisted snapshots and volume extends call nova as the service user.
         oslo::keystoneauth(doc, &s, "nova", "nova");
-        for b in &enabled {
+        for b in enabled {
             let sec = b.name.as_str();
+            if b.kind == "lvm" {
+                lvm_section(doc, &s, choice, sec);
+                continue;
+            }
             doc.set(sec, "volume_driver", "cinder.volume.drivers.nfs.NfsDriver");
             doc.set(sec, "volume_backend_name", sec);
             doc.set(sec, "nfs_shares_config", &shares.display().to_string());
@@ -250,7 +262,10 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
             doc.set(sec, "nas_secure_file_permissions", "False");
         }
     })?;
-    if enabled.iter().any(|b| b.kind == "nfs") {
+    if choice.has("lvm") && choice.target_helper == TargetHelper::Tgt {
+        write_tgt_conf(host)?;
+    }
+    if choice.has("nfs") {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ServiceError::Io {
@@ -271,22 +286,58 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     )?;
     let app = WsgiApp {
         wsgi: "cinder.wsgi.api:application".into(),
-        http: oslo::listen(&s, PREFIX, PORT),
+        http: uwsgi::bind(&s, Some(ROUTE), PREFIX, PORT),
         venv: crate::system::python::venv_dir(&s),
         env: Vec::new(),
         processes: s.number("API_WORKERS", 1),
         name: "cinder-api".into(),
     };
-    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)
+    uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)?;
+    uwsgi::publish(host, NAME, ROUTE, PREFIX, PORT)
 }
 
-/// Can this host hold DevStack's LVM backend (device-mapper and an iSCSI target)?
-fn lvm_possible() -> bool {
-    fs_err::read_to_string("/proc/devices").is_ok_and(|d| {
-        d.lines()
-            .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))
-    }) && (Path::new("/sys/kernel/config/target").is_dir()
-        || Path::new("/sys/module/iscsi_tcp").is_dir())
+/// lib/cinder_backends/lvm's `configure_cinder_backend_lvm`.
+fn lvm_section(doc: &mut crate::ini::IniDoc, s: &Settings, choice: &Choice, sec: &str) {
+    doc.set(
+        sec,
+        "volume_driver",
+        "cinder.volume.drivers.lvm.LVMVolumeDriver",
+    );
+    doc.set(sec, "volume_backend_name", sec);
+    doc.set(sec, "volume_group", &backend::volume_group(s, sec).name);
+    doc.set(sec, "target_helper", choice.target_helper.as_str());
+    doc.set(sec, "target_protocol", "iscsi");
+    doc.set(sec, "target_port", &backend::TARGET_PORT.to_string());
+    doc.set(sec, "target_prefix", backend::TARGET_PREFIX);
+    doc.set(sec, "lvm_type", &choice.lvm_type);
+    doc.set(sec, "volume_clear", s.get_or("CINDER_VOLUME_CLEAR", "zero"));
+}
+
+/// tgt's include of cinder's target files (recorded: clean removes it).
+fn write_tgt_conf(host: &mut Host) -> Result<(), ServiceError> {
+    let s = host.settings.clone();
+    let volumes = volumes_dir(&s);
+    oslo::make_dir(host, NAME, &volumes)?;
+    let path = s.path("CINDER_TGT_CONF");
+    let path = if path.as_os_str().is_empty() {
+        Path::new(backend::TGT_CONF)
+    } else {
+        &path
+    };
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir).map_err(|source| ServiceError::Io {
+            service: NAME.into(),
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    fs_err::write(path, backend::tgt_conf_text(&volumes)).map_err(|source| ServiceError::Io {
+        service: NAME.into(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    host.ledger.record_file(path);
+    Ok(())
 }
 
 /// Is `dir` a mount point (in /proc/mounts)?
@@ -341,7 +392,7 @@ fn unmount_share(host: &Host) {
 fn create_volume_types(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let api = oslo::Api::new(host, NAME)?;
-    let base = format!("{}v3", oslo::probe_url(&s, PREFIX, PORT));
+    let base = crate::services::frontproxy::probe_url(&s, &format!("{}/v3", ROUTE.path));
     let types = api.get(&format!("{base}/types"))?;
     let existing: Vec<&str> = types["volume_types"]
         .as_array()
@@ -363,33 +414,22 @@ fn create_volume_types(host: &mut Host) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// What `status` says about the backend.
-fn backend_note(s: &Settings) -> String {
-    let mut text = format!("backends {}", s.str("CINDER_ENABLED_BACKENDS"));
-    if backends(s).iter().any(|b| b.kind == "nfs") {
-        let _ = write!(
-            text,
-            " (NFS over a bind mount of {}: {})",
-            nfs_export(s).display(),
-            if lvm_possible() {
-                "chosen"
-            } else {
-                "no device-mapper or iSCSI target for LVM here"
-            }
-        );
-    }
-    text
-}
-
 impl Service for Cinder {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
     }
     fn packages(&self, s: &Settings) -> Vec<String> {
         let mut out: Vec<String> = uwsgi::PACKAGES.iter().map(|p| (*p).to_owned()).collect();
-        if backends(s).iter().any(|b| b.kind == "nfs") {
+        let enabled = backends(s);
+        if enabled.iter().any(|b| b.kind == "nfs") {
             // The NFS driver checks that mount.nfs exists before it looks at shares.
             out.push("nfs-common".into());
+        }
+        // The settings hold the probe's choice by now (the lib/ defaults asked it).
+        if enabled.iter().any(|b| b.kind == "lvm") && s.is_enabled(&["c-vol"]) {
+            out.extend(["lvm2", "thin-provisioning-tools"].map(str::to_owned));
+            let helper = TargetHelper::configured(s);
+            out.extend(helper.packages().iter().map(|p| (*p).to_owned()));
         }
         out
     }
@@ -402,20 +442,54 @@ impl Service for Cinder {
                 .label("cinder-manage"),
         ]
     }
+    fn install(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        let s = &cx.host.settings;
+        let lio = s.is_enabled(&["c-vol"])
+            && backends(s).iter().any(|b| b.kind == "lvm")
+            && TargetHelper::configured(s) == TargetHelper::Lio;
+        if lio && !venv_has_rtslib(cx.host) {
+            // cinder-rtstool runs from the venv: Debian's python3-rtslib-fb is not
+            // on its path.
+            let reqs = [crate::system::python::Req::Pypi("rtslib-fb".into())];
+            crate::system::python::install(&mut cx.host.machine(), &reqs, false)
+                .map_err(|e| ServiceError::caused(NAME, "installing rtslib-fb", e))?;
+        }
+        Ok(())
+    }
     fn configure(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        write_config(cx.host)
+        let choice = decide(cx.host)?;
+        let line = format!("cinder: {}", choice.summary);
+        cx.host.note(&line);
+        cx.host.progress.summary(&line);
+        cx.host.ledger.set_choice(NAME, choice.summary.clone());
+        write_config(cx.host, &choice)
+    }
+    fn init(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        if !cx.host.settings.is_enabled(&["c-vol"]) {
+            return Ok(());
+        }
+        let choice = decide(cx.host)?;
+        if choice.has("lvm") {
+            backend::init(cx.host, &choice)?;
+        }
+        Ok(())
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
-        let note = backend_note(&s);
-        cx.host.note(&format!("cinder: {note}"));
-        cx.host.ledger.set_choice(NAME, note);
-        if backends(&s).iter().any(|b| b.kind == "nfs") {
+        let choice = decide(cx.host)?;
+        if choice.has("nfs") {
             mount_share(cx.host)?;
+        }
+        if s.is_enabled(&["c-vol"])
+            && choice.has("lvm")
+            && choice.target_helper == TargetHelper::Tgt
+        {
+            // c-vol exports its volumes again as it starts.
+            backend::start_tgtd(cx.host)?;
         }
         let c = conf(&s).display().to_string();
         if s.is_enabled(&["c-api"]) {
-            uwsgi::start_api(cx.host, NAME, "c-api", &uwsgi_ini(&s), PREFIX, PORT)?;
+            uwsgi::start_routed(cx.host, NAME, "c-api", &uwsgi_ini(&s), ROUTE)?;
         }
         for (svc, script) in [("c-sch", "cinder-scheduler"), ("c-vol", "cinder-volume")] {
             if s.is_enabled(&[svc]) {
@@ -432,16 +506,19 @@ impl Service for Cinder {
     fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
         let result = oslo::stop_processes(cx.host, NAME, PROCESSES);
         unmount_share(cx.host);
-        result
+        // The volume groups stay for the next stack; their target goes with c-vol.
+        result.and(backend::stop_tgtd(cx.host))
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
         unmount_share(cx.host);
-        for name in PROCESSES {
+        backend::clean(cx.host, TargetHelper::configured(&s));
+        for name in PROCESSES.iter().chain(&["tgtd"]) {
             daemon::remove_daemon_log(&s, name);
         }
         uwsgi::clean_api(cx.host, &conf_dir(&s));
-        // Volumes are files in the export: they go with the state directory.
+        // NFS volumes are files in the export, tgt's target files are in
+        // volumes/: they go with the state directory.
         let state = state_dir(&s);
         if !mounted(&nfs_mount_point(&s)) {
             let _ = fs_err::remove_dir_all(&state);
@@ -451,35 +528,25 @@ impl Service for Cinder {
     }
 }
 
+/// Does the venv import rtslib_fb (cinder-rtstool's library)?
+fn venv_has_rtslib(host: &Host) -> bool {
+    let python = crate::system::python::venv_bin(&host.settings, "python3");
+    python.is_file()
+        && host
+            .cmd(&python)
+            .args(["-c", "import rtslib_fb"])
+            .capture()
+            .timeout(Duration::from_secs(30))
+            .run()
+            .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         Settings::from_pairs(pairs)
-    }
-
-    #[test]
-    fn backends_follow_devstack_syntax() {
-        let s = settings(&[("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1, nfs:nfs,ceph")]);
-        assert_eq!(
-            backends(&s),
-            [
-                Backend {
-                    kind: "lvm".into(),
-                    name: "lvmdriver-1".into()
-                },
-                Backend {
-                    kind: "nfs".into(),
-                    name: "nfs".into()
-                },
-                Backend {
-                    kind: "ceph".into(),
-                    name: "ceph".into()
-                },
-            ]
-        );
-        assert!(backends(&settings(&[])).is_empty());
     }
 
     #[test]
@@ -499,17 +566,79 @@ mod tests {
         assert_eq!(point.file_name().unwrap().len(), 32);
     }
 
+    /// A host whose probe answer (kept in the ledger for this boot) is `storage`.
+    fn host_with(
+        pairs: &[(&str, &str)],
+        storage: &backend::StorageHost,
+    ) -> (tempfile::TempDir, Host) {
+        let (dir, mut host) = crate::context::test_host(settings(pairs));
+        host.ledger.set_fact(
+            backend::PROBE_FACT,
+            backend::cache_entry(&backend::probe_key(), storage),
+        );
+        (dir, host)
+    }
+
+    fn no_device_mapper() -> backend::StorageHost {
+        backend::StorageHost {
+            device_mapper: Err("no device-mapper (/dev/mapper/control is missing)".into()),
+            loop_device: Ok("loop0".into()),
+            lio: Err("no LIO".into()),
+            tgt: Ok("tgtd".into()),
+            thin: Err("no dm-thin-pool".into()),
+        }
+    }
+
     #[test]
-    fn the_lvm_default_is_refused_with_the_reason() {
-        let (_dir, mut host) = crate::context::test_host(settings(&[
-            ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1"),
-            ("CINDER_CONF_DIR", "/nonexistent-cinder"),
-        ]));
-        let err = write_config(&mut host).unwrap_err().to_string();
+    fn an_explicit_lvm_on_a_host_without_device_mapper_fails_configure_naming_it() {
+        let (_dir, mut host) = host_with(
+            &[
+                ("ENABLED_SERVICES", "c-api,c-sch,c-vol"),
+                ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1"),
+                ("CINDER_CONF_DIR", "/nonexistent-cinder"),
+            ],
+            &no_device_mapper(),
+        );
+        let err = decide(&mut host).unwrap_err().to_string();
         assert!(
-            err.contains("CINDER_ENABLED_BACKENDS=lvm:lvmdriver-1"),
+            err.contains("CINDER_ENABLED_BACKENDS=lvm:lvmdriver-1 asks for LVM"),
             "{err}"
         );
-        assert!(err.contains("nfs:nfs"), "{err}");
+        assert!(err.contains("no device-mapper"), "{err}");
+        assert!(
+            err.contains("hint: set CINDER_ENABLED_BACKENDS=nfs:nfs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_lvm_packages_come_only_with_an_lvm_backend_on_a_volume_node() {
+        let pkgs = |pairs: &[(&str, &str)]| Cinder.packages(&settings(pairs));
+        let lvm = pkgs(&[
+            ("ENABLED_SERVICES", "c-vol"),
+            ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1"),
+            ("CINDER_TARGET_HELPER", "tgtadm"),
+        ]);
+        assert!(lvm.contains(&"lvm2".to_owned()) && lvm.contains(&"tgt".to_owned()));
+        assert!(!lvm.contains(&"targetcli-fb".to_owned()));
+        assert!(!lvm.contains(&"nfs-common".to_owned()));
+        let lio = pkgs(&[
+            ("ENABLED_SERVICES", "c-vol"),
+            ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1"),
+            ("CINDER_TARGET_HELPER", "lioadm"),
+        ]);
+        assert!(lio.contains(&"targetcli-fb".to_owned()) && !lio.contains(&"tgt".to_owned()));
+        let nfs = pkgs(&[
+            ("ENABLED_SERVICES", "c-vol"),
+            ("CINDER_ENABLED_BACKENDS", "nfs:nfs"),
+        ]);
+        assert!(nfs.contains(&"nfs-common".to_owned()));
+        assert!(!nfs.contains(&"lvm2".to_owned()) && !nfs.contains(&"tgt".to_owned()));
+        // An API-only node holds no volumes.
+        let api = pkgs(&[
+            ("ENABLED_SERVICES", "c-api"),
+            ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1"),
+        ]);
+        assert!(!api.contains(&"lvm2".to_owned()));
     }
 }

@@ -15,6 +15,7 @@ use crate::system::process::{Cmd, ProcessError};
 use crate::system::python::Project;
 
 pub(crate) mod cinder;
+pub(crate) mod cinder_backend;
 pub(crate) mod credentials;
 pub(crate) mod daemon;
 pub(crate) mod database;

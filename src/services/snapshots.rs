@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::config::settings::Settings;
 use crate::context::{Host, NoPipeline, ServiceCtx};
 use crate::services::{
-    Registry, Service, cinder, credentials, glance, keystone, neutron, nova, placement,
+    Registry, Service, cinder, cinder_backend, credentials, glance, keystone, neutron, nova,
+    placement,
 };
 
 /// The settings a default stack has after its defaults are applied, with every
@@ -83,7 +84,26 @@ fn host() -> (tempfile::TempDir, Host) {
         fs_err::create_dir_all(path.parent().unwrap()).unwrap();
         fs_err::write(&path, "[pipeline:main]\n").unwrap();
     }
+    // This project's machine, as cinder's storage probe found it (kept for the boot,
+    // so no test probes the real one).
+    seed_storage_probe(
+        &mut host,
+        &cinder_backend::StorageHost {
+            device_mapper: Err("no device-mapper (/dev/mapper/control is missing)".into()),
+            loop_device: Ok("a file attached as /dev/loop0 and detached".into()),
+            lio: Err("no LIO".into()),
+            tgt: Ok("package tgt can be installed".into()),
+            thin: Err("no dm-thin-pool in the kernel".into()),
+        },
+    );
     (dir, host)
+}
+
+fn seed_storage_probe(host: &mut Host, storage: &cinder_backend::StorageHost) {
+    host.ledger.set_fact(
+        cinder_backend::PROBE_FACT,
+        cinder_backend::cache_entry(&cinder_backend::probe_key(), storage),
+    );
 }
 
 /// A generated file with the temporary root and the machine's uwsgi python plugin
@@ -162,7 +182,28 @@ fn cinder_files() {
     let (dir, mut host) = host();
     configure(&mut host, &cinder::Cinder);
     insta::assert_snapshot!("cinder.conf", read(dir.path(), "etc/cinder/cinder.conf"));
+    // What the terminal and `devstack status` say.
+    assert_eq!(
+        host.ledger.choices(),
+        [(
+            "cinder".to_owned(),
+            "backends nfs:nfs (NFS on a local export: LVM cannot work here: no \
+             device-mapper (/dev/mapper/control is missing))"
+                .to_owned()
+        )]
+    );
     insta::assert_snapshot!("nfs_shares", read(dir.path(), "etc/cinder/nfs_shares"));
+    insta::assert_snapshot!(
+        "cinder-api-uwsgi.ini",
+        read(dir.path(), "etc/cinder/cinder-api-uwsgi.ini")
+    );
+    insta::assert_snapshot!(
+        "cinder-api-site.conf",
+        read(
+            dir.path(),
+            "opt/stack/data/apache/sites-available/cinder-api.conf"
+        )
+    );
     insta::assert_snapshot!(
         "cinder-rootwrap.conf",
         read(dir.path(), "etc/cinder/rootwrap.conf")
@@ -170,6 +211,53 @@ fn cinder_files() {
     insta::assert_snapshot!(
         "zz-secure-path",
         read(dir.path(), "etc/sudoers.d/zz-secure-path")
+    );
+}
+
+/// The LVM backend where the host can hold it (with tgt: this host has no LIO): the
+/// `[lvmdriver-1]` section and tgt's include. (This project's machines have no
+/// device-mapper: the LVM path is tested here, not on a real cloud.)
+#[test]
+fn cinder_lvm_files() {
+    let (dir, mut host) = host();
+    seed_storage_probe(
+        &mut host,
+        &cinder_backend::StorageHost {
+            device_mapper: Ok("/dev/mapper/control (Driver version: 4.48.0)".into()),
+            loop_device: Ok("a file attached as /dev/loop0 and detached".into()),
+            lio: Err("no LIO".into()),
+            tgt: Ok("/usr/sbin/tgtd is installed".into()),
+            thin: Ok("dm_thin_pool is loaded".into()),
+        },
+    );
+    let root = dir.path().display().to_string();
+    let s = &mut host.settings;
+    // What the lib/ defaults hold on such a host.
+    s.set("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1");
+    s.set("CINDER_TARGET_HELPER", "tgtadm");
+    s.set("CINDER_LVM_TYPE", "auto");
+    s.set(
+        "CINDER_TGT_CONF",
+        format!("{root}/etc/tgt/conf.d/stack.conf"),
+    );
+    configure(&mut host, &cinder::Cinder);
+    insta::assert_snapshot!(
+        "cinder-lvm.conf",
+        read(dir.path(), "etc/cinder/cinder.conf")
+    );
+    insta::assert_snapshot!(
+        "tgt-stack.conf",
+        read(dir.path(), "etc/tgt/conf.d/stack.conf")
+    );
+    assert!(!dir.path().join("etc/cinder/nfs_shares").exists());
+    assert_eq!(
+        host.ledger.choices(),
+        [(
+            "cinder".to_owned(),
+            "backends lvm:lvmdriver-1 (LVM, iSCSI target tgtadm: the host has \
+             device-mapper, loop devices and tgt)"
+                .to_owned()
+        )]
     );
 }
 

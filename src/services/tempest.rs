@@ -340,6 +340,7 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
         on(s.is_enabled(&["c-bak"])),
     );
     doc.set("volume-feature-enabled", "api_extensions", "all");
+    volume_backend_features(doc, s);
     doc.set("placement", "max_microversion", "latest");
     doc.set("image-feature-enabled", "import_image", "False");
     for (key, names) in [
@@ -353,6 +354,26 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
         ("placement", &["placement-api"][..]),
     ] {
         doc.set("service_available", key, on(s.is_enabled(names)));
+    }
+}
+
+/// What DevStack's configure_tempest sets from `CINDER_ENABLED_BACKENDS`: the LVM
+/// driver manages and reverts volumes (and extends attached ones under libvirt);
+/// two or more backends are tested as such.
+fn volume_backend_features(doc: &mut IniDoc, s: &Settings) {
+    let backends = crate::services::cinder::backends(s);
+    if backends.iter().any(|b| b.kind == "lvm") {
+        for feature in ["manage_snapshot", "manage_volume", "volume_revert"] {
+            doc.set("volume-feature-enabled", feature, "True");
+        }
+        if s.str("VIRT_DRIVER") == "libvirt" {
+            doc.set("volume-feature-enabled", "extend_attached_volume", "True");
+        }
+    }
+    if backends.len() > 1 {
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        doc.set("volume", "backend_names", &names.join(","));
+        doc.set("volume-feature-enabled", "multi_backend", "True");
     }
 }
 
@@ -409,5 +430,36 @@ impl Service for Tempest {
         cx.host.ledger.forget_fact(WORKSPACE_FACT);
         cx.host.ledger.forget_fact(NETNS_FACT);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(pairs: &[(&str, &str)]) -> String {
+        let mut doc = IniDoc::default();
+        volume_backend_features(&mut doc, &Settings::from_pairs(pairs));
+        doc.render()
+    }
+
+    #[test]
+    fn volume_features_follow_the_backends_as_devstack_sets_them() {
+        assert_eq!(features(&[("CINDER_ENABLED_BACKENDS", "nfs:nfs")]), "");
+        let lvm = features(&[
+            ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1"),
+            ("VIRT_DRIVER", "libvirt"),
+        ]);
+        assert!(lvm.contains("volume_revert = True"), "{lvm}");
+        assert!(lvm.contains("manage_volume = True"), "{lvm}");
+        assert!(lvm.contains("extend_attached_volume = True"), "{lvm}");
+        assert!(!lvm.contains("multi_backend"), "{lvm}");
+        let two = features(&[
+            ("CINDER_ENABLED_BACKENDS", "lvm:lvmdriver-1,nfs:nfs-1"),
+            ("VIRT_DRIVER", "fake"),
+        ]);
+        assert!(two.contains("backend_names = lvmdriver-1,nfs-1"), "{two}");
+        assert!(two.contains("multi_backend = True"), "{two}");
+        assert!(!two.contains("extend_attached_volume"), "{two}");
     }
 }

@@ -386,6 +386,8 @@ fn slow_real_keystone_accounts_endpoints_and_shims() {
         ("placement", "http://127.0.0.1/placement"),
         ("network", "http://127.0.0.1/networking"),
         ("compute", "http://127.0.0.1/compute/v2.1"),
+        ("block-storage", "http://127.0.0.1/volume/v3"),
+        ("volumev3", "http://127.0.0.1/volume/v3"),
         ("identity", ks.url.as_str()),
     ] {
         let sid = admin.service_id(kind).unwrap();

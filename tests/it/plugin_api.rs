@@ -285,6 +285,70 @@ fn a_run_sources_stackrc_after_localrc() {
     assert!(line.ends_with("/identity/v3"), "{line}");
 }
 
+/// The `source` line of the 10-vars.sh recording hook, after a `plan` with `localrc`.
+fn cinder_vars_at_source(localrc: &str) -> (Tree, String) {
+    let t = Tree::new();
+    t.local_conf(localrc, "");
+    t.extras(
+        "10-vars.sh",
+        &recording_hook(
+            "10-vars.sh",
+            &[
+                "CINDER_ENABLED_BACKENDS",
+                "CINDER_TARGET_HELPER",
+                "CINDER_LVM_TYPE",
+                "VOLUME_GROUP_NAME",
+            ],
+        ),
+    );
+    t.devstack(&["plan"]).success();
+    let trace = t.trace();
+    let line = trace
+        .lines()
+        .find(|l| l.starts_with("10-vars.sh source"))
+        .unwrap_or_else(|| panic!("no source call in {trace}"))
+        .to_owned();
+    (t, line)
+}
+
+fn probed(t: &Tree) -> bool {
+    std::fs::read_to_string(t.top.join(".devstack/state.json"))
+        .unwrap_or_default()
+        .contains("cinder-storage-probe")
+}
+
+#[test]
+fn cinder_backends_default_to_the_storage_probes_choice_and_a_users_is_kept() {
+    // No volume service here: DevStack's own defaults, and nothing probed.
+    let (t, line) = cinder_vars_at_source("disable_all_services\nenable_service c-api");
+    assert!(
+        line.ends_with(
+            " CINDER_ENABLED_BACKENDS=lvm:lvmdriver-1 CINDER_TARGET_HELPER=lioadm \
+             CINDER_LVM_TYPE=auto VOLUME_GROUP_NAME=stack-volumes"
+        ),
+        "{line}"
+    );
+    assert!(!probed(&t));
+    // The user's choice is kept, and with NFS only nothing is probed.
+    let (t, line) = cinder_vars_at_source(
+        "disable_all_services\nenable_service c-vol\nCINDER_ENABLED_BACKENDS=nfs:nfs-1",
+    );
+    assert!(
+        line.contains(" CINDER_ENABLED_BACKENDS=nfs:nfs-1 CINDER_TARGET_HELPER=lioadm "),
+        "{line}"
+    );
+    assert!(!probed(&t));
+    // A volume node without a choice gets the probe's (this machine's answer: LVM or
+    // NFS), kept in the state for the rest of the run.
+    let (t, line) = cinder_vars_at_source("disable_all_services\nenable_service c-vol");
+    assert!(
+        line.contains(" CINDER_ENABLED_BACKENDS=lvm:lvmdriver-1 CINDER_TARGET_HELPER=")
+            || line.contains(" CINDER_ENABLED_BACKENDS=nfs:nfs CINDER_TARGET_HELPER=lioadm "),
+        "{line}"
+    );
+    assert!(probed(&t));
+}
+
 // ---------------------------------------------------------------------------------
 // Logging
 // ---------------------------------------------------------------------------------
