@@ -27,15 +27,20 @@ pub(crate) struct Selection {
 /// other in tempest, so a smoke run with a regex selects `\bsmoke\b` in the regex.
 pub(crate) fn run_args(sel: &Selection) -> Vec<String> {
     let mut args = vec!["run".to_owned()];
-    let mut patterns = sel.regexes.clone();
-    if sel.api {
-        patterns.insert(0, r"^tempest\.api\.".into());
-    }
-    if patterns.is_empty() {
-        args.push("--smoke".into());
-    } else {
+    let any = sel.regexes.join("|");
+    // `--api identity`: the API tests whose names match (not the API tests plus
+    // everything that matches).
+    let pattern = match (sel.api, sel.regexes.is_empty()) {
+        (false, true) => None,
+        (false, false) => Some(any),
+        (true, true) => Some(r"^tempest\.api\.".to_owned()),
+        (true, false) => Some(format!(r"^tempest\.api\..*(?:{any})")),
+    };
+    if let Some(pattern) = pattern {
         args.push("--regex".into());
-        args.push(patterns.join("|"));
+        args.push(pattern);
+    } else {
+        args.push("--smoke".into());
     }
     if let Some(n) = sel.concurrency {
         args.push("--concurrency".into());
@@ -199,7 +204,7 @@ mod tests {
             [
                 "run",
                 "--regex",
-                r"^tempest\.api\.|identity",
+                r"^tempest\.api\..*(?:identity)",
                 "--concurrency",
                 "2"
             ]
