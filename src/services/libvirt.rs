@@ -512,9 +512,11 @@ pub(crate) fn nova_options(
         out.push(("DEFAULT", "force_config_drive", "True".to_owned()));
     }
     // nova-compute runs as root under our supervisor: privsep's default
-    // `sudo privsep-helper` would not find the venv's helper on sudo's PATH.
+    // `sudo privsep-helper` would not find the venv's helper on sudo's PATH
+    // (os-brick's, for volumes, goes through `sudo nova-rootwrap` otherwise).
     for section in [
         "nova_sys_admin",
+        "privsep_osbrick",
         "vif_plug_ovs_privileged",
         "vif_plug_linux_bridge_privileged",
     ] {
@@ -949,6 +951,7 @@ mod tests {
              [libvirt] live_migration_scheme = unix\n\
              [DEFAULT] force_config_drive = True\n\
              [nova_sys_admin] helper_command = /v/bin/privsep-helper --config-file /c\n\
+             [privsep_osbrick] helper_command = /v/bin/privsep-helper --config-file /c\n\
              [vif_plug_ovs_privileged] helper_command = /v/bin/privsep-helper --config-file /c\n\
              [vif_plug_linux_bridge_privileged] helper_command = /v/bin/privsep-helper --config-file /c\n"
         );
