@@ -274,6 +274,7 @@ fn tempest_conf() {
         flavor_ref: Some("42".into()),
         flavor_ref_alt: Some("84".into()),
         public_network_id: Some("net-public".into()),
+        network_extensions: vec!["router".into(), "security-group".into()],
     };
     let mut doc = crate::ini::IniDoc::default();
     crate::services::tempest::write_conf(&mut doc, &host.settings, &cloud);

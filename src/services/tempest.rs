@@ -12,7 +12,7 @@ use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
 use crate::services::{
-    Descriptor, Layer, Registry, Service, ServiceError, glance, neutron, nova, oslo, ovn_public,
+    Descriptor, Layer, Registry, Service, ServiceError, glance, horizon, neutron, nova, oslo, ovn_public,
 };
 use crate::system::netns;
 use crate::system::python::{self, Req};
@@ -141,6 +141,9 @@ pub(crate) struct Cloud {
     pub(crate) flavor_ref: Option<String>,
     pub(crate) flavor_ref_alt: Option<String>,
     pub(crate) public_network_id: Option<String>,
+    /// The aliases neutron really serves: tempest's `api_extensions = all` would
+    /// expect every extension it knows (metering, dvr) to be there.
+    pub(crate) network_extensions: Vec<String>,
 }
 
 /// DevStack's m1.nano (42) and m1.micro (84), created unless there.
@@ -229,6 +232,16 @@ fn discover(host: &mut Host) -> Result<Cloud, ServiceError> {
             neutron::CATALOG.url(&s).trim_end_matches('/').to_owned() + "/"
         ))?;
         cloud.public_network_id = nets["networks"][0]["id"].as_str().map(str::to_owned);
+        let extensions = api.get(&format!(
+            "{}/v2.0/extensions",
+            neutron::CATALOG.url(&s).trim_end_matches('/')
+        ))?;
+        cloud.network_extensions = extensions["extensions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["alias"].as_str().map(str::to_owned))
+            .collect();
     }
     Ok(cloud)
 }
@@ -331,7 +344,13 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
         doc.set("network", "public_network_id", id);
     }
     doc.set("network-feature-enabled", "ipv6", "True");
-    doc.set("network-feature-enabled", "api_extensions", "all");
+    // DevStack's NETWORK_API_EXTENSIONS, else what neutron serves.
+    let extensions = match s.get("NETWORK_API_EXTENSIONS") {
+        Some(v) if !v.is_empty() => v.to_owned(),
+        _ if cloud.network_extensions.is_empty() => "all".to_owned(),
+        _ => cloud.network_extensions.join(","),
+    };
+    doc.set("network-feature-enabled", "api_extensions", &extensions);
     doc.set("volume", "build_timeout", build_timeout);
     doc.set("volume", "max_microversion", "latest");
     doc.set(
@@ -342,6 +361,9 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
     doc.set("volume-feature-enabled", "api_extensions", "all");
     volume_backend_features(doc, s);
     doc.set("placement", "max_microversion", "latest");
+    if s.is_enabled(&["horizon"]) {
+        doc.set("dashboard", "dashboard_url", &horizon::url(s));
+    }
     doc.set("image-feature-enabled", "import_image", "False");
     for (key, names) in [
         ("keystone", &["key"][..]),
