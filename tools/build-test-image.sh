@@ -209,6 +209,7 @@ ROOTRUN=("$R/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/lib/x
 install -m 0755 "$SRC/init" "$R/init"
 install -m 0755 "$SRC/rcS" "$R/etc/init.d/rcS"
 install -m 0755 "$SRC/rcK" "$R/etc/init.d/rcK"
+install -m 0755 "$SRC/curl" "$R/usr/bin/curl"
 install -m 0644 "$SRC/inittab" "$R/etc/inittab"
 install -m 0755 "$SRC/udhcpc.script" "$R/usr/share/udhcpc/default.script"
 install -m 0755 "$SRC/acpi-power" "$R/etc/acpi/PWRF/00000080"

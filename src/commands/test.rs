@@ -75,8 +75,11 @@ pub(crate) fn parse(lines: &[String]) -> Outcome {
         } else if let Some(n) = count(line, "Skipped:") {
             out.skipped = n;
         } else if line.trim_end().ends_with("... FAILED") {
+            // `{0} NAME[...] [1.2s] ... FAILED`, or a class that failed to set up:
+            // `{0} setUpClass (NAME) [0.0s] ... FAILED`.
             if let Some(name) = line
                 .split_whitespace()
+                .map(|w| w.trim_start_matches('(').trim_end_matches(')'))
                 .find(|w| w.starts_with("tempest.") || w.contains(".tests."))
             {
                 let name = name.split('[').next().unwrap_or(name).to_owned();
@@ -216,6 +219,7 @@ mod tests {
         let lines: Vec<String> = [
             "{0} tempest.api.identity.v3.test_tokens.TokensV3Test.test_create_token [0.5s] ... ok",
             "{1} tempest.api.compute.servers.test_x.X.test_y[id-1,smoke] [3.1s] ... FAILED",
+            "{0} setUpClass (tempest.api.compute.servers.test_z.Z) [0.000000s] ... FAILED",
             "======",
             "Totals",
             "======",
@@ -234,7 +238,10 @@ mod tests {
                 passed: 9,
                 failed: 1,
                 skipped: 2,
-                failures: vec!["tempest.api.compute.servers.test_x.X.test_y".into()],
+                failures: vec![
+                    "tempest.api.compute.servers.test_x.X.test_y".into(),
+                    "tempest.api.compute.servers.test_z.Z".into()
+                ],
             }
         );
     }

@@ -12,7 +12,8 @@ use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
 use crate::services::{
-    Descriptor, Layer, Registry, Service, ServiceError, glance, horizon, neutron, nova, oslo, ovn_public,
+    Descriptor, Layer, Registry, Service, ServiceError, glance, horizon, neutron, nova, oslo,
+    ovn_public,
 };
 use crate::system::netns;
 use crate::system::python::{self, Req};
