@@ -42,7 +42,7 @@ pub(crate) struct Run {
     previous: Option<crate::state::RunRecord>,
     /// This stack's fingerprint, once the settings are final.
     fingerprint: Option<String>,
-    /// Nothing changed and everything runs: init and start are skipped.
+    /// Nothing changed and everything runs: no step after the settings runs again.
     unchanged: bool,
     /// Teardown without readable settings: the state alone says what to stop.
     degraded: bool,
@@ -236,6 +236,14 @@ impl Run {
         self.host
             .progress
             .step_finished(name, Duration::ZERO, StepOutcome::Skipped);
+        self.timings
+            .push((name.to_owned(), Duration::ZERO, StepOutcome::Skipped));
+    }
+
+    /// A step that did not need to run, in the log and the timings only (a no-op
+    /// re-stack says so once, not once per step).
+    fn skipped_quietly(&mut self, name: &str, why: &str) {
+        self.host.log.note(&format!("=== {name}: skipped ({why})"));
         self.timings
             .push((name.to_owned(), Duration::ZERO, StepOutcome::Skipped));
     }

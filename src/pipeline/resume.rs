@@ -1,7 +1,9 @@
 //! A re-stack of a running, unchanged cloud: when nothing that shapes the cloud
 //! changed since the last successful stack and every process it started still runs,
-//! the initialisation and start steps are skipped (hooks still run: plugins expect
-//! their calls). Anything else, and the steps run as on a first stack.
+//! no step after the settings runs again: hooks of plugins run again from the first
+//! step whose inputs changed, and none changed (the settings and the hooks that shape
+//! them, override_defaults and source, still run: they are what is compared).
+//! Anything else, and the steps run as on a first stack.
 //!
 //! A re-stack after a failure resumes: every step from the first expensive one
 //! (packages) is recorded with the fingerprint of its inputs; when the last stack

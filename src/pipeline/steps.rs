@@ -164,6 +164,20 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             let fingerprint = super::resume::fingerprint(run);
             if !run.from_scratch {
                 resume_at = super::resume::resume_point(run, &fingerprint, all_steps, index);
+                // A re-stack of an unchanged, running cloud: no later step's inputs
+                // changed, so none runs again (hooks included: they run again from
+                // the first step whose inputs changed).
+                run.unchanged = super::resume::unchanged_and_running(
+                    run,
+                    run.previous.as_ref(),
+                    &fingerprint,
+                );
+                if run.unchanged {
+                    run.host.progress.info(
+                        "nothing changed since the last stack and every process runs: \
+                         nothing to do (stack --from-scratch runs every step)",
+                    );
+                }
             }
             if let Some(at) = resume_at {
                 let title = all_steps[at].title();
@@ -173,7 +187,8 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 ));
                 run.resumed = Some((title, reused));
             }
-            run.step_fingerprint = Some(fingerprint);
+            run.step_fingerprint = Some(fingerprint.clone());
+            run.fingerprint = Some(fingerprint);
         }
         if crate::system::interrupt::requested() {
             return Err(Report {
@@ -188,13 +203,6 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             }
             .into());
         }
-        if run.kind == Kind::Stack && step == Step::Init {
-            // The settings are final here: is this a re-stack of an unchanged cloud?
-            let fingerprint = super::resume::fingerprint(run);
-            run.unchanged =
-                super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
-            run.fingerprint = Some(fingerprint);
-        }
         if resume_at.is_some_and(|at| index < at) {
             run.skipped(&step.title(), "reused from the failed stack");
             continue;
@@ -208,8 +216,8 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             run.skipped(&step.title(), "the settings could not be read");
             continue;
         }
-        if run.unchanged && matches!(step, Step::Init | Step::Start) {
-            run.skipped(
+        if run.unchanged {
+            run.skipped_quietly(
                 &step.title(),
                 "nothing changed since the last stack and every process runs",
             );

@@ -682,26 +682,32 @@ fn a_plugin_that_exits_during_unstack_does_not_stop_the_teardown() {
 }
 
 #[test]
-fn a_re_stack_of_an_unchanged_running_cloud_skips_init_and_start() {
+fn a_re_stack_of_an_unchanged_running_cloud_runs_nothing_after_the_settings() {
     let t = Tree::new();
     t.local_conf("disable_all_services\nenable_service sleeper", "");
     t.extras(
         "10-sleeper.sh",
         "if [[ $1 == stack && $2 == extra ]] && ! is_running sleeper; then run_process sleeper \"/bin/sleep 300\"; fi\n",
     );
+    t.extras("20-rec.sh", &recording_hook("20-rec.sh", &[]));
     t.devstack(&["stack"]).success();
+    let before = t.trace_lines().len();
     let again = t.devstack(&["stack"]);
     again.success();
-    assert!(
-        again.stderr.contains("[skipped] initialise services"),
+    assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
+    assert!(!again.stderr.contains("[ok] start services"), "{}", again.stderr);
+    // Only the hooks that shape the settings ran again; no stack phase did.
+    let calls: Vec<String> = t.trace_lines()[before..].to_vec();
+    assert_eq!(
+        calls,
+        ["20-rec.sh override_defaults", "20-rec.sh source"],
         "{}",
         again.stderr
     );
-    assert!(
-        again.stderr.contains("[skipped] start services"),
-        "{}",
-        again.stderr
-    );
+    // --from-scratch runs every step.
+    let forced = t.devstack(&["stack", "--from-scratch"]);
+    forced.success();
+    assert!(forced.stderr.contains("[ok] start services"), "{}", forced.stderr);
     // A change to local.conf means a full stack again.
     t.local_conf(
         "disable_all_services\nenable_service sleeper\nSOMETHING_NEW=1",
@@ -709,12 +715,13 @@ fn a_re_stack_of_an_unchanged_running_cloud_skips_init_and_start() {
     );
     let changed = t.devstack(&["stack"]);
     changed.success();
-    assert!(!changed.stderr.contains("[skipped]"), "{}", changed.stderr);
+    assert!(!changed.stderr.contains("nothing to do"), "{}", changed.stderr);
+    assert!(changed.stderr.contains("[ok] start services"), "{}", changed.stderr);
     // After unstack nothing runs: a full stack again.
     t.devstack(&["unstack"]).success();
     let after = t.devstack(&["stack"]);
     after.success();
-    assert!(!after.stderr.contains("[skipped]"), "{}", after.stderr);
+    assert!(after.stderr.contains("[ok] start services"), "{}", after.stderr);
     t.devstack(&["unstack"]).success();
 }
 
