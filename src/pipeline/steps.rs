@@ -167,11 +167,8 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
-                run.unchanged = super::resume::unchanged_and_running(
-                    run,
-                    run.previous.as_ref(),
-                    &fingerprint,
-                );
+                run.unchanged =
+                    super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
                 if run.unchanged {
                     run.host.progress.info(
                         "nothing changed since the last stack and every process runs: \

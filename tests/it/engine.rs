@@ -695,7 +695,11 @@ fn a_re_stack_of_an_unchanged_running_cloud_runs_nothing_after_the_settings() {
     let again = t.devstack(&["stack"]);
     again.success();
     assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
-    assert!(!again.stderr.contains("[ok] start services"), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("[ok] start services"),
+        "{}",
+        again.stderr
+    );
     // Only the hooks that shape the settings ran again; no stack phase did.
     let calls: Vec<String> = t.trace_lines()[before..].to_vec();
     assert_eq!(
@@ -707,7 +711,11 @@ fn a_re_stack_of_an_unchanged_running_cloud_runs_nothing_after_the_settings() {
     // --from-scratch runs every step.
     let forced = t.devstack(&["stack", "--from-scratch"]);
     forced.success();
-    assert!(forced.stderr.contains("[ok] start services"), "{}", forced.stderr);
+    assert!(
+        forced.stderr.contains("[ok] start services"),
+        "{}",
+        forced.stderr
+    );
     // A change to local.conf means a full stack again.
     t.local_conf(
         "disable_all_services\nenable_service sleeper\nSOMETHING_NEW=1",
@@ -715,13 +723,25 @@ fn a_re_stack_of_an_unchanged_running_cloud_runs_nothing_after_the_settings() {
     );
     let changed = t.devstack(&["stack"]);
     changed.success();
-    assert!(!changed.stderr.contains("nothing to do"), "{}", changed.stderr);
-    assert!(changed.stderr.contains("[ok] start services"), "{}", changed.stderr);
+    assert!(
+        !changed.stderr.contains("nothing to do"),
+        "{}",
+        changed.stderr
+    );
+    assert!(
+        changed.stderr.contains("[ok] start services"),
+        "{}",
+        changed.stderr
+    );
     // After unstack nothing runs: a full stack again.
     t.devstack(&["unstack"]).success();
     let after = t.devstack(&["stack"]);
     after.success();
-    assert!(after.stderr.contains("[ok] start services"), "{}", after.stderr);
+    assert!(
+        after.stderr.contains("[ok] start services"),
+        "{}",
+        after.stderr
+    );
     t.devstack(&["unstack"]).success();
 }
 

@@ -15,7 +15,33 @@ fn bash_in_tmp(script: &str) -> (tempfile::TempDir, Run) {
     (dir, run)
 }
 
+/// The library as a tree of its own under `root` (symlinks to the project's files):
+/// sourced from there, its TOP_DIR and so its state are the test's, never those of a
+/// cloud stacked from this checkout.
+fn library_tree(root: &Path) -> std::path::PathBuf {
+    let top = root.join(".ds-lib");
+    if !top.exists() {
+        std::fs::create_dir_all(&top).unwrap();
+        for name in [
+            "functions",
+            "functions-common",
+            "stackrc",
+            "inc",
+            "lib",
+            "files",
+            "tools",
+        ] {
+            let src = project_root().join(name);
+            if src.exists() {
+                std::os::unix::fs::symlink(&src, top.join(name)).unwrap();
+            }
+        }
+    }
+    top
+}
+
 fn bash_at(cwd: &Path, script: &str) -> Run {
+    let lib = library_tree(cwd);
     let out = Command::new("bash")
         .arg("-c")
         .arg(script)
@@ -23,7 +49,7 @@ fn bash_at(cwd: &Path, script: &str) -> Run {
         .env_remove("TOP_DIR")
         .env_remove("ENABLED_SERVICES")
         .env("T", cwd)
-        .env("LIB", project_root())
+        .env("LIB", &lib)
         .env("DEVSTACK_BIN", devstack_bin())
         .output()
         .expect("run bash");
