@@ -210,6 +210,11 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
         );
         doc.set(
             "DEFAULT",
+            "resource_query_filters_file",
+            &dir.join("resource_filters.json").display().to_string(),
+        );
+        doc.set(
+            "DEFAULT",
             "glance_api_servers",
             &crate::services::glance::CATALOG.url(&s),
         );
@@ -283,6 +288,14 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
         NAME,
         &oslo::venv_etc(host, "cinder/api-paste.ini"),
         &dir.join("api-paste.ini"),
+    )?;
+    // As DevStack copies it: without it a user's `volume list --name` (any filter
+    // a non-admin sends) is refused with "Invalid filters".
+    oslo::copy_file(
+        host,
+        NAME,
+        &oslo::venv_etc(host, "cinder/resource_filters.json"),
+        &dir.join("resource_filters.json"),
     )?;
     let app = WsgiApp {
         wsgi: "cinder.wsgi.api:application".into(),

@@ -78,6 +78,7 @@ fn host() -> (tempfile::TempDir, Host) {
         "glance/glance-api-paste.ini",
         "neutron/api-paste.ini",
         "cinder/api-paste.ini",
+        "cinder/resource_filters.json",
         "cinder/rootwrap.d/volume.filters",
     ] {
         let path = etc.join(file);
