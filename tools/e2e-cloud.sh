@@ -109,6 +109,9 @@ cleanup() {
     printf '\ne2e total: %s s, exit %d\n' "$(elapsed "$T_START")" "$rc"
 }
 trap cleanup EXIT
+# Killed or interrupted, the run failed (the EXIT trap then sees the status).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # --- the plugin fixture -------------------------------------------------------------
 
