@@ -85,6 +85,12 @@ fn db_sync(host: &Host) -> Vec<crate::system::process::Cmd> {
     ]
 }
 
+/// Where nova's libvirt driver mounts volume shares (its `nfs_mount_point_base`
+/// default, `$state_path/mnt`).
+fn mount_base(s: &Settings) -> PathBuf {
+    state_dir(s).join("mnt")
+}
+
 fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let state = state_dir(&s);
@@ -432,7 +438,16 @@ impl Service for Nova {
                 bin("nova-compute"),
                 cpu_conf(&s).display()
             );
-            let record = oslo::start_process(cx.host, NAME, "n-cpu", &cmd, &[], None)?;
+            // With cinder's NFS share on this host, nova's mount of it is a bind.
+            let env: Vec<(String, String)> =
+                crate::services::cinder::compute_mount_dir(cx.host, &mount_base(&s))?
+                    .map(|dir| {
+                        let path = format!("{}:{}", dir.display(), oslo::service_path(cx.host));
+                        ("PATH".to_owned(), path)
+                    })
+                    .into_iter()
+                    .collect();
+            let record = oslo::start_process(cx.host, NAME, "n-cpu", &cmd, &env, None)?;
             if control(&s) {
                 discover_hosts(cx);
             }
@@ -451,6 +466,7 @@ impl Service for Nova {
     fn stop(&self, cx: &mut ServiceCtx<'_>, _all: bool) -> Result<(), ServiceError> {
         // Each takes ~10 s on TERM: stopped together.
         let result = oslo::stop_processes(cx.host, NAME, PROCESSES);
+        crate::services::cinder::unmount_under(cx.host, &mount_base(&cx.host.settings));
         if compute(&cx.host.settings) {
             hypervisor::call(cx, "stop_nova_hypervisor")?;
         }
@@ -463,6 +479,8 @@ impl Service for Nova {
             daemon::remove_daemon_log(&s, name);
         }
         uwsgi::clean_api(cx.host, &conf_dir(&s));
+        // Not through a bind of a volume share: that would delete the volumes.
+        crate::services::cinder::unmount_under(cx.host, &mount_base(&s));
         let _ = fs_err::remove_dir_all(state_dir(&s));
         Ok(())
     }

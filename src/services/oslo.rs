@@ -148,13 +148,21 @@ pub(crate) fn common_defaults(doc: &mut IniDoc, s: &Settings) {
 
 /// The environment of an OpenStack process: the venv's bin first on PATH, bytecode
 /// written once (the image sets PYTHONDONTWRITEBYTECODE; we pass it on unset).
-fn service_env(host: &Host, extra: &[(String, String)]) -> Vec<(String, String)> {
+/// A service process's PATH: the venv's commands first, then the system's.
+pub(crate) fn service_path(host: &Host) -> String {
     let venv_bin = crate::system::python::venv_bin(&host.settings, "");
-    let path = format!(
+    format!(
         "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         venv_bin.display().to_string().trim_end_matches('/')
-    );
-    let mut env = vec![("PATH".to_owned(), path)];
+    )
+}
+
+/// PATH (unless `extra` gives its own) and `extra`.
+fn service_env(host: &Host, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if !extra.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".to_owned(), service_path(host)));
+    }
     env.extend(extra.iter().cloned());
     env
 }

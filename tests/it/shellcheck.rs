@@ -28,6 +28,7 @@ const FILES: &[&str] = &[
     "clean.sh",
     "run_tests.sh",
     ".ci/run",
+    "src/services/cinder_nfs_mount.sh",
 ];
 
 /// Is this file bash (by name or first lines)? Library files carry
