@@ -694,6 +694,17 @@ pub(crate) fn start(host: &mut Host) -> Result<(), ServiceError> {
         "libvirt: virtlogd and libvirtd answer after {:.1} s",
         t0.elapsed().as_secs_f64()
     ));
+    // A stack recreates nova's databases (as DevStack's): guests of an earlier stack
+    // are no instance of the new cloud, and nova-compute refuses to start beside
+    // them ("My hypervisor has existing instances").
+    if used_here(host) {
+        let removed = remove_ours(host)?;
+        if removed > 0 {
+            host.note(&format!(
+                "libvirt: {removed} guest(s) of the earlier stack removed (nova's databases were recreated)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -766,6 +777,27 @@ fn destroy_ours(host: &Host) -> Result<usize, ServiceError> {
     Ok(ours.len())
 }
 
+/// Destroys and undefines our guests, their QEMU logs removed; how many there were.
+fn remove_ours(host: &Host) -> Result<usize, ServiceError> {
+    destroy_ours(host)?;
+    let ours = our_domains(host, false)?;
+    for name in &ours {
+        host.note(&format!("libvirt: undefining {name}"));
+        let flags = ["--managed-save", "--snapshots-metadata", "--nvram"];
+        if virsh(host)
+            .args(["undefine", name])
+            .args(flags)
+            .allow_failure()
+            .run()
+            .map_or(true, |o| !o.status.success())
+        {
+            let _ = virsh(host).args(["undefine", name]).allow_failure().run();
+        }
+        let _ = fs_err::remove_file(format!("/var/log/libvirt/qemu/{name}.log"));
+    }
+    Ok(ours.len())
+}
+
 /// Did this tree's stack set nova up on libvirt? libvirtd and its guests are
 /// host-wide: another tree's unstack (a test's, a second checkout's) must not
 /// destroy this cloud's guests.
@@ -791,21 +823,7 @@ pub(crate) fn cleanup(host: &mut Host) -> Result<(), ServiceError> {
         if started {
             start(host)?;
         }
-        destroy_ours(host)?;
-        for name in our_domains(host, false)? {
-            host.note(&format!("libvirt: undefining {name}"));
-            let flags = ["--managed-save", "--snapshots-metadata", "--nvram"];
-            if virsh(host)
-                .args(["undefine", &name])
-                .args(flags)
-                .allow_failure()
-                .run()
-                .map_or(true, |o| !o.status.success())
-            {
-                let _ = virsh(host).args(["undefine", &name]).allow_failure().run();
-            }
-            let _ = fs_err::remove_file(format!("/var/log/libvirt/qemu/{name}.log"));
-        }
+        remove_ours(host)?;
         if started {
             stop(host)?;
         }
