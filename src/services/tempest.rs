@@ -174,9 +174,9 @@ fn flavors(
         }});
         api.post(&format!("{base}/flavors"), &body)?;
         // A guest's virtio-rng (the test image asks for one) needs the flavor's
-        // consent; nova answers 404 here under some drivers: the flavor still works.
+        // consent. nova's path has an underscore (os-extra_specs).
         let spec = serde_json::json!({"extra_specs": {"hw_rng:allowed": "True"}});
-        if let Err(e) = api.post(&format!("{base}/flavors/{id}/os-extra-specs"), &spec) {
+        if let Err(e) = api.post(&format!("{base}/flavors/{id}/os-extra_specs"), &spec) {
             warnings.push(format!("tempest: flavor {name}: {e}"));
         }
     }
