@@ -169,6 +169,9 @@ install -m 4755 "$BB" "$R/bin/busybox"
 done
 install -m 0755 "$W/x/sys/usr/sbin/dropbear" "$R/usr/sbin/dropbear"
 install -m 0755 "$W/x/sys/usr/bin/dropbearkey" "$R/usr/bin/dropbearkey"
+# dropbear's client, as cirros has it (ssh from one guest to another).
+install -m 0755 "$W/x/sys/usr/bin/dbclient" "$R/usr/bin/dbclient"
+ln -s dbclient "$R/usr/bin/ssh"
 
 # Shared libraries: the NEEDED closure of dropbear (and the helpers), found in
 # the extracted Debian packages, plus the dynamic loader.
@@ -196,7 +199,7 @@ ln -s x86_64-linux-gnu/ld-linux-x86-64.so.2 "$R/lib/ld-linux-x86-64.so.2"
 gcc -Os -s -Wall -o "$W/helpers" "$SRC/helpers.c"
 install -m 4755 "$W/helpers" "$R/usr/bin/sudo"
 install -m 0755 "$W/helpers" "$R/sbin/seed-rng"
-for b in "$R/usr/sbin/dropbear" "$R/usr/bin/dropbearkey" "$R/usr/bin/sudo"; do copy_libs "$b"; done
+for b in "$R/usr/sbin/dropbear" "$R/usr/bin/dropbearkey" "$R/usr/bin/dbclient" "$R/usr/bin/sudo"; do copy_libs "$b"; done
 chmod 0755 "$R"/lib/x86_64-linux-gnu/*
 ROOTRUN=("$R/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/lib/x86_64-linux-gnu")
 

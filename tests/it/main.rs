@@ -12,6 +12,7 @@ mod layer1;
 mod library;
 mod plugin_api;
 mod shellcheck;
+mod test_image;
 mod trust;
 
 use std::fmt::Write as _;
