@@ -57,7 +57,7 @@ grep -oE 'initial networks in [0-9.]+ s \([0-9]+ requests\)' "$LOG" | sed 's/^/D
 # shellcheck source=/dev/null
 source ./openrc admin admin >/dev/null
 TOKEN=$(openstack token issue -f value -c id)
-NEUTRON=http://${SERVICE_HOST:-127.0.0.1}:9696/v2.0
+NEUTRON=http://${SERVICE_HOST:-127.0.0.1}/networking/v2.0
 api() {
     local method=$1 path=$2 body=${3:-}
     curl -sf -m 30 -X "$method" -H "X-Auth-Token: $TOKEN" -H 'Content-Type: application/json' \
