@@ -810,7 +810,8 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
             crate::shell::DEFAULT_HOOK_TIMEOUT.as_secs()
         ),
         (_, Kind::Stack) => {
-            "fix the script and run ./stack.sh again (it resumes here); ./unstack.sh stops what was started"
+            "fix what failed and run ./stack.sh again: with the same local.conf, settings and hook files \
+             it resumes at this step (a changed hook file runs every step again); ./unstack.sh stops what was started"
                 .into()
         }
         _ => "fix the script and run the command again".into(),
