@@ -13,8 +13,13 @@ TOP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$TOP_DIR"
 
 # Packages the tests use: shellcheck for the shell files we ship, git for plugin
-# fixtures, and the layer-1 servers (the tests start and stop them themselves).
-TEST_PACKAGES=(shellcheck git sudo mariadb-server mariadb-client postgresql postgresql-client rabbitmq-server memcached python3-pika python3-venv uwsgi-core uwsgi-plugin-python3 curl busybox-static apache2 libapache2-mod-proxy-uwsgi chromium chromium-driver openssh-client)
+# fixtures, the layer-1 servers (the tests start and stop them themselves), and what a
+# stack installs before its first hook and with its prerequisites (DevStack's
+# files/debs/general: packages::GENERAL and BUILD), so that tests stacking in parallel
+# find them there.
+TEST_PACKAGES=(shellcheck git sudo mariadb-server mariadb-client postgresql postgresql-client rabbitmq-server memcached python3-pika python3-venv uwsgi-core uwsgi-plugin-python3 curl busybox-static apache2 libapache2-mod-proxy-uwsgi chromium chromium-driver openssh-client
+    uuid-runtime bc gawk iputils-ping lsof openssl psmisc tar unzip wget
+    gcc g++ pkg-config python3-dev libffi-dev libssl-dev libxml2-dev libxslt1-dev libyaml-dev zlib1g-dev)
 
 missing=()
 for pkg in "${TEST_PACKAGES[@]}"; do

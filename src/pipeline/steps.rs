@@ -634,11 +634,7 @@ fn passwords(run: &mut Run) -> anyhow::Result<()> {
 /// `devstack/files/debs/NAME`, in one apt-get install.
 fn prerequisites(run: &mut Run) -> anyhow::Result<()> {
     use crate::system::packages;
-    let mut wanted: Vec<String> = Vec::new();
-    // Plugins call `sudo` everywhere; a root container may not have it.
-    if packages::which("sudo").is_none() {
-        wanted.push("sudo".into());
-    }
+    let mut wanted: Vec<String> = packages::BUILD.iter().map(|p| (*p).to_owned()).collect();
     wanted.extend(run.registry.packages(&run.host.settings));
     for plugin in run.plugins() {
         wanted.extend(packages::read_list(

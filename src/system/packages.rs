@@ -17,6 +17,42 @@ const APT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Debian's hook that tells maintainer scripts not to start services (exit 101).
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
+/// The commands of DevStack's `files/debs/general` that plugins run from their
+/// `devstack/settings` and hooks (`uuidgen`, `bc`, `curl`, `wget`, `lsof`, `killall`,
+/// `ping`, `unzip`, `openssl`, `sudo`, `git`, `gawk`): installed before the first hook,
+/// as a DevStack machine has them by then.
+pub(crate) const GENERAL: &[&str] = &[
+    "uuid-runtime",
+    "bc",
+    "curl",
+    "gawk",
+    "git",
+    "iputils-ping",
+    "lsof",
+    "openssl",
+    "psmisc",
+    "sudo",
+    "tar",
+    "unzip",
+    "wget",
+];
+
+/// The rest of `files/debs/general` a plugin's `pip install` of C extensions needs
+/// (compilers, headers): installed with the services' packages, where DevStack's
+/// install_prereqs does.
+pub(crate) const BUILD: &[&str] = &[
+    "gcc",
+    "g++",
+    "pkg-config",
+    "python3-dev",
+    "libffi-dev",
+    "libssl-dev",
+    "libxml2-dev",
+    "libxslt1-dev",
+    "libyaml-dev",
+    "zlib1g-dev",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PackageError {
     #[error("apt-get failed")]
@@ -115,6 +151,9 @@ pub(crate) fn install_from(
             "-y",
             "-o",
             "Dpkg::Options::=--force-confold",
+            // Another apt (unattended upgrades, a second tree) waits its turn.
+            "-o",
+            "DPkg::Lock::Timeout=600",
             "install",
             "--no-install-recommends",
         ])

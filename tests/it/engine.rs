@@ -170,6 +170,29 @@ fn plugin_requires_reorders_at_every_point() {
 }
 
 #[test]
+fn a_plugins_settings_find_devstacks_general_commands() {
+    // Real plugins call uuidgen (and bc, curl, lsof...) in devstack/settings: stack
+    // installs DevStack's general packages before the first plugin file is read.
+    let t = Tree::new();
+    let root = t.top.parent().unwrap();
+    let a = plugin_repo(
+        root,
+        "alpha",
+        "ALPHA_ID=$(uuidgen)\necho \"alpha:id ${#ALPHA_ID} $(echo '2*21' | bc)\" >> \"$TRACE_FILE\"",
+    );
+    t.local_conf(
+        &format!("disable_all_services\nenable_plugin alpha {}", a.display()),
+        "",
+    );
+    t.devstack(&["stack"]).success();
+    assert!(
+        t.trace_lines().iter().any(|l| l == "alpha:id 36 42"),
+        "{}",
+        t.trace()
+    );
+}
+
+#[test]
 fn missing_requirement_and_double_enable_fail_before_any_hook() {
     let t = Tree::new();
     let a = plugin_repo(
