@@ -50,7 +50,7 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("RABBIT_USERID", "stackrabbit"),
     ("RABBIT_HOST", "$SERVICE_HOST"),
     ("MEMCACHE_SERVERS", "$SERVICE_HOST:11211"),
-    ("DEVSTACK_VENV", "$DEST/venv"),
+    ("DEVSTACK_VENV", "$DATA_DIR/venv"),
     ("PYTHON", "$DEVSTACK_VENV/bin/python3"),
     ("SERVICE_DOMAIN_NAME", "Default"),
     ("SERVICE_PROJECT_NAME", "service"),

@@ -212,11 +212,11 @@ pub(crate) fn requirements(s: &Settings, projects: &[Project], extra: &[String])
     reqs
 }
 
-/// The venv's directory (`DEVSTACK_VENV`, default `$DEST/venv`).
+/// The venv's directory (`DEVSTACK_VENV`, default DevStack's `$DATA_DIR/venv`).
 pub(crate) fn venv_dir(s: &Settings) -> PathBuf {
     let v = s.path("DEVSTACK_VENV");
     if v.as_os_str().is_empty() {
-        s.path("DEST").join("venv")
+        s.path("DATA_DIR").join("venv")
     } else {
         v
     }
