@@ -118,6 +118,9 @@ fi
 
 # --- 2. horizon ---
 UV=${UV:-$(command -v uv || echo /opt/stack/.uv-venv/bin/uv)}
+# As the product's uv calls: the machine's trust store, PIP_INDEX_URL honoured.
+export UV_NATIVE_TLS=1
+[[ -n ${UV_INDEX_URL:-} || -z ${PIP_INDEX_URL:-} ]] || export UV_INDEX_URL=$PIP_INDEX_URL
 venv=$WORK/venv
 "$UV" venv -q --python /usr/bin/python3 "$venv"
 t0=$(now)
