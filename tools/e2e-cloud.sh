@@ -728,6 +728,14 @@ no_network_of_ours_left() {
     if ip netns list | grep -E 'devstack-public|ovnmeta-|e2e-guest'; then
         left=1
     fi
+    # The guests' taps (os-vif leaves them on the userspace datapath; unstack
+    # removes them).
+    local dev
+    for dev in /sys/class/net/tap????????-??; do
+        [[ -e $dev ]] || continue
+        echo "guest tap ${dev##*/} left" >&2
+        left=1
+    done
     ((left == 0)) && echo "no OVS/OVN daemon, bridge or namespace of ours left"
 }
 

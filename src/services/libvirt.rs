@@ -805,10 +805,53 @@ fn used_here(host: &Host) -> bool {
     host.ledger.fact(IN_USE_FACT).is_some()
 }
 
-/// stop_nova_hypervisor: our guests destroyed, then libvirtd and virtlogd.
+/// A tap os-vif makes for a nova port: `tap` and the port id's first 11 characters.
+pub(crate) fn is_port_tap_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 14
+        && name.starts_with("tap")
+        && b[11] == b'-'
+        && b[3..11]
+            .iter()
+            .chain(&b[12..14])
+            .all(u8::is_ascii_hexdigit)
+}
+
+/// On the userspace datapath os-vif makes each guest's tap a persistent tun device
+/// and leaves it behind when the guest goes (unplug removes only the OVS port):
+/// the taps of ports with no QEMU behind them (no carrier) are removed.
+fn remove_stale_taps(host: &Host) {
+    let Ok(entries) = fs_err::read_dir("/sys/class/net") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        if !is_port_tap_name(&name) || !dir.join("tun_flags").exists() {
+            continue;
+        }
+        let carrier = fs_err::read_to_string(dir.join("carrier")).unwrap_or_default();
+        if carrier.trim() == "1" {
+            continue;
+        }
+        host.note(&format!("libvirt: removing {name}, the tap of a guest that is gone"));
+        let _ = host
+            .cmd("ip")
+            .args(["link", "del", &name])
+            .timeout(VIRSH_TIMEOUT)
+            .allow_failure()
+            .run();
+    }
+}
+
+/// stop_nova_hypervisor: our guests destroyed (and their taps removed), then
+/// libvirtd and virtlogd.
 pub(crate) fn stop(host: &mut Host) -> Result<(), ServiceError> {
     if used_here(host) && libvirtd_answers(host) {
         destroy_ours(host)?;
+    }
+    if used_here(host) {
+        remove_stale_taps(host);
     }
     let result = daemon::stop(host, &Libvirtd);
     daemon::stop(host, &Virtlogd)?;
@@ -926,6 +969,15 @@ mod tests {
         );
         assert_eq!(cached(None, "k"), None);
         assert_eq!(cached(Some("k\tlxc\t"), "k"), None);
+    }
+
+    #[test]
+    fn port_taps_are_tap_and_eleven_characters_of_the_port_id() {
+        assert!(is_port_tap_name("tapd06f5160-54"));
+        assert!(!is_port_tap_name("tapd06f5160-5"));
+        assert!(!is_port_tap_name("tap0"));
+        assert!(!is_port_tap_name("tapxyzxyzxy-54"));
+        assert!(!is_port_tap_name("vethd06f5160-54"));
     }
 
     #[test]

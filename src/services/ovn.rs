@@ -625,7 +625,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     ],
     role: Role::Any,
     after: &["keystone"],
-    packages: &["openvswitch-switch", "ovn-central", "ovn-host"],
+    packages: &["openvswitch-switch", "ovn-central", "ovn-host", "ethtool"],
     defaults: &[
         ("OVN_NB_REMOTE", "tcp:$SERVICE_HOST:6641"),
         ("OVN_SB_REMOTE", "tcp:$SERVICE_HOST:6642"),
@@ -640,7 +640,9 @@ impl Service for Ovn {
         &DESCRIPTOR
     }
     fn packages(&self, s: &Settings) -> Vec<String> {
-        let mut p = vec!["openvswitch-switch".to_owned()];
+        // ethtool: the public namespace's veth without segmentation offloads
+        // (ovn_public.rs).
+        let mut p = vec!["openvswitch-switch".to_owned(), "ethtool".to_owned()];
         if s.is_enabled(&["ovn-northd"]) {
             p.push("ovn-central".into());
         }

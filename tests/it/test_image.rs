@@ -110,3 +110,27 @@ fn the_guests_curl_gets_a_url_and_posts_a_form_as_tempest_asks() {
     server.join().unwrap();
     assert_eq!(out.status.code(), Some(22), "{out:?}");
 }
+
+#[test]
+fn the_guests_blkid_finds_by_label_only_and_says_so() {
+    let bin = busybox_bin();
+    let busybox = std::fs::read_link(bin.path().join("nc")).unwrap();
+    std::os::unix::fs::symlink(busybox, bin.path().join("findfs")).unwrap();
+    let blkid = |args: &[&str]| {
+        let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+        Command::new("sh")
+            .arg(project_root().join("tools/test-image/blkid"))
+            .args(args)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    };
+    // tempest's call, for a label no device has: blkid's "not found".
+    let out = blkid(&["-L", "no-such-label-devstack-rs", "-o", "device"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    // Anything else is refused with a reason, not a wrong answer.
+    let out = blkid(&["/dev/sr0"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blkid -L LABEL"));
+}
