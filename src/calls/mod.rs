@@ -69,6 +69,7 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "keystone-get-or-create-endpoint", handler: keystone::serve, usage: "get_or_create_endpoint SERVICE REGION PUBLIC_URL [ADMIN_URL] [INTERNAL_URL]" },
     Op { name: "keystone-get-or-create-user", handler: keystone::serve, usage: "get_or_create_user NAME PASSWORD DOMAIN [EMAIL]" },
     Op { name: "keystone-get-or-create-project", handler: keystone::serve, usage: "get_or_create_project NAME DOMAIN" },
+    Op { name: "keystone-get-or-create-group", handler: keystone::serve, usage: "get_or_create_group NAME DOMAIN [DESCRIPTION]" },
     Op { name: "keystone-get-or-create-role", handler: keystone::serve, usage: "get_or_create_role NAME" },
     Op { name: "keystone-get-or-create-domain", handler: keystone::serve, usage: "get_or_create_domain NAME DESCRIPTION" },
     Op { name: "keystone-get-or-add-user-project-role", handler: keystone::serve, usage: "get_or_add_user_project_role ROLE USER PROJECT [USER_DOMAIN] [PROJECT_DOMAIN]" },

@@ -1056,3 +1056,182 @@ fn write_uwsgi_config_with_a_url_path_serves_a_socket_behind_the_front_proxy() {
             .starts_with("ProxyPass \"/load-balancer\" ")
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Keystone
+// ---------------------------------------------------------------------------------
+
+/// A keystone that knows tokens, the Default domain (id `default`) and groups,
+/// on 127.0.0.1: answers one request per connection and records each as
+/// "METHOD PATH BODY". The thread ends with the test's process.
+struct FakeKeystone {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeKeystone {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            let mut groups: Vec<(String, String)> = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_owned();
+                let path = parts.next().unwrap_or("").to_owned();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut buf = vec![0; length];
+                let _ = reader.read_exact(&mut buf);
+                let body = String::from_utf8_lossy(&buf).into_owned();
+                let json: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                let (status, headers, answer) = match (method.as_str(), path.as_str()) {
+                    ("POST", "/v3/auth/tokens") => {
+                        (201, "X-Subject-Token: tok\r\n", "{\"token\":{}}".to_owned())
+                    }
+                    ("GET", "/v3/domains?name=Default") => (
+                        200,
+                        "",
+                        "{\"domains\":[{\"id\":\"default\",\"name\":\"Default\"}]}".to_owned(),
+                    ),
+                    ("GET", "/v3/domains/default") => (
+                        200,
+                        "",
+                        "{\"domain\":{\"id\":\"default\",\"name\":\"Default\"}}".to_owned(),
+                    ),
+                    ("GET", p) if p.starts_with("/v3/domains") => {
+                        if p.contains('?') {
+                            (200, "", "{\"domains\":[]}".to_owned())
+                        } else {
+                            (404, "", "{\"error\":{\"code\":404}}".to_owned())
+                        }
+                    }
+                    ("POST", "/v3/groups") => {
+                        let name = json
+                            .pointer("/group/name")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        if groups.iter().any(|(n, _)| *n == name) {
+                            (409, "", "{\"error\":{\"code\":409}}".to_owned())
+                        } else {
+                            let id = format!("gid-{name}");
+                            groups.push((name, id.clone()));
+                            (201, "", format!("{{\"group\":{{\"id\":\"{id}\"}}}}"))
+                        }
+                    }
+                    ("GET", p) if p.starts_with("/v3/groups?name=") => {
+                        let name = p["/v3/groups?name=".len()..]
+                            .split('&')
+                            .next()
+                            .unwrap_or("");
+                        let found: Vec<String> = groups
+                            .iter()
+                            .filter(|(n, _)| n == name)
+                            .map(|(_, id)| format!("{{\"id\":\"{id}\"}}"))
+                            .collect();
+                        (200, "", format!("{{\"groups\":[{}]}}", found.join(",")))
+                    }
+                    _ => (404, "", "{\"error\":{\"code\":404}}".to_owned()),
+                };
+                record
+                    .lock()
+                    .unwrap()
+                    .push(format!("{method} {path} {body}").trim_end().to_owned());
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        Self { url, seen }
+    }
+
+    /// The requests seen so far, tokens left out.
+    fn requests(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.starts_with("POST /v3/auth/tokens"))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn get_or_create_group_prints_the_id_of_a_new_or_existing_group() {
+    let ks = FakeKeystone::start();
+    let (_dir, run) = lib(&format!(
+        "export KEYSTONE_SERVICE_URI={} ADMIN_PASSWORD=pw-Never-Shown\n\
+         g=$(get_or_create_group admins default 'openstack admin group'); echo \"rc=$? $g\"\n\
+         g=$(get_or_create_group admins Default); echo \"rc=$? $g\"\n\
+         g=$(get_or_create_group readers Default); echo \"rc=$? $g\"\n\
+         g=$(get_or_create_group x no-such-domain 2>\"$T/err\"); echo \"rc=$? [$g]\"\n\
+         get_or_create_group only-a-name 2>\"$T/usage\"; echo \"rc=$?\"\n\
+         cat \"$T/err\" \"$T/usage\" >&2",
+        ks.url
+    ));
+    assert_eq!(
+        lines(&run),
+        [
+            "rc=0 gid-admins",
+            "rc=0 gid-admins",
+            "rc=0 gid-readers",
+            "rc=1 []",
+            "rc=2"
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("no-such-domain"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("usage: get_or_create_group NAME DOMAIN [DESCRIPTION]"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("pw-Never-Shown"), "{}", run.stderr);
+    let requests = ks.requests();
+    let posts: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /v3/groups"))
+        .collect();
+    // Created with its domain and description (empty by default); the second call
+    // met the existing group (409) and found it instead.
+    assert_eq!(
+        posts,
+        [
+            "POST /v3/groups {\"group\":{\"description\":\"openstack admin group\",\"domain_id\":\"default\",\"name\":\"admins\"}}",
+            "POST /v3/groups {\"group\":{\"description\":\"\",\"domain_id\":\"default\",\"name\":\"admins\"}}",
+            "POST /v3/groups {\"group\":{\"description\":\"\",\"domain_id\":\"default\",\"name\":\"readers\"}}",
+        ],
+        "{requests:#?}"
+    );
+    assert!(
+        requests.contains(&"GET /v3/groups?name=admins&domain_id=default".to_owned()),
+        "{requests:#?}"
+    );
+}
