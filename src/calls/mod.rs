@@ -55,6 +55,7 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "system-service", handler: process::system_service, usage: "start_service|stop_service|restart_service|reload_service NAME" },
     Op { name: "recreate-database", handler: process::recreate_database, usage: "recreate_database NAME" },
     Op { name: "database-connection-url", handler: process::database_connection_url, usage: "database_connection_url NAME" },
+    Op { name: "rabbit-add-vhost", handler: process::add_vhost, usage: "rpc_backend_add_vhost VHOST" },
     Op { name: "transport-url", handler: process::transport_url, usage: "get_transport_url [VHOST]" },
     // inc/python, lib/apache
     Op { name: "python-setup-develop", handler: python::setup_develop, usage: "setup_develop DIR [EXTRAS]" },

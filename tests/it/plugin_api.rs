@@ -1235,3 +1235,69 @@ fn get_or_create_group_prints_the_id_of_a_new_or_existing_group() {
         "{requests:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// RPC backend
+// ---------------------------------------------------------------------------------
+
+/// Bash script lines that write `$T/bin/NAME`, a stub that appends "NAME ARGS" to
+/// `$T/calls` (a fixed path: devstack-rs gives its children an explicit environment)
+/// and then runs the bash code BODY.
+fn stub(name: &str, body: &str) -> String {
+    let body = body.replace('\'', "'\\''");
+    format!(
+        "mkdir -p \"$T/bin\"\n\
+         printf '#!/bin/bash\\necho \"{name} $*\" >>%q\\n%s\\n' \"$T/calls\" '{body}' >\"$T/bin/{name}\"\n\
+         chmod +x \"$T/bin/{name}\"\n"
+    )
+}
+
+#[test]
+fn rpc_backend_add_vhost_adds_a_missing_vhost_with_permissions_or_refuses_without_rabbit() {
+    let (dir, run) = lib(&format!(
+        "{}export PATH=$T/bin:$PATH\n\
+         ENABLED_SERVICES=key,rabbit RABBIT_USERID=stackrabbit\n\
+         rpc_backend_add_vhost nova_cell2; echo \"new=$?\"\n\
+         rpc_backend_add_vhost nova_cell1; echo \"listed=$?\"\n\
+         rpc_backend_add_vhost cell; echo \"substring=$?\"\n\
+         ENABLED_SERVICES=key rpc_backend_add_vhost other; echo \"norabbit=$?\"\n\
+         rpc_backend_add_vhost broken 2>\"$T/err\"; echo \"broken=$?\"\n",
+        stub(
+            "rabbitmqctl",
+            "case \" $* \" in *\" list_vhosts \"*) printf \"/\\nnova_cell1\\n\" ;; *broken*) exit 3 ;; esac"
+        )
+    ));
+    assert_eq!(
+        lines(&run),
+        [
+            "new=0",
+            "listed=0",
+            "substring=0",
+            "RPC backend does not support vhosts",
+            "norabbit=1",
+            "broken=1",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    let calls = read(&dir.path().join("calls"));
+    let ctl = "rabbitmqctl -q -n rabbit@localhost";
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            format!("{ctl} list_vhosts"),
+            format!("{ctl} add_vhost nova_cell2"),
+            format!("{ctl} set_permissions -p nova_cell2 stackrabbit .* .* .*"),
+            format!("{ctl} list_vhosts"),
+            // DevStack's grep: "cell" is in a listed name, so nothing is added.
+            format!("{ctl} list_vhosts"),
+            format!("{ctl} list_vhosts"),
+            format!("{ctl} add_vhost broken"),
+        ]
+    );
+    let err = read(&dir.path().join("err"));
+    assert!(
+        err.contains("rpc_backend_add_vhost") && err.contains("rabbitmqctl add_vhost"),
+        "{err}"
+    );
+}
