@@ -19,6 +19,7 @@ mod libvirt;
 mod packages;
 mod process;
 mod python;
+mod services;
 
 pub(crate) use keystone::create_for_enabled;
 
@@ -76,7 +77,11 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "keystone-get-or-add-user-project-role", handler: keystone::serve, usage: "get_or_add_user_project_role ROLE USER PROJECT [USER_DOMAIN] [PROJECT_DOMAIN]" },
     Op { name: "keystone-get-or-add-user-domain-role", handler: keystone::serve, usage: "get_or_add_user_domain_role ROLE USER DOMAIN" },
     Op { name: "keystone-create-service-user", handler: keystone::serve, usage: "create_service_user NAME [ROLE]" },
+    Op { name: "keystone-start", handler: services::keystone_start, usage: "start_keystone" },
     Op { name: "keystone-create-accounts", handler: keystone::create_accounts, usage: "keystone-create-accounts" },
+    // lib/neutron
+    Op { name: "neutron-start", handler: services::neutron_start, usage: "start_neutron_service_and_check" },
+    Op { name: "neutron-stop", handler: services::neutron_stop, usage: "stop_neutron" },
     // the lib/ defaults of cinder's backends (services::cinder's descriptor)
     Op { name: "cinder-default", handler: cinder::default, usage: "cinder-default backends|target-helper|lvm-type" },
     // lib/nova_plugins/hypervisor-libvirt

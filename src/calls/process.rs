@@ -74,7 +74,9 @@ pub(super) fn add_vhost(host: &mut Host, call: &Call) -> Reply {
     }
 }
 
-fn service_error(what: &str, e: &ServiceError) -> Reply {
+/// A service step's error as the shell shows it: what failed, its causes, the last
+/// lines of output.
+pub(super) fn service_error(what: &str, e: &ServiceError) -> Reply {
     let mut text = format!("{what}: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

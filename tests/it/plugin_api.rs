@@ -1301,3 +1301,75 @@ fn rpc_backend_add_vhost_adds_a_missing_vhost_with_permissions_or_refuses_withou
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Starting and stopping keystone and neutron (lib/keystone, lib/neutron)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn stop_keystone_and_stop_neutron_stop_the_processes_of_their_services() {
+    // Real processes through `devstack __call` (the library tree's own state):
+    // stop_keystone stops `key` only, stop_neutron neutron's (`q-svc`); a plugin's
+    // own process stays.
+    let (_dir, run) = lib(
+        "LOGDIR=$T/logs DATA_DIR=$T/data ENABLED_SERVICES=key,q-svc,mine\n\
+         for p in key q-svc mine; do run_process $p '/bin/sleep 300'; done\n\
+         stop_keystone; echo \"stop_keystone=$?\"\n\
+         for p in key q-svc mine; do is_running $p && echo \"$p up\" || echo \"$p down\"; done\n\
+         stop_neutron; echo \"stop_neutron=$?\"\n\
+         for p in key q-svc mine; do is_running $p && echo \"$p up\" || echo \"$p down\"; done\n\
+         stop_process mine",
+    );
+    assert_eq!(
+        lines(&run),
+        [
+            "stop_keystone=0",
+            "key down",
+            "q-svc up",
+            "mine up",
+            "stop_neutron=0",
+            "key down",
+            "q-svc down",
+            "mine up",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn start_keystone_and_start_neutron_service_and_check_reach_the_services_steps() {
+    // The ops recorded instead of done (a running cloud would be needed): each
+    // function's op with the variables it sends; a failed start dies as DevStack's.
+    let (_dir, run) = lib(
+        "_ds_call() { local vars=''; while [[ $1 == -v ]]; do vars+=\" $2\"; shift 2; done\n\
+             echo \"op $* |$vars\" | sed -E 's/\\| .*(DEST|SERVICE_TIMEOUT|Q_AGENT|SKIP_STOP_OVN).*/| vars ok/'\n\
+             [[ $1 != \"${FAIL_OP:-}\" ]]; }\n\
+         start_keystone; echo \"rc=$?\"\n\
+         start_neutron_service_and_check; echo \"rc=$?\"\n\
+         stop_neutron; echo \"rc=$?\"\n\
+         FAIL_OP=neutron-start start_neutron_service_and_check; echo not-reached",
+    );
+    assert_eq!(run.status, 1, "stderr: {}", run.stderr);
+    assert_eq!(
+        lines(&run),
+        [
+            "Waiting for keystone to start...",
+            "op keystone-start | vars ok",
+            "op system-service restart memcached | vars ok",
+            "rc=0",
+            "op neutron-start | vars ok",
+            "rc=0",
+            "op neutron-stop | vars ok",
+            "rc=0",
+            "op neutron-start | vars ok",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Neutron did not start"),
+        "{}",
+        run.stderr
+    );
+}
