@@ -1373,3 +1373,112 @@ fn start_keystone_and_start_neutron_service_and_check_reach_the_services_steps()
         run.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Images (functions: upload_image)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn upload_image_names_and_formats_images_like_devstack() {
+    // `openstack` and `qemu-img` are stubs: each call recorded in $T/calls (with
+    // the content of the file uploaded); the UEC kernel and ramdisk get ids.
+    let (dir, run) = lib(&format!(
+        "{}{}export PATH=$T/bin:$PATH FILES=$T/files REGION_NAME=RegionOne\n\
+         VIRT_DRIVER=libvirt LIBVIRT_TYPE=qemu\n\
+         printf q >\"$T/amphora.qcow2\"; upload_image \"file://$T/amphora.qcow2\" >/dev/null; echo \"qcow2=$?\"\n\
+         printf i >\"$T/cirros.img\"; upload_image \"file://$T/cirros.img\" >/dev/null\n\
+         VIRT_DRIVER=fake\n\
+         printf v | gzip >\"$T/disk.vhdx.gz\"; upload_image \"file://$T/disk.vhdx.gz\" >/dev/null\n\
+         upload_image \"file://$T/missing.qcow2\"; echo \"missing=$?\"\n\
+         : >\"$T/empty.raw\"; upload_image \"file://$T/empty.raw\"; echo \"empty=$?\"\n\
+         mkdir -p \"$T/files\"; printf c >\"$T/files/cached.iso\"; upload_image https://example.org/x/cached.iso >/dev/null; echo \"cached=$?\"\n\
+         printf z >\"$T/thing.zip\"; upload_image \"file://$T/thing.zip\"; echo \"unknown=$?\"\n\
+         mkdir -p \"$T/uec\"; printf k >\"$T/uec/foo-vmlinuz-6\"; printf r >\"$T/uec/foo-initrd-6\"; printf r >\"$T/uec/foo.img\"\n\
+         tar -czf \"$T/foo.tar.gz\" -C \"$T/uec\" . && upload_image \"file://$T/foo.tar.gz\" >/dev/null\n\
+         printf w >\"$T/win-thin:ide:vmxnet3.vmdk\"; upload_image \"file://$T/win-thin:ide:vmxnet3.vmdk\" >/dev/null\n\
+         GLANCE_USE_IMPORT_WORKFLOW=True upload_image \"file://$T/amphora.qcow2\" >/dev/null; echo \"import=$?\"\n\
+         ls \"$T/files/images\"",
+        stub(
+            "openstack",
+            "f=${@: -1}; [[ -f $f ]] && echo \"content $(cat \"$f\")\" >>\"${0%/bin/*}/calls\"; \
+             case \" $* \" in *\" -c id \"*) echo \"id-$5\" ;; *) echo \"| id | $5 |\" ;; esac"
+        ),
+        stub("qemu-img", "echo 'file format: qcow2'"),
+    ));
+    let out: Vec<String> = run.stdout.lines().map(str::to_owned).collect();
+    let t = dir.path().display().to_string();
+    assert_eq!(
+        out,
+        [
+            "qcow2=0".to_owned(),
+            format!("Not found: file://{t}/missing.qcow2"),
+            "missing=0".into(),
+            format!("Not found: file://{t}/empty.raw"),
+            "empty=0".into(),
+            "cached=0".into(),
+            "Do not know what to do with thing.zip".into(),
+            "unknown=1".into(),
+            "import=0".into(),
+            "foo".into(),
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "",
+        other => panic!("expected properties for {other} are not written here"),
+    };
+    let osc = "openstack --os-cloud=devstack-admin --os-region-name=RegionOne image create";
+    let calls = read(&dir.path().join("calls")).replace(&t, "T");
+    let calls: Vec<&str> = calls.lines().collect();
+    let uec = "T/files/images/foo/.";
+    let want = [
+        format!(
+            "{osc} amphora --public --container-format bare --disk-format qcow2 --property hw_rng_model=virtio{arch} --file T/amphora.qcow2"
+        ),
+        "content q".into(),
+        "qemu-img info T/cirros.img".into(),
+        format!(
+            "{osc} cirros --public --container-format bare --disk-format qcow2 --property hw_rng_model=virtio --file T/cirros.img"
+        ),
+        "content i".into(),
+        format!("{osc} disk --public --container-format bare --disk-format vhdx --file TMP/disk"),
+        "content v".into(),
+        format!(
+            "{osc} cached --public --container-format bare --disk-format iso --file T/files/cached.iso"
+        ),
+        "content c".into(),
+        format!(
+            "{osc} foo-kernel --public --container-format aki --disk-format aki --file {uec}/foo-vmlinuz-6 -f value -c id"
+        ),
+        format!(
+            "{osc} foo-ramdisk --public --container-format ari --disk-format ari --file {uec}/foo-initrd-6 -f value -c id"
+        ),
+        format!(
+            "{osc} foo --public --container-format ami --disk-format ami --property kernel_id=id-foo-kernel --property ramdisk_id=id-foo-ramdisk --file {uec}/foo.img"
+        ),
+        "content r".into(),
+        format!(
+            "{osc} win-thin:ide:vmxnet3 --public --container-format bare --disk-format vmdk --property vmware_disktype=thin --property vmware_adaptertype=ide --property hw_vif_model=vmxnet3 --file T/win-thin:ide:vmxnet3.vmdk"
+        ),
+        "content w".into(),
+        format!(
+            "{osc} amphora --public --container-format bare --disk-format qcow2 --import --file T/amphora.qcow2"
+        ),
+        "content q".into(),
+    ];
+    // The decompressed file is in a temporary directory, removed after the upload.
+    let tmp_line = calls
+        .iter()
+        .find(|l| l.contains(" disk --public"))
+        .unwrap_or_else(|| panic!("{calls:#?}"));
+    let tmp = tmp_line.rsplit(' ').next().unwrap();
+    assert!(!Path::new(tmp).exists(), "{tmp} left behind");
+    let tmp_dir = tmp.trim_end_matches("/disk");
+    let calls: Vec<String> = calls
+        .iter()
+        .map(|l| l.replace(tmp_dir, "TMP").replace("/./", "/"))
+        .collect();
+    let want: Vec<String> = want.iter().map(|l| l.replace("/./", "/")).collect();
+    assert_eq!(calls, want);
+}
