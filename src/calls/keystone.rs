@@ -48,6 +48,12 @@ pub(super) fn serve(host: &mut Host, call: &Call) -> Reply {
             }),
         "keystone-get-or-create-project" => need(2, "get_or_create_project NAME DOMAIN")
             .map(|()| with_client(host, |c| c.get_or_create_project(args[0], args[1]))),
+        "keystone-get-or-create-group" => need(2, "get_or_create_group NAME DOMAIN [DESCRIPTION]")
+            .map(|()| {
+                with_client(host, |c| {
+                    c.get_or_create_group(args[0], args[1], arg(2).unwrap_or(""))
+                })
+            }),
         "keystone-get-or-create-role" => need(1, "get_or_create_role NAME")
             .map(|()| with_client(host, |c| c.get_or_create_role(args[0]))),
         "keystone-get-or-create-domain" => {

@@ -19,6 +19,7 @@ mod libvirt;
 mod packages;
 mod process;
 mod python;
+mod services;
 
 pub(crate) use keystone::create_for_enabled;
 
@@ -55,6 +56,7 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "system-service", handler: process::system_service, usage: "start_service|stop_service|restart_service|reload_service NAME" },
     Op { name: "recreate-database", handler: process::recreate_database, usage: "recreate_database NAME" },
     Op { name: "database-connection-url", handler: process::database_connection_url, usage: "database_connection_url NAME" },
+    Op { name: "rabbit-add-vhost", handler: process::add_vhost, usage: "rpc_backend_add_vhost VHOST" },
     Op { name: "transport-url", handler: process::transport_url, usage: "get_transport_url [VHOST]" },
     // inc/python, lib/apache
     Op { name: "python-setup-develop", handler: python::setup_develop, usage: "setup_develop DIR [EXTRAS]" },
@@ -69,12 +71,17 @@ pub(crate) const TABLE: &[Op] = &[
     Op { name: "keystone-get-or-create-endpoint", handler: keystone::serve, usage: "get_or_create_endpoint SERVICE REGION PUBLIC_URL [ADMIN_URL] [INTERNAL_URL]" },
     Op { name: "keystone-get-or-create-user", handler: keystone::serve, usage: "get_or_create_user NAME PASSWORD DOMAIN [EMAIL]" },
     Op { name: "keystone-get-or-create-project", handler: keystone::serve, usage: "get_or_create_project NAME DOMAIN" },
+    Op { name: "keystone-get-or-create-group", handler: keystone::serve, usage: "get_or_create_group NAME DOMAIN [DESCRIPTION]" },
     Op { name: "keystone-get-or-create-role", handler: keystone::serve, usage: "get_or_create_role NAME" },
     Op { name: "keystone-get-or-create-domain", handler: keystone::serve, usage: "get_or_create_domain NAME DESCRIPTION" },
     Op { name: "keystone-get-or-add-user-project-role", handler: keystone::serve, usage: "get_or_add_user_project_role ROLE USER PROJECT [USER_DOMAIN] [PROJECT_DOMAIN]" },
     Op { name: "keystone-get-or-add-user-domain-role", handler: keystone::serve, usage: "get_or_add_user_domain_role ROLE USER DOMAIN" },
     Op { name: "keystone-create-service-user", handler: keystone::serve, usage: "create_service_user NAME [ROLE]" },
+    Op { name: "keystone-start", handler: services::keystone_start, usage: "start_keystone" },
     Op { name: "keystone-create-accounts", handler: keystone::create_accounts, usage: "keystone-create-accounts" },
+    // lib/neutron
+    Op { name: "neutron-start", handler: services::neutron_start, usage: "start_neutron_service_and_check" },
+    Op { name: "neutron-stop", handler: services::neutron_stop, usage: "stop_neutron" },
     // the lib/ defaults of cinder's backends (services::cinder's descriptor)
     Op { name: "cinder-default", handler: cinder::default, usage: "cinder-default backends|target-helper|lvm-type" },
     // lib/nova_plugins/hypervisor-libvirt

@@ -62,8 +62,27 @@ pub(super) fn transport_url(host: &mut Host, call: &Call) -> Reply {
     Reply::stdout(format!("{url}\n"))
 }
 
-fn service_error(what: &str, e: &ServiceError) -> Reply {
+/// `rpc_backend_add_vhost VHOST` (the shim has checked that rabbit is enabled).
+pub(super) fn add_vhost(host: &mut Host, call: &Call) -> Reply {
+    let vhost = arg(call, 0);
+    if vhost.is_empty() {
+        return Reply::error(2, "usage: rpc_backend_add_vhost VHOST");
+    }
+    match rabbit::add_vhost(host, vhost) {
+        Ok(()) => Reply::ok(),
+        Err(e) => service_error("rpc_backend_add_vhost", &e),
+    }
+}
+
+/// A service step's error as the shell shows it: what failed, its causes, the last
+/// lines of output.
+pub(super) fn service_error(what: &str, e: &ServiceError) -> Reply {
     let mut text = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let _ = write!(text, "\n  caused by: {s}");
+        source = s.source();
+    }
     for line in e.tail() {
         text.push_str("\n  ");
         text.push_str(line);

@@ -676,6 +676,36 @@ impl Client {
         })
     }
 
+    // ----- groups -----
+
+    /// DevStack's `get_or_create_group NAME DOMAIN [DESCRIPTION]` (`openstack group
+    /// create NAME --domain DOMAIN --description DESC --or-show`): DOMAIN is a name or
+    /// an id; an existing group is found and left as it is (its description too).
+    pub fn get_or_create_group(
+        &mut self,
+        name: &str,
+        domain: &str,
+        description: &str,
+    ) -> Result<String, KeystoneError> {
+        let domain_id = self.domain_id(domain)?;
+        let key = ("group", domain_id.clone(), name.to_owned());
+        self.remembered(key, |c| {
+            let what = format!("get or create group '{name}' in domain '{domain}'");
+            let mut lookup = |c: &mut Self| {
+                c.first_id(
+                    &what,
+                    "groups",
+                    &[("name", name), ("domain_id", &domain_id)],
+                )
+            };
+            // Names are unique in a domain: create first, find on 409.
+            let body = json!({"group": {
+                "name": name, "domain_id": domain_id, "description": description
+            }});
+            c.create(&what, "groups", &body, &mut lookup)
+        })
+    }
+
     // ----- users -----
 
     /// DevStack's `get_or_create_user NAME PASSWORD DOMAIN [EMAIL]`: the password is set
@@ -1383,6 +1413,47 @@ mod tests {
         assert_eq!(seen.len(), 4);
         assert_eq!(seen[2].method, "POST");
         assert_eq!(seen[3].path, "/v3/projects?name=service&domain_id=d1");
+    }
+
+    #[test]
+    fn group_is_created_in_its_domain_or_found_after_409() {
+        let fake = Fake::start(vec![
+            token("tok1"),
+            ok(r#"{"domains":[{"id":"d1","name":"Default"}]}"#),
+            (201, "", r#"{"group":{"id":"g1","name":"admins"}}"#.into()),
+            (
+                409,
+                "",
+                r#"{"error":{"code":409,"message":"Conflict"}}"#.into(),
+            ),
+            ok(r#"{"groups":[{"id":"g2","name":"readers"}]}"#),
+        ]);
+        let mut c = client(&fake);
+        let id = c
+            .get_or_create_group("admins", "Default", "openstack admin group")
+            .unwrap();
+        assert_eq!(id, "g1");
+        // Cached: no request.
+        assert_eq!(
+            c.get_or_create_group("admins", "Default", "").unwrap(),
+            "g1"
+        );
+        assert_eq!(
+            c.get_or_create_group("readers", "Default", "").unwrap(),
+            "g2"
+        );
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[1].path, "/v3/domains?name=Default");
+        assert_eq!(seen[2].method, "POST");
+        assert_eq!(seen[2].path, "/v3/groups");
+        assert_eq!(
+            serde_json::from_str::<Value>(&seen[2].body).unwrap(),
+            json!({"group": {"name": "admins", "domain_id": "d1",
+                             "description": "openstack admin group"}})
+        );
+        assert_eq!(seen[3].method, "POST");
+        assert_eq!(seen[4].path, "/v3/groups?name=readers&domain_id=d1");
     }
 
     #[test]

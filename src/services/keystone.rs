@@ -164,8 +164,9 @@ fn own_sync(host: &Host) -> Vec<Cmd> {
     ]
 }
 
-/// Starts keystone's uwsgi and waits for `/v3`.
-fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
+/// Starts keystone's uwsgi and waits for `/v3` (also DevStack's `start_keystone`,
+/// which plugins call after `stop_keystone` and a change of keystone.conf).
+pub(crate) fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let record = oslo::start_process(
         host,

@@ -210,11 +210,8 @@ fn server_config_args(s: &Settings) -> String {
         conf(s).display(),
         ml2_conf(s).display()
     );
-    for extra in s
-        .get_or("Q_PLUGIN_EXTRA_CONF_FILES_ABS", "")
-        .split_whitespace()
-    {
-        let _ = write!(args, " --config-file {extra}");
+    for extra in neutron_plugin_api::extra_conf_files(s) {
+        let _ = write!(args, " --config-file {}", extra.display());
     }
     args
 }
@@ -243,6 +240,31 @@ fn start_ovn_workers(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         cx.host.ledger.set_fact(METADATA_NETNS_FACT, "ovnmeta-");
     }
     Ok(())
+}
+
+/// DevStack's `start_neutron_service_and_check` (a plugin starts neutron again after
+/// `stop_neutron` and a change of its config): the API under uWSGI, waited for through
+/// the front proxy at `/networking` (SERVICE_TIMEOUT), then with OVN the periodic and
+/// maintenance workers and the metadata agent. Like DevStack's, it writes no config
+/// and creates no network.
+pub(crate) fn start_service_and_check(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let ini = Neutron::uwsgi_ini(&cx.host.settings);
+    uwsgi::start_routed(cx.host, NAME, SERVICE, &ini, ROUTE)?;
+    if ovn_mode(&cx.host.settings) {
+        start_ovn_workers(cx)?;
+    }
+    Ok(())
+}
+
+/// DevStack's `stop_neutron`: neutron's processes (and the metadata haproxies they
+/// left behind), then, with `Q_AGENT=ovn`, OVN's daemons unless `SKIP_STOP_OVN`
+/// (ovn's own stop decides). Nothing is removed.
+pub(crate) fn stop_neutron(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let stopped = crate::services::Service::stop(&Neutron, cx, false);
+    if cx.host.settings.get_or("Q_AGENT", "ovn") == "ovn" {
+        crate::services::Service::stop(&crate::services::ovn::Ovn, cx, false)?;
+    }
+    stopped
 }
 
 /// Set while this tree's metadata agent may have made `ovnmeta-*` namespaces: their

@@ -113,6 +113,15 @@ fn erlang_ip(addr: &str) -> Option<String> {
 }
 
 fn rabbitmqctl(host: &Host, args: &[&str], stdin_secret: Option<&str>) -> Result<(), ServiceError> {
+    rabbitmqctl_output(host, args, stdin_secret).map(|_| ())
+}
+
+/// `rabbitmqctl ARGS` against our node; its stdout.
+fn rabbitmqctl_output(
+    host: &Host,
+    args: &[&str],
+    stdin_secret: Option<&str>,
+) -> Result<String, ServiceError> {
     // The wrapper switches to the rabbitmq user (whose Erlang cookie it needs). A
     // password goes in on stdin, from the environment of a shell: never on argv.
     let mut cmd = host
@@ -126,12 +135,13 @@ fn rabbitmqctl(host: &Host, args: &[&str], stdin_secret: Option<&str>) -> Result
         .args(args)
         .env("RABBITMQ_NODENAME", NODE)
         .label("rabbitmqctl")
+        .capture()
         .timeout(Duration::from_secs(60));
     if let Some(secret) = stdin_secret {
         cmd = cmd.env("DS_SECRET", secret);
     }
     cmd.run()
-        .map(|_| ())
+        .map(|out| out.stdout)
         .map_err(|source| ServiceError::Process {
             service: NAME.into(),
             what: format!("rabbitmqctl {}", args.first().copied().unwrap_or("")),
@@ -259,6 +269,27 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
         daemon::PROBE_TIMEOUT,
         "AMQP login as RABBIT_USERID",
         login,
+    )
+}
+
+/// DevStack's `rpc_backend_add_vhost VHOST` (the shim has checked that rabbit is
+/// enabled): unless a line of `rabbitmqctl list_vhosts` contains VHOST (DevStack's
+/// `grep`, a substring), the vhost is added and RABBIT_USERID gets all permissions
+/// on it.
+pub(crate) fn add_vhost(host: &mut Host, vhost: &str) -> Result<(), ServiceError> {
+    let listed = rabbitmqctl_output(host, &["list_vhosts"], None)?;
+    if listed.lines().any(|l| l.contains(vhost)) {
+        return Ok(());
+    }
+    let user = host
+        .settings
+        .get_or("RABBIT_USERID", "stackrabbit")
+        .to_owned();
+    rabbitmqctl(host, &["add_vhost", vhost], None)?;
+    rabbitmqctl(
+        host,
+        &["set_permissions", "-p", vhost, &user, ".*", ".*", ".*"],
+        None,
     )
 }
 

@@ -1056,3 +1056,429 @@ fn write_uwsgi_config_with_a_url_path_serves_a_socket_behind_the_front_proxy() {
             .starts_with("ProxyPass \"/load-balancer\" ")
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Keystone
+// ---------------------------------------------------------------------------------
+
+/// A keystone that knows tokens, the Default domain (id `default`) and groups,
+/// on 127.0.0.1: answers one request per connection and records each as
+/// "METHOD PATH BODY". The thread ends with the test's process.
+struct FakeKeystone {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeKeystone {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            let mut groups: Vec<(String, String)> = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_owned();
+                let path = parts.next().unwrap_or("").to_owned();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut buf = vec![0; length];
+                let _ = reader.read_exact(&mut buf);
+                let body = String::from_utf8_lossy(&buf).into_owned();
+                let json: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                let (status, headers, answer) = match (method.as_str(), path.as_str()) {
+                    ("POST", "/v3/auth/tokens") => {
+                        (201, "X-Subject-Token: tok\r\n", "{\"token\":{}}".to_owned())
+                    }
+                    ("GET", "/v3/domains?name=Default") => (
+                        200,
+                        "",
+                        "{\"domains\":[{\"id\":\"default\",\"name\":\"Default\"}]}".to_owned(),
+                    ),
+                    ("GET", "/v3/domains/default") => (
+                        200,
+                        "",
+                        "{\"domain\":{\"id\":\"default\",\"name\":\"Default\"}}".to_owned(),
+                    ),
+                    ("GET", p) if p.starts_with("/v3/domains") => {
+                        if p.contains('?') {
+                            (200, "", "{\"domains\":[]}".to_owned())
+                        } else {
+                            (404, "", "{\"error\":{\"code\":404}}".to_owned())
+                        }
+                    }
+                    ("POST", "/v3/groups") => {
+                        let name = json
+                            .pointer("/group/name")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        if groups.iter().any(|(n, _)| *n == name) {
+                            (409, "", "{\"error\":{\"code\":409}}".to_owned())
+                        } else {
+                            let id = format!("gid-{name}");
+                            groups.push((name, id.clone()));
+                            (201, "", format!("{{\"group\":{{\"id\":\"{id}\"}}}}"))
+                        }
+                    }
+                    ("GET", p) if p.starts_with("/v3/groups?name=") => {
+                        let name = p["/v3/groups?name=".len()..]
+                            .split('&')
+                            .next()
+                            .unwrap_or("");
+                        let found: Vec<String> = groups
+                            .iter()
+                            .filter(|(n, _)| n == name)
+                            .map(|(_, id)| format!("{{\"id\":\"{id}\"}}"))
+                            .collect();
+                        (200, "", format!("{{\"groups\":[{}]}}", found.join(",")))
+                    }
+                    _ => (404, "", "{\"error\":{\"code\":404}}".to_owned()),
+                };
+                record
+                    .lock()
+                    .unwrap()
+                    .push(format!("{method} {path} {body}").trim_end().to_owned());
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        Self { url, seen }
+    }
+
+    /// The requests seen so far, tokens left out.
+    fn requests(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.starts_with("POST /v3/auth/tokens"))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn get_or_create_group_prints_the_id_of_a_new_or_existing_group() {
+    let ks = FakeKeystone::start();
+    let (_dir, run) = lib(&format!(
+        "export KEYSTONE_SERVICE_URI={} ADMIN_PASSWORD=pw-Never-Shown\n\
+         g=$(get_or_create_group admins default 'openstack admin group'); echo \"rc=$? $g\"\n\
+         g=$(get_or_create_group admins Default); echo \"rc=$? $g\"\n\
+         g=$(get_or_create_group readers Default); echo \"rc=$? $g\"\n\
+         g=$(get_or_create_group x no-such-domain 2>\"$T/err\"); echo \"rc=$? [$g]\"\n\
+         get_or_create_group only-a-name 2>\"$T/usage\"; echo \"rc=$?\"\n\
+         cat \"$T/err\" \"$T/usage\" >&2",
+        ks.url
+    ));
+    assert_eq!(
+        lines(&run),
+        [
+            "rc=0 gid-admins",
+            "rc=0 gid-admins",
+            "rc=0 gid-readers",
+            "rc=1 []",
+            "rc=2"
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("no-such-domain"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("usage: get_or_create_group NAME DOMAIN [DESCRIPTION]"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("pw-Never-Shown"), "{}", run.stderr);
+    let requests = ks.requests();
+    let posts: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /v3/groups"))
+        .collect();
+    // Created with its domain and description (empty by default); the second call
+    // met the existing group (409) and found it instead.
+    assert_eq!(
+        posts,
+        [
+            "POST /v3/groups {\"group\":{\"description\":\"openstack admin group\",\"domain_id\":\"default\",\"name\":\"admins\"}}",
+            "POST /v3/groups {\"group\":{\"description\":\"\",\"domain_id\":\"default\",\"name\":\"admins\"}}",
+            "POST /v3/groups {\"group\":{\"description\":\"\",\"domain_id\":\"default\",\"name\":\"readers\"}}",
+        ],
+        "{requests:#?}"
+    );
+    assert!(
+        requests.contains(&"GET /v3/groups?name=admins&domain_id=default".to_owned()),
+        "{requests:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// RPC backend
+// ---------------------------------------------------------------------------------
+
+/// Bash script lines that write `$T/bin/NAME`, a stub that appends "NAME ARGS" to
+/// `$T/calls` (a fixed path: devstack-rs gives its children an explicit environment)
+/// and then runs the bash code BODY.
+fn stub(name: &str, body: &str) -> String {
+    let body = body.replace('\'', "'\\''");
+    format!(
+        "mkdir -p \"$T/bin\"\n\
+         printf '#!/bin/bash\\necho \"{name} $*\" >>%q\\n%s\\n' \"$T/calls\" '{body}' >\"$T/bin/{name}\"\n\
+         chmod +x \"$T/bin/{name}\"\n"
+    )
+}
+
+#[test]
+fn rpc_backend_add_vhost_adds_a_missing_vhost_with_permissions_or_refuses_without_rabbit() {
+    let (dir, run) = lib(&format!(
+        "{}export PATH=$T/bin:$PATH\n\
+         ENABLED_SERVICES=key,rabbit RABBIT_USERID=stackrabbit\n\
+         rpc_backend_add_vhost nova_cell2; echo \"new=$?\"\n\
+         rpc_backend_add_vhost nova_cell1; echo \"listed=$?\"\n\
+         rpc_backend_add_vhost cell; echo \"substring=$?\"\n\
+         ENABLED_SERVICES=key rpc_backend_add_vhost other; echo \"norabbit=$?\"\n\
+         rpc_backend_add_vhost broken 2>\"$T/err\"; echo \"broken=$?\"\n",
+        stub(
+            "rabbitmqctl",
+            "case \" $* \" in *\" list_vhosts \"*) printf \"/\\nnova_cell1\\n\" ;; *broken*) exit 3 ;; esac"
+        )
+    ));
+    assert_eq!(
+        lines(&run),
+        [
+            "new=0",
+            "listed=0",
+            "substring=0",
+            "RPC backend does not support vhosts",
+            "norabbit=1",
+            "broken=1",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    let calls = read(&dir.path().join("calls"));
+    let ctl = "rabbitmqctl -q -n rabbit@localhost";
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            format!("{ctl} list_vhosts"),
+            format!("{ctl} add_vhost nova_cell2"),
+            format!("{ctl} set_permissions -p nova_cell2 stackrabbit .* .* .*"),
+            format!("{ctl} list_vhosts"),
+            // DevStack's grep: "cell" is in a listed name, so nothing is added.
+            format!("{ctl} list_vhosts"),
+            format!("{ctl} list_vhosts"),
+            format!("{ctl} add_vhost broken"),
+        ]
+    );
+    let err = read(&dir.path().join("err"));
+    assert!(
+        err.contains("rpc_backend_add_vhost") && err.contains("rabbitmqctl add_vhost"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Starting and stopping keystone and neutron (lib/keystone, lib/neutron)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn stop_keystone_and_stop_neutron_stop_the_processes_of_their_services() {
+    // Real processes through `devstack __call` (the library tree's own state):
+    // stop_keystone stops `key` only, stop_neutron neutron's (`q-svc`); a plugin's
+    // own process stays.
+    let (_dir, run) = lib(
+        "LOGDIR=$T/logs DATA_DIR=$T/data ENABLED_SERVICES=key,q-svc,mine\n\
+         for p in key q-svc mine; do run_process $p '/bin/sleep 300'; done\n\
+         stop_keystone; echo \"stop_keystone=$?\"\n\
+         for p in key q-svc mine; do is_running $p && echo \"$p up\" || echo \"$p down\"; done\n\
+         stop_neutron; echo \"stop_neutron=$?\"\n\
+         for p in key q-svc mine; do is_running $p && echo \"$p up\" || echo \"$p down\"; done\n\
+         stop_process mine",
+    );
+    assert_eq!(
+        lines(&run),
+        [
+            "stop_keystone=0",
+            "key down",
+            "q-svc up",
+            "mine up",
+            "stop_neutron=0",
+            "key down",
+            "q-svc down",
+            "mine up",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn start_keystone_and_start_neutron_service_and_check_reach_the_services_steps() {
+    // The ops recorded instead of done (a running cloud would be needed): each
+    // function's op with the variables it sends; a failed start dies as DevStack's.
+    let (_dir, run) = lib(
+        "_ds_call() { local vars=''; while [[ $1 == -v ]]; do vars+=\" $2\"; shift 2; done\n\
+             echo \"op $* |$vars\" | sed -E 's/\\| .*(DEST|SERVICE_TIMEOUT|Q_AGENT|SKIP_STOP_OVN).*/| vars ok/'\n\
+             [[ $1 != \"${FAIL_OP:-}\" ]]; }\n\
+         start_keystone; echo \"rc=$?\"\n\
+         start_neutron_service_and_check; echo \"rc=$?\"\n\
+         stop_neutron; echo \"rc=$?\"\n\
+         FAIL_OP=neutron-start start_neutron_service_and_check; echo not-reached",
+    );
+    assert_eq!(run.status, 1, "stderr: {}", run.stderr);
+    assert_eq!(
+        lines(&run),
+        [
+            "Waiting for keystone to start...",
+            "op keystone-start | vars ok",
+            "op system-service restart memcached | vars ok",
+            "rc=0",
+            "op neutron-start | vars ok",
+            "rc=0",
+            "op neutron-stop | vars ok",
+            "rc=0",
+            "op neutron-start | vars ok",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Neutron did not start"),
+        "{}",
+        run.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Images (functions: upload_image)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn upload_image_names_and_formats_images_like_devstack() {
+    // `openstack` and `qemu-img` are stubs: each call recorded in $T/calls (with
+    // the content of the file uploaded); the UEC kernel and ramdisk get ids.
+    let (dir, run) = lib(&format!(
+        "{}{}export PATH=$T/bin:$PATH FILES=$T/files REGION_NAME=RegionOne\n\
+         VIRT_DRIVER=libvirt LIBVIRT_TYPE=qemu\n\
+         printf q >\"$T/amphora.qcow2\"; upload_image \"file://$T/amphora.qcow2\" >/dev/null; echo \"qcow2=$?\"\n\
+         printf i >\"$T/cirros.img\"; upload_image \"file://$T/cirros.img\" >/dev/null\n\
+         VIRT_DRIVER=fake\n\
+         printf v | gzip >\"$T/disk.vhdx.gz\"; upload_image \"file://$T/disk.vhdx.gz\" >/dev/null\n\
+         upload_image \"file://$T/missing.qcow2\"; echo \"missing=$?\"\n\
+         : >\"$T/empty.raw\"; upload_image \"file://$T/empty.raw\"; echo \"empty=$?\"\n\
+         mkdir -p \"$T/files\"; printf c >\"$T/files/cached.iso\"; upload_image https://example.org/x/cached.iso >/dev/null; echo \"cached=$?\"\n\
+         printf z >\"$T/thing.zip\"; upload_image \"file://$T/thing.zip\"; echo \"unknown=$?\"\n\
+         mkdir -p \"$T/uec\"; printf k >\"$T/uec/foo-vmlinuz-6\"; printf r >\"$T/uec/foo-initrd-6\"; printf r >\"$T/uec/foo.img\"\n\
+         tar -czf \"$T/foo.tar.gz\" -C \"$T/uec\" . && upload_image \"file://$T/foo.tar.gz\" >/dev/null\n\
+         printf w >\"$T/win-thin:ide:vmxnet3.vmdk\"; upload_image \"file://$T/win-thin:ide:vmxnet3.vmdk\" >/dev/null\n\
+         GLANCE_USE_IMPORT_WORKFLOW=True upload_image \"file://$T/amphora.qcow2\" >/dev/null; echo \"import=$?\"\n\
+         ls \"$T/files/images\"",
+        stub(
+            "openstack",
+            "f=${@: -1}; [[ -f $f ]] && echo \"content $(cat \"$f\")\" >>\"${0%/bin/*}/calls\"; \
+             case \" $* \" in *\" -c id \"*) echo \"id-$5\" ;; *) echo \"| id | $5 |\" ;; esac"
+        ),
+        stub("qemu-img", "echo 'file format: qcow2'"),
+    ));
+    let out: Vec<String> = run.stdout.lines().map(str::to_owned).collect();
+    let t = dir.path().display().to_string();
+    assert_eq!(
+        out,
+        [
+            "qcow2=0".to_owned(),
+            format!("Not found: file://{t}/missing.qcow2"),
+            "missing=0".into(),
+            format!("Not found: file://{t}/empty.raw"),
+            "empty=0".into(),
+            "cached=0".into(),
+            "Do not know what to do with thing.zip".into(),
+            "unknown=1".into(),
+            "import=0".into(),
+            "foo".into(),
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "",
+        other => panic!("expected properties for {other} are not written here"),
+    };
+    let osc = "openstack --os-cloud=devstack-admin --os-region-name=RegionOne image create";
+    let calls = read(&dir.path().join("calls")).replace(&t, "T");
+    let calls: Vec<&str> = calls.lines().collect();
+    let uec = "T/files/images/foo/.";
+    let want = [
+        format!(
+            "{osc} amphora --public --container-format bare --disk-format qcow2 --property hw_rng_model=virtio{arch} --file T/amphora.qcow2"
+        ),
+        "content q".into(),
+        "qemu-img info T/cirros.img".into(),
+        format!(
+            "{osc} cirros --public --container-format bare --disk-format qcow2 --property hw_rng_model=virtio --file T/cirros.img"
+        ),
+        "content i".into(),
+        format!("{osc} disk --public --container-format bare --disk-format vhdx --file TMP/disk"),
+        "content v".into(),
+        format!(
+            "{osc} cached --public --container-format bare --disk-format iso --file T/files/cached.iso"
+        ),
+        "content c".into(),
+        format!(
+            "{osc} foo-kernel --public --container-format aki --disk-format aki --file {uec}/foo-vmlinuz-6 -f value -c id"
+        ),
+        format!(
+            "{osc} foo-ramdisk --public --container-format ari --disk-format ari --file {uec}/foo-initrd-6 -f value -c id"
+        ),
+        format!(
+            "{osc} foo --public --container-format ami --disk-format ami --property kernel_id=id-foo-kernel --property ramdisk_id=id-foo-ramdisk --file {uec}/foo.img"
+        ),
+        "content r".into(),
+        format!(
+            "{osc} win-thin:ide:vmxnet3 --public --container-format bare --disk-format vmdk --property vmware_disktype=thin --property vmware_adaptertype=ide --property hw_vif_model=vmxnet3 --file T/win-thin:ide:vmxnet3.vmdk"
+        ),
+        "content w".into(),
+        format!(
+            "{osc} amphora --public --container-format bare --disk-format qcow2 --import --file T/amphora.qcow2"
+        ),
+        "content q".into(),
+    ];
+    // The decompressed file is in a temporary directory, removed after the upload.
+    let tmp_line = calls
+        .iter()
+        .find(|l| l.contains(" disk --public"))
+        .unwrap_or_else(|| panic!("{calls:#?}"));
+    let tmp = tmp_line.rsplit(' ').next().unwrap();
+    assert!(!Path::new(tmp).exists(), "{tmp} left behind");
+    let tmp_dir = tmp.trim_end_matches("/disk");
+    let calls: Vec<String> = calls
+        .iter()
+        .map(|l| l.replace(tmp_dir, "TMP").replace("/./", "/"))
+        .collect();
+    let want: Vec<String> = want.iter().map(|l| l.replace("/./", "/")).collect();
+    assert_eq!(calls, want);
+}
