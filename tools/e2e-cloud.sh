@@ -424,10 +424,11 @@ database_root_login() {
 dashboard_browser() {
     local venv=$WORK/selenium-venv uv shots=${E2E_ARTIFACTS:-$TOP_DIR/e2e-artifacts}
     uv=$(command -v uv || echo "${DEST:-/opt/stack}/.uv-venv/bin/uv")
-    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || {
-        echo "Debian's chromium and chromium-driver are needed (run_tests.sh installs them)" >&2
-        return 1
-    }
+    if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+        echo "installing Debian's chromium and chromium-driver"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
+            --no-install-recommends chromium chromium-driver >/dev/null
+    fi
     # As the product's uv calls: the machine's trust store (a TLS-intercepting proxy
     # to the registry works), PIP_INDEX_URL honoured.
     local -a uv_env=(UV_NATIVE_TLS=1)
