@@ -811,10 +811,7 @@ pub(crate) fn is_port_tap_name(name: &str) -> bool {
     b.len() == 14
         && name.starts_with("tap")
         && b[11] == b'-'
-        && b[3..11]
-            .iter()
-            .chain(&b[12..14])
-            .all(u8::is_ascii_hexdigit)
+        && b[3..11].iter().chain(&b[12..14]).all(u8::is_ascii_hexdigit)
 }
 
 /// On the userspace datapath os-vif makes each guest's tap a persistent tun device
@@ -834,7 +831,9 @@ fn remove_stale_taps(host: &Host) {
         if carrier.trim() == "1" {
             continue;
         }
-        host.note(&format!("libvirt: removing {name}, the tap of a guest that is gone"));
+        host.note(&format!(
+            "libvirt: removing {name}, the tap of a guest that is gone"
+        ));
         let _ = host
             .cmd("ip")
             .args(["link", "del", &name])

@@ -126,6 +126,16 @@ const ALONE: &[(&str, &str, &str)] = &[
         "T/sa/foo.conf",
     ),
     (
+        "lib/tls",
+        "ensure_certificates FOO; echo \"${FOO_SSL_CERT##*/} ${FOO_SSL_CA##*/}\"",
+        "devstack-cert.crt ca-chain.pem",
+    ),
+    (
+        "lib/lvm",
+        "VOLUME_GROUP_NAME=x; echo \"$DEFAULT_VOLUME_GROUP_NAME $VOLUME_BACKING_FILE_SIZE\"",
+        "stack-volumes-default 30G",
+    ),
+    (
         "lib/database",
         "recreate_database() { echo \"$DATABASE_TYPE $1\"; }; DATABASE_TYPE=postgresql; recreate_database_mysql nova",
         "mysql nova",
@@ -193,6 +203,7 @@ fn library_files_source_in_any_order_and_by_relative_path() {
         "source \"$LIB/inc/process\"; source \"$LIB/functions\"; source \"$LIB/inc/ini-config\"",
         "source \"$LIB/lib/neutron\"; source \"$LIB/functions-common\"; source \"$LIB/inc/meta-config\"; source \"$LIB/functions\"",
         "source \"$LIB/inc/ini-config\"; source \"$LIB/lib/keystone\"; source \"$LIB/stackrc\"; source \"$LIB/functions\"; source \"$LIB/inc/process\"",
+        "source \"$LIB/lib/tls\"; source \"$LIB/lib/lvm\"; source \"$LIB/functions\"; source \"$LIB/lib/tls\"",
         "cd \"$LIB/lib\" && source rpc_backend && cd \"$T\" && source \"$LIB/functions\"",
     ];
     for order in orders {
@@ -1489,4 +1500,296 @@ fn upload_image_names_and_formats_images_like_devstack() {
         .collect();
     let want: Vec<String> = want.iter().map(|l| l.replace("/./", "/")).collect();
     assert_eq!(calls, want);
+}
+
+// ---------------------------------------------------------------------------------
+// lib/tls
+// ---------------------------------------------------------------------------------
+
+/// Sources lib/tls with DATA_DIR, SERVICE_HOST and the Apache directories in `$T`;
+/// sudo only records (the system trust store is never touched).
+const TLS_ENV: &str = "export DATA_DIR=$T/data SERVICE_HOST=10.1.2.3 APACHE_CONF_DIR=$T/sa \
+     APACHE_SETTINGS_DIR=$T/ce APACHE_LOG_DIR=$T/logs\n\
+     source \"$LIB/functions\"\n\
+     sudo() { echo \"sudo $*\" | sed \"s|$T|T|g\" >>\"$T/sudo\"; }\n";
+
+#[test]
+fn init_ca_and_make_cert_give_certificates_that_verify_against_the_chain_with_cn_and_sans() {
+    let (dir, run) = bash_in_tmp(&format!(
+        "{TLS_ENV}\
+         configure_CA; init_CA >/dev/null 2>&1 || echo init_CA failed\n\
+         init_cert >/dev/null 2>&1 || echo init_cert failed\n\
+         make_cert \"$INT_CA_DIR\" foo foo.example DNS:alt.example >/dev/null 2>&1\n\
+         # A second init_CA keeps both CAs (the chain is appended again, as DevStack's).\n\
+         openssl x509 -in \"$ROOT_CA_DIR/cacert.pem\" -noout -fingerprint >\"$T/fp1\"\n\
+         init_CA >/dev/null 2>&1; openssl x509 -in \"$ROOT_CA_DIR/cacert.pem\" -noout -fingerprint >\"$T/fp2\"\n\
+         cmp -s \"$T/fp1\" \"$T/fp2\" && echo root-kept\n\
+         echo \"${{ROOT_CA_DIR#$T/}} ${{INT_CA_DIR#$T/}} ${{DEVSTACK_CERT#$T/}}\"\n\
+         openssl verify -CAfile \"$ROOT_CA_DIR/cacert.pem\" -untrusted \"$INT_CA_DIR/cacert.pem\" \"$INT_CA_DIR/foo.crt\" | sed \"s|$T|T|\"\n\
+         openssl verify -CAfile \"$INT_CA_DIR/ca-chain.pem\" \"$INT_CA_DIR/devstack-cert.crt\" | sed \"s|$T|T|\"\n\
+         openssl x509 -in \"$INT_CA_DIR/foo.crt\" -noout -subject -ext subjectAltName,extendedKeyUsage\n\
+         openssl x509 -in \"$ROOT_CA_DIR/cacert.pem\" -noout -subject\n\
+         openssl x509 -in \"$INT_CA_DIR/cacert.pem\" -noout -subject -issuer\n\
+         openssl x509 -in \"$INT_CA_DIR/devstack-cert.crt\" -noout -ext subjectAltName | tail -1\n\
+         [[ -f $INT_CA_DIR/private/foo.key && -f $INT_CA_DIR/signing.conf && ! -f $ROOT_CA_DIR/signing.conf ]] && echo files\n\
+         grep -c BEGIN \"$DEVSTACK_CERT\"; grep -c 'BEGIN CERTIFICATE' \"$INT_CA_DIR/ca-chain.pem\" \"$T/data/ca-bundle.pem\" | sed \"s|$T|T|\"\n"
+    ));
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    let host = String::from_utf8(Command::new("hostname").arg("-f").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let want = [
+        "root-kept".to_owned(),
+        "data/CA/root-ca data/CA/int-ca data/devstack-cert.pem".into(),
+        "T/data/CA/int-ca/foo.crt: OK".into(),
+        "T/data/CA/int-ca/devstack-cert.crt: OK".into(),
+        "subject=O = OpenStack, OU = DevStack Servers, CN = foo.example".into(),
+        "X509v3 Extended Key Usage: ".into(),
+        "    TLS Web Server Authentication, TLS Web Client Authentication".into(),
+        "X509v3 Subject Alternative Name: ".into(),
+        "    DNS:foo.example, DNS:alt.example, IP Address:10.1.2.3".into(),
+        "subject=O = OpenStack, OU = DevStack Certificate Authority, CN = Root CA".into(),
+        "subject=O = OpenStack, OU = DevStack Certificate Authority, CN = Intermediate CA".into(),
+        "issuer=O = OpenStack, OU = DevStack Certificate Authority, CN = Root CA".into(),
+        // TLS_IP (SERVICE_HOST), then SERVICE_HOST again as the CN is the host name.
+        format!("    DNS:{host}, IP Address:10.1.2.3, IP Address:10.1.2.3"),
+        "files".into(),
+        "3".into(),
+        // Two init_CA calls, as DevStack's: the chain gets 2 + 2 certificates, the
+        // bundle the chain each time (2 + 4).
+        "T/data/CA/int-ca/ca-chain.pem:4".into(),
+        "T/data/ca-bundle.pem:6".into(),
+    ];
+    assert_eq!(lines(&run), want, "stderr: {}", run.stderr);
+    // Debian: both CA certificates into the trust store, then update-ca-certificates.
+    let sudo = read(&dir.path().join("sudo"));
+    assert!(
+        sudo.starts_with(
+            "sudo cp T/data/CA/int-ca/cacert.pem /usr/local/share/ca-certificates/devstack-int.crt\n\
+             sudo cp T/data/CA/root-ca/cacert.pem /usr/local/share/ca-certificates/devstack-root.crt\n\
+             sudo update-ca-certificates\n"
+        ),
+        "{sudo}"
+    );
+}
+
+#[test]
+fn ensure_certificates_defaults_all_three_dies_on_some_and_bundles_the_ca_when_all_are_set() {
+    let (_dir, run) = bash_in_tmp(&format!(
+        "{TLS_ENV}\
+         ensure_certificates KEYSTONE\n\
+         for v in KEYSTONE_SSL_CERT KEYSTONE_SSL_KEY KEYSTONE_SSL_CA; do echo \"${{!v#$T/}}\"; done\n\
+         [[ -e $T/data/ca-bundle.pem ]] || echo no-bundle\n\
+         echo 'MY CA' >\"$T/my-ca.pem\"\n\
+         NOVA_SSL_CERT=$T/c NOVA_SSL_KEY=$T/k NOVA_SSL_CA=$T/my-ca.pem; ensure_certificates NOVA; echo \"all=$?\"\n\
+         cat \"$T/data/ca-bundle.pem\"\n\
+         (GLANCE_SSL_CERT=$T/c; ensure_certificates GLANCE 2>\"$T/err\"; echo unreachable); echo \"some=$?\"\n\
+         grep -o 'Missing either the GLANCE_SSL_CERT GLANCE_SSL_KEY or GLANCE_SSL_CA variable to enable SSL for GLANCE' \"$T/err\"\n"
+    ));
+    assert_eq!(
+        lines(&run),
+        [
+            "data/CA/int-ca/devstack-cert.crt",
+            "data/CA/int-ca/private/devstack-cert.key",
+            "data/CA/int-ca/ca-chain.pem",
+            "no-bundle",
+            "all=0",
+            "MY CA",
+            "some=1",
+            "Missing either the GLANCE_SSL_CERT GLANCE_SSL_KEY or GLANCE_SSL_CA variable to enable SSL for GLANCE",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn start_tls_proxy_writes_devstacks_site_enables_it_and_restarts_the_proxy() {
+    let (dir, run) = bash_in_tmp(&format!(
+        "{TLS_ENV}\
+         restart_apache_server() {{ echo restarted; }}\n\
+         echo old >\"$(apache_site_config_for foo-tls-proxy)\"\n\
+         start_tls_proxy foo '*' 8443 10.0.0.5 18443\n\
+         start_tls_proxy http-services '*' 443 10.1.2.3 80 16384\n\
+         start_tls_proxy bar 10.1.2.3 9443 127.0.0.1 19443\n\
+         readlink \"$T/sites-enabled/foo-tls-proxy.conf\"\n\
+         grep -c 'ServerLimit           8' \"$T/ce/connection-tuning.conf\"\n\
+         head -2 \"$T/sa/bar-tls-proxy.conf\"; head -1 \"$T/sa/http-services-tls-proxy.conf\"\n\
+         grep LimitRequestFieldSize \"$T/sa/http-services-tls-proxy.conf\"\n"
+    ));
+    assert_eq!(
+        lines(&run),
+        [
+            "restarted",
+            "restarted",
+            "restarted",
+            "../sa/foo-tls-proxy.conf",
+            "2",
+            "Listen 10.1.2.3:9443",
+            "<VirtualHost 10.1.2.3:9443>",
+            "<VirtualHost *:443>",
+            "    LimitRequestFieldSize 16384",
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    let t = dir.path().display().to_string();
+    let site = read(&dir.path().join("sa/foo-tls-proxy.conf"));
+    for want in [
+        "Listen 8443\n<VirtualHost *:8443>\n    SSLEngine On\n".to_owned(),
+        format!("    SSLCertificateFile {t}/data/devstack-cert.pem\n"),
+        "    SSLProtocol -all +TLSv1.3 +TLSv1.2\n".into(),
+        "    KeepAlive Off\n".into(),
+        "    LimitRequestFieldSize 8190\n".into(),
+        "    RequestHeader set X-Forwarded-Proto \"https\"\n".into(),
+        "    SetEnv proxy-initial-not-pooled\n".into(),
+        "    <Location />\n        ProxyPass http://10.0.0.5:18443/ retry=0 nocanon acquire=1\n        ProxyPassReverse http://10.0.0.5:18443/\n    </Location>\n".into(),
+        format!("    ErrorLog {t}/logs/tls-proxy_error.log\n"),
+        "    LogLevel info\n".into(),
+        format!("    CustomLog {t}/logs/tls-proxy_access.log combined\n</VirtualHost>\n"),
+    ] {
+        assert!(site.contains(&want), "{want:?} not in:\n{site}");
+    }
+    assert!(site.starts_with("Listen 8443\n"), "{site}");
+}
+
+// ---------------------------------------------------------------------------------
+// lib/lvm
+// ---------------------------------------------------------------------------------
+
+/// PATH stubs for the LVM tools: the VG exists once vgcreate ran ($T/vg), the file
+/// is attached once losetup --find ran ($T/attached); truncate is the real one.
+fn lvm_stubs() -> String {
+    [
+        stub("vgs", "[[ -e $T/vg ]]"),
+        stub("vgcreate", "touch \"$T/vg\""),
+        stub("lvremove", ""),
+        stub("pvcreate", ""),
+        stub("truncate", "/usr/bin/truncate \"$@\""),
+        stub(
+            "losetup",
+            "case $1 in -h) echo \"      --direct-io[=<on|off>]\" ;; --find) touch \"$T/attached\"; echo /dev/loop7 ;; --associated) [[ -e $T/attached ]] && echo /dev/loop7 ;; esac; true",
+        ),
+        stub("systemctl", "touch \"$T/attached\""),
+    ]
+    .concat()
+}
+
+fn calls_in(dir: &Path) -> Vec<String> {
+    let t = dir.display().to_string();
+    read(&dir.join("calls"))
+        .lines()
+        .map(|l| l.replace(&t, "T"))
+        .collect()
+}
+
+#[test]
+fn init_lvm_volume_group_creates_file_loop_and_vg_only_when_missing_and_always_clears_lvs() {
+    let (dir, run) = lib(&format!(
+        "{}export PATH=$T/bin:$PATH DATA_DIR=$T/data ENABLED_SERVICES=key\n\
+         sudo() {{ \"$@\"; }}\n\
+         init_lvm_volume_group stack-volumes-lvmdriver-1 1G >/dev/null; echo \"rc=$?\"\n\
+         stat -c %s \"$T/data/stack-volumes-lvmdriver-1-backing-file\"\n\
+         echo --- >>\"$T/calls\"\n\
+         init_lvm_volume_group stack-volumes-lvmdriver-1 1G >/dev/null; echo \"again=$?\"\n",
+        lvm_stubs()
+    ));
+    assert_eq!(
+        lines(&run),
+        ["rc=0", "1073741824", "again=0"],
+        "stderr: {}",
+        run.stderr
+    );
+    let file = "T/data/stack-volumes-lvmdriver-1-backing-file";
+    assert_eq!(
+        calls_in(dir.path()),
+        [
+            "vgs stack-volumes-lvmdriver-1".to_owned(),
+            format!("truncate -s 1G {file}"),
+            "losetup -h".into(),
+            format!("losetup --associated {file} -O NAME -n"),
+            format!("losetup --find --show --direct-io=on {file}"),
+            format!("losetup --associated {file} -O NAME -n"),
+            "vgs stack-volumes-lvmdriver-1".into(),
+            "vgcreate stack-volumes-lvmdriver-1 /dev/loop7".into(),
+            "lvremove -f stack-volumes-lvmdriver-1".into(),
+            "---".into(),
+            // The VG exists: only its logical volumes are removed.
+            "vgs stack-volumes-lvmdriver-1".into(),
+            "lvremove -f stack-volumes-lvmdriver-1".into(),
+        ]
+    );
+}
+
+#[test]
+fn init_lvm_volume_group_reuses_an_attached_file_and_default_group_is_made_once() {
+    // The backing file exists and is attached, the VG is missing (a re-stack after
+    // the VG was removed): neither truncate nor a second loop device.
+    let (dir, run) = lib(&format!(
+        "{}export PATH=$T/bin:$PATH DATA_DIR=$T/data ENABLED_SERVICES=key\n\
+         sudo() {{ \"$@\"; }}\n\
+         mkdir -p \"$T/data\"; : >\"$T/data/stack-volumes-default-backing-file\"; touch \"$T/attached\"\n\
+         init_default_lvm_volume_group >/dev/null; echo \"rc=$?\"\n\
+         init_default_lvm_volume_group >/dev/null; echo \"again=$?\"\n",
+        lvm_stubs()
+    ));
+    assert_eq!(lines(&run), ["rc=0", "again=0"], "stderr: {}", run.stderr);
+    let file = "T/data/stack-volumes-default-backing-file";
+    assert_eq!(
+        calls_in(dir.path()),
+        [
+            "vgs stack-volumes-default".to_owned(),
+            "losetup -h".into(),
+            format!("losetup --associated {file} -O NAME -n"),
+            format!("losetup --associated {file} -O NAME -n"),
+            "vgs stack-volumes-default".into(),
+            "vgcreate stack-volumes-default /dev/loop7".into(),
+            "lvremove -f stack-volumes-default".into(),
+        ]
+    );
+}
+
+#[test]
+fn init_lvm_volume_group_under_systemd_writes_devstacks_unit_once_and_cinder_targets_go() {
+    let (dir, run) = lib(&format!(
+        "{}{}export PATH=$T/bin:$PATH DATA_DIR=$T/data ENABLED_SERVICES=key,c-vol\n\
+         sudo() {{ \"$@\"; }}\n\
+         _DS_SYSTEMD_RUN_DIR=$T SYSTEMD_DIR=$T/units SYSTEMCTL=systemctl; mkdir -p \"$T/units\"\n\
+         init_lvm_volume_group vg1 2G >/dev/null; echo \"rc=$?\"\n",
+        lvm_stubs(),
+        stub(
+            "cinder-rtstool",
+            "[[ $1 == get-targets ]] && printf \"iqn.a\\niqn.b\\n\"; true"
+        ),
+    ));
+    assert_eq!(lines(&run), ["rc=0"], "stderr: {}", run.stderr);
+    let file = "T/data/vg1-backing-file";
+    assert_eq!(
+        calls_in(dir.path()),
+        [
+            "vgs vg1".to_owned(),
+            format!("truncate -s 2G {file}"),
+            "losetup -h".into(),
+            "systemctl daemon-reload".into(),
+            "systemctl enable --now vg1-backing-file.service".into(),
+            format!("losetup --associated {file} -O NAME -n"),
+            "vgs vg1".into(),
+            "vgcreate vg1 /dev/loop7".into(),
+            "cinder-rtstool get-targets".into(),
+            "cinder-rtstool delete iqn.a".into(),
+            "cinder-rtstool delete iqn.b".into(),
+            "lvremove -f vg1".into(),
+        ]
+    );
+    let unit = read(&dir.path().join("units/vg1-backing-file.service"));
+    let t = dir.path().display();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={t}/bin/losetup --find --show --direct-io=on {t}/data/vg1-backing-file\n"
+        )) && unit.contains("RemainAfterExit=yes\nType=oneshot\n")
+            && unit.contains("Before=lvm2-activation-early.service\n")
+            && unit.contains("WantedBy=local-fs.target\n"),
+        "{unit}"
+    );
 }

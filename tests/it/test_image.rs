@@ -117,7 +117,11 @@ fn the_guests_blkid_finds_by_label_only_and_says_so() {
     let busybox = std::fs::read_link(bin.path().join("nc")).unwrap();
     std::os::unix::fs::symlink(busybox, bin.path().join("findfs")).unwrap();
     let blkid = |args: &[&str]| {
-        let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap()
+        );
         Command::new("sh")
             .arg(project_root().join("tools/test-image/blkid"))
             .args(args)
