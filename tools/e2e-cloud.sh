@@ -715,8 +715,11 @@ chassis_registered() {
 
 no_network_of_ours_left() {
     local left=0
-    # shellcheck disable=SC2009 # one pattern over whole command lines
-    if ps -eo stat,args | awk '$1 !~ /^Z/' | grep -E 'ovsdb-server|ovs-vswitchd|ovn-northd|ovn-controller|haproxy|neutron-' | grep -v grep; then
+    # The daemons by process name, neutron's by their venv command: a pattern over
+    # whole command lines also matched other programs' arguments (lib/neutron-legacy).
+    if ps -eo stat=,comm=,args= | awk '$1 !~ /^Z/ &&
+        ($2 ~ /^(ovsdb-server|ovs-vswitchd|ovn-northd|ovn-controller|haproxy)$/ || $0 ~ /\/bin\/neutron-/) {
+            print; found = 1 } END { exit !found }'; then
         left=1
     fi
     for l in br-int br-ex ovs-netdev ds-pub-br e2e-vif; do
