@@ -3,44 +3,18 @@
 //! `start_neutron_service_and_check`, `stop_neutron`): each is the service's own
 //! Rust step, as a run does it.
 
-use std::path::Path;
-
-use crate::config::localconf::Phase;
-use crate::context::{Host, PipelineError, PipelineOps, ServiceCtx};
+use crate::context::{Host, NoPipeline, ServiceCtx};
 use crate::services::{ServiceError, keystone, neutron};
 use crate::shell::{Call, Reply};
 
-/// A call is served while the shell waits for its reply: the shell cannot run a
-/// function for the service meanwhile, and local.conf merges are the pipeline's.
-struct FromShell;
-
-impl PipelineOps for FromShell {
-    fn call_function(
-        &mut self,
-        _host: &mut Host,
-        name: &str,
-        _args: &[&str],
-    ) -> Result<i32, PipelineError> {
-        Err(PipelineError::Merge(format!(
-            "{name}: the plugin shell is waiting for this call"
-        )))
-    }
-    fn merge_into(
-        &mut self,
-        _host: &mut Host,
-        _phase: Phase,
-        _file: &Path,
-    ) -> Result<(), PipelineError> {
-        Ok(())
-    }
-}
-
+/// Runs `step` as the service's own step: while the shell waits for this call it
+/// cannot run a function, so the step gets no pipeline to call into.
 fn run(
     host: &mut Host,
     what: &str,
     step: impl FnOnce(&mut ServiceCtx<'_>) -> Result<(), ServiceError>,
 ) -> Reply {
-    let mut ops = FromShell;
+    let mut ops = NoPipeline;
     let result = step(&mut ServiceCtx::new(host, &mut ops));
     host.checkpoint();
     match result {

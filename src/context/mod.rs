@@ -193,13 +193,13 @@ pub trait PipelineOps {
     ) -> Result<(), PipelineError>;
 }
 
-/// A pipeline with no shell and no local.conf: every call is refused (a standalone
-/// `devstack __call`, a test that drives a service alone).
-#[cfg(test)]
+/// A pipeline with no shell to lend and no local.conf to merge: every function call
+/// is refused and merges do nothing. A call served while the plugin shell waits for
+/// its reply (the shell cannot run a function meanwhile; merges are the pipeline's),
+/// a standalone `devstack __call`, a test that drives a service alone.
 #[derive(Debug, Default)]
 pub(crate) struct NoPipeline;
 
-#[cfg(test)]
 impl PipelineOps for NoPipeline {
     fn call_function(
         &mut self,
@@ -208,7 +208,7 @@ impl PipelineOps for NoPipeline {
         _args: &[&str],
     ) -> Result<i32, PipelineError> {
         Err(PipelineError::Merge(format!(
-            "no plugin shell to call {name} in"
+            "{name}: no plugin shell can run it now (none runs, or it waits for this call)"
         )))
     }
     fn merge_into(
