@@ -601,10 +601,11 @@ fixed_ip() {
 
 # guest_ssh IP COMMAND: ssh into a guest from the public network's namespace, with
 # the key the guest fetched from the metadata service.
+GUEST_SSH=(ip netns exec "$PUBLIC_NS" ssh "${SSH_OPTS[@]}" -i "$WORK/e2e-key")
 guest_ssh() {
     local ip=$1
     shift
-    ip netns exec "$PUBLIC_NS" ssh "${SSH_OPTS[@]}" -i "$WORK/e2e-key" "cirros@$ip" "$@"
+    "${GUEST_SSH[@]}" "cirros@$ip" "$@"
 }
 
 # The first guest gets a floating IP; from the public side, ssh into it with the
@@ -649,17 +650,21 @@ wall_of() {
 # step found the public veth's TSO stall: ovn_public.rs.)
 throughput() {
     local vm2_ip mib=4 empty full
-    local -a to_vm1=(ip netns exec "$PUBLIC_NS" ssh "${SSH_OPTS[@]}" -i "$WORK/e2e-key" "cirros@$VM1_FIP")
+    local -a to_vm1=("${GUEST_SSH[@]}" "cirros@$VM1_FIP")
     vm2_ip=$(fixed_ip e2e-vm2)
     empty=$(wall_of "${to_vm1[@]}" true </dev/null)
     full=$(head -c "$((mib << 20))" /dev/zero | wall_of "${to_vm1[@]}" 'cat >/dev/null')
-    awk -v m="$mib" -v e="$empty" -v f="$full" 'BEGIN { d = f - e; if (d < 0.01) d = 0.01;
-        printf "public namespace -> e2e-vm1 (floating IP, ssh): %d MiB in %.1f s, %.2f MiB/s\n", m, d, m / d }'
+    print_rate "public namespace -> e2e-vm1 (floating IP, ssh)" "$mib" "$empty" "$full"
     local to_vm2="DROPBEAR_PASSWORD=gocubsgo dbclient -y -y cirros@$vm2_ip"
     empty=$(wall_of "${to_vm1[@]}" "$to_vm2 true" </dev/null)
     full=$(wall_of "${to_vm1[@]}" "head -c $((mib << 20)) /dev/zero | $to_vm2 'cat >/dev/null'" </dev/null)
-    awk -v m="$mib" -v e="$empty" -v f="$full" 'BEGIN { d = f - e; if (d < 0.01) d = 0.01;
-        printf "e2e-vm1 -> e2e-vm2 (private network, ssh): %d MiB in %.1f s, %.2f MiB/s\n", m, d, m / d }'
+    print_rate "e2e-vm1 -> e2e-vm2 (private network, ssh)" "$mib" "$empty" "$full"
+}
+
+# print_rate LABEL MIB EMPTY FULL: MIB over the wall time FULL less that of EMPTY.
+print_rate() {
+    awk -v l="$1" -v m="$2" -v e="$3" -v f="$4" 'BEGIN { d = f - e; if (d < 0.01) d = 0.01;
+        printf "%s: %d MiB in %.1f s, %.2f MiB/s\n", l, m, d, m / d }'
 }
 
 delete_guests() {

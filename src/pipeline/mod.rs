@@ -983,22 +983,6 @@ fn source_user_file(
 /// Discovers extras.d scripts and orders the enabled plugins (fetching them for
 /// stack; planning fetches into a cache instead of `$DEST`).
 fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
-    if fetch {
-        // Before any plugin file is read: settings call uuidgen and friends.
-        let general: Vec<String> = crate::system::packages::GENERAL
-            .iter()
-            .map(|p| (*p).to_owned())
-            .collect();
-        let installed = crate::system::packages::install(&mut run.host.machine(), &general);
-        run.host.checkpoint();
-        let installed = installed.map_err(|e| {
-            anyhow::Error::new(e).context("installing DevStack's general prerequisites")
-        })?;
-        if !installed.is_empty() {
-            run.host
-                .note(&format!("installed: {}", installed.join(" ")));
-        }
-    }
     let (extras, warnings) = plugins::discover_extras(&run.host.top_dir.join("extras.d"))?;
     for w in warnings {
         run.host.warn(&w);

@@ -450,7 +450,12 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Step::Plugins => prepare_plugins(run, run.kind == Kind::Stack),
+        Step::Plugins => {
+            if run.kind == Kind::Stack {
+                general_prerequisites(run)?;
+            }
+            prepare_plugins(run, run.kind == Kind::Stack)
+        }
         Step::Hook(mode, phase) => {
             run_hook(run, mode, phase)?;
             if matches!(mode, "override_defaults" | "source") {
@@ -641,7 +646,26 @@ fn prerequisites(run: &mut Run) -> anyhow::Result<()> {
             &plugin.dir.join("devstack/files/debs").join(&plugin.name),
         )?);
     }
-    let installed = packages::install(&mut run.host.machine(), &wanted);
+    install_packages(run, &wanted)?;
+    Ok(())
+}
+
+/// DevStack's general packages, before any plugin file is read: plugins call
+/// uuidgen and friends in their `devstack/settings`.
+fn general_prerequisites(run: &mut Run) -> anyhow::Result<()> {
+    use crate::system::packages;
+    let wanted: Vec<String> = packages::GENERAL.iter().map(|p| (*p).to_owned()).collect();
+    install_packages(run, &wanted)
+        .map_err(|e| anyhow::Error::new(e).context("installing DevStack's general prerequisites"))
+}
+
+/// Installs what is missing of `wanted` (the state records it either way) and says
+/// what was installed.
+fn install_packages(
+    run: &mut Run,
+    wanted: &[String],
+) -> Result<(), crate::system::packages::PackageError> {
+    let installed = crate::system::packages::install(&mut run.host.machine(), wanted);
     run.host.checkpoint();
     let installed = installed?;
     if !installed.is_empty() {

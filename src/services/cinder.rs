@@ -417,12 +417,9 @@ pub(crate) fn compute_mount_dir(
 pub(crate) fn unmount_under(host: &Host, base: &Path) {
     let exact = base.display().to_string();
     let prefix = format!("{exact}/");
-    let mut points: Vec<String> = fs_err::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
+    let mut points: Vec<String> = mount_points()
+        .into_iter()
         .filter(|p| *p == exact || p.starts_with(&prefix))
-        .map(str::to_owned)
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for point in points {
@@ -437,10 +434,16 @@ pub(crate) fn unmount_under(host: &Host, base: &Path) {
 /// Is `dir` a mount point (in /proc/mounts)?
 fn mounted(dir: &Path) -> bool {
     let want = dir.display().to_string();
-    fs_err::read_to_string("/proc/mounts").is_ok_and(|m| {
-        m.lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(&want))
-    })
+    mount_points().contains(&want)
+}
+
+/// The mount points of /proc/mounts (none when it cannot be read).
+fn mount_points() -> Vec<String> {
+    fs_err::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
 }
 
 /// The share "mounted" where os-brick looks: a bind mount of the export.

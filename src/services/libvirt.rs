@@ -806,7 +806,7 @@ fn used_here(host: &Host) -> bool {
 }
 
 /// A tap os-vif makes for a nova port: `tap` and the port id's first 11 characters.
-pub(crate) fn is_port_tap_name(name: &str) -> bool {
+fn is_port_tap_name(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() == 14
         && name.starts_with("tap")

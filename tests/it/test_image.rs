@@ -53,18 +53,24 @@ fn serve_once(status: &str, body: &str) -> (u16, std::thread::JoinHandle<String>
     (port, handle)
 }
 
-fn curl(bin: &tempfile::TempDir, args: &[&str]) -> std::process::Output {
+/// Runs the guest's `tools/test-image/SCRIPT ARGS` with `bin` (busybox applets) first
+/// on PATH.
+fn guest_script(bin: &tempfile::TempDir, script: &str, args: &[&str]) -> std::process::Output {
     let path = format!(
         "{}:{}",
         bin.path().display(),
         std::env::var("PATH").unwrap()
     );
     Command::new("sh")
-        .arg(project_root().join("tools/test-image/curl"))
+        .arg(project_root().join("tools/test-image").join(script))
         .args(args)
         .env("PATH", path)
         .output()
         .unwrap()
+}
+
+fn curl(bin: &tempfile::TempDir, args: &[&str]) -> std::process::Output {
+    guest_script(bin, "curl", args)
 }
 
 #[test]
@@ -116,19 +122,7 @@ fn the_guests_blkid_finds_by_label_only_and_says_so() {
     let bin = busybox_bin();
     let busybox = std::fs::read_link(bin.path().join("nc")).unwrap();
     std::os::unix::fs::symlink(busybox, bin.path().join("findfs")).unwrap();
-    let blkid = |args: &[&str]| {
-        let path = format!(
-            "{}:{}",
-            bin.path().display(),
-            std::env::var("PATH").unwrap()
-        );
-        Command::new("sh")
-            .arg(project_root().join("tools/test-image/blkid"))
-            .args(args)
-            .env("PATH", path)
-            .output()
-            .unwrap()
-    };
+    let blkid = |args: &[&str]| guest_script(&bin, "blkid", args);
     // tempest's call, for a label no device has: blkid's "not found".
     let out = blkid(&["-L", "no-such-label-devstack-rs", "-o", "device"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
