@@ -855,6 +855,15 @@ fn clean_everything(run: &mut Run) {
         let p = crate::state::state_dir(&top).join(generated);
         let _ = fs_err::remove_file(&p).or_else(|_| fs_err::remove_dir_all(&p));
     }
+    // What a run killed outright left: a plugin fetch's temporary clone in DEST.
+    let dest = run.host.settings.path("DEST");
+    if !dest.as_os_str().is_empty() {
+        for p in crate::plugins::remove_all_stale_fetches(&dest) {
+            run.host
+                .log
+                .note(&format!("removed an interrupted fetch: {}", p.display()));
+        }
+    }
 }
 
 /// `plan`: the settings part runs for real (localrc, override-defaults, settings);

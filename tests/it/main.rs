@@ -14,6 +14,7 @@ mod plugin_api;
 mod shellcheck;
 mod test_image;
 mod trust;
+mod trust2;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -40,7 +40,7 @@ pub(crate) fn assert_gone(marker: &str, what: &str) {
     panic!("{what}: still running: {:?}", procs_with(marker));
 }
 
-fn marker(t: &Tree) -> String {
+pub(crate) fn marker(t: &Tree) -> String {
     format!(
         "ds-trust-{}",
         t.top
@@ -53,7 +53,7 @@ fn marker(t: &Tree) -> String {
 }
 
 /// A tree whose stack starts a supervised process (run_process) carrying a marker.
-fn stacked_with_a_process(extra_localrc: &str) -> (Tree, String) {
+pub(crate) fn stacked_with_a_process(extra_localrc: &str) -> (Tree, String) {
     let t = Tree::new();
     let m = marker(&t);
     t.local_conf(
@@ -416,7 +416,7 @@ fn a_resumed_stack_restarts_from_the_step_whose_process_is_gone() {
     assert_gone(&m, "unstack");
 }
 
-fn git_in(repo: &std::path::Path, args: &[&str]) -> String {
+pub(crate) fn git_in(repo: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(repo)
@@ -432,7 +432,7 @@ fn git_in(repo: &std::path::Path, args: &[&str]) -> String {
 
 /// A plugin repository with three versions: tag v1, master, branch `feature`.
 /// Each version's plugin.sh writes its name to the trace at `stack install`.
-fn versioned_plugin(t: &Tree) -> (std::path::PathBuf, String) {
+pub(crate) fn versioned_plugin(t: &Tree) -> (std::path::PathBuf, String) {
     let repo = crate::engine::plugin_repo(t.top.parent().unwrap(), "vp", "");
     let version = |v: &str| {
         std::fs::write(

@@ -1,0 +1,158 @@
+//! Issue 17, trust's second pass: a user's checkout is never deleted, a service never
+//! runs twice, a DEST belongs to one tree, hooks' shell options do not break us, and
+//! errors name what the user wrote.
+
+use std::path::Path;
+
+use crate::Tree;
+use crate::trust::{git_in, versioned_plugin};
+
+/// local.conf enabling the `vp` plugin of `repo` at `git_ref`, with more lines.
+fn plugin_conf(repo: &Path, git_ref: &str, more: &str) -> String {
+    format!(
+        "disable_all_services\nenable_plugin vp file://{} {git_ref}\n{more}",
+        repo.display()
+    )
+}
+
+/// A plugin.sh that says which version ran at `stack install`.
+fn version_hook(version: &str) -> String {
+    format!(
+        "if [[ \"$*\" == \"stack install\" ]]; then echo \"version {version}\" >> \"$TRACE_FILE\"; fi\n"
+    )
+}
+
+/// Commits a new version of the plugin in its upstream repository.
+fn upstream_commits(repo: &Path, version: &str) {
+    std::fs::write(repo.join("devstack/plugin.sh"), version_hook(version)).unwrap();
+    git_in(repo, &["commit", "-qam", version]);
+}
+
+fn stack_traced(t: &Tree, localrc: &str) -> crate::Run {
+    t.local_conf(localrc, "");
+    let _ = std::fs::remove_file(&t.trace);
+    t.devstack(&["stack"])
+}
+
+#[test]
+fn a_changed_ref_or_reclone_never_deletes_a_users_edits_or_commits() {
+    let t = Tree::new();
+    let (repo, _) = versioned_plugin(&t);
+    stack_traced(&t, &plugin_conf(&repo, "master", "")).success();
+    let checkout = t.dest.join("vp");
+    // A day's work in $DEST: an edit and a file of the user's own.
+    let plugin_sh = checkout.join("devstack/plugin.sh");
+    std::fs::write(&plugin_sh, version_hook("mine")).unwrap();
+    std::fs::write(checkout.join("notes.txt"), "mine\n").unwrap();
+
+    let run = stack_traced(&t, &plugin_conf(&repo, "v1", ""));
+    run.failure();
+    assert!(
+        run.stderr
+            .contains("would lose uncommitted changes to devstack/plugin.sh")
+            && run.stderr.contains("changed from master to v1"),
+        "the error says what would be lost and why:\n{}",
+        run.stderr
+    );
+    assert!(
+        std::fs::read_to_string(&plugin_sh)
+            .unwrap()
+            .contains("version mine"),
+        "the edit is still there"
+    );
+    assert!(checkout.join("notes.txt").exists());
+
+    // RECLONE at the ref the checkout is at: nothing to check out, the edit runs.
+    stack_traced(&t, &plugin_conf(&repo, "master", "RECLONE=True")).success();
+    assert!(t.trace().contains("version mine"), "{}", t.trace());
+
+    // Committed locally while upstream moved on: RECLONE would drop the commit.
+    git_in(&checkout, &["commit", "-qam", "my own change"]);
+    upstream_commits(&repo, "upstream2");
+    let run = stack_traced(&t, &plugin_conf(&repo, "master", "RECLONE=True"));
+    run.failure();
+    assert!(
+        run.stderr.contains("1 commit(s) on branch master")
+            && run.stderr.contains("my own change")
+            && run.stderr.contains("RECLONE=False"),
+        "{}",
+        run.stderr
+    );
+    assert!(git_in(&checkout, &["log", "--format=%s"]).contains("my own change"));
+    assert!(checkout.join("notes.txt").exists());
+
+    // Without RECLONE an existing checkout is left as it is: the user's code runs.
+    stack_traced(&t, &plugin_conf(&repo, "master", "")).success();
+    assert!(t.trace().contains("version mine"), "{}", t.trace());
+}
+
+#[test]
+fn reclone_and_a_changed_ref_check_out_in_place_keeping_the_users_files() {
+    let t = Tree::new();
+    let (repo, _) = versioned_plugin(&t);
+    stack_traced(&t, &plugin_conf(&repo, "master", "")).success();
+    let checkout = t.dest.join("vp");
+    std::fs::write(checkout.join("notes.txt"), "mine\n").unwrap();
+    upstream_commits(&repo, "master2");
+
+    stack_traced(&t, &plugin_conf(&repo, "master", "RECLONE=True")).success();
+    assert!(t.trace().contains("version master2"), "{}", t.trace());
+    assert!(checkout.join("notes.txt").exists(), "fetched in place");
+
+    stack_traced(&t, &plugin_conf(&repo, "feature", "")).success();
+    assert!(t.trace().contains("version feature"), "{}", t.trace());
+    assert!(checkout.join("notes.txt").exists(), "checked out in place");
+    assert_eq!(
+        git_in(&checkout, &["symbolic-ref", "--short", "HEAD"]),
+        "feature"
+    );
+
+    // A checkout the user made by hand is theirs: without RECLONE it is not moved
+    // to the enabled ref.
+    let t = Tree::new();
+    let (repo, _) = versioned_plugin(&t);
+    std::fs::create_dir_all(&t.dest).unwrap();
+    git_in(
+        &t.dest,
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "feature",
+            &repo.to_string_lossy(),
+            "vp",
+        ],
+    );
+    stack_traced(&t, &plugin_conf(&repo, "master", "")).success();
+    assert!(t.trace().contains("version feature"), "{}", t.trace());
+}
+
+/// A pid that no process has now (one that just exited).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn what_a_killed_fetch_left_is_removed_by_the_next_stack_and_by_clean() {
+    let t = Tree::new();
+    let (repo, _) = versioned_plugin(&t);
+    std::fs::create_dir_all(&t.dest).unwrap();
+    let pid = dead_pid();
+    let stale = t.dest.join(format!(".vp.fetch-{pid}"));
+    let other = t.dest.join(format!(".gone.fetch-{pid}"));
+    for dir in [&stale, &other] {
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+    }
+    // A fetch directory of a process that still runs is not touched.
+    let live = t.dest.join(format!(".vp.fetch-{}", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    stack_traced(&t, &plugin_conf(&repo, "master", "")).success();
+    assert!(!stale.exists(), "the next stack removes it");
+    assert!(live.exists(), "a live fetch's directory is left");
+    t.devstack(&["clean"]).success();
+    assert!(!other.exists(), "clean removes any plugin's");
+    assert!(live.exists());
+}
