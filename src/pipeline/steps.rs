@@ -303,10 +303,18 @@ fn degrade(run: &mut Run, why: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After the state was set aside (unreadable): the own supervisor's pidfiles
-/// (`NAME.pid` beside the logs in LOGDIR) whose process still runs become records
-/// again, so teardown stops them.
+/// After the state was set aside (unreadable), teardown: the processes the
+/// pidfiles name are recorded again (so they are stopped), and what hooks left
+/// running is found by its environment.
 fn recover_from_pidfiles(run: &mut Run) {
+    record_from_pidfiles(run, "");
+    stop_hook_orphans(run);
+}
+
+/// The own supervisor's pidfiles (`NAME.pid` beside the logs in LOGDIR) whose
+/// process still runs become records again: teardown stops them, and a stack
+/// replaces them instead of starting a second copy. Said with `what_next`.
+fn record_from_pidfiles(run: &mut Run, what_next: &str) {
     use crate::state::{Backend, ProcessRecord};
     let logdir = run.host.settings.path("LOGDIR");
     let Ok(entries) = fs_err::read_dir(&logdir) else {
@@ -360,12 +368,11 @@ fn recover_from_pidfiles(run: &mut Run) {
     }
     if !found.is_empty() {
         run.host.warn(&format!(
-            "found from pidfiles in {}: {}",
+            "found from pidfiles in {}: {}{what_next}",
             logdir.display(),
             found.join(", ")
         ));
     }
-    stop_hook_orphans(run);
 }
 
 /// Without a state, what hooks of this tree left running is found by its
@@ -447,6 +454,14 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             if let Err(e) = run.host.log.open(&logdir, &name) {
                 run.host
                     .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
+            }
+            if run.kind == Kind::Stack && run.state_set_aside.is_some() {
+                // Before anything starts: what the lost state knew still runs, and
+                // a second copy of it would survive every teardown.
+                record_from_pidfiles(
+                    run,
+                    "; still running from before the state was lost: this stack replaces them",
+                );
             }
             Ok(())
         }

@@ -178,6 +178,22 @@ impl Supervisor for OwnSupervisor {
 
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError> {
         let name = spec.name.as_str();
+        // A pidfile whose process still runs is a copy nobody recorded (a lost
+        // state): starting another would leave one that no teardown stops.
+        let previous = pidfile(&spec.log, name);
+        if let Some(pid) = fs_err::read_to_string(&previous)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|&pid| is_group_leader_alive(pid))
+        {
+            return Err(start_err(
+                name,
+                format!(
+                    "its previous copy still runs (pid {pid}, {}); stop it first (./unstack.sh, or kill -- -{pid})",
+                    previous.display()
+                ),
+            ));
+        }
         if let Some(dir) = spec.log.parent() {
             fs::create_dir_all(dir).map_err(|e| start_err(name, e))?;
         }

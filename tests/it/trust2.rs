@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::Tree;
-use crate::trust::{git_in, versioned_plugin};
+use crate::trust::{assert_gone, git_in, procs_with, versioned_plugin};
 
 /// local.conf enabling the `vp` plugin of `repo` at `git_ref`, with more lines.
 fn plugin_conf(repo: &Path, git_ref: &str, more: &str) -> String {
@@ -155,4 +155,56 @@ fn what_a_killed_fetch_left_is_removed_by_the_next_stack_and_by_clean() {
     t.devstack(&["clean"]).success();
     assert!(!other.exists(), "clean removes any plugin's");
     assert!(live.exists());
+}
+
+#[test]
+fn after_a_corrupt_state_a_re_stack_replaces_the_running_service_not_a_second_copy() {
+    let (t, m) = crate::trust::stacked_with_a_process("");
+    std::fs::write(t.path(".devstack/state.json"), "{ not json").unwrap();
+    let run = t.devstack(&["stack"]);
+    run.success();
+    assert!(
+        run.stderr.contains("found from pidfiles") && run.stderr.contains("replaces them"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(procs_with(&m).len(), 1, "one copy of the service runs");
+    t.devstack(&["unstack"]).success();
+    assert_gone(&m, "unstack after the recovered stack");
+}
+
+#[test]
+fn a_service_whose_unrecorded_copy_still_runs_is_not_started_twice() {
+    use std::os::unix::process::CommandExt as _;
+    let t = Tree::new();
+    let m = crate::trust::marker(&t);
+    t.local_conf("disable_all_services\nenable_service sleeper", "");
+    t.extras(
+        "10-sleeper.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == extra ]]; then run_process sleeper \"exec -a {m} /bin/sleep 300\"; fi\n"
+        ),
+    );
+    // A copy a lost state knew of: its pidfile is where ours are, nothing records it.
+    let mut old = std::process::Command::new("bash")
+        .args(["-c", &format!("exec -a {m} /bin/sleep 300")])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::create_dir_all(t.dest.join("logs")).unwrap();
+    std::fs::write(t.dest.join("logs/sleeper.pid"), format!("{}\n", old.id())).unwrap();
+    let run = t.devstack(&["stack"]);
+    let copies = procs_with(&m).len();
+    old.kill().unwrap();
+    old.wait().unwrap();
+    run.failure();
+    assert!(
+        run.stderr
+            .contains(&format!("previous copy still runs (pid {}", old.id())),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(copies, 1, "no second copy was started");
+    t.devstack(&["unstack"]).success();
+    assert_gone(&m, "unstack");
 }
