@@ -9,3 +9,5 @@ pub(crate) const DEVSTACK_LOG: &str = "DEVSTACK_LOG";
 pub(crate) const CI: &str = "CI";
 /// Seconds a single hook may run before it is reported as hung.
 pub(crate) const DEVSTACK_HOOK_TIMEOUT: &str = "DEVSTACK_HOOK_TIMEOUT";
+/// Set (non-empty) to let this tree take over a DEST another tree stacked into.
+pub(crate) const DEVSTACK_TAKEOVER: &str = "DEVSTACK_TAKEOVER";

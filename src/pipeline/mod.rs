@@ -539,7 +539,9 @@ fn execute_with(
     run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);
     if kind == Kind::Clean && result.is_ok() {
-        // clean removes what stack created; the state has nothing left to say.
+        // clean removes what stack created; the state has nothing left to say,
+        // and the tree owns its DEST no more.
+        crate::state::release_dest(&run.host.settings.path("DEST"), &run.host.top_dir);
         if let Err(e) = run.host.ledger.remove() {
             run.host.warn(&format!(
                 "could not remove {}: {e}",

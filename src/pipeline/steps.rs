@@ -226,7 +226,10 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         if let Err(err) = result {
             let locked = matches!(
                 err.downcast_ref::<crate::state::StateError>(),
-                Some(crate::state::StateError::HostLocked { .. })
+                Some(
+                    crate::state::StateError::HostLocked { .. }
+                        | crate::state::StateError::OwnedByAnotherTree { .. }
+                )
             );
             if strict || locked || crate::system::interrupt::requested() {
                 return Err(err);
@@ -442,8 +445,14 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             load_settings(run)?;
             check_dirs(run)?;
             run.lock_shared_dirs()?;
+            check_dest_owner(run)?;
             if run.kind == Kind::Stack {
                 create_run_dirs(run)?;
+                let dest = run.host.settings.path("DEST");
+                if let Err(e) = crate::state::claim_dest(&dest, &run.host.top_dir) {
+                    run.host
+                        .warn(&format!("could not record this tree as DEST's owner: {e}"));
+                }
             }
             let logdir = run.host.settings.path("LOGDIR");
             let name = format!("{}.sh", run.kind.name());
@@ -571,6 +580,31 @@ pub(super) fn check_dirs(run: &Run) -> anyhow::Result<()> {
 
 /// Creates DEST, DATA_DIR, LOGDIR and SERVICE_DIR; the ones that did not exist are
 /// recorded, so clean removes them (DEST keeps source checkouts: never removed).
+/// A DEST another tree stacked into (and has not cleaned) is refused, unless
+/// DEVSTACK_TAKEOVER says to take it over: one tree's clean would remove the data
+/// and logs under the other's services.
+fn check_dest_owner(run: &mut Run) -> anyhow::Result<()> {
+    let dest = run.host.settings.path("DEST");
+    if dest.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let take_over = std::env::var_os(crate::env_vars::DEVSTACK_TAKEOVER)
+        .is_some_and(|v| !v.is_empty() && v != "0");
+    if let Some(from) = crate::state::check_dest_owner(&dest, &run.host.top_dir, take_over)? {
+        run.host.warn(&format!(
+            "DEST={} is taken over from the tree at {} (DEVSTACK_TAKEOVER)",
+            dest.display(),
+            from.display()
+        ));
+        // This tree's now (a clean that took it over releases it in the end).
+        if let Err(e) = crate::state::claim_dest(&dest, &run.host.top_dir) {
+            run.host
+                .warn(&format!("could not record this tree as DEST's owner: {e}"));
+        }
+    }
+    Ok(())
+}
+
 fn create_run_dirs(run: &mut Run) -> anyhow::Result<()> {
     for var in ["DEST", "DATA_DIR", "LOGDIR", "SERVICE_DIR"] {
         let dir = run.host.settings.path(var);

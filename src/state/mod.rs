@@ -51,6 +51,13 @@ pub enum StateError {
         tree: String,
         path: PathBuf,
     },
+    #[error(
+        "DEST={dest} belongs to the tree at {owner}, which stacked there and has not been cleaned: \
+         two trees on one DEST would share its processes, data and logs \
+         (run ./clean.sh in {owner} first, give this tree a DEST of its own, \
+         or take DEST over with DEVSTACK_TAKEOVER=1)"
+    )]
+    OwnedByAnotherTree { dest: PathBuf, owner: PathBuf },
     #[error("could not take the lock {path}")]
     Lock {
         path: PathBuf,
@@ -253,6 +260,55 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// In a DEST, the file naming the tree that stacked into it.
+const OWNER_FILE: &str = ".devstack-rs-owner";
+
+/// A tree's path as the owner file holds it.
+fn tree_id(top_dir: &Path) -> PathBuf {
+    fs::canonicalize(top_dir).unwrap_or_else(|_| top_dir.to_path_buf())
+}
+
+/// The other tree that owns `dest`: one that stacked into it and still has its
+/// state (a tree that was cleaned, or removed, owns nothing).
+pub(crate) fn dest_owner(dest: &Path, top_dir: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(dest.join(OWNER_FILE)).ok()?;
+    let owner = PathBuf::from(text.trim_end_matches('\n'));
+    (owner != tree_id(top_dir) && state_dir(&owner).join("state.json").exists()).then_some(owner)
+}
+
+/// Refuses `dest` when another tree owns it, unless `take_over`; returns the
+/// tree it was taken from.
+pub(crate) fn check_dest_owner(
+    dest: &Path,
+    top_dir: &Path,
+    take_over: bool,
+) -> Result<Option<PathBuf>, StateError> {
+    match dest_owner(dest, top_dir) {
+        Some(owner) if !take_over => Err(StateError::OwnedByAnotherTree {
+            dest: dest.to_path_buf(),
+            owner,
+        }),
+        owner => Ok(owner),
+    }
+}
+
+/// Records that this tree stacks into `dest`.
+pub(crate) fn claim_dest(dest: &Path, top_dir: &Path) -> std::io::Result<()> {
+    let mut text = tree_id(top_dir).into_os_string().into_encoded_bytes();
+    text.push(b'\n');
+    write_atomic(&dest.join(OWNER_FILE), &text, 0o644)
+}
+
+/// A cleaned tree owns its DEST no more.
+pub(crate) fn release_dest(dest: &Path, top_dir: &Path) {
+    let file = dest.join(OWNER_FILE);
+    let ours = fs::read_to_string(&file)
+        .is_ok_and(|t| PathBuf::from(t.trim_end_matches('\n')) == tree_id(top_dir));
+    if ours {
+        let _ = fs::remove_file(&file);
+    }
 }
 
 /// The directory of the state and lock files for a tree.

@@ -286,7 +286,8 @@ fn two_trees_sharing_a_dest_do_not_race_the_second_is_refused_naming_the_first()
             run.stderr
         );
     }
-    // Once the first is done, the second tree may go.
+    // Once the first is done and cleaned, the second tree may go.
+    first_tree.devstack(&["clean"]).success();
     second_tree.devstack(&["stack"]).success();
 }
 

@@ -208,3 +208,52 @@ fn a_service_whose_unrecorded_copy_still_runs_is_not_started_twice() {
     t.devstack(&["unstack"]).success();
     assert_gone(&m, "unstack");
 }
+
+#[test]
+fn a_dest_belongs_to_the_tree_that_stacked_into_it_until_that_tree_is_cleaned() {
+    let (first, m) = crate::trust::stacked_with_a_process("");
+    let second = Tree::new();
+    second.write(
+        "local.conf",
+        &format!(
+            "[[local|localrc]]\nDEST={}\ndisable_all_services\n",
+            first.dest.display()
+        ),
+    );
+    let first_top = std::fs::canonicalize(&first.top).unwrap();
+    for cmd in ["stack", "clean"] {
+        let run = second.devstack(&[cmd]);
+        run.failure();
+        assert!(
+            run.stderr
+                .contains(&format!("belongs to the tree at {}", first_top.display()))
+                && run.stderr.contains("DEVSTACK_TAKEOVER=1"),
+            "{cmd}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        procs_with(&m).len(),
+        1,
+        "the first tree's service still runs"
+    );
+    assert!(
+        first.dest.join("logs/sleeper.log").exists(),
+        "its logs are there"
+    );
+
+    // Taken over explicitly, it is said.
+    let run = second.devstack_env(&["stack"], &[("DEVSTACK_TAKEOVER", "1")]);
+    run.success();
+    assert!(
+        run.stderr.contains("taken over from the tree at"),
+        "{}",
+        run.stderr
+    );
+    // Now the second owns it: the first's clean is refused in turn until the
+    // second is cleaned.
+    first.devstack(&["clean"]).failure();
+    second.devstack(&["clean"]).success();
+    first.devstack(&["clean"]).success();
+    assert_gone(&m, "the first tree's clean");
+}
