@@ -775,14 +775,30 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
             }
         }
         ShellError::Died { status, .. } => {
+            // bash's own last word about a file ("FILE: line N: X: unbound variable",
+            // when a hook left `set -u` on) says where, better than the exit.
+            let bash_says = tail.iter().rev().find_map(|l| {
+                let (file, rest) = l.split_once(": line ")?;
+                let (n, msg) = rest.split_once(": ")?;
+                n.parse::<u32>().ok()?;
+                file.starts_with('/')
+                    .then(|| (format!("{file}:{n}"), msg.to_owned()))
+            });
             headline = format!(
-                "{} {} ended the plugin shell at {point}{}",
+                "{} {} ended the plugin shell at {point}{}{}",
                 target.kind,
                 target.name,
                 status
                     .map(|s| format!(" (exit status {s})"))
+                    .unwrap_or_default(),
+                bash_says
+                    .as_ref()
+                    .map(|(at, msg)| format!(": {at}: {msg}"))
                     .unwrap_or_default()
             );
+            if let Some((at, _)) = bash_says {
+                details.push(("where".into(), at));
+            }
         }
         ShellError::Timeout { after, .. } => {
             headline = format!(

@@ -343,7 +343,7 @@ impl Shell {
                 batch,
                 "_ds_files=({}); _ds_args=({})\n\
                  for _ds_f in \"${{_ds_files[@]}}\"; do \
-                 _ds_err_cmd=; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
+                 _ds_err_cmd=; _ds_traps; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
                  source \"$_ds_f\" \"${{_ds_args[@]}}\"; \
                  _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); done",
                 files.join(" "),

@@ -257,3 +257,57 @@ fn a_dest_belongs_to_the_tree_that_stacked_into_it_until_that_tree_is_cleaned() 
     first.devstack(&["clean"]).success();
     assert_gone(&m, "the first tree's clean");
 }
+
+#[test]
+fn shell_options_and_traps_a_hook_leaves_do_not_break_the_run_and_reports_still_point_at_the_user()
+{
+    let t = Tree::new();
+    t.local_conf("disable_all_services", "");
+    // Everything a careless hook can leave behind, at every point.
+    t.extras(
+        "10-careless.sh",
+        "set -euo pipefail\nset -f\nshopt -s extdebug nullglob failglob\ntrap - ERR\ntrap 'echo bye' EXIT\ndeclare DECLARED_NEVER_SET\n",
+    );
+    t.extras(
+        "20-sees.sh",
+        "if [[ $1 == stack && $2 == extra ]]; then [[ -o nounset ]] && echo \"nounset kept\" >> \"$TRACE_FILE\"; fi\n",
+    );
+    let run = t.devstack(&["stack"]);
+    run.success();
+    assert!(
+        t.trace().contains("nounset kept"),
+        "later hooks still see the options, as in DevStack: {}",
+        t.trace()
+    );
+
+    // A failure after them is still reported at its file and line.
+    let failing = t.path("extras.d/30-fails.sh");
+    t.extras(
+        "30-fails.sh",
+        "if [[ $1 == stack && $2 == install ]]; then\n  echo hi\n  false\nfi\n",
+    );
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr
+            .contains(&format!("where: {}:3", failing.display()))
+            && run.stderr.contains("command: false"),
+        "{}",
+        run.stderr
+    );
+    // An unset variable under the `set -u` left on: bash's word, at its line.
+    t.extras(
+        "30-fails.sh",
+        "if [[ $1 == stack && $2 == install ]]; then\n  echo hi\n  echo \"$NO_SUCH_VARIABLE_HERE\"\nfi\n",
+    );
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr.contains(&format!(
+            "{}:3: NO_SUCH_VARIABLE_HERE: unbound variable",
+            failing.display()
+        )),
+        "{}",
+        run.stderr
+    );
+}
