@@ -125,6 +125,8 @@ impl Host {
     }
 
     pub fn warn(&mut self, text: &str) {
+        // A rendered error said as a warning: "warning: error: ..." says it twice.
+        let text = text.strip_prefix("error: ").unwrap_or(text);
         self.log.note(&format!("WARNING: {text}"));
         self.progress.warning(text);
         self.warnings.push(text.to_owned());

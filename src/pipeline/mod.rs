@@ -267,10 +267,25 @@ impl Run {
             .difference(&before)
             .cloned()
             .collect();
-        let outcome = if result.is_ok() {
-            StepOutcome::Done
-        } else {
-            StepOutcome::Failed
+        let outcome = match &result {
+            Ok(_) => StepOutcome::Done,
+            // unstack and clean go on past a failed step (the error becomes a
+            // warning), unless it is another run's lock or tree: no FAILED line
+            // in a teardown that ends well.
+            Err(e)
+                if self.kind != Kind::Stack
+                    && !crate::system::interrupt::requested()
+                    && !matches!(
+                        e.downcast_ref::<crate::state::StateError>(),
+                        Some(
+                            crate::state::StateError::HostLocked { .. }
+                                | crate::state::StateError::OwnedByAnotherTree { .. }
+                        )
+                    ) =>
+            {
+                StepOutcome::Warned
+            }
+            Err(_) => StepOutcome::Failed,
         };
         self.host.progress.step_finished(name, took, outcome);
         tracing::debug!(step = name, seconds = took.as_secs_f64(), ?outcome, "step");
@@ -557,11 +572,15 @@ fn execute_with(
             .err()
             .unwrap_or_else(|| anyhow::anyhow!("interrupted"));
         let mut text = crate::ui::report::render_error(&err);
-        let _ = writeln!(
-            text,
-            "hint: {} was interrupted; ./unstack.sh stops what was started, ./stack.sh starts over",
-            kind.name()
-        );
+        // One hint: the report's own (where it stopped) when it has one.
+        if !text.contains("\nhint: ") {
+            let go_on = if kind == Kind::Stack {
+                "./stack.sh resumes where it stopped; ./unstack.sh stops what was started"
+            } else {
+                "run it again to finish"
+            };
+            let _ = writeln!(text, "hint: {} was interrupted; {go_on}", kind.name());
+        }
         eprint!("{text}");
         return Ok(ExitCode::from(130));
     }
@@ -942,15 +961,43 @@ fn source_user_file(
         let (shell, mut host) = run.shell();
         shell.source_global(file, &mut host)
     };
-    let f = match result {
-        Ok(_) => return Ok(()),
-        Err(ShellError::Failed(f)) => f,
-        Err(e) => return Err(e.into()),
-    };
     let path = file.to_string_lossy();
     // bash's own message about the file ("FILE: line N: syntax error ..."), the
     // last one wins: it is what stopped the file.
     let prefix = format!("{path}: line ");
+    let f = match result {
+        Ok(0) => return Ok(()),
+        Ok(_) => {
+            // Without errexit (unstack, clean) a file bash stopped reading returns
+            // non-zero: said once, at the user's line, and the run goes on.
+            let said = |tail: Vec<String>| {
+                tail.iter().rev().find_map(|l| {
+                    let rest = l.strip_prefix(&prefix)?;
+                    let (n, msg) = rest.split_once(": ")?;
+                    // (bash quotes the offending line after its message: not that)
+                    (!msg.starts_with('`')).then_some(())?;
+                    Some((n.parse::<u32>().ok()?, msg.to_owned()))
+                })
+            };
+            // bash's stderr comes on its own pipe: its line may trail `done` a little.
+            let mut found = None;
+            for _ in 0..20 {
+                found = said(run.shell_ref().map(Shell::take_tail).unwrap_or_default());
+                if found.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some((n, msg)) = found {
+                run.host.warn(&format!(
+                    "{shown_as}:{n}: {msg}; bash read no further ({while_}, continuing)"
+                ));
+            }
+            return Ok(());
+        }
+        Err(ShellError::Failed(f)) => f,
+        Err(e) => return Err(e.into()),
+    };
     let bash_says = f.tail.iter().rev().find_map(|l| {
         let rest = l.strip_prefix(&prefix)?;
         let (n, msg) = rest.split_once(": ")?;
@@ -961,7 +1008,20 @@ fn source_user_file(
     // bash's message wins over an exit it caused (a syntax error ends the shell
     // under errexit) when it is about the exit's line or a later one.
     let bash_says = bash_says.filter(|(n, _)| !exited || *n >= f.line);
+    // An exit that `die` made (a library function refusing what the line asked:
+    // enable_plugin without a URL, twice, a bad name) says what is wrong itself.
+    let died = f
+        .tail
+        .iter()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("[ERROR] ")?
+                .split_once(' ')
+                .map(|(_, m)| m.to_owned())
+        })
+        .filter(|_| exited);
     let (line, what) = match (&bash_says, in_file) {
+        (None, true) if died.is_some() => (f.line, died.unwrap_or_default()),
         (None, true) if exited => (
             f.line,
             format!(
@@ -1055,11 +1115,21 @@ fn fetch_report(run: &Run, err: plugins::PluginError) -> anyhow::Error {
     let plugins::PluginError::Clone { source, .. } = &err else {
         return err.into();
     };
+    let interrupted = matches!(
+        **source,
+        crate::system::process::ProcessError::Interrupted { .. }
+    );
     let report = Report {
-        headline: err.to_string(),
+        headline: if interrupted {
+            format!("{err}: interrupted")
+        } else {
+            err.to_string()
+        },
         details: vec![("log".into(), run.log_path())],
         tail: source.tail().to_vec(),
-        hint: Some("check the URL and the ref of enable_plugin in local.conf".into()),
+        // An interrupted fetch gets the interrupt's hint; the URL was fine.
+        hint: (!interrupted)
+            .then(|| "check the URL and the ref of enable_plugin in local.conf".into()),
     };
     anyhow::Error::new(err).context(report)
 }

@@ -1095,7 +1095,13 @@ pub(super) fn print_summary(run: &Run) {
         let _ = writeln!(text, "Log: {}", log.display());
     }
     if !run.host.warnings.is_empty() {
-        let _ = writeln!(text, "{} warning(s); see the log", run.host.warnings.len());
+        // "see the log" only where one was written.
+        let where_ = if run.host.log.path().is_some() {
+            "see the log"
+        } else {
+            "above"
+        };
+        let _ = writeln!(text, "{} warning(s); {where_}", run.host.warnings.len());
     }
     p.info(text.trim_end());
 }

@@ -388,6 +388,12 @@ impl Shell {
         )
     }
 
+    /// The last lines the shell printed since the last request (bash's own
+    /// message about a file it stopped reading).
+    pub(crate) fn take_tail(&self) -> Vec<String> {
+        self.tap.take_tail()
+    }
+
     /// Calls a shell function (hypervisor plugin functions).
     pub(crate) fn call_function(
         &mut self,

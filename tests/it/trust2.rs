@@ -311,3 +311,162 @@ fn shell_options_and_traps_a_hook_leaves_do_not_break_the_run_and_reports_still_
         run.stderr
     );
 }
+
+#[test]
+fn enable_plugin_mistakes_are_named_as_the_line_says_not_as_an_exit() {
+    let t = Tree::new();
+    let cases = [
+        (
+            "enable_plugin p",
+            "local.conf:5: enable_plugin requires a name and a url",
+        ),
+        (
+            "enable_plugin p file:///x\nenable_plugin p file:///x",
+            "local.conf:6: Plugin attempted to be enabled twice: p",
+        ),
+        (
+            "enable_plugin ../x file:///x",
+            "local.conf:5: enable_plugin '../x': a plugin name is a simple name",
+        ),
+    ];
+    for (body, want) in cases {
+        t.local_conf(&format!("disable_all_services\n{body}"), "");
+        let run = t.devstack(&["stack"]);
+        run.failure();
+        assert!(run.stderr.contains(want), "{body}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains("must not call exit"),
+            "{body}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_localrc_syntax_error_in_unstack_and_clean_is_said_once_at_its_line() {
+    let (t, m) = crate::trust::stacked_with_a_process("");
+    t.write(
+        "local.conf",
+        &format!(
+            "[[local|localrc]]\nDEST={}\nif then\nX=1\n",
+            t.dest.display()
+        ),
+    );
+    for cmd in ["unstack", "clean"] {
+        let run = t.devstack(&[cmd]);
+        run.success();
+        let said: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("syntax error"))
+            .collect();
+        assert_eq!(said.len(), 1, "{cmd}: {}", run.stderr);
+        assert!(
+            said[0].starts_with("warning: local.conf:3: syntax error near unexpected token"),
+            "{cmd}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("trap"), "{cmd}: {}", run.stderr);
+    }
+    assert_gone(&m, "unstack");
+}
+
+#[test]
+fn a_teardown_that_goes_on_has_no_failed_line_no_double_prefix_and_no_log_it_did_not_write() {
+    // A tree that never stacked: no LOGDIR, so no log is written.
+    let t = Tree::new();
+    t.write(
+        "local.conf",
+        &format!("[[local|localrc]]\nDEST={}\nexit 3\n", t.dest.display()),
+    );
+    for cmd in ["unstack", "clean"] {
+        let run = t.devstack(&[cmd]);
+        run.success();
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains("[FAILED]"), "{cmd}: {all}");
+        assert!(!all.contains("warning: error:"), "{cmd}: {all}");
+        assert!(all.contains("warning: local.conf:3"), "{cmd}: {all}");
+        assert!(!all.contains("see the log"), "{cmd}: {all}");
+    }
+}
+
+/// Starts `devstack stack` in `t`, waits for `started` to exist, sends SIGINT and
+/// returns its stderr and exit code.
+fn interrupted_stack(t: &Tree, started: &Path, path: Option<&Path>) -> (String, Option<i32>) {
+    let mut cmd = std::process::Command::new(crate::devstack_bin());
+    cmd.arg("--top-dir")
+        .arg(&t.top)
+        .arg("stack")
+        .env_remove("ENABLED_SERVICES")
+        .env("DEST", &t.dest)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(dir) = path {
+        cmd.env(
+            "PATH",
+            format!("{}:{}", dir.display(), std::env::var("PATH").unwrap()),
+        );
+    }
+    let child = cmd.spawn().unwrap();
+    for _ in 0..600 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(started.exists(), "the run got where it is interrupted");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+#[test]
+fn ctrl_c_gives_one_hint_and_a_fetch_it_stops_is_an_interrupt_not_a_bad_url() {
+    let t = Tree::new();
+    let started = t.top.parent().unwrap().join("hook-started");
+    t.local_conf("disable_all_services", "");
+    t.extras(
+        "10-slow.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == install ]]; then touch {}; sleep 300; fi\n",
+            started.display()
+        ),
+    );
+    let (stderr, code) = interrupted_stack(&t, &started, None);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("hint:")).count(),
+        1,
+        "{stderr}"
+    );
+
+    // A fetch that hangs (a git that waits), interrupted.
+    let t = Tree::new();
+    let bin = t.top.parent().unwrap().join("bin");
+    let started = t.top.parent().unwrap().join("git-started");
+    std::fs::create_dir_all(&bin).unwrap();
+    let git = bin.join("git");
+    std::fs::write(
+        &git,
+        format!("#!/bin/bash\ntouch {}\nexec sleep 300\n", started.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&git, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    t.local_conf(
+        "disable_all_services\nenable_plugin slow file:///nowhere/slow",
+        "",
+    );
+    let (stderr, code) = interrupted_stack(&t, &started, Some(&bin));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!stderr.contains("check the URL"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("hint:")).count(),
+        1,
+        "{stderr}"
+    );
+}
