@@ -923,6 +923,9 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         let (shell, mut host) = run.shell();
         shell.source_global(&passwords, &mut host)?;
     }
+    let absence = (!localrc_file.is_file())
+        .then(|| LocalConf::absence(&localconf_path))
+        .flatten();
     run.localconf = localconf;
     run.source_generated(
         "stackrc.sh",
@@ -936,6 +939,21 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
     }
     run.sync_settings()?;
     run.install_redactor();
+    if let Some(why) = absence {
+        // DevStack's defaults for a missing file, kept; never silently.
+        let text = match run.kind {
+            Kind::Stack => format!(
+                "{why}: stacking DevStack's defaults into DEST={}",
+                run.host.settings.str("DEST")
+            ),
+            _ => format!(
+                "{why}: using DevStack's defaults (DEST={})",
+                run.host.settings.str("DEST")
+            ),
+        };
+        run.host.log.note(&text);
+        run.host.progress.info(&text);
+    }
     let negated = crate::config::services::disable_negated(run.host.settings.enabled_services());
     if negated != run.host.settings.enabled_services() {
         run.set_vars(&[("ENABLED_SERVICES".into(), negated)])?;

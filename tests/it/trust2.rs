@@ -470,3 +470,94 @@ fn ctrl_c_gives_one_hint_and_a_fetch_it_stops_is_an_interrupt_not_a_bad_url() {
         "{stderr}"
     );
 }
+
+/// Runs devstack in `t` with `env`, killed after `secs` (a run that would hang
+/// fails the test instead of hanging it).
+fn devstack_within(t: &Tree, args: &[&str], env: &[(&str, &str)], secs: u64) -> crate::Run {
+    let mut cmd = std::process::Command::new(crate::devstack_bin());
+    cmd.arg("--top-dir")
+        .arg(&t.top)
+        .args(args)
+        .env_remove("ENABLED_SERVICES")
+        .env("DEST", &t.dest)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx
+            .recv_timeout(std::time::Duration::from_secs(secs))
+            .is_err()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = tx.send(());
+    crate::Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn an_empty_or_dangling_local_conf_is_said_and_a_fifo_or_device_is_refused_by_kind() {
+    // No services (an exported empty ENABLED_SERVICES), so the defaults stack nothing.
+    let none = [("ENABLED_SERVICES", "")];
+    for (what, make) in [("empty", 0), ("dangling symlink", 1), ("comments only", 2)] {
+        let t = Tree::new();
+        let conf = t.path("local.conf");
+        match make {
+            0 => std::fs::write(&conf, "").unwrap(),
+            1 => std::os::unix::fs::symlink("/nonexistent/local.conf", &conf).unwrap(),
+            _ => std::fs::write(&conf, "# nothing yet\n\n").unwrap(),
+        }
+        let run = devstack_within(&t, &["stack"], &none, 120);
+        run.success();
+        let all = format!("{}{}", run.stdout, run.stderr);
+        let want = format!(
+            "stacking DevStack's defaults into DEST={}",
+            t.dest.display()
+        );
+        assert!(all.contains(&want), "{what}: {all}");
+        let first_step = all.find("[ok]").unwrap_or(usize::MAX);
+        assert!(
+            all.find(&want).unwrap() < all.find("[ok] plugins").unwrap_or(first_step),
+            "{what}: said before the work starts: {all}"
+        );
+        if make == 1 {
+            assert!(
+                all.contains("/nonexistent/local.conf, which does not exist"),
+                "{all}"
+            );
+        }
+    }
+    for (what, kind) in [("fifo", "a FIFO"), ("device", "a character device")] {
+        let t = Tree::new();
+        let conf = t.path("local.conf");
+        if what == "fifo" {
+            let st = std::process::Command::new("mkfifo")
+                .arg(&conf)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        } else {
+            std::os::unix::fs::symlink("/dev/null", &conf).unwrap();
+        }
+        let run = devstack_within(&t, &["stack"], &none, 60);
+        run.failure();
+        assert!(
+            run.stderr.contains(&format!("local.conf is {kind}")),
+            "{what}: {}",
+            run.stderr
+        );
+        assert!(!t.dest.exists(), "{what}: nothing was made");
+    }
+}
