@@ -83,10 +83,7 @@ impl Run {
             Kind::Unstack { .. } => crate::context::Mode::Unstack,
             Kind::Stack | Kind::Plan => crate::context::Mode::Stack,
         };
-        let hook_timeout = std::env::var(crate::env_vars::DEVSTACK_HOOK_TIMEOUT)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(crate::shell::DEFAULT_HOOK_TIMEOUT, Duration::from_secs);
+        let hook_timeout = hook_timeout_from_env()?;
         let devstack_bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("devstack"));
         let shell_config = ShellConfig {
             top_dir: top_dir.to_path_buf(),
@@ -587,6 +584,23 @@ fn execute_with(
     result?;
     steps::print_summary(&run);
     Ok(ExitCode::SUCCESS)
+}
+
+/// DEVSTACK_HOOK_TIMEOUT, whole seconds above 0; unset is the default. A value
+/// that is not one is an error naming it (it used to mean the default, silently).
+fn hook_timeout_from_env() -> anyhow::Result<Duration> {
+    let name = crate::env_vars::DEVSTACK_HOOK_TIMEOUT;
+    let Some(raw) = std::env::var_os(name) else {
+        return Ok(crate::shell::DEFAULT_HOOK_TIMEOUT);
+    };
+    let text = raw.to_string_lossy();
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 && !text.starts_with('+') => Ok(Duration::from_secs(secs)),
+        _ => Err(anyhow::anyhow!(
+            "{name}='{text}' is not a time limit: give whole seconds above 0 (default {}), or unset it",
+            crate::shell::DEFAULT_HOOK_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// `devstack plan`: what stack would do, without doing it.

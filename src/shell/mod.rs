@@ -29,6 +29,8 @@ const CHANNEL_FD: u32 = 62;
 
 /// The default time one hook may take before it is reported as hung.
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the driver may take to load the function library.
+const LIBRARY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the shell's library asks of Rust while a command runs.
 pub(crate) trait Callbacks {
@@ -189,6 +191,9 @@ pub(crate) struct Shell {
     hook_index: Option<usize>,
     /// The batch's files whose failure was already said as a warning (unstack,
     /// clean): their non-zero status is not said again.
+    /// The limit of what is being waited for now (the timeout says the one that
+    /// applied).
+    limit: Duration,
     warned: std::collections::BTreeSet<usize>,
     strict: bool,
     closed: bool,
@@ -277,11 +282,12 @@ impl Shell {
                 .join(format!("hooks.{}.batch", std::process::id())),
             hook_index: None,
             warned: std::collections::BTreeSet::new(),
+            limit: LIBRARY_TIMEOUT,
             strict: true,
             closed: false,
         };
         // The driver says `ready` once the function library is loaded.
-        match shell.next_event(Duration::from_secs(60), "loading the function library")? {
+        match shell.next_event(LIBRARY_TIMEOUT, "loading the function library")? {
             Event::Frame(f) if f.kind == "ready" => Ok(shell),
             Event::Frame(f) => Err(ShellError::Protocol(format!(
                 "expected ready, got {}",
@@ -419,7 +425,9 @@ impl Shell {
             &Frame::new("vars", Vec::<String>::new()),
             "reading variables",
         )?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // The hook timeout applies: a localrc of many variables reads back slowly.
+        self.limit = self.hook_timeout;
+        let deadline = Instant::now() + self.limit;
         loop {
             let frame = self.wait_frame(deadline, "reading variables", host)?;
             if frame.kind == "vars" {
@@ -458,7 +466,8 @@ impl Shell {
             &Frame::new("defined", names.iter().copied()),
             "checking functions",
         )?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.limit = self.hook_timeout;
+        let deadline = Instant::now() + self.limit;
         loop {
             let frame = self.wait_frame(deadline, "checking functions", host)?;
             if frame.kind == "defined" {
@@ -531,7 +540,8 @@ impl Shell {
     ) -> Result<Vec<String>, ShellError> {
         self.tap.tail.lock().expect("tail lock").clear();
         self.send(frame, doing)?;
-        let deadline = Instant::now() + self.hook_timeout;
+        self.limit = self.hook_timeout;
+        let deadline = Instant::now() + self.limit;
         let mut failure: Option<Failure> = None;
         // A global file that called exit: (status, file, line).
         let mut exited: Option<(i32, String, u32)> = None;
@@ -715,7 +725,7 @@ impl Shell {
                 let _ = self.child.wait();
                 return Err(ShellError::Timeout {
                     doing: doing.to_owned(),
-                    after: self.hook_timeout,
+                    after: self.limit,
                     tail,
                 });
             }

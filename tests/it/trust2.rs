@@ -2,6 +2,7 @@
 //! runs twice, a DEST belongs to one tree, hooks' shell options do not break us, and
 //! errors name what the user wrote.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::Tree;
@@ -560,4 +561,50 @@ fn an_empty_or_dangling_local_conf_is_said_and_a_fifo_or_device_is_refused_by_ki
         );
         assert!(!t.dest.exists(), "{what}: nothing was made");
     }
+}
+
+#[test]
+fn an_invalid_hook_timeout_is_an_error_naming_the_value() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services", "");
+    for value in ["abc", "-1", "1.5", "", "0", "+5"] {
+        let run = t.devstack_env(&["unstack"], &[("DEVSTACK_HOOK_TIMEOUT", value)]);
+        run.failure();
+        assert!(
+            run.stderr.contains(&format!(
+                "DEVSTACK_HOOK_TIMEOUT='{value}' is not a time limit"
+            )),
+            "{value}: {}",
+            run.stderr
+        );
+    }
+    t.devstack_env(&["unstack"], &[("DEVSTACK_HOOK_TIMEOUT", "30")])
+        .success();
+}
+
+#[test]
+fn the_variable_read_back_honours_the_hook_timeout_and_says_the_limit_that_applied() {
+    // 80,000 localrc variables: sourcing them is linear and well inside the limit;
+    // bash lists variables in quadratic time, so their read-back takes far longer
+    // than it (tools/bench/scale.sh prints the curve). On main the read-back had a
+    // fixed 60 s deadline and its error claimed the hook timeout.
+    let t = Tree::new();
+    let mut localrc = String::from("disable_all_services\n");
+    for i in 0..80_000 {
+        let _ = writeln!(localrc, "SCALE_VAR_{i}=value{i}");
+    }
+    t.local_conf(&localrc, "");
+    let t0 = std::time::Instant::now();
+    let run = t.devstack_env(&["unstack"], &[("DEVSTACK_HOOK_TIMEOUT", "15")]);
+    let took = t0.elapsed();
+    assert!(
+        run.stderr
+            .contains("reading variables did not finish within 15 s"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        took < std::time::Duration::from_secs(55),
+        "the limit that applied is the one said: {took:?}"
+    );
 }
