@@ -904,6 +904,25 @@ fn clean_everything(run: &mut Run) {
         let p = crate::state::state_dir(&top).join(generated);
         let _ = fs_err::remove_file(&p).or_else(|_| fs_err::remove_dir_all(&p));
     }
+    // States set aside as unreadable: clean is the end of what they recorded.
+    let state_dir = crate::state::state_dir(&top);
+    if let Ok(entries) = fs_err::read_dir(&state_dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+            {
+                let _ = fs_err::remove_file(entry.path());
+            }
+        }
+    }
+    for p in crate::state::remove_orphan_host_locks() {
+        run.host.log.note(&format!(
+            "removed the lock of a tree that no longer exists: {}",
+            p.display()
+        ));
+    }
     // What a run killed outright left: a plugin fetch's temporary clone in DEST.
     let dest = run.host.settings.path("DEST");
     if !dest.as_os_str().is_empty() {

@@ -740,6 +740,45 @@ impl HostLock {
     }
 }
 
+/// Removes the host-wide lock files whose last holder's tree no longer exists
+/// (nothing can be recorded under them again but by a new run, which makes its
+/// own). Each is locked first: one a run holds now is left alone.
+pub(crate) fn remove_orphan_host_locks() -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(host_lock_dir()) else {
+        return removed;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "lock") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let Some(tree) = text.lines().nth(1).filter(|t| t.starts_with('/')) else {
+            continue;
+        };
+        if Path::new(tree).exists() {
+            continue;
+        }
+        // Held while it is removed, so no run holds it meanwhile.
+        #[allow(clippy::disallowed_methods)]
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            if fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+            drop(lock);
+        }
+    }
+    removed
+}
+
 impl RunLock {
     /// Takes the tree's lock, or says who holds it.
     pub(crate) fn acquire(top_dir: &Path) -> Result<Self, StateError> {

@@ -608,3 +608,50 @@ fn the_variable_read_back_honours_the_hook_timeout_and_says_the_limit_that_appli
         "the limit that applied is the one said: {took:?}"
     );
 }
+
+/// The host-wide lock files that name `top` as their last holder's tree.
+fn host_locks_of(top: &Path) -> Vec<std::path::PathBuf> {
+    let needle = format!("\n{}\n", top.display());
+    let mut out = Vec::new();
+    for dir in [
+        std::path::PathBuf::from("/run/lock/devstack-rs"),
+        std::env::temp_dir().join("devstack-rs-locks"),
+    ] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&needle)) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn clean_removes_set_aside_states_and_the_locks_of_trees_that_are_gone() {
+    let (t, m) = crate::trust::stacked_with_a_process("");
+    std::fs::write(t.path(".devstack/state.json"), "{ not json").unwrap();
+    t.devstack(&["unstack"]).success();
+    assert_gone(&m, "unstack");
+    let gone_top = {
+        let gone = Tree::new();
+        gone.local_conf("disable_all_services", "");
+        gone.devstack(&["stack"]).success();
+        let top = gone.top.clone();
+        assert!(!host_locks_of(&top).is_empty(), "its stack took host locks");
+        top
+    };
+    assert!(!gone_top.exists(), "the tree was removed");
+    t.devstack(&["clean"]).success();
+    let left: Vec<_> = std::fs::read_dir(t.path(".devstack"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("corrupt"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        host_locks_of(&gone_top).is_empty(),
+        "{:?}",
+        host_locks_of(&gone_top)
+    );
+}
