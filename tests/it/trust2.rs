@@ -655,3 +655,41 @@ fn clean_removes_set_aside_states_and_the_locks_of_trees_that_are_gone() {
         host_locks_of(&gone_top)
     );
 }
+
+#[test]
+fn a_password_that_is_an_ordinary_word_is_redacted_as_a_value_not_in_names() {
+    let t = Tree::new();
+    t.local_conf(
+        "disable_all_services\nMYPLUG_SERVICE_PASSWORD=ordinaryword",
+        "",
+    );
+    let hook = t.path("extras.d/10-ordinaryword.sh");
+    t.extras(
+        "10-ordinaryword.sh",
+        "install_ordinaryword() {\n  echo \"connection = mysql://root:$MYPLUG_SERVICE_PASSWORD@127.0.0.1/db\"\n  false\n}\nif [[ $1 == stack && $2 == install ]]; then install_ordinaryword; fi\n",
+    );
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr
+            .contains("extras.d 10-ordinaryword.sh failed at stack install"),
+        "the script's name stays: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("{}:3", hook.display())),
+        "its path stays: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("install_ordinaryword"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("mysql://root:***@127.0.0.1/db"),
+        "the value is redacted: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("root:ordinaryword@"), "{}", run.stderr);
+}
