@@ -305,7 +305,7 @@ pub(crate) fn claim_dest(dest: &Path, top_dir: &Path) -> std::io::Result<()> {
 pub(crate) fn release_dest(dest: &Path, top_dir: &Path) {
     let file = dest.join(OWNER_FILE);
     let ours = fs::read_to_string(&file)
-        .is_ok_and(|t| PathBuf::from(t.trim_end_matches('\n')) == tree_id(top_dir));
+        .is_ok_and(|t| tree_id(top_dir) == Path::new(t.trim_end_matches('\n')));
     if ours {
         let _ = fs::remove_file(&file);
     }
