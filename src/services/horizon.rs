@@ -169,8 +169,8 @@ pub(crate) fn site_text(s: &Settings) -> String {
     )
 }
 
-/// collectstatic and compress, unless the static dir was made from this venv and
-/// these settings (its fingerprint file says so).
+/// collectstatic and compress, unless the static dir was made from this venv, these
+/// settings and these enabled panels (plugins add theirs; its fingerprint file says so).
 fn collect_static(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let dir = static_root(&s);
@@ -181,6 +181,19 @@ fn collect_static(host: &mut Host) -> Result<(), ServiceError> {
             .unwrap_or_default(),
     );
     h.update(local_settings_text(&s));
+    if let Some(enabled) = local_dir(&s).map(|l| l.join("enabled")) {
+        let mut panels: Vec<PathBuf> = fs_err::read_dir(&enabled)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        panels.sort();
+        for panel in panels {
+            h.update(panel.to_string_lossy().as_bytes());
+            h.update(fs_err::read(&panel).unwrap_or_default());
+        }
+    }
     let print = crate::state::hex(&h.finalize());
     let marker = dir.join(".devstack-fingerprint");
     if fs_err::read_to_string(&marker).is_ok_and(|m| m.trim() == print) {
@@ -280,10 +293,10 @@ impl Service for Horizon {
         link_horizon_dir(cx.host)?;
         write_config(cx.host)
     }
-    fn init(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        collect_static(cx.host)
-    }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        // DevStack's init_horizon runs after the post-config phase, where plugins
+        // copy their panels into $HORIZON_DIR/openstack_dashboard/local/enabled/.
+        collect_static(cx.host)?;
         let s = cx.host.settings.clone();
         let record = oslo::start_process(
             cx.host,
