@@ -78,9 +78,11 @@ fn redact_values(line: &str, secret: &str) -> Option<String> {
         let end = at + secret.len();
         let before = &line[..at];
         let after = &line[end..];
-        let whole_word = !before.chars().next_back().is_some_and(name_char)
+        // `mysql -pSECRET`: the option letter is glued to the value.
+        let glued_option = before.ends_with(" -p") || before == "-p";
+        let whole_word = (glued_option || !before.chars().next_back().is_some_and(name_char))
             && !after.chars().next().is_some_and(name_char);
-        if whole_word && at >= rest_from && stands_as_value(before, after) {
+        if whole_word && at >= rest_from && (glued_option || stands_as_value(before, after)) {
             out.push_str(&line[rest_from..at]);
             out.push_str("***");
             rest_from = end;
@@ -193,6 +195,10 @@ mod tests {
             ),
             ("--os-password manila --x", "--os-password *** --x"),
             ("password: manila", "password: ***"),
+            (
+                "mysql -uroot -pmanila -h 127.0.0.1",
+                "mysql -uroot -p*** -h 127.0.0.1",
+            ),
             (
                 "plugin 'manila' failed at /opt/stack/manila/devstack/plugin.sh:3",
                 "plugin 'manila' failed at /opt/stack/manila/devstack/plugin.sh:3",
