@@ -670,23 +670,45 @@ fn update_in_place(
             )));
         }
     }
-    match &target {
-        Target::Branch { name, commit } => {
-            let local = format!("refs/heads/{name}");
-            if ask(&["rev-parse", "--verify", "--quiet", &local])?.is_some() {
-                let lost = orphaned(&local, &[commit])?;
-                if !lost.is_empty() {
-                    return Err(would_lose(format!(
-                        "{} commit(s) on branch {name} that {} does not have: {}",
-                        lost.len(),
-                        plugin.url,
-                        shown_list(&lost)
-                    )));
-                }
+    if let Target::Branch { name, commit } = &target {
+        let local = format!("refs/heads/{name}");
+        if ask(&["rev-parse", "--verify", "--quiet", &local])?.is_some() {
+            let lost = orphaned(&local, &[commit])?;
+            if !lost.is_empty() {
+                return Err(would_lose(format!(
+                    "{} commit(s) on branch {name} that {} does not have: {}",
+                    lost.len(),
+                    plugin.url,
+                    shown_list(&lost)
+                )));
             }
-            run(&["checkout", "--quiet", "-B", name, &format!("origin/{name}")])?;
         }
-        Target::Commit(commit) => run(&["checkout", "--quiet", "--detach", commit])?,
+    }
+    let remote_branch;
+    let checkout: Vec<&str> = match &target {
+        Target::Branch { name, .. } => {
+            remote_branch = format!("origin/{name}");
+            vec!["checkout", "--quiet", "-B", name, &remote_branch]
+        }
+        Target::Commit(commit) => vec!["checkout", "--quiet", "--detach", commit],
+    };
+    // git itself refuses to overwrite untracked files: said as what would be lost.
+    if let Err(e) = git(&checkout).run() {
+        let in_the_way: Vec<String> = e
+            .tail()
+            .iter()
+            .skip_while(|l| !l.contains("would be overwritten"))
+            .skip(1)
+            .take_while(|l| l.starts_with(char::is_whitespace))
+            .map(|l| l.trim().to_owned())
+            .collect();
+        if in_the_way.is_empty() {
+            return Err(plugin.clone_error(e));
+        }
+        return Err(would_lose(format!(
+            "untracked files the checkout would overwrite: {}",
+            shown_list(&in_the_way)
+        )));
     }
     write_marker(&plugin.dir, git_ref);
     Ok(())

@@ -693,3 +693,28 @@ fn a_password_that_is_an_ordinary_word_is_redacted_as_a_value_not_in_names() {
     );
     assert!(!run.stderr.contains("root:ordinaryword@"), "{}", run.stderr);
 }
+
+#[test]
+fn reclone_never_overwrites_an_untracked_file_in_the_checkout() {
+    let t = Tree::new();
+    let (repo, _) = versioned_plugin(&t);
+    stack_traced(&t, &plugin_conf(&repo, "master", "")).success();
+    let checkout = t.dest.join("vp");
+    // The user's own file where upstream then adds one of the same name.
+    std::fs::write(checkout.join("devstack/local-notes"), "mine\n").unwrap();
+    std::fs::write(repo.join("devstack/local-notes"), "upstream\n").unwrap();
+    git_in(&repo, &["add", "."]);
+    git_in(&repo, &["commit", "-qm", "notes upstream"]);
+    let run = stack_traced(&t, &plugin_conf(&repo, "master", "RECLONE=True"));
+    run.failure();
+    assert!(
+        run.stderr
+            .contains("untracked files the checkout would overwrite: devstack/local-notes"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(checkout.join("devstack/local-notes")).unwrap(),
+        "mine\n"
+    );
+}
