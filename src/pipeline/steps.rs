@@ -163,7 +163,8 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             // a step done by a failed stack with the same inputs is reused.
             let fingerprint = super::resume::fingerprint(run);
             if !run.from_scratch {
-                resume_at = super::resume::resume_point(run, &fingerprint, all_steps, index);
+                let titles: Vec<String> = all_steps.iter().map(|s| s.title()).collect();
+                resume_at = super::resume::resume_point(run, &fingerprint, &titles, index);
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
