@@ -166,7 +166,7 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
             "SELECT COUNT(*) FROM mysql.user WHERE User='root' AND Host IN ('%','127.0.0.1');",
         )?;
         if made.trim() == "0" {
-            host.ledger.set_fact(ROOT_TCP_FACT, "1");
+            host.ledger.set_fact(database::ROOT_TCP_FACT, "1");
         }
     }
     for from in hosts {
@@ -182,9 +182,6 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     database::admin_sql(host, Backend::Mysql, &sql)?;
     database::user_ready(host, Backend::Mysql, &user, existed, user_probe)
 }
-
-/// Set when stack created root@'%' and root@'127.0.0.1' (clean drops them).
-pub(crate) const ROOT_TCP_FACT: &str = "mysql_root_tcp_users";
 
 /// DevStack's `~/.my.cnf` for the stack user (only when there is none: a user's own
 /// is kept), mode 0600; recorded, so clean removes it.
