@@ -538,7 +538,8 @@ impl UwsgiApi for Neutron {
             warm_up(cx)?;
         }
         if ovn_mode(&cx.host.settings) {
-            crate::services::neutron_networks::create_initial(cx)?;
+            let base = api_url(&cx.host.settings);
+            crate::services::neutron_networks::create_initial(cx, &base)?;
         }
         Ok(())
     }

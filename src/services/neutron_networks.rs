@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::config::settings::Settings;
 use crate::context::ServiceCtx;
 use crate::openstack::neutron::{Client, NeutronError, id};
-use crate::services::{ServiceError, ovn_public};
+use crate::services::{ServiceError, ovn, ovn_public};
 
 const NAME: &str = "neutron";
 
@@ -189,8 +189,9 @@ pub(crate) fn create(
 }
 
 /// At the end of neutron's start, as stack.sh calls create_neutron_initial_network
-/// once the server and agents run: the networks, then the public side on this host.
-pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+/// once the server and agents run: the networks through neutron's API at `base`,
+/// then the public side on this host.
+pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>, base: &str) -> Result<(), ServiceError> {
     let s = cx.host.settings.clone();
     if !s.flag("NEUTRON_CREATE_INITIAL_NETWORKS", true) || !s.is_enabled(&["key"]) {
         return Ok(());
@@ -207,8 +208,7 @@ pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError
     let demo = keystone
         .project_id("demo", Some(s.get_or("SERVICE_DOMAIN_NAME", "Default")))
         .map_err(|e| ServiceError::caused(NAME, "the demo project", e))?;
-    let base = crate::services::neutron::api_url(&s);
-    let mut client = Client::new(&base, &token, Duration::from_secs(60));
+    let mut client = Client::new(base, &token, Duration::from_secs(60));
     let made = create(&mut client, &s, &demo).map_err(err)?;
     cx.host.note(&format!(
         "neutron: initial networks in {:.1} s ({} requests): private {}, router {:?}, public {:?}",
@@ -221,7 +221,9 @@ pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError
     let ovn_here = s.is_enabled(&["ovn-controller"]) && s.get_or("Q_AGENT", "ovn") == "ovn";
     if let (Some(gw), true) = (&made.public_gateway, ovn_here) {
         if s.flag("OVN_L3_CREATE_PUBLIC_NETWORK", true) {
-            ovn_public::setup(cx.host, std::slice::from_ref(gw))?;
+            let bridge = s.get_or("PUBLIC_BRIDGE", "br-ex");
+            ovn::add_bridge(cx.host, bridge, &["other-config:disable-in-band=true"])?;
+            ovn_public::setup(cx.host, bridge, std::slice::from_ref(gw))?;
             let ns = ovn_public::namespace(cx.host);
             let how = if ovn_public::in_host(cx.host) {
                 format!("{gw} on {}", s.get_or("PUBLIC_BRIDGE", "br-ex"))
