@@ -303,7 +303,7 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
             // Our servers read no config that a reload would pick up; restart both.
             _ => stop_ours(host, ours).and_then(|()| start_ours(host, ours)),
         }
-    } else if crate::system::packages::which("service").is_some() {
+    } else if crate::system::process::which("service").is_some() {
         host.cmd("service")
             .args([name, action])
             .timeout(Duration::from_secs(180))
