@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::arg;
 use crate::context::Host;
-use crate::services::{ServiceError, daemon, database, memcached, mysql, postgresql, rabbit};
+use crate::services::{
+    Registry, ServiceError, daemon, database, memcached, mysql, postgresql, rabbit,
+};
 use crate::shell::{Call, Reply};
 use crate::state::{Backend, ProcessKind, ProcessRecord};
 use crate::system::supervisor::{OwnSupervisor, ProcStatus, ProcessSpec, Supervisor};
@@ -258,32 +260,25 @@ pub(crate) fn wait_for_service(timeout: &str, url: &str) -> Reply {
     }
 }
 
-/// Which of our layer-1 services a distro service name means.
+/// Which of our layer-1 servers a service name means: its name or one of its
+/// aliases (the distro's names) in the registry.
 fn our_service(name: &str) -> Option<&'static str> {
+    Registry::builtin()
+        .by_service_name(name)
+        .map(crate::services::Service::name)
+        .filter(|n| server(n).is_some())
+}
+
+/// Our own start and stop of a layer-1 server (no systemd here).
+type ServerOp = fn(&mut Host) -> Result<(), ServiceError>;
+
+fn server(name: &str) -> Option<(ServerOp, ServerOp)> {
     match name {
-        "mysql" | "mariadb" | "mysqld" => Some(mysql::NAME),
-        "postgresql" | "postgres" => Some(postgresql::NAME),
-        "rabbitmq-server" | "rabbitmq" | "rabbit" => Some(rabbit::NAME),
-        "memcached" => Some(memcached::NAME),
+        mysql::NAME => Some((mysql::start_server, mysql::stop_server)),
+        postgresql::NAME => Some((postgresql::start_server, postgresql::stop_server)),
+        rabbit::NAME => Some((rabbit::start_server, rabbit::stop_server)),
+        memcached::NAME => Some((memcached::start_server, memcached::stop_server)),
         _ => None,
-    }
-}
-
-fn start_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
-    match name {
-        mysql::NAME => mysql::start_server(host),
-        postgresql::NAME => postgresql::start_server(host),
-        rabbit::NAME => rabbit::start_server(host),
-        _ => memcached::start_server(host),
-    }
-}
-
-fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
-    match name {
-        mysql::NAME => mysql::stop_server(host),
-        postgresql::NAME => postgresql::stop_server(host),
-        rabbit::NAME => rabbit::stop_server(host),
-        _ => memcached::stop_server(host),
     }
 }
 
@@ -296,12 +291,12 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     }
     let result = if daemon::use_systemctl() {
         daemon::systemctl(host, name, action, name)
-    } else if let Some(ours) = our_service(name) {
+    } else if let Some((start, stop)) = our_service(name).and_then(server) {
         match action {
-            "start" => start_ours(host, ours),
-            "stop" => stop_ours(host, ours),
+            "start" => start(host),
+            "stop" => stop(host),
             // Our servers read no config that a reload would pick up; restart both.
-            _ => stop_ours(host, ours).and_then(|()| start_ours(host, ours)),
+            _ => stop(host).and_then(|()| start(host)),
         }
     } else if crate::system::process::which("service").is_some() {
         host.cmd("service")
@@ -379,6 +374,9 @@ mod tests {
     fn distro_names_map_to_our_services() {
         assert_eq!(our_service("mariadb"), Some("mysql"));
         assert_eq!(our_service("rabbitmq-server"), Some("rabbit"));
+        assert_eq!(our_service("postgres"), Some("postgresql"));
+        assert_eq!(our_service("memcached"), Some("memcached"));
         assert_eq!(our_service("apache2"), None);
+        assert_eq!(our_service("keystone"), None);
     }
 }

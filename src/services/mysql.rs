@@ -224,6 +224,8 @@ pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["mariadb-server", "mariadb-client"],
+    secrets: &["DATABASE_PASSWORD"],
+    aliases: &["mariadb", "mysqld"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 

@@ -534,7 +534,7 @@ impl UwsgiApi for Neutron {
         if ovn_mode(&cx.host.settings) {
             start_ovn_workers(cx)?;
         }
-        if cx.host.settings.is_enabled(&["key"]) {
+        if crate::services::keystone::DESCRIPTOR.enabled(&cx.host.settings) {
             warm_up(cx)?;
         }
         if ovn_mode(&cx.host.settings) {

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::config::settings::Settings;
 use crate::context::ServiceCtx;
 use crate::openstack::neutron::{Client, NeutronError, id};
-use crate::services::{ServiceError, ovn, ovn_public};
+use crate::services::{ServiceError, keystone, ovn, ovn_public};
 
 const NAME: &str = "neutron";
 
@@ -193,7 +193,7 @@ pub(crate) fn create(
 /// then the public side on this host.
 pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>, base: &str) -> Result<(), ServiceError> {
     let s = cx.host.settings.clone();
-    if !s.flag("NEUTRON_CREATE_INITIAL_NETWORKS", true) || !s.is_enabled(&["key"]) {
+    if !s.flag("NEUTRON_CREATE_INITIAL_NETWORKS", true) || !keystone::DESCRIPTOR.enabled(&s) {
         return Ok(());
     }
     let t0 = Instant::now();

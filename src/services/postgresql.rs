@@ -160,6 +160,8 @@ pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["postgresql", "postgresql-client"],
+    secrets: &["DATABASE_PASSWORD"],
+    aliases: &["postgres"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 

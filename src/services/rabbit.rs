@@ -311,6 +311,8 @@ pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["rabbitmq-server"],
+    secrets: &["RABBIT_PASSWORD"],
+    aliases: &["rabbitmq-server", "rabbitmq"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 

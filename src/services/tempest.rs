@@ -12,8 +12,8 @@ use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
 use crate::services::{
-    Descriptor, Layer, Registry, Service, ServiceError, glance, horizon, neutron, nova, oslo,
-    ovn_public,
+    Descriptor, Layer, Registry, Service, ServiceError, Stage, glance, horizon, neutron, nova,
+    oslo, ovn_public,
 };
 use crate::system::netns;
 use crate::system::python::{self, Req};
@@ -30,14 +30,7 @@ pub(crate) struct Tempest;
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
-    after: &[
-        "keystone",
-        "glance",
-        "placement",
-        "neutron",
-        "nova",
-        "cinder",
-    ],
+    stage: Stage::AfterApis,
     defaults: &[
         ("TEMPEST_DIR", "$DEST/tempest"),
         ("TEMPEST_CONFIG_DIR", "$TEMPEST_DIR/etc"),
@@ -362,7 +355,7 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
     doc.set("volume-feature-enabled", "api_extensions", "all");
     volume_backend_features(doc, s);
     doc.set("placement", "max_microversion", "latest");
-    if s.is_enabled(&["horizon"]) {
+    if horizon::DESCRIPTOR.enabled(s) {
         doc.set("dashboard", "dashboard_url", &horizon::url(s));
     }
     doc.set("image-feature-enabled", "import_image", "False");
