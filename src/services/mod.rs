@@ -42,6 +42,8 @@ pub(crate) mod rabbit;
 #[cfg(test)]
 mod snapshots;
 pub(crate) mod tempest;
+#[cfg(test)]
+mod template;
 pub(crate) mod uwsgi;
 
 /// Where a service sits in the stack's order.
