@@ -6,6 +6,28 @@
 //! shell library's ops; `services` are the real services, one file each; `context` is
 //! what a service sees; `shell`, `plugins` and `ui` below it; then `openstack` and
 //! `system` (the machine); `config` (settings, local.conf); `ini` and `state`.
+//!
+//! Where to start reading, by task:
+//!
+//! - **A stack**: `commands::dispatch` → `pipeline::execute_stack` → the step list
+//!   `pipeline::steps::steps(Kind::Stack)` run by `pipeline::steps::run_all`; each
+//!   service step loops over the `services::Registry`, calling the `services::Service`
+//!   impls (`src/services/<name>.rs`) with a `context::ServiceCtx`.
+//! - **A plugin's call into Rust**: a bash shim (`_ds_call OP`, `inc/rpc`) → the plugin
+//!   shell's channel (`shell`) or `devstack __call` → `calls::dispatch` → the op's row
+//!   in `calls::TABLE` → its handler in `src/calls/<area>.rs` → `services`.
+//! - **A teardown after a failure**: `unstack` runs `Step::Stop`
+//!   (`pipeline::steps`): the processes the `state::Ledger` recorded (also those of a
+//!   failed stack), each service's `stop` in reverse order; `clean` then removes what
+//!   the ledger says stack created. A re-stack resumes (`pipeline::resume`).
+//! - **A service**: start from `src/services/template.rs` (the shape every service
+//!   file takes) and `CONTRIBUTING.md`; its generated files are snapshots
+//!   (`src/services/snapshots.rs`).
+//! - **A setting**: `config::settings` (Rust's stackrc role), the bash `stackrc`, a
+//!   service's `Descriptor::defaults`, `config::vars` (who owns each default).
+//!
+//! The architecture's invariants, each with the test that keeps it, are listed in
+//! `docs/DESIGN.md` § Invariants.
 
 pub(crate) mod calls;
 pub mod cli;
