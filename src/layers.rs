@@ -176,10 +176,12 @@ fn names_after(code: &str, prefix: &str) -> BTreeSet<String> {
     names
 }
 
-/// Every `.rs` file under `src`, with its code (no comments, literals or tests).
+/// Every `.rs` file under `src` but the test-only ones (`#[cfg(test)] mod name;`),
+/// with its code (no comments, literals or tests).
 fn sources() -> Vec<(PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let mut test_only = BTreeSet::new();
     let mut todo = vec![src.clone()];
     while let Some(path) = todo.pop() {
         if path.is_dir() {
@@ -187,12 +189,25 @@ fn sources() -> Vec<(PathBuf, String)> {
                 todo.push(entry.unwrap().path());
             }
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let code = without_test_items(strip_comments_and_literals(
-                &fs_err::read_to_string(&path).unwrap(),
-            ));
-            out.push((path.strip_prefix(&src).unwrap().to_path_buf(), code));
+            let code = strip_comments_and_literals(&fs_err::read_to_string(&path).unwrap());
+            let dir = path.parent().unwrap();
+            let words: Vec<&str> = code.split_whitespace().collect();
+            for w in words.windows(3) {
+                if w[0] == "#[cfg(test)]" && w[1] == "mod" && w[2].ends_with(';') {
+                    test_only.insert(dir.join(format!("{}.rs", w[2].trim_end_matches(';'))));
+                }
+            }
+            files.push((path, code));
         }
     }
+    let mut out: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .filter(|(path, _)| !test_only.contains(path))
+        .map(|(path, code)| {
+            let rel = path.strip_prefix(&src).unwrap().to_path_buf();
+            (rel, without_test_items(code))
+        })
+        .collect();
     out.sort();
     out
 }
@@ -330,4 +345,18 @@ fn late() { crate::state::hex(&[]); super::oslo::x(); }
         ["packages".to_owned(), "process".to_owned()].into()
     );
     assert_eq!(names_after(&code, "super::"), ["oslo".to_owned()].into());
+}
+
+#[test]
+fn services_use_the_runs_registry_not_one_of_their_own() {
+    let own: Vec<String> = sources()
+        .into_iter()
+        .filter(|(rel, _)| rel.starts_with("services") && !rel.ends_with("mod.rs"))
+        .filter(|(_, code)| code.contains("Registry::builtin("))
+        .map(|(rel, _)| rel.display().to_string())
+        .collect();
+    assert!(
+        own.is_empty(),
+        "services make a registry of their own (ask the run: ServiceCtx::catalog): {own:?}"
+    );
 }

@@ -745,7 +745,8 @@ fn sync_databases(run: &mut Run) -> anyhow::Result<()> {
 /// keystone's REST API, once keystone answers.
 fn create_accounts(run: &mut Run) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let report = crate::calls::create_for_enabled(&mut run.host).map_err(|e| {
+    let catalog = run.registry.catalog(&run.host.settings);
+    let report = crate::calls::create_for_enabled(&mut run.host, &catalog).map_err(|e| {
         service_report(
             run,
             "keystone",

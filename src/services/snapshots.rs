@@ -347,7 +347,8 @@ fn every_config_file_is_recorded_for_clean_and_private() {
 #[test]
 fn tempest_reaches_every_api_address_of_the_default_cloud() {
     let (_dir, host) = host();
-    let addrs: Vec<String> = crate::services::tempest::api_addresses(&host.settings)
+    let catalog = Registry::builtin().catalog(&host.settings);
+    let addrs: Vec<String> = crate::services::tempest::api_addresses(&host.settings, &catalog)
         .iter()
         .map(ToString::to_string)
         .collect();

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::config::settings::Settings;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
+use crate::openstack::accounts::ServiceAccount;
 use crate::services::{
-    Descriptor, Layer, Registry, Service, ServiceError, Stage, glance, horizon, neutron, nova,
-    oslo, ovn_public,
+    Descriptor, Layer, Service, ServiceError, Stage, glance, horizon, neutron, nova, oslo,
+    ovn_public,
 };
 use crate::system::netns;
 use crate::system::python::{self, Req};
@@ -246,14 +247,10 @@ fn validates(s: &Settings, cloud: &Cloud) -> bool {
     cloud.public_network_id.is_some() && s.str("VIRT_DRIVER") != "fake"
 }
 
-/// Every address tempest talks to on the host: keystone's and each catalog entry's
-/// (one front proxy for most of them).
-pub(crate) fn api_addresses(s: &Settings) -> Vec<std::net::SocketAddr> {
-    let mut urls: Vec<String> = Registry::builtin()
-        .catalog(s)
-        .iter()
-        .map(|account| account.url(s))
-        .collect();
+/// Every address tempest talks to on the host: keystone's and each entry's of the
+/// enabled services' `catalog` (one front proxy for most of them).
+pub(crate) fn api_addresses(s: &Settings, catalog: &[ServiceAccount]) -> Vec<std::net::SocketAddr> {
+    let mut urls: Vec<String> = catalog.iter().map(|account| account.url(s)).collect();
     urls.push(s.str("KEYSTONE_SERVICE_URI").to_owned());
     let mut addrs: Vec<std::net::SocketAddr> =
         urls.iter().filter_map(|u| netns::url_address(u)).collect();
@@ -427,7 +424,10 @@ impl Service for Tempest {
         // The floating IPs answer only inside the public namespace (unless the user
         // put the gateway in the host, as DevStack does): tempest runs there.
         if validates(&s, &cloud) && !ovn_public::in_host(cx.host) {
-            let addrs: Vec<String> = api_addresses(&s).iter().map(ToString::to_string).collect();
+            let addrs: Vec<String> = api_addresses(&s, &cx.catalog())
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let ns = ovn_public::namespace(cx.host);
             cx.host
                 .ledger

@@ -124,7 +124,10 @@ mod tests {
         host.settings.set("ENABLED_SERVICES", enabled);
         host.settings.set(
             "WIDGET_CONF",
-            dir.path().join("etc/widget/widget.conf").display().to_string(),
+            dir.path()
+                .join("etc/widget/widget.conf")
+                .display()
+                .to_string(),
         );
         host.settings.set("WIDGET_ADMIN_PASSWORD", "widget-secret");
         let s = host.settings.clone();
@@ -134,7 +137,10 @@ mod tests {
         let order: Vec<&str> = reg.enabled(&s).map(Service::name).collect();
         let at = |n: &str| order.iter().position(|x| *x == n).unwrap();
         assert!(at("keystone") < at(NAME), "{order:?}");
-        assert!(at(NAME) < at("credentials") && at(NAME) < at("tempest"), "{order:?}");
+        assert!(
+            at(NAME) < at("credentials") && at(NAME) < at("tempest"),
+            "{order:?}"
+        );
         assert!(reg.packages(&s).contains(&"widget-tools".to_owned()));
         assert!(reg.python_projects(&s).iter().any(|p| p.dist == "widget"));
         let catalog = reg.catalog(&s);
@@ -146,7 +152,9 @@ mod tests {
         assert_eq!(job.databases, [NAME]);
         assert!(job.cmds[0].display().ends_with("widget-manage db sync"));
         assert!(reg.secrets().contains(&"WIDGET_ADMIN_PASSWORD"));
-        assert!(crate::config::settings::is_secret_name("WIDGET_ADMIN_PASSWORD"));
+        assert!(crate::config::settings::is_secret_name(
+            "WIDGET_ADMIN_PASSWORD"
+        ));
 
         // The snapshot of what it writes, through its own step and the fake context.
         let mut ops = NoPipeline;
@@ -154,6 +162,11 @@ mod tests {
             .configure(&mut ServiceCtx::new(&mut host, &mut ops))
             .unwrap();
         insta::assert_snapshot!("widget.conf", read(dir.path(), "etc/widget/widget.conf"));
-        assert!(host.ledger.files().iter().any(|f| f.ends_with("widget.conf")));
+        assert!(
+            host.ledger
+                .files()
+                .iter()
+                .any(|f| f.ends_with("widget.conf"))
+        );
     }
 }
