@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::arg;
 use crate::context::Host;
 use crate::services::{
-    Registry, ServiceError, daemon, database, memcached, mysql, postgresql, rabbit,
+    Registry, ServiceError, daemon, database, memcached, mysql, oslo, postgresql, rabbit,
 };
 use crate::shell::{Call, Reply};
 use crate::state::{Backend, ProcessKind, ProcessRecord};
@@ -140,24 +140,21 @@ fn start(host: &mut Host, args: &[&str]) -> Reply {
         workdir: None,
         address: None,
     };
-    if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
-        if let Err(e) = host.supervisor.stop(&old) {
-            return Reply::error(1, format!("run_process: {e}"));
-        }
-        host.ledger.forget_process(ProcessKind::Service, name);
-    }
-    match host.supervisor.start(&spec) {
+    match oslo::replace_process(host, "run_process", &spec) {
         Ok(record) => {
             host.log.note(&format!(
                 "run_process {name}: pid {:?} ({})",
                 record.pid,
                 host.supervisor.backend().name()
             ));
-            host.ledger.record_process(ProcessKind::Service, record);
-            host.checkpoint();
             Reply::ok()
         }
-        Err(e) => Reply::error(1, format!("run_process: {e}")),
+        // The supervisor's own words, as the shell has always shown them.
+        Err(e) => {
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            Reply::error(1, format!("run_process: {cause}"))
+        }
     }
 }
 
