@@ -324,6 +324,27 @@ pub(crate) fn probe_cmd(cmd: &Cmd) -> Result<(), String> {
         })
 }
 
+/// A layer-1 server's `Service::stop`: DevStack stops layer 1 only with `unstack
+/// --all`, and only a server this stack started (`ours`). clean first removes what
+/// stack made inside it (`drop_created`; a failure is a warning) while it still runs.
+pub(crate) fn stop_layer1(
+    host: &mut Host,
+    daemon: &dyn Daemon,
+    all: bool,
+    ours: bool,
+    drop_created: impl FnOnce(&mut Host) -> Result<(), ServiceError>,
+) -> Result<(), ServiceError> {
+    if !all || !ours {
+        return Ok(());
+    }
+    if host.mode == crate::context::Mode::Clean && running(host, daemon.names().name).is_some() {
+        if let Err(e) = drop_created(host) {
+            host.warn(&e.to_string());
+        }
+    }
+    stop(host, daemon)
+}
+
 /// Each ovs-vsctl/ovn-*ctl call gets this long.
 pub(crate) const CTL_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -239,19 +239,11 @@ impl Service for Mysql {
         write_my_cnf(cx.host)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
-        if !all
-            || (daemon::recorded(cx.host, NAME).is_none()
-                && !cx.host.ledger.has_system_service(NAME))
-        {
-            return Ok(());
-        }
-        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
-            // clean drops what stack created while the server still runs.
-            if let Err(e) = database::drop_created(cx.host, Backend::Mysql) {
-                cx.host.warn(&format!("{e}"));
-            }
-        }
-        stop_server(cx.host)
+        let ours =
+            daemon::recorded(cx.host, NAME).is_some() || cx.host.ledger.has_system_service(NAME);
+        daemon::stop_layer1(cx.host, &Mysql, all, ours, |host| {
+            database::drop_created(host, Backend::Mysql)
+        })
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // Databases and users were dropped before the server stopped; when it was
