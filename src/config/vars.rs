@@ -8,7 +8,7 @@
 //! read site that gives a default of its own to a variable that has one elsewhere
 //! (the ones not migrated yet are listed in the test, and may only go).
 
-use crate::config::settings::Settings;
+use crate::config::settings::{Settings, trueorfalse};
 
 /// One DevStack variable Rust reads, and who owns its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,13 @@ impl Var {
             Owner::Stackrc(value) => settings.get_or(self.name, value),
         }
     }
+
+    /// Its value as DevStack's `trueorfalse` reads it, else its default's.
+    pub(crate) fn flag(&self, settings: &Settings) -> bool {
+        match self.owner {
+            Owner::Stackrc(value) => settings.flag(self.name, trueorfalse(false, value)),
+        }
+    }
 }
 
 /// The image the stack uploads to glance and tempest boots.
@@ -51,12 +58,39 @@ pub(crate) const VOLUME_GROUP_NAME: Var = Var::stackrc("VOLUME_GROUP_NAME", "sta
 /// The size of each LVM backend's sparse backing file.
 pub(crate) const VOLUME_BACKING_FILE_SIZE: Var = Var::stackrc("VOLUME_BACKING_FILE_SIZE", "30G");
 
+// Neutron's initial networks (DevStack's lib/neutron create_neutron_initial_network).
+/// `4`, `6` or `4+6`: the address families of the initial networks.
+pub(crate) const IP_VERSION: Var = Var::stackrc("IP_VERSION", "4+6");
+pub(crate) const PRIVATE_NETWORK_NAME: Var = Var::stackrc("PRIVATE_NETWORK_NAME", "private");
+pub(crate) const PUBLIC_NETWORK_NAME: Var = Var::stackrc("PUBLIC_NETWORK_NAME", "public");
+pub(crate) const FLOATING_RANGE: Var = Var::stackrc("FLOATING_RANGE", "172.24.4.0/24");
+pub(crate) const IPV6_RA_MODE: Var = Var::stackrc("IPV6_RA_MODE", "slaac");
+pub(crate) const IPV6_ADDRESS_MODE: Var = Var::stackrc("IPV6_ADDRESS_MODE", "slaac");
+pub(crate) const IPV6_PUBLIC_RANGE: Var = Var::stackrc("IPV6_PUBLIC_RANGE", "2001:db8::/64");
+pub(crate) const IPV6_PUBLIC_NETWORK_GATEWAY: Var =
+    Var::stackrc("IPV6_PUBLIC_NETWORK_GATEWAY", "2001:db8::2");
+/// Whether the public network is a provider (flat) network on `PUBLIC_PHYSICAL_NETWORK`.
+pub(crate) const Q_USE_PROVIDERNET_FOR_PUBLIC: Var =
+    Var::stackrc("Q_USE_PROVIDERNET_FOR_PUBLIC", "True");
+pub(crate) const NEUTRON_CREATE_INITIAL_NETWORKS: Var =
+    Var::stackrc("NEUTRON_CREATE_INITIAL_NETWORKS", "True");
+
 /// Every variable declared here (the tests check each against stackrc).
 #[cfg(test)]
 const ALL: &[Var] = &[
     DEFAULT_IMAGE_NAME,
     VOLUME_GROUP_NAME,
     VOLUME_BACKING_FILE_SIZE,
+    IP_VERSION,
+    PRIVATE_NETWORK_NAME,
+    PUBLIC_NETWORK_NAME,
+    FLOATING_RANGE,
+    IPV6_RA_MODE,
+    IPV6_ADDRESS_MODE,
+    IPV6_PUBLIC_RANGE,
+    IPV6_PUBLIC_NETWORK_GATEWAY,
+    Q_USE_PROVIDERNET_FOR_PUBLIC,
+    NEUTRON_CREATE_INITIAL_NETWORKS,
 ];
 
 #[cfg(test)]
@@ -86,34 +120,24 @@ mod tests {
         "ERROR_ON_CLONE",
         "FIXED_RANGE",
         "FIXED_RANGE_V6",
-        "FLOATING_RANGE",
         "HORIZON_APACHE_ROOT",
         "HOST_IP",
-        "IPV6_ADDRESS_MODE",
-        "IPV6_PUBLIC_NETWORK_GATEWAY",
-        "IPV6_PUBLIC_RANGE",
-        "IPV6_RA_MODE",
-        "IP_VERSION",
         "KEYSTONE_AUTH_URI",
         "KEYSTONE_SERVICE_HOST",
         "KEYSTONE_SERVICE_URI",
         "MEMCACHE_SERVERS",
-        "NEUTRON_CREATE_INITIAL_NETWORKS",
         "OVN_BRIDGE_MAPPINGS",
         "OVN_L3_CREATE_PUBLIC_NETWORK",
         "OVN_L3_SCHEDULER",
-        "PRIVATE_NETWORK_NAME",
         "PUBLIC_BRIDGE",
         "PUBLIC_GATEWAY_IN_HOST",
         "PUBLIC_NAMESPACE",
-        "PUBLIC_NETWORK_NAME",
         "PUBLIC_PHYSICAL_NETWORK",
         "Q_AGENT",
         "Q_META_DATA_IP",
         "Q_ML2_PLUGIN_EXT_DRIVERS",
         "Q_ML2_PLUGIN_MECHANISM_DRIVERS",
         "Q_ML2_TENANT_NETWORK_TYPE",
-        "Q_USE_PROVIDERNET_FOR_PUBLIC",
         "RABBIT_HOST",
         "RABBIT_USERID",
         "RECLONE",

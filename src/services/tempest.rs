@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
+use crate::config::vars;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
 use crate::openstack::accounts::ServiceAccount;
@@ -221,7 +222,7 @@ fn discover(host: &mut Host) -> Result<Cloud, ServiceError> {
         cloud.flavor_ref_alt = Some(b);
     }
     if s.is_enabled(neutron::DESCRIPTOR.enabled_by) {
-        let public = s.get_or("PUBLIC_NETWORK_NAME", "public");
+        let public = vars::PUBLIC_NETWORK_NAME.read(&s);
         let nets = api.get(&format!(
             "{}v2.0/networks?name={public}&router:external=true",
             neutron::CATALOG.url(&s).trim_end_matches('/').to_owned() + "/"
@@ -324,7 +325,7 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
     doc.set(
         "validation",
         "network_for_ssh",
-        s.get_or("PRIVATE_NETWORK_NAME", "private"),
+        vars::PRIVATE_NETWORK_NAME.read(s),
     );
     let fixed = s.get_or("FIXED_RANGE", "10.0.0.0/26");
     doc.set("network", "project_network_cidr", fixed);
