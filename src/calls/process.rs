@@ -258,24 +258,32 @@ pub(crate) fn wait_for_service(timeout: &str, url: &str) -> Reply {
 }
 
 /// Which of our layer-1 servers a service name means: its name or one of its
-/// aliases (the distro's names) in the registry.
+/// aliases (the distro's names), as the registry's descriptors declare them.
 fn our_service(name: &str) -> Option<&'static str> {
     Registry::builtin()
         .by_service_name(name)
         .map(crate::services::Service::name)
-        .filter(|n| server(n).is_some())
+        .filter(|n| SERVERS.contains(n))
 }
 
-/// Our own start and stop of a layer-1 server (no systemd here).
-type ServerOp = fn(&mut Host) -> Result<(), ServiceError>;
+/// The layer-1 servers `start_ours` and `stop_ours` run without systemd.
+const SERVERS: &[&str] = &[mysql::NAME, postgresql::NAME, rabbit::NAME, memcached::NAME];
 
-fn server(name: &str) -> Option<(ServerOp, ServerOp)> {
+fn start_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
     match name {
-        mysql::NAME => Some((mysql::start_server, mysql::stop_server)),
-        postgresql::NAME => Some((postgresql::start_server, postgresql::stop_server)),
-        rabbit::NAME => Some((rabbit::start_server, rabbit::stop_server)),
-        memcached::NAME => Some((memcached::start_server, memcached::stop_server)),
-        _ => None,
+        mysql::NAME => mysql::start_server(host),
+        postgresql::NAME => postgresql::start_server(host),
+        rabbit::NAME => rabbit::start_server(host),
+        _ => memcached::start_server(host),
+    }
+}
+
+fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
+    match name {
+        mysql::NAME => mysql::stop_server(host),
+        postgresql::NAME => postgresql::stop_server(host),
+        rabbit::NAME => rabbit::stop_server(host),
+        _ => memcached::stop_server(host),
     }
 }
 
@@ -288,12 +296,12 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     }
     let result = if daemon::use_systemctl() {
         daemon::systemctl(host, name, action, name)
-    } else if let Some((start, stop)) = our_service(name).and_then(server) {
+    } else if let Some(ours) = our_service(name) {
         match action {
-            "start" => start(host),
-            "stop" => stop(host),
+            "start" => start_ours(host, ours),
+            "stop" => stop_ours(host, ours),
             // Our servers read no config that a reload would pick up; restart both.
-            _ => stop(host).and_then(|()| start(host)),
+            _ => stop_ours(host, ours).and_then(|()| start_ours(host, ours)),
         }
     } else if crate::system::process::which("service").is_some() {
         host.cmd("service")
