@@ -606,19 +606,19 @@ fn passwords(run: &mut Run) -> anyhow::Result<()> {
     let mut kept = load(&path);
     let mut assign = Vec::new();
     let mut changed = false;
-    for name in run.registry.secrets() {
+    for name in &run.registry.secrets() {
         if !run.host.settings.str(name).is_empty() {
             continue;
         }
-        let value = if let Some(v) = kept.get(name) {
+        let value = if let Some(v) = kept.get(*name) {
             v.clone()
         } else {
             let v = generate();
-            kept.insert(name.to_owned(), v.clone());
+            kept.insert((*name).to_owned(), v.clone());
             changed = true;
             v
         };
-        assign.push((name.to_owned(), value));
+        assign.push(((*name).to_owned(), value));
     }
     if changed && run.kind == Kind::Stack {
         save(&path, &kept)?;
