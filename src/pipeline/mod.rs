@@ -19,6 +19,7 @@ use crate::calls::Server;
 use crate::config::localconf::{LocalConf, Phase};
 use crate::config::settings::{self, Settings};
 use crate::context::{Host, PipelineError, PipelineOps, ServiceCtx};
+use crate::openstack::accounts::ServiceAccount;
 use crate::plugins::{self, ExternalPlugin, ExtrasScript};
 use crate::services::Registry;
 use crate::shell::{Shell, ShellConfig, ShellError};
@@ -170,6 +171,7 @@ impl Run {
         let mut ops = Ops {
             shell: self.shell.as_mut(),
             localconf: self.localconf.as_ref(),
+            registry: &self.registry,
         };
         let mut cx = ServiceCtx::new(&mut self.host, &mut ops);
         f(&mut cx)
@@ -1356,10 +1358,12 @@ fn merge_sections(
     Ok(())
 }
 
-/// The pipeline's operations lent to a service: the plugin shell and local.conf.
+/// The pipeline's operations lent to a service: the plugin shell, local.conf and
+/// the run's registry.
 struct Ops<'a> {
     shell: Option<&'a mut Shell>,
     localconf: Option<&'a LocalConf>,
+    registry: &'a Registry,
 }
 
 impl PipelineOps for Ops<'_> {
@@ -1387,6 +1391,10 @@ impl PipelineOps for Ops<'_> {
     ) -> Result<(), PipelineError> {
         merge_sections(host, self.localconf, phase, Some(file))
             .map_err(|e| PipelineError::Merge(format!("{e:#}")))
+    }
+
+    fn catalog(&self, settings: &Settings) -> Vec<ServiceAccount> {
+        self.registry.catalog(settings)
     }
 }
 

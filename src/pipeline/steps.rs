@@ -164,7 +164,8 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             // a step done by a failed stack with the same inputs is reused.
             let fingerprint = super::resume::fingerprint(run);
             if !run.from_scratch {
-                resume_at = super::resume::resume_point(run, &fingerprint, all_steps, index);
+                let titles: Vec<String> = all_steps.iter().map(|s| s.title()).collect();
+                resume_at = super::resume::resume_point(run, &fingerprint, &titles, index);
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
@@ -664,7 +665,7 @@ fn passwords(run: &mut Run) -> anyhow::Result<()> {
     let mut kept = load(&path);
     let mut assign = Vec::new();
     let mut changed = false;
-    for name in crate::config::settings::PASSWORD_VARS {
+    for name in &run.registry.secrets() {
         if !run.host.settings.str(name).is_empty() {
             continue;
         }
@@ -803,7 +804,8 @@ fn sync_databases(run: &mut Run) -> anyhow::Result<()> {
 /// keystone's REST API, once keystone answers.
 fn create_accounts(run: &mut Run) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let report = crate::calls::create_for_enabled(&mut run.host).map_err(|e| {
+    let catalog = run.registry.catalog(&run.host.settings);
+    let report = crate::calls::create_for_enabled(&mut run.host, &catalog).map_err(|e| {
         service_report(
             run,
             "keystone",

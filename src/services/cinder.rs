@@ -90,10 +90,8 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
             backend::default_expr(LibDefault::LvmType),
         ),
         ("CINDER_VOLUME_CLEAR", "zero"),
-        // lib/lvm and stackrc.
-        ("VOLUME_GROUP_NAME", "stack-volumes"),
+        // lib/lvm's (VOLUME_GROUP_NAME, VOLUME_BACKING_FILE_SIZE: stackrc's).
         ("BACKING_FILE_SUFFIX", "-backing-file"),
-        ("VOLUME_BACKING_FILE_SIZE", "30G"),
     ],
     databases: &["cinder"],
     processes: PROCESSES,

@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::settings::Settings;
+use crate::config::vars;
 use crate::context::Host;
 use crate::services::daemon::{self, Daemon};
 use crate::services::{ServiceError, oslo};
@@ -609,14 +610,11 @@ pub(crate) struct VolumeGroup {
 /// lib/lvm's names: `$VOLUME_GROUP_NAME-<backend>` on
 /// `$DATA_DIR/<vg>$BACKING_FILE_SUFFIX`.
 pub(crate) fn volume_group(s: &Settings, backend: &str) -> VolumeGroup {
-    let name = format!(
-        "{}-{backend}",
-        s.get_or("VOLUME_GROUP_NAME", "stack-volumes")
-    );
+    let name = format!("{}-{backend}", vars::VOLUME_GROUP_NAME.read(s));
     let file = format!("{name}{}", s.get_or("BACKING_FILE_SUFFIX", "-backing-file"));
     VolumeGroup {
         backing_file: s.path("DATA_DIR").join(file),
-        size: s.get_or("VOLUME_BACKING_FILE_SIZE", "30G").to_owned(),
+        size: vars::VOLUME_BACKING_FILE_SIZE.read(s).to_owned(),
         name,
     }
 }

@@ -562,11 +562,12 @@ impl UwsgiApi for Neutron {
         if ovn_mode(&cx.host.settings) {
             start_ovn_workers(cx)?;
         }
-        if cx.host.settings.is_enabled(&["key"]) {
+        if crate::services::keystone::DESCRIPTOR.enabled(&cx.host.settings) {
             warm_up(cx)?;
         }
         if ovn_mode(&cx.host.settings) {
-            crate::services::neutron_networks::create_initial(cx)?;
+            let base = api_url(&cx.host.settings);
+            crate::services::neutron_networks::create_initial(cx, &base)?;
         }
         Ok(())
     }

@@ -311,6 +311,8 @@ pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["rabbitmq-server"],
+    secrets: &["RABBIT_PASSWORD"],
+    aliases: &["rabbitmq-server", "rabbitmq"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 
@@ -323,15 +325,8 @@ impl Service for Rabbit {
         ensure_user(cx.host)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
-        if !all || !cx.host.ledger.has_system_service(NAME) {
-            return Ok(());
-        }
-        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
-            if let Err(e) = delete_created_user(cx.host) {
-                cx.host.warn(&e.to_string());
-            }
-        }
-        stop_server(cx.host)
+        let ours = cx.host.ledger.has_system_service(NAME);
+        daemon::stop_layer1(cx.host, &Rabbit, all, ours, delete_created_user)
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // The broker's data for our node name goes with the directories stack

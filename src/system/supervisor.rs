@@ -18,6 +18,8 @@ use nix::unistd::{Pid, User};
 
 use crate::state::{Backend, ProcessRecord};
 use crate::system::process::{Cmd, stop_group};
+/// The /proc view of process groups, which `Cmd`'s own stop uses too.
+pub(crate) use crate::system::process::{group_members, is_group_leader_alive};
 
 /// Time a stopped process group gets between TERM and KILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -85,37 +87,6 @@ pub(crate) fn pidfile(log: &Path, name: &str) -> PathBuf {
 
 // ---------------------------------------------------------------------------------
 // /proc helpers
-
-/// State letter and process group of a live process (`None`: no such process).
-fn proc_stat(pid: u32) -> Option<(char, i32)> {
-    let text = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-/// Is `pid` alive (not a zombie) and still the leader of its own group (so not a
-/// recycled pid of some other program)?
-pub(crate) fn is_group_leader_alive(pid: u32) -> bool {
-    matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pid))
-}
-
-/// Every live (non-zombie) process in process group `pgid`.
-pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = fs_err::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter(|&pid| {
-            matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pgid))
-        })
-        .collect()
-}
 
 fn reap(pid: u32) {
     // Our own child (a test, or a process started in this run) becomes a zombie
@@ -445,7 +416,7 @@ impl Supervisor for SystemdSupervisor {
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "root".into());
         let path = std::env::var("PATH").unwrap_or_default();
-        let kill_path = crate::system::packages::which("kill")
+        let kill_path = crate::system::process::which("kill")
             .map_or_else(|| "/bin/kill".into(), |p| p.display().to_string());
         let text = unit_text(&UnitParams {
             service: name,
