@@ -1,0 +1,83 @@
+//! Issue 15, the override contracts DevStack's plugins rely on, `plan` as stack would
+//! run it, a failure report that shows the plugin's own output, and `rabbitmqctl` as a
+//! DevStack user types it.
+
+use crate::Tree;
+use crate::engine::plugin_repo;
+
+/// A plugin traced with `set -o xtrace` (as many are) that calls library functions
+/// and then fails: the report's last lines are its own output, the failing command's
+/// message included, and none of them is a line of our internals traced.
+#[test]
+fn a_traced_plugins_failure_report_shows_its_output_not_our_internals() {
+    let t = Tree::new();
+    let conf = t.top.parent().unwrap().join("traced.conf");
+    let repo = plugin_repo(t.top.parent().unwrap(), "traced", "");
+    std::fs::write(
+        repo.join("devstack/plugin.sh"),
+        format!(
+            "# Save trace setting\n\
+             _XTRACE_TRACED=$(set +o | grep xtrace)\n\
+             set -o xtrace\n\
+             if [[ $1 == stack && $2 == install ]]; then\n\
+             \x20   iniset {conf} DEFAULT debug True\n\
+             \x20   if is_service_enabled traced; then echo traced-enabled; fi\n\
+             \x20   echo_summary \"Configuring traced\"\n\
+             \x20   token=$(bash -c 'echo \"Failed to discover available identity versions\" >&2; exit 1')\n\
+             fi\n\
+             $_XTRACE_TRACED\n",
+            conf = conf.display()
+        ),
+    )
+    .unwrap();
+    commit_all(&repo);
+    t.local_conf(
+        &format!(
+            "disable_all_services\nenable_plugin traced {}",
+            repo.display()
+        ),
+        "",
+    );
+    let run = t.devstack(&["stack"]);
+    run.failure();
+    let err = &run.stderr;
+    let tail: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.contains("lines of output:"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .collect();
+    assert!(!tail.is_empty(), "no tail: {err}");
+    assert!(
+        tail.iter()
+            .any(|l| l.contains("Failed to discover available identity versions")),
+        "the failing command's message: {err}"
+    );
+    assert!(
+        tail.iter()
+            .all(|l| !l.contains("_ds_") && !l.contains("_DS_")),
+        "our internals traced: {err}"
+    );
+    // The plugin's own trace is kept.
+    assert!(tail.iter().any(|l| l.contains("iniset")), "{err}");
+}
+
+/// Commits every change of a fixture plugin repository.
+fn commit_all(repo: &std::path::Path) {
+    for args in [&["add", "-A"][..], &["commit", "-q", "-m", "change"]] {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
