@@ -81,3 +81,66 @@ fn commit_all(repo: &std::path::Path) {
         );
     }
 }
+
+/// A plugin whose settings source its own library through `$DEST/<name>` (as most
+/// do): `plan` fetches it there as stack would, its settings work, and the plan
+/// shows the services they enabled.
+#[test]
+fn plan_fetches_plugins_into_dest_so_their_settings_find_their_files() {
+    let t = Tree::new();
+    let repo = plugin_repo(
+        t.top.parent().unwrap(),
+        "libbed",
+        "source $DEST/libbed/devstack/lib/libbed\nenable_service libbed-api",
+    );
+    std::fs::create_dir_all(repo.join("devstack/lib")).unwrap();
+    std::fs::write(
+        repo.join("devstack/lib/libbed"),
+        "LIBBED_DIR=$DEST/libbed\nfunction install_libbed { :; }\n",
+    )
+    .unwrap();
+    commit_all(&repo);
+    t.local_conf(
+        &format!(
+            "disable_all_services\nenable_plugin libbed {}",
+            repo.display()
+        ),
+        "",
+    );
+    let run = t.devstack(&["plan"]);
+    run.success();
+    assert!(
+        run.stdout.contains("libbed-api"),
+        "settings enabled the service: {}",
+        run.stdout
+    );
+    assert!(
+        t.dest.join("libbed/devstack/lib/libbed").is_file(),
+        "fetched into DEST as stack does"
+    );
+    // A second plan reads the checkout that is there.
+    t.devstack(&["plan"]).success();
+}
+
+/// A plugin's settings that end the shell (`exit`, or a failure under errexit):
+/// the plan is not a plan of what stack would do, and says so with its status.
+#[test]
+fn plan_fails_when_a_plugins_settings_end_the_shell() {
+    for (name, settings) in [
+        ("exits", "exit 0"),
+        ("sources", "source $DEST/sources/devstack/no-such-file"),
+    ] {
+        let t = Tree::new();
+        let repo = plugin_repo(t.top.parent().unwrap(), name, settings);
+        t.local_conf(
+            &format!(
+                "disable_all_services\nenable_plugin {name} {}",
+                repo.display()
+            ),
+            "",
+        );
+        let run = t.devstack(&["plan"]);
+        run.failure();
+        assert!(run.stderr.contains(name), "{name}: {}", run.stderr);
+    }
+}
