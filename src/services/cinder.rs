@@ -67,6 +67,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: PROCESSES,
     after: &["keystone", "glance"],
     catalog: &[BLOCK_STORAGE, VOLUMEV3],
+    rpc_backend: Some(("cinder", "CINDER_CONF")),
     python: &[Project {
         dist: "cinder",
         repo_var: "CINDER_REPO",
@@ -190,11 +191,9 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
     let rootwrap = oslo::configure_rootwrap(host, NAME, "cinder", &dir)?;
     oslo::write_conf(host, NAME, &conf(&s), |doc| {
         oslo::common_defaults(doc, &s);
-        doc.set(
-            "DEFAULT",
-            "transport_url",
-            &crate::services::rabbit::transport_url(&s),
-        );
+        if let Some(url) = crate::services::rabbit::configured_transport_url(&s) {
+            doc.set("DEFAULT", "transport_url", &url);
+        }
         doc.set("DEFAULT", "my_ip", s.get_or("HOST_IP", "127.0.0.1"));
         doc.set("DEFAULT", "state_path", &state.display().to_string());
         doc.set("DEFAULT", "auth_strategy", "keystone");

@@ -90,6 +90,10 @@ pub struct Descriptor {
     pub databases: &'static [&'static str],
     /// The processes it starts (DevStack's service names), stopped by unstack.
     pub processes: &'static [&'static str],
+    /// Where DevStack's lib/ of it calls `iniset_rpc_backend PACKAGE $FILE`: the
+    /// package and the variable naming the config file (a messaging plugin's
+    /// redefinition is called there, after the service's configure).
+    pub rpc_backend: Option<(&'static str, &'static str)>,
 }
 
 impl Descriptor {
@@ -107,6 +111,7 @@ impl Descriptor {
             defaults: &[],
             databases: &[],
             processes: &[],
+            rpc_backend: None,
         }
     }
 }

@@ -144,3 +144,47 @@ fn plan_fails_when_a_plugins_settings_end_the_shell() {
         assert!(run.stderr.contains(name), "{name}: {}", run.stderr);
     }
 }
+
+/// `sudo rabbitmqctl list_queues` as a DevStack user (or a plugin) types it, without
+/// `-n`, reaches the broker stack started; the tools' node name goes away with it.
+#[test]
+#[ignore = "reason: starts real servers (root, the machine's ports): ./run_tests.sh runs it"]
+fn rabbitmqctl_without_a_node_name_reaches_our_broker() {
+    let _guard = crate::layer1::lock();
+    let t = Tree::new();
+    t.local_conf(
+        "disable_all_services\nenable_service rabbit\nSERVICE_TIMEOUT=90",
+        "",
+    );
+    t.extras(
+        "50-mq.sh",
+        "if [[ $1 == stack && $2 == extra ]]; then\n\
+         \x20   sudo rabbitmqctl list_queues\n\
+         \x20   sudo rabbitmqctl list_users > \"$TRACE_FILE.users\"\n\
+         fi\n",
+    );
+    let run = t.devstack(&["stack"]);
+    let teardown = || {
+        t.devstack(&["unstack", "--all"]);
+        t.devstack(&["clean"]);
+    };
+    if run.status != 0 {
+        teardown();
+    }
+    run.success();
+    let users = std::fs::read_to_string(t.trace.with_extension("users")).unwrap_or_default();
+    // And from a shell outside the run, as a user would.
+    let outside = std::process::Command::new("sudo")
+        .args(["rabbitmqctl", "list_users"])
+        .output()
+        .unwrap();
+    teardown();
+    assert!(users.contains("stackrabbit"), "{users}");
+    assert!(
+        String::from_utf8_lossy(&outside.stdout).contains("stackrabbit"),
+        "{}",
+        String::from_utf8_lossy(&outside.stderr)
+    );
+    let env_conf = std::fs::read_to_string("/etc/rabbitmq/rabbitmq-env.conf").unwrap_or_default();
+    assert!(!env_conf.contains("devstack-rs"), "{env_conf}");
+}
