@@ -188,3 +188,54 @@ fn rabbitmqctl_without_a_node_name_reaches_our_broker() {
     let env_conf = std::fs::read_to_string("/etc/rabbitmq/rabbitmq-env.conf").unwrap_or_default();
     assert!(!env_conf.contains("devstack-rs"), "{env_conf}");
 }
+
+/// A plugin that changes a service's config and restarts it as DevStack's users do
+/// (`restart_service devstack@NAME`): without systemd, the process is started again
+/// as it was started, and reads the new config.
+#[test]
+fn restart_service_devstack_unit_starts_the_process_again_with_the_new_config() {
+    let t = Tree::new();
+    let dir = t.top.parent().unwrap();
+    let conf = dir.join("echo.conf");
+    let out = dir.join("echo.out");
+    let marker = format!("ds-restart-{}", std::process::id());
+    t.local_conf("disable_all_services\nenable_service echo-svc", "");
+    t.extras(
+        "50-echo.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == install ]]; then\n\
+             \x20   iniset {conf} DEFAULT greeting first\n\
+             \x20   run_process echo-svc \"grep greeting {conf} > {out}; exec -a {marker} sleep 1000\" \"\" \"\" \"ECHO_MODE=kept\"\n\
+             elif [[ $1 == stack && $2 == extra ]]; then\n\
+             \x20   iniset {conf} DEFAULT greeting second\n\
+             \x20   restart_service devstack@echo-svc\n\
+             fi\n",
+            conf = conf.display(),
+            out = out.display(),
+        ),
+    );
+    let run = t.devstack(&["stack"]);
+    let ours = || crate::trust::procs_with(&marker);
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = std::fs::read_to_string(&out).unwrap_or_default();
+        if seen.contains("second") && ours().len() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pids = ours();
+    let env = pids
+        .first()
+        .map(|pid| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
+        .unwrap_or_default();
+    t.devstack(&["unstack"]);
+    run.success();
+    assert!(seen.contains("greeting = second"), "{seen}");
+    assert_eq!(pids.len(), 1, "one process after the restart: {pids:?}");
+    assert!(
+        String::from_utf8_lossy(&env).contains("ECHO_MODE=kept"),
+        "started again with its environment"
+    );
+    crate::trust::assert_gone(&marker, "unstack after the restart");
+}
