@@ -1207,6 +1207,97 @@ mod tests {
         }
     }
 
+    /// `CINDER_ENABLED_BACKENDS=glusterfs:glusterfs-1,mine:mine-1`: types we do not
+    /// build follow DevStack's convention, a backend file sourced from
+    /// `$CINDER_BACKENDS` (written as DevStack's are) and a plugin's own
+    /// functions; a type that has neither is an error naming it.
+    #[test]
+    fn backend_types_we_do_not_build_run_devstacks_backend_functions() {
+        use crate::services::cinder_backend::{Request, choose};
+        let (dir, mut run) = run_on_tree();
+        let backends = dir.path().join("cinder_backends");
+        fs_err::create_dir_all(&backends).unwrap();
+        fs_err::write(
+            backends.join("glusterfs"),
+            r#"function configure_cinder_backend_glusterfs {
+    local be_name=$1
+    iniset $CINDER_CONF $be_name volume_backend_name $be_name
+    iniset $CINDER_CONF $be_name volume_driver "cinder.volume.drivers.glusterfs.GlusterfsDriver"
+}
+function init_cinder_backend_glusterfs {
+    echo "init $1" >> $CINDER_CONF.steps
+}
+function cleanup_cinder_backend_glusterfs {
+    echo "cleanup $1" >> $CINDER_CONF.steps
+}
+"#,
+        )
+        .unwrap();
+        let plugin = dir.path().join("plugin.sh");
+        fs_err::write(
+            &plugin,
+            "function configure_cinder_backend_mine {\n    iniset $CINDER_CONF $1 volume_driver mine.Driver\n}\n",
+        )
+        .unwrap();
+        let conf = dir.path().join("cinder.conf");
+        fs_err::write(&conf, "[DEFAULT]\nenabled_backends = glusterfs-1,mine-1\n").unwrap();
+        run.set_vars(&[
+            ("ENABLED_SERVICES".into(), "c-api,c-vol,c-sch".into()),
+            ("CINDER_CONF".into(), conf.display().to_string()),
+            ("CINDER_BACKENDS".into(), backends.display().to_string()),
+        ])
+        .unwrap();
+        run.source_global(&plugin).unwrap();
+        let req = |spec| Request {
+            backends: spec,
+            ..Request::default()
+        };
+        let choice = choose(&req("glusterfs:glusterfs-1,mine:mine-1"), None).unwrap();
+        for step in ["configure", "init"] {
+            run.service_ctx(|cx| crate::services::cinder::shell_backends(cx, step, &choice))
+                .unwrap();
+        }
+        let text = fs_err::read_to_string(&conf).unwrap();
+        let section = |name: &str| {
+            let doc = crate::ini::IniDoc::parse(&text);
+            (
+                doc.get(name, "volume_driver").unwrap_or_default(),
+                doc.get(name, "volume_backend_name").unwrap_or_default(),
+            )
+        };
+        assert_eq!(
+            section("glusterfs-1"),
+            (
+                "cinder.volume.drivers.glusterfs.GlusterfsDriver".to_owned(),
+                "glusterfs-1".to_owned()
+            ),
+            "{text}"
+        );
+        assert_eq!(section("mine-1").0, "mine.Driver", "{text}");
+        let steps = fs_err::read_to_string(dir.path().join("cinder.conf.steps")).unwrap();
+        assert_eq!(steps, "init glusterfs-1\n");
+
+        let typo = choose(&req("glusterfz:g"), None).unwrap();
+        let err = run
+            .service_ctx(|cx| crate::services::cinder::shell_backends(cx, "configure", &typo))
+            .unwrap_err();
+        let ServiceError::Shell {
+            source: crate::context::PipelineError::Shell(shell),
+            ..
+        } = &err
+        else {
+            panic!("{err:#}");
+        };
+        assert!(
+            shell
+                .tail()
+                .iter()
+                .any(|l| l.contains("backend type glusterfz")),
+            "{:?}",
+            shell.tail()
+        );
+    }
+
     /// DevStack's rule when rabbit is disabled and no plugin takes over: no
     /// RABBIT_PASSWORD is read, so no service gets a rabbit transport.
     #[test]
