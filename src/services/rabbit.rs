@@ -182,7 +182,10 @@ fn with_node_name(text: &str) -> String {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    out.push_str(&format!("{ENV_MARK}\nNODENAME={NODE}\n"));
+    out.push_str(ENV_MARK);
+    out.push_str("\nNODENAME=");
+    out.push_str(NODE);
+    out.push('\n');
     out
 }
 
