@@ -239,3 +239,28 @@ fn restart_service_devstack_unit_starts_the_process_again_with_the_new_config() 
     );
     crate::trust::assert_gone(&marker, "unstack after the restart");
 }
+
+/// With rabbit disabled and no messaging plugin, DevStack gives no transport: its
+/// `get_transport_url` prints nothing and `iniset_rpc_backend` writes nothing
+/// (RABBIT_PASSWORD is read only with rabbit enabled).
+#[test]
+fn without_rabbit_and_without_a_messaging_plugin_there_is_no_transport() {
+    let t = Tree::new();
+    let conf = t.top.parent().unwrap().join("svc.conf");
+    t.local_conf("disable_all_services\nenable_service svc", "");
+    t.extras(
+        "50-svc.sh",
+        &format!(
+            "if [[ $1 == stack && $2 == install ]]; then\n\
+             \x20   iniset {conf} DEFAULT debug True\n\
+             \x20   iniset_rpc_backend svc {conf}\n\
+             \x20   echo \"url=[$(get_transport_url)]\" >> \"$TRACE_FILE\"\n\
+             fi\n",
+            conf = conf.display()
+        ),
+    );
+    t.devstack(&["stack"]).success();
+    assert!(t.trace().contains("url=[]"), "{}", t.trace());
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(!text.contains("transport_url"), "{text}");
+}
