@@ -534,13 +534,13 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
 /// transport: the shell is asked, after the service wrote its config, to call the
 /// plugin's functions when a plugin redefined them (it does nothing otherwise).
 fn plugin_rpc_backend(svc: &dyn Service, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-    let Some((package, var)) = svc.descriptor().rpc_backend else {
+    let Some((package, var, section)) = svc.descriptor().rpc_backend else {
         return Ok(());
     };
     let file = cx.settings().str(var).to_owned();
     match cx.call_function(
         crate::services::rabbit::PLUGIN_RPC_BACKEND,
-        &[package, &file],
+        &[package, &file, section],
     ) {
         Ok(0) => Ok(()),
         Ok(status) => Err(ServiceError::failed(
@@ -1116,13 +1116,13 @@ mod tests {
     fn core_configs(run: &mut Run, dir: &Path) -> Vec<(&'static str, PathBuf)> {
         let mut files = Vec::new();
         for svc in Registry::builtin().all() {
-            let Some((package, var)) = svc.descriptor().rpc_backend else {
+            let Some((package, var, section)) = svc.descriptor().rpc_backend else {
                 continue;
             };
             let file = dir.join(format!("{package}.conf"));
             fs_err::write(
                 &file,
-                "[DEFAULT]\ntransport_url = rabbit://stackrabbit:pw@127.0.0.1:5672/\n",
+                format!("[{section}]\ntransport_url = rabbit://stackrabbit:pw@127.0.0.1:5672/\n"),
             )
             .unwrap();
             run.set_vars(&[(var.to_owned(), file.display().to_string())])
@@ -1178,7 +1178,11 @@ mod tests {
         .unwrap();
         run.source_global(&plugin).unwrap();
         let files = core_configs(&mut run, dir.path());
-        assert_eq!(files.len(), 4, "nova, cinder, glance, neutron: {files:?}");
+        assert_eq!(
+            files.len(),
+            5,
+            "keystone, nova, cinder, glance, neutron: {files:?}"
+        );
         apply_to_core(&mut run);
         for (service, file) in files {
             let text = fs_err::read_to_string(&file).unwrap();
@@ -1188,6 +1192,17 @@ mod tests {
             );
             assert!(!text.contains("rabbit://"), "{service}: {text}");
             assert!(text.contains("container_name = "), "{service}: {text}");
+            let section = if service == "keystone" {
+                "oslo_messaging_notifications"
+            } else {
+                "DEFAULT"
+            };
+            assert!(
+                crate::ini::IniDoc::parse(&text)
+                    .get(section, "transport_url")
+                    .is_some_and(|url| url.starts_with("amqp://")),
+                "{service} [{section}]: {text}"
+            );
         }
     }
 

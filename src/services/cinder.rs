@@ -67,7 +67,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: PROCESSES,
     after: &["keystone", "glance"],
     catalog: &[BLOCK_STORAGE, VOLUMEV3],
-    rpc_backend: Some(("cinder", "CINDER_CONF")),
+    rpc_backend: Some(("cinder", "CINDER_CONF", "DEFAULT")),
     python: &[Project {
         dist: "cinder",
         repo_var: "CINDER_REPO",

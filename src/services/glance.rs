@@ -52,7 +52,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, NAME],
     after: &["keystone"],
     catalog: &[CATALOG],
-    rpc_backend: Some(("glance", "GLANCE_API_CONF")),
+    rpc_backend: Some(("glance", "GLANCE_API_CONF", "DEFAULT")),
     python: &[Project {
         dist: "glance",
         repo_var: "GLANCE_REPO",

@@ -185,6 +185,8 @@ pub(crate) fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE],
     after: &["mysql", "postgresql", "rabbit", "memcached"],
+    // Its notifications only (DevStack's lib/keystone).
+    rpc_backend: Some(("keystone", "KEYSTONE_CONF", "oslo_messaging_notifications")),
     python: &[Project {
         dist: "keystone",
         repo_var: "KEYSTONE_REPO",

@@ -90,10 +90,10 @@ pub struct Descriptor {
     pub databases: &'static [&'static str],
     /// The processes it starts (DevStack's service names), stopped by unstack.
     pub processes: &'static [&'static str],
-    /// Where DevStack's lib/ of it calls `iniset_rpc_backend PACKAGE $FILE`: the
-    /// package and the variable naming the config file (a messaging plugin's
-    /// redefinition is called there, after the service's configure).
-    pub rpc_backend: Option<(&'static str, &'static str)>,
+    /// Where DevStack's lib/ of it calls `iniset_rpc_backend PACKAGE $FILE
+    /// [SECTION]`: the package, the variable naming the config file and the section
+    /// (a messaging plugin's redefinition is called there, after its configure).
+    pub rpc_backend: Option<(&'static str, &'static str, &'static str)>,
 }
 
 impl Descriptor {

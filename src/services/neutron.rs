@@ -368,7 +368,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, "neutron-api"],
     after: &["keystone", "ovn"],
     catalog: &[CATALOG],
-    rpc_backend: Some(("neutron", "NEUTRON_CONF")),
+    rpc_backend: Some(("neutron", "NEUTRON_CONF", "DEFAULT")),
     python: &[Project {
         dist: "neutron",
         repo_var: "NEUTRON_REPO",

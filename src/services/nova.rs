@@ -358,7 +358,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: PROCESSES,
     role: Role::Any,
     after: &["keystone", "glance", "placement", "neutron"],
-    rpc_backend: Some(("nova", "NOVA_CONF")),
+    rpc_backend: Some(("nova", "NOVA_CONF", "DEFAULT")),
     catalog: &[CATALOG],
     python: &[Project {
         dist: "nova",
