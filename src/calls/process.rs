@@ -287,6 +287,59 @@ fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// The process a DevStack unit name means: `devstack@keystone(.service)` is the
+/// process stack (or a plugin's run_process) started as `keystone`.
+fn devstack_unit(name: &str) -> Option<&str> {
+    let process = name.strip_prefix("devstack@")?;
+    Some(process.strip_suffix(".service").unwrap_or(process))
+}
+
+/// `restart_service devstack@NAME` (and start, stop, reload) without systemd, as the
+/// unit would do it: the process we started as NAME stopped and started again
+/// from the spec it was started with, so it reads the config a plugin just
+/// changed. A stopped one keeps its record (start starts it again; unstack finds
+/// it stopped).
+fn cloud_process(host: &mut Host, action: &str, name: &str) -> Reply {
+    let unknown = || {
+        Reply::error(
+            1,
+            format!("{action}_service: no process devstack@{name} was started"),
+        )
+    };
+    let Some(record) = host.ledger.process(ProcessKind::Service, name).cloned() else {
+        return unknown();
+    };
+    let runs = matches!(host.supervisor.status(&record), ProcStatus::Running { .. });
+    if action == "stop" || (runs && action != "start") {
+        if let Err(e) = host.supervisor.stop(&record) {
+            return Reply::error(1, format!("{action}_service devstack@{name}: {e}"));
+        }
+    }
+    if action == "stop" || (runs && action == "start") {
+        return Reply::ok();
+    }
+    let Some(spec) = crate::system::supervisor::spec_of(&record) else {
+        return Reply::error(
+            1,
+            format!(
+                "{action}_service devstack@{name}: how it was started is not recorded (stack again)"
+            ),
+        );
+    };
+    match host.supervisor.start(&spec) {
+        Ok(record) => {
+            host.log.note(&format!(
+                "{action}_service devstack@{name}: pid {:?}",
+                record.pid
+            ));
+            host.ledger.record_process(ProcessKind::Service, record);
+            host.checkpoint();
+            Reply::ok()
+        }
+        Err(e) => Reply::error(1, format!("{action}_service devstack@{name}: {e}")),
+    }
+}
+
 /// `start_service`/`stop_service`/`restart_service`/`reload_service NAME`: systemctl on
 /// systemd machines; otherwise our own start and stop for the layer-1 servers and the
 /// distro's `service` script for anything else.
@@ -360,6 +413,8 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     let distro_name = distro_service_name(name, &unit_dirs, Path::new(INIT_D));
     let result = if daemon::use_systemctl() {
         daemon::systemctl(host, name, action, &distro_name)
+    } else if let Some(process) = devstack_unit(name) {
+        return cloud_process(host, action, process);
     } else if let Some(ours) = our_service(name) {
         match action {
             "start" => start_ours(host, ours),
@@ -468,6 +523,13 @@ mod tests {
         fs_err::remove_file(lib.join("named.service")).unwrap();
         fs_err::write(lib.join("named.service"), "[Unit]\n").unwrap();
         assert_eq!(distro_service_name("bind9", &dirs, &init_d), "named");
+    }
+
+    #[test]
+    fn devstack_unit_names_name_our_processes() {
+        assert_eq!(devstack_unit("devstack@keystone"), Some("keystone"));
+        assert_eq!(devstack_unit("devstack@n-api.service"), Some("n-api"));
+        assert_eq!(devstack_unit("apache2"), None);
     }
 
     #[test]

@@ -163,6 +163,7 @@ mod tests {
                 log: "/nonexistent/p.log".into(),
                 unit: None,
                 address: Some("127.0.0.1:1".into()),
+                relaunch: None,
             },
         );
         let (text, ok) = render(&ledger);

@@ -757,7 +757,11 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
             seconds: 0.0,
         });
         match err {
-            err @ ShellError::Died { .. } if run.kind != Kind::Stack => {
+            // Teardown goes on in a new shell; stack and plan stop (a plan made
+            // after a plugin ended the shell is not what stack would do).
+            err @ ShellError::Died { .. }
+                if matches!(run.kind, Kind::Unstack { .. } | Kind::Clean) =>
+            {
                 let report = hook_report(run, &point, target, &err);
                 run.host
                     .warn(crate::ui::report::render_error(&report.into()).trim_end());
@@ -1095,7 +1099,9 @@ fn source_user_file(
 }
 
 /// Discovers extras.d scripts and orders the enabled plugins (fetching them for
-/// stack; planning fetches into a cache instead of `$DEST`).
+/// stack; planning fetches the missing ones into `$DEST` as stack would, so
+/// settings that source `$DEST/<name>/devstack/...` work, and reads the others
+/// there without touching them).
 fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
     let (extras, warnings) = plugins::discover_extras(&run.host.top_dir.join("extras.d"))?;
     for w in warnings {
@@ -1106,21 +1112,10 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
     let error_on_clone = run.host.settings.flag("ERROR_ON_CLONE", false);
     let git = run.host.cmd("git").timeout(Duration::from_secs(600));
     let mut list = run.host.plugins.plugins().to_vec();
-    let mut gitdirs = Vec::new();
     for p in &mut list {
-        if run.kind == Kind::Plan && !p.dir.exists() {
-            // plan clones nothing into DEST; the plugin's GITDIR says where it is
-            // (a plugin that finds its files through GITDIR[NAME] still works).
-            p.dir = crate::state::state_dir(&run.host.top_dir)
-                .join("plan-cache")
-                .join(&p.name);
-            let _ = fs::remove_dir_all(&p.dir);
-            plugins::fetch(p, false, false, &git).map_err(|e| fetch_report(run, e))?;
-            gitdirs.push((
-                format!("GITDIR[{}]", p.name),
-                p.dir.to_string_lossy().into_owned(),
-            ));
-        } else if fetch {
+        if fetch || run.kind == Kind::Plan {
+            // plan never re-fetches a checkout that is there (RECLONE is stack's).
+            let reclone = reclone && run.kind != Kind::Plan;
             plugins::fetch(p, reclone, error_on_clone, &git).map_err(|e| fetch_report(run, e))?;
         } else if !p.dir.exists() {
             run.host.warn(&format!(
@@ -1132,10 +1127,6 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
         p.requires = plugins::read_requires(&p.settings(), &p.name)?;
     }
     run.plugins = plugins::order(&list)?;
-    if !gitdirs.is_empty() {
-        let (shell, mut host) = run.shell();
-        shell.set_vars(&gitdirs, &mut host)?;
-    }
     Ok(())
 }
 

@@ -187,6 +187,8 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     after: &["mysql", "postgresql", "rabbit", "memcached"],
     stage: Stage::Api,
     secrets: &["ADMIN_PASSWORD", "SERVICE_PASSWORD"],
+    // Its notifications only (DevStack's lib/keystone).
+    rpc_backend: Some(("keystone", "KEYSTONE_CONF", "oslo_messaging_notifications")),
     python: &[Project {
         dist: "keystone",
         repo_var: "KEYSTONE_REPO",

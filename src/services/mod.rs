@@ -113,6 +113,10 @@ pub struct Descriptor {
     /// Other names `start_service`/`stop_service` know it by (the distro's
     /// service names: `mariadb` for mysql).
     pub aliases: &'static [&'static str],
+    /// Where DevStack's lib/ of it calls `iniset_rpc_backend PACKAGE $FILE
+    /// [SECTION]`: the package, the variable naming the config file and the section
+    /// (a messaging plugin's redefinition is called there, after its configure).
+    pub rpc_backend: Option<(&'static str, &'static str, &'static str)>,
 }
 
 impl Descriptor {
@@ -133,6 +137,7 @@ impl Descriptor {
             stage: Stage::Ordered,
             secrets: &[],
             aliases: &[],
+            rpc_backend: None,
         }
     }
 

@@ -134,8 +134,24 @@ struct OutputTap {
     tail: Mutex<VecDeque<String>>,
 }
 
+/// A line `set -o xtrace` wrote for a call into our own library's internals
+/// (`+ _ds_call ...` from a shim a traced plugin called): the functions trace
+/// nothing inside (inc/rpc), but the line of the call itself is the caller's, and a
+/// user reading a hook's output or a failure's last lines must not see it.
+fn is_internal_trace(stream: Stream, line: &str) -> bool {
+    stream == Stream::Stderr
+        && line.starts_with('+')
+        && line
+            .split_whitespace()
+            .skip(1)
+            .any(|word| word.starts_with("_ds_") || word.starts_with("_DS_"))
+}
+
 impl OutputTap {
     fn line(&self, stream: Stream, raw: &str) {
+        if is_internal_trace(stream, raw) {
+            return;
+        }
         let line = self
             .redactor
             .read()
@@ -373,9 +389,11 @@ impl Shell {
                 batch,
                 "_ds_files=({}); _ds_args=({})\n\
                  for _ds_f in \"${{_ds_files[@]}}\"; do \
-                 _ds_err_cmd=; _ds_traps; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
+                 {{ _ds_err_cmd=; _ds_traps; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
+                 [[ -z $_ds_hook_xtrace ]] || set -o xtrace; }} 2>/dev/null; \
                  source \"$_ds_f\" \"${{_ds_args[@]}}\"; \
-                 _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); done",
+                 {{ _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); \
+                 _ds_hook_xtrace=${{-//[^x]/}}; set +o xtrace; }} 2>/dev/null; done",
                 files.join(" "),
                 args.join(" ")
             );
@@ -869,6 +887,19 @@ fn spawn_events(pipe: PipeReader, tx: mpsc::Sender<Event>) -> thread::JoinHandle
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traced_call_into_our_internals_is_dropped_and_the_plugins_lines_kept() {
+        let internal = |line| is_internal_trace(Stream::Stderr, line);
+        assert!(internal(
+            "++ _ds_call -v ENABLED_SERVICES services-enable foo"
+        ));
+        assert!(internal("+ lib/foo:12:   _ds_send at 0"));
+        assert!(!internal("+ iniset /etc/foo.conf DEFAULT debug True"));
+        assert!(!internal("Failed to discover available identity versions"));
+        // The plugin's stdout is its own, whatever it says.
+        assert!(!is_internal_trace(Stream::Stdout, "+ _ds_call x"));
+    }
 
     #[test]
     fn hook_results_time_each_file_from_the_previous_end() {

@@ -127,6 +127,21 @@ pub struct ProcessRecord {
     /// Where it listens, when known (for `status`).
     #[serde(default)]
     pub address: Option<String>,
+    /// The rest of what started it, when our own supervisor did (a systemd unit
+    /// keeps its own): `restart_service devstack@NAME` starts it again from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relaunch: Option<Relaunch>,
+}
+
+/// What our supervisor needs, beyond a record's command and log, to start a
+/// process again as it was started (the file holding it is 0600: the environment
+/// may name secrets).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Relaunch {
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub workdir: Option<PathBuf>,
 }
 
 /// How the last command ended.
@@ -808,6 +823,7 @@ mod tests {
             log: "/tmp/x.log".into(),
             unit: None,
             address: None,
+            relaunch: None,
         }
     }
 

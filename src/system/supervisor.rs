@@ -16,7 +16,7 @@ use fs_err as fs;
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use nix::unistd::{Pid, User};
 
-use crate::state::{Backend, ProcessRecord};
+use crate::state::{Backend, ProcessRecord, Relaunch};
 use crate::system::process::{Cmd, stop_group};
 /// The /proc view of process groups, which `Cmd`'s own stop uses too.
 pub(crate) use crate::system::process::{group_members, is_group_leader_alive};
@@ -54,6 +54,22 @@ pub enum SupervisorError {
     Start { name: String, detail: String },
     #[error("could not stop {name}: {detail}")]
     Stop { name: String, detail: String },
+}
+
+/// The spec a process our own supervisor started was started with, from its
+/// record (none for a systemd unit, or a record made before relaunch data was kept).
+pub(crate) fn spec_of(record: &ProcessRecord) -> Option<ProcessSpec> {
+    let relaunch = record.relaunch.clone()?;
+    Some(ProcessSpec {
+        name: record.name.clone(),
+        command: record.command.clone(),
+        env: relaunch.env,
+        user: relaunch.user,
+        group: relaunch.group,
+        log: record.log.clone(),
+        workdir: relaunch.workdir,
+        address: record.address.clone(),
+    })
 }
 
 /// A backend that starts, stops and reports on long-running processes.
@@ -225,6 +241,12 @@ impl Supervisor for OwnSupervisor {
             log: spec.log.clone(),
             unit: None,
             address: spec.address.clone(),
+            relaunch: Some(Relaunch {
+                env: spec.env.clone(),
+                user: spec.user.clone(),
+                group: spec.group.clone(),
+                workdir: spec.workdir.clone(),
+            }),
         })
     }
 
@@ -444,6 +466,7 @@ impl Supervisor for SystemdSupervisor {
             log: spec.log.clone(),
             unit: Some(unit),
             address: spec.address.clone(),
+            relaunch: None,
         })
     }
 

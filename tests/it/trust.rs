@@ -558,7 +558,12 @@ fn plan_points_gitdir_at_where_it_fetched_the_plugin() {
     t.devstack(&["plan"]).success();
     assert!(t.trace().contains("gitdir "), "{}", t.trace());
     assert!(!t.trace().contains("MISSING"), "{}", t.trace());
-    assert!(!t.dest.join("gd").exists(), "plan clones nothing into DEST");
+    assert!(
+        t.trace()
+            .contains(&format!("gitdir {}", t.dest.join("gd").display())),
+        "plan fetches into DEST as stack does: {}",
+        t.trace()
+    );
 }
 
 /// Every regular file under `dir` (symlinks not followed).
