@@ -120,6 +120,25 @@ pub struct ProcessRecord {
     /// Where it listens, when known (for `status`).
     #[serde(default)]
     pub address: Option<String>,
+    /// How it was started beyond its command: what `devstack start` and `restart`
+    /// need to start it again exactly so (a record of an older state has none).
+    #[serde(default)]
+    pub launch: Launch,
+}
+
+/// What a process was started with besides its command line: its environment, user,
+/// group and working directory. The environment may hold secrets: it lives only in
+/// the state file, which is 0600.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Launch {
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
 }
 
 /// How the last command ended.
@@ -713,6 +732,7 @@ mod tests {
             log: "/tmp/x.log".into(),
             unit: None,
             address: None,
+            launch: Launch::default(),
         }
     }
 

@@ -16,7 +16,7 @@ use fs_err as fs;
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use nix::unistd::{Pid, User};
 
-use crate::state::{Backend, ProcessRecord};
+use crate::state::{Backend, Launch, ProcessRecord};
 use crate::system::process::{Cmd, stop_group};
 
 /// Time a stopped process group gets between TERM and KILL.
@@ -37,6 +37,32 @@ pub struct ProcessSpec {
     pub workdir: Option<PathBuf>,
     /// Where the process listens, when known (kept in the record for `status`).
     pub address: Option<String>,
+}
+
+impl ProcessSpec {
+    /// The spec a recorded process was started from: what starting it again needs.
+    pub fn of_record(record: &ProcessRecord) -> Self {
+        Self {
+            name: record.name.clone(),
+            command: record.command.clone(),
+            env: record.launch.env.clone(),
+            user: record.launch.user.clone(),
+            group: record.launch.group.clone(),
+            log: record.log.clone(),
+            workdir: record.launch.workdir.clone(),
+            address: record.address.clone(),
+        }
+    }
+
+    /// What the record keeps of this spec besides the command.
+    fn launch(&self) -> Launch {
+        Launch {
+            env: self.env.clone(),
+            user: self.user.clone(),
+            group: self.group.clone(),
+            workdir: self.workdir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +86,18 @@ pub trait Supervisor: Send + Sync {
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError>;
     fn stop(&self, record: &ProcessRecord) -> Result<(), SupervisorError>;
     fn status(&self, record: &ProcessRecord) -> ProcStatus;
+    /// Stops a recorded process and starts it again as it was started (its command,
+    /// environment, user): the code and config it reads are what is on disk now.
+    fn restart(&self, record: &ProcessRecord) -> Result<ProcessRecord, SupervisorError> {
+        if record.command.is_empty() {
+            return Err(start_err(
+                &record.name,
+                "its command was not recorded (found from a pidfile): stack again",
+            ));
+        }
+        self.stop(record)?;
+        self.start(&ProcessSpec::of_record(record))
+    }
 }
 
 /// Is PID 1 systemd (the test systemd itself uses)?
@@ -238,6 +276,7 @@ impl Supervisor for OwnSupervisor {
             log: spec.log.clone(),
             unit: None,
             address: spec.address.clone(),
+            launch: spec.launch(),
         })
     }
 
@@ -457,6 +496,25 @@ impl Supervisor for SystemdSupervisor {
             log: spec.log.clone(),
             unit: Some(unit),
             address: spec.address.clone(),
+            launch: spec.launch(),
+        })
+    }
+
+    /// `systemctl restart devstack@NAME.service`, as DevStack's users type it; a unit
+    /// whose file is gone is written and started again from the record.
+    fn restart(&self, record: &ProcessRecord) -> Result<ProcessRecord, SupervisorError> {
+        let unit = record
+            .unit
+            .clone()
+            .unwrap_or_else(|| unit_name(&record.name));
+        if !self.unit_dir.join(&unit).is_file() {
+            return self.start(&ProcessSpec::of_record(record));
+        }
+        systemctl(&["restart", &unit]).map_err(|e| start_err(&record.name, e))?;
+        Ok(ProcessRecord {
+            pid: main_pid(&unit),
+            unit: Some(unit),
+            ..record.clone()
         })
     }
 
@@ -612,6 +670,49 @@ mod tests {
         )));
         sup.stop(&rec).unwrap();
         assert_eq!(sup.status(&rec), ProcStatus::Stopped);
+    }
+
+    #[test]
+    fn own_backend_restarts_a_process_as_it_was_started_with_the_code_on_disk_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("serve.sh");
+        fs_err::write(&script, "echo \"v1 $GREETING\"; exec sleep 30\n").unwrap();
+        let sup = OwnSupervisor::default();
+        let rec = sup
+            .start(&ProcessSpec {
+                env: vec![("GREETING".into(), "hello".into())],
+                workdir: Some(dir.path().to_path_buf()),
+                ..spec(dir.path(), "svc", "exec bash ./serve.sh")
+            })
+            .unwrap();
+        assert!(wait_for(|| fs_err::read_to_string(&rec.log)
+            .unwrap_or_default()
+            .contains("v1 hello")));
+        fs_err::write(&script, "echo \"v2 $GREETING\"; exec sleep 30\n").unwrap();
+        let again = sup.restart(&rec).unwrap();
+        let (old, new) = (rec.pid.unwrap(), again.pid.unwrap());
+        assert_ne!(old, new);
+        assert!(group_members(old).is_empty());
+        assert_eq!(sup.status(&again), ProcStatus::Running { pid: new });
+        assert!(wait_for(|| fs_err::read_to_string(&rec.log)
+            .unwrap_or_default()
+            .ends_with("v1 hello\nv2 hello\n")));
+        assert_eq!(again.launch, rec.launch);
+        sup.stop(&again).unwrap();
+    }
+
+    #[test]
+    fn a_record_without_its_command_is_not_restarted_blindly() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = OwnSupervisor::default();
+        let mut rec = sup
+            .start(&spec(dir.path(), "svc", "exec sleep 30"))
+            .unwrap();
+        rec.command.clear();
+        let err = sup.restart(&rec).unwrap_err();
+        assert!(err.to_string().contains("not recorded"), "{err}");
+        assert!(matches!(sup.status(&rec), ProcStatus::Running { .. }));
+        sup.stop(&rec).unwrap();
     }
 
     #[test]
