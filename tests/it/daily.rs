@@ -250,3 +250,46 @@ fn a_service_that_dies_after_restart_is_an_error_with_its_log() {
     );
     tree.devstack(&["unstack"]).success();
 }
+
+/// A DEST under a directory QEMU's user cannot enter (0700, as mktemp -d makes
+/// them): refused before anything is installed, with the directory and the fix.
+#[test]
+fn a_dest_qemu_cannot_reach_is_refused_before_anything_is_installed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tree = Tree::new();
+    let private = tree.top.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    tree.local_conf("disable_all_services\nenable_service n-cpu", "");
+    let run = tree.devstack(&["stack"]);
+    run.failure();
+    assert!(
+        run.stderr.contains(&format!(
+            "QEMU (user libvirt-qemu) cannot reach the guests' disks under {}",
+            tree.dest.join("data/nova").display()
+        )) && run
+            .stderr
+            .contains(&format!("chmod o+x {}", private.display())),
+        "{}",
+        run.stderr
+    );
+    // Refused at the settings: no step after them ran, nothing was recorded.
+    assert!(!run.stderr.contains("[ok]"), "{}", run.stderr);
+    assert!(
+        !tree.path(".devstack/state.json").exists() || {
+            let state = std::fs::read_to_string(tree.path(".devstack/state.json")).unwrap();
+            !state.contains("\"packages\": [\"")
+        }
+    );
+    // plan says the same; with the fake driver (no QEMU) the check does not apply.
+    tree.devstack(&["plan"]).failure();
+    tree.local_conf(
+        "disable_all_services\nenable_service n-cpu\nVIRT_DRIVER=fake",
+        "",
+    );
+    let plan = tree.devstack(&["plan"]);
+    plan.success();
+    // Once the directory is enterable, libvirt's plan goes through.
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+    tree.local_conf("disable_all_services\nenable_service n-cpu", "");
+    tree.devstack(&["plan"]).success();
+}
