@@ -1,0 +1,26 @@
+#!/bin/bash
+# shellcheck shell=bash
+#
+# tools/dstat.sh LOGDIR: the `dstat` service (DevStack's name): the machine's
+# resource usage once a second, for the whole life of the stack. Two dstat
+# processes, as DevStack runs them: one writes a CSV to $LOGDIR/dstat-csv.log
+# (for tools), the other a readable table to this script's output (the service's
+# log, $LOGDIR/dstat.log), with the top CPU, I/O and memory process where this
+# dstat has those plugins (Debian 12's dstat 0.7.4 does; pcp's dstat does not).
+# Stopping the service stops the script's process group, both dstats with it.
+
+set -o nounset
+
+LOGDIR=${1:?usage: dstat.sh LOGDIR}
+COLUMNS_SET=(-tcmndrylpg --tcp)
+TOP=(--top-cpu-adv --top-io-adv --top-mem)
+if dstat --version 2>/dev/null | grep -q pcp; then
+    TOP=()
+fi
+
+dstat "${COLUMNS_SET[@]}" --output "$LOGDIR/dstat-csv.log" >/dev/null 2>&1 &
+dstat "${COLUMNS_SET[@]}" "${TOP[@]}" --swap &
+# The script lives as long as its dstats; a signal to it ends them too.
+trap 'kill $(jobs -p) 2>/dev/null' EXIT
+trap 'exit 143' TERM INT
+wait
