@@ -67,9 +67,25 @@ fn write_checkout(dir: &Path, version: &str) {
     .unwrap();
 }
 
+/// A stacked tree, unstacked when dropped: a failed assertion leaves no process.
+struct Stacked(Tree);
+
+impl std::ops::Deref for Stacked {
+    type Target = Tree;
+    fn deref(&self) -> &Tree {
+        &self.0
+    }
+}
+
+impl Drop for Stacked {
+    fn drop(&mut self) {
+        let _ = self.0.devstack(&["unstack"]);
+    }
+}
+
 /// A tree whose plugin runs `hello-api` from the checkout `HELLO_REPO` points at
 /// (the way a service plugin runs its project's code), stacked.
-fn stacked_hello() -> (Tree, std::path::PathBuf, u16) {
+fn stacked_hello() -> (Stacked, std::path::PathBuf, u16) {
     let tree = Tree::new();
     let checkout = tree.top.parent().unwrap().join("hello-checkout");
     write_checkout(&checkout, "v1");
@@ -88,7 +104,7 @@ fn stacked_hello() -> (Tree, std::path::PathBuf, u16) {
          fi\n",
     );
     tree.devstack(&["stack"]).success();
-    (tree, checkout, port)
+    (Stacked(tree), checkout, port)
 }
 
 fn pid_in_status(tree: &Tree, name: &str) -> Option<u32> {
@@ -292,4 +308,120 @@ fn a_dest_qemu_cannot_reach_is_refused_before_anything_is_installed() {
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
     tree.local_conf("disable_all_services\nenable_service n-cpu", "");
     tree.devstack(&["plan"]).success();
+}
+
+/// DevStack's default set members added here are in the default set, and each can
+/// be disabled as DevStack's can.
+#[test]
+fn the_default_set_has_devstacks_members_and_each_can_be_disabled() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tree = Tree::new();
+    // QEMU's user must be able to reach DEST for the default (libvirt) plan.
+    let parent = tree.top.parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let enabled = |plan: &str| -> Vec<String> {
+        plan.lines()
+            .find_map(|l| l.strip_prefix("ENABLED_SERVICES="))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    };
+    tree.local_conf("", "");
+    let plan = tree.devstack(&["plan"]);
+    plan.success();
+    let names = enabled(&plan.stdout);
+    for name in ["placement-client", "dstat", "q-ovn-agent"] {
+        assert!(names.iter().any(|n| n == name), "{name}: {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n == "q-ovn-metadata-agent"),
+        "{names:?}"
+    );
+    tree.local_conf(
+        "disable_service placement-client dstat q-ovn-agent\nenable_service q-ovn-metadata-agent",
+        "",
+    );
+    let plan = tree.devstack(&["plan"]);
+    plan.success();
+    let names = enabled(&plan.stdout);
+    for name in ["placement-client", "dstat", "q-ovn-agent"] {
+        assert!(!names.iter().any(|n| n == name), "{name}: {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n == "q-ovn-metadata-agent"),
+        "{names:?}"
+    );
+}
+
+/// Held while a test starts layer-1 services (dstat is one: it starts first), as
+/// the real-server tests and the e2e hold it.
+fn layer1_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("devstack-rs-layer1-tests.lock"))
+        .expect("lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock")
+}
+
+#[test]
+#[ignore = "reason: installs and runs Debian's dstat, takes the layer-1 lock: ./run_tests.sh runs it"]
+fn dstat_records_resource_usage_and_status_lists_it() {
+    let _lock = layer1_lock();
+    let tree = Tree::new();
+    tree.local_conf("disable_all_services\nenable_service dstat", "");
+    let tree = Stacked(tree);
+    tree.devstack(&["stack"]).success();
+    let csv = tree.dest.join("logs/dstat-csv.log");
+    let log = tree.dest.join("logs/dstat.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .count()
+    };
+    while Instant::now() < deadline && (rows(&csv) < 2 || rows(&log) < 2) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        rows(&csv) >= 2,
+        "{}",
+        std::fs::read_to_string(&csv).unwrap_or_default()
+    );
+    assert!(
+        rows(&log) >= 2,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let status = tree.devstack(&["status"]);
+    status.success();
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("dstat ") && l.contains("running")),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("dstat: resource usage"),
+        "{}",
+        status.stdout
+    );
+    tree.devstack(&["unstack"]).success();
+    let gone = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&*csv.to_string_lossy()))
+        .count();
+    assert_eq!(gone, 0, "a dstat of this tree survived unstack");
+    tree.devstack(&["clean"]).success();
+    assert!(!csv.exists());
 }
