@@ -215,9 +215,10 @@ pub(crate) fn control(
                 println!("{}: already running", record.name);
                 continue;
             }
-            Action::Start => sup.start(&ProcessSpec::of_record(&record)),
-            Action::Restart if !running => sup.start(&ProcessSpec::of_record(&record)),
-            Action::Restart => sup.restart(&record),
+            Action::Restart if running => sup.restart(&record),
+            Action::Start | Action::Restart => {
+                ProcessSpec::of_record(&record).and_then(|spec| sup.start(&spec))
+            }
         };
         let new = match result {
             Ok(new) => new,

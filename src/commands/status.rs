@@ -194,7 +194,7 @@ mod tests {
                 log: "/nonexistent/p.log".into(),
                 unit: None,
                 address: Some("127.0.0.1:1".into()),
-                launch: crate::state::Launch::default(),
+                launch: None,
             },
         );
         let (text, ok) = render(&ledger);

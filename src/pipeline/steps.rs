@@ -354,7 +354,7 @@ fn recover_from_pidfiles(run: &mut Run) {
                 log: logdir.join(format!("{name}.log")),
                 unit: None,
                 address: None,
-                launch: crate::state::Launch::default(),
+                launch: None,
             },
         );
         found.push(format!("{name} (pid {pid})"));

@@ -121,9 +121,10 @@ pub struct ProcessRecord {
     #[serde(default)]
     pub address: Option<String>,
     /// How it was started beyond its command: what `devstack start` and `restart`
-    /// need to start it again exactly so (a record of an older state has none).
+    /// need to start it again exactly so. None: recorded by an older devstack, or
+    /// found from a pidfile.
     #[serde(default)]
-    pub launch: Launch,
+    pub launch: Option<Launch>,
 }
 
 /// What a process was started with besides its command line: its environment, user,
@@ -732,7 +733,7 @@ mod tests {
             log: "/tmp/x.log".into(),
             unit: None,
             address: None,
-            launch: Launch::default(),
+            launch: None,
         }
     }
 

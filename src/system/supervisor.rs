@@ -41,17 +41,28 @@ pub struct ProcessSpec {
 
 impl ProcessSpec {
     /// The spec a recorded process was started from: what starting it again needs.
-    pub fn of_record(record: &ProcessRecord) -> Self {
-        Self {
+    /// A record without it (an older devstack's, or one found from a pidfile) is
+    /// not guessed at.
+    pub fn of_record(record: &ProcessRecord) -> Result<Self, SupervisorError> {
+        let launch = match &record.launch {
+            Some(launch) if !record.command.is_empty() => launch.clone(),
+            _ => {
+                return Err(start_err(
+                    &record.name,
+                    "how it was started is not recorded (an older devstack's state, or found from a pidfile): stack again",
+                ));
+            }
+        };
+        Ok(Self {
             name: record.name.clone(),
             command: record.command.clone(),
-            env: record.launch.env.clone(),
-            user: record.launch.user.clone(),
-            group: record.launch.group.clone(),
+            env: launch.env,
+            user: launch.user,
+            group: launch.group,
             log: record.log.clone(),
-            workdir: record.launch.workdir.clone(),
+            workdir: launch.workdir,
             address: record.address.clone(),
-        }
+        })
     }
 
     /// What the record keeps of this spec besides the command.
@@ -89,14 +100,9 @@ pub trait Supervisor: Send + Sync {
     /// Stops a recorded process and starts it again as it was started (its command,
     /// environment, user): the code and config it reads are what is on disk now.
     fn restart(&self, record: &ProcessRecord) -> Result<ProcessRecord, SupervisorError> {
-        if record.command.is_empty() {
-            return Err(start_err(
-                &record.name,
-                "its command was not recorded (found from a pidfile): stack again",
-            ));
-        }
+        let spec = ProcessSpec::of_record(record)?;
         self.stop(record)?;
-        self.start(&ProcessSpec::of_record(record))
+        self.start(&spec)
     }
 }
 
@@ -276,7 +282,7 @@ impl Supervisor for OwnSupervisor {
             log: spec.log.clone(),
             unit: None,
             address: spec.address.clone(),
-            launch: spec.launch(),
+            launch: Some(spec.launch()),
         })
     }
 
@@ -496,7 +502,7 @@ impl Supervisor for SystemdSupervisor {
             log: spec.log.clone(),
             unit: Some(unit),
             address: spec.address.clone(),
-            launch: spec.launch(),
+            launch: Some(spec.launch()),
         })
     }
 
@@ -508,7 +514,7 @@ impl Supervisor for SystemdSupervisor {
             .clone()
             .unwrap_or_else(|| unit_name(&record.name));
         if !self.unit_dir.join(&unit).is_file() {
-            return self.start(&ProcessSpec::of_record(record));
+            return self.start(&ProcessSpec::of_record(record)?);
         }
         systemctl(&["restart", &unit]).map_err(|e| start_err(&record.name, e))?;
         Ok(ProcessRecord {
