@@ -36,7 +36,8 @@ runpy.run_path(program, run_name="__main__", init_globals={
 PY
 }
 
-dstat_csv "${COLUMNS_SET[@]}" --output "$LOGDIR/dstat-csv.log" >/dev/null 2>&1 &
+# Its table goes nowhere; its errors to the service's log, beside the other's table.
+dstat_csv "${COLUMNS_SET[@]}" --output "$LOGDIR/dstat-csv.log" >/dev/null &
 dstat "${COLUMNS_SET[@]}" "${TOP[@]}" --swap &
 # The script lives as long as its dstats; a signal to it ends them too.
 trap 'kill $(jobs -p) 2>/dev/null' EXIT
