@@ -26,7 +26,11 @@ dstat_csv() {
     if [[ ${#TOP[@]} -eq 0 ]]; then
         exec dstat "$@"
     fi
-    exec python3 - "$(command -v dstat)" "$@" <<'PY'
+    # With dstat's own interpreter (its #! line), not a venv's python3 on PATH.
+    local program python
+    program=$(command -v dstat)
+    python=$(sed -n '1s/^#! *\([^ ]*\).*/\1/p' "$program")
+    exec "${python:-python3}" - "$program" "$@" <<'PY'
 import functools, runpy, sys, types
 types.ListType, types.TupleType, types.StringType = list, tuple, str
 program = sys.argv[1]
