@@ -528,11 +528,19 @@ fn backends_without_pool(wanted: &[String], pools: &serde_json::Value) -> Vec<St
     wanted.iter().filter(|w| !has(w)).cloned().collect()
 }
 
+/// How long the scheduler may take to list the pools, at least: c-vol's first
+/// capability report, as it starts, seems to miss a c-sch that does not consume yet
+/// (they start together); the next comes with its periodic tasks, after
+/// `periodic_interval` (60 s) and a `periodic_fuzzy_delay` of up to 60 s more. A
+/// default stack measured 60.2 s, just past SERVICE_TIMEOUT's 60.
+const POOLS_TIMEOUT: Duration = Duration::from_secs(150);
+
 /// Readiness as a user's first `volume create` needs it: the scheduler has every
 /// enabled backend's pool (c-vol reports its capabilities only once its driver is
 /// set up; before that the scheduler answers "No weighed backends available" and
 /// the volume goes to error). Polls the admin API's `scheduler-stats/get_pools`
-/// within SERVICE_TIMEOUT; fails at once when c-vol or c-sch exited.
+/// within SERVICE_TIMEOUT or [`POOLS_TIMEOUT`], the longer; fails at once when
+/// c-vol or c-sch exited.
 fn wait_for_pools(host: &mut Host) -> Result<(), ServiceError> {
     use crate::state::ProcessKind;
     let s = host.settings.clone();
@@ -554,7 +562,7 @@ fn wait_for_pools(host: &mut Host) -> Result<(), ServiceError> {
         NAME,
         "the scheduler to list every volume backend's pool (scheduler-stats/get_pools)",
         &log,
-        daemon::service_timeout(&s),
+        daemon::service_timeout(&s).max(POOLS_TIMEOUT),
         || {
             let pools = api.get(&url).map_err(|e| e.to_string())?;
             let missing = backends_without_pool(&wanted, &pools);
