@@ -591,11 +591,11 @@ fn backends_without_pool(wanted: &[String], pools: &serde_json::Value) -> Vec<St
     wanted.iter().filter(|w| !has(w)).cloned().collect()
 }
 
-/// How long the scheduler may take to list the pools, at least: c-vol's first
-/// capability report, as it starts, seems to miss a c-sch that does not consume yet
-/// (they start together); the next comes with its periodic tasks, after
-/// `periodic_interval` (60 s) and a `periodic_fuzzy_delay` of up to 60 s more. A
-/// default stack measured 60.2 s, just past SERVICE_TIMEOUT's 60.
+/// How long the scheduler may take to list the pools, at least: should c-vol's first
+/// capability report still miss the scheduler (it is started only once the
+/// scheduler is up, [`wait_for_scheduler`]), the next comes with its periodic
+/// tasks, after `periodic_interval` (60 s) and a `periodic_fuzzy_delay` of up to
+/// 60 s more. Started together, a default stack measured 60.2 s.
 const POOLS_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Readiness as a user's first `volume create` needs it: the scheduler has every
@@ -643,6 +643,53 @@ fn wait_for_pools(host: &mut Host) -> Result<(), ServiceError> {
         took.as_secs_f64()
     ));
     Ok(())
+}
+
+/// Waits until cinder's API lists the scheduler as up: its service record is
+/// written as it starts consuming, so c-vol's first capability report, which
+/// comes once its driver is set up, reaches it (started together, the report went
+/// before the scheduler listened and the pools came a minute later).
+fn wait_for_scheduler(host: &mut Host) -> Result<(), ServiceError> {
+    use crate::state::ProcessKind;
+    let s = host.settings.clone();
+    let api = oslo::Api::new(host, NAME)?;
+    let url = format!(
+        "{}/os-services?binary=cinder-scheduler",
+        crate::services::frontproxy::probe_url(&s, &format!("{}/v3", ROUTE.path))
+    );
+    let Some(record) = host.ledger.process(ProcessKind::Service, "c-sch").cloned() else {
+        return Ok(());
+    };
+    let took = daemon::wait_until(
+        NAME,
+        "cinder's API to list the scheduler as up (os-services)",
+        &record.log,
+        daemon::service_timeout(&s),
+        || {
+            let answer = api.get(&url).map_err(|e| e.to_string())?;
+            if scheduler_up(&answer) {
+                Ok(())
+            } else {
+                Err("the scheduler is not listed up yet".into())
+            }
+        },
+        || !oslo::alive(host, &record),
+    )?;
+    host.note(&format!(
+        "cinder: the scheduler is up after {:.1} s",
+        took.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Whether an `os-services` answer lists a cinder-scheduler that is up.
+fn scheduler_up(answer: &serde_json::Value) -> bool {
+    answer["services"].as_array().is_some_and(|list| {
+        list.iter().any(|svc| {
+            svc["binary"].as_str() == Some("cinder-scheduler")
+                && svc["state"].as_str() == Some("up")
+        })
+    })
 }
 
 impl Service for Cinder {
@@ -723,11 +770,19 @@ impl Service for Cinder {
         if s.is_enabled(&["c-api"]) {
             uwsgi::start_routed(cx.host, NAME, "c-api", &uwsgi_ini(&s), ROUTE)?;
         }
+        let api_answers = s.is_enabled(&["c-api"]) && s.is_enabled(&["key"]);
         for (svc, script) in [("c-sch", "cinder-scheduler"), ("c-vol", "cinder-volume")] {
             if s.is_enabled(&[svc]) {
                 let bin = crate::system::python::venv_bin(&s, script);
                 let cmd = format!("exec {} --config-file {c}", bin.display());
                 oslo::start_process(cx.host, NAME, svc, &cmd, &[], None)?;
+            }
+            if svc == "c-sch" && api_answers && s.is_enabled(&["c-sch"]) && s.is_enabled(&["c-vol"])
+            {
+                // c-vol reports its capabilities once, as its driver is set up; a
+                // scheduler not consuming yet misses it, and the next report comes a
+                // minute later with c-vol's periodic tasks.
+                wait_for_scheduler(cx.host)?;
             }
         }
         if s.is_enabled(&["c-api"]) && s.is_enabled(&["key"]) {
@@ -784,6 +839,20 @@ fn venv_has_rtslib(host: &Host) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_scheduler_counts_once_os_services_lists_it_up() {
+        let up = serde_json::json!({"services": [
+            {"binary": "cinder-volume", "state": "up"},
+            {"binary": "cinder-scheduler", "state": "up"}]});
+        let down = serde_json::json!({"services": [
+            {"binary": "cinder-volume", "state": "up"},
+            {"binary": "cinder-scheduler", "state": "down"}]});
+        assert!(scheduler_up(&up));
+        assert!(!scheduler_up(&down));
+        assert!(!scheduler_up(&serde_json::json!({"services": []})));
+        assert!(!scheduler_up(&serde_json::json!({"error": "x"})));
+    }
+
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
