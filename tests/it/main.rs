@@ -11,6 +11,7 @@ mod keystone;
 mod layer1;
 mod library;
 mod plugin_api;
+mod plugin_compat;
 mod shellcheck;
 mod test_image;
 mod trust;
