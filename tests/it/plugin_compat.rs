@@ -140,8 +140,9 @@ fn output(run: &Run) -> String {
     format!("{}{}", run.stdout, run.stderr)
 }
 
-/// cyborg's shape (git_clone REPO DIR BRANCH, then setup_develop DIR) and barbican's
-/// (GITREPO/GITDIR/GITBRANCH, git_clone_by_name, setup_dev_lib).
+/// cyborg's shape (git_clone REPO DIR BRANCH, then setup_develop DIR), barbican's
+/// (GITREPO/GITDIR/GITBRANCH, git_clone_by_name, setup_dev_lib) and aodh's (whose
+/// client is published as `aodhclient`, without the repository's python- prefix).
 const CLONING_PLUGIN: &str = r#"
     CYBORG_CLIENT_REPO=${CYBORG_CLIENT_REPO:-"$GIT_BASE/openstack/python-cyborgclient"}
     CYBORG_CLIENT_DIR="${DEST}/python-cyborgclient"
@@ -154,6 +155,11 @@ const CLONING_PLUGIN: &str = r#"
     git_clone_by_name "python-barbicanclient"
     setup_dev_lib "python-barbicanclient"
     echo "barbicanclient set up" >> "$TRACE_FILE"
+    GITDIR["python-aodhclient"]=$DEST/python-aodhclient
+    GITREPO["python-aodhclient"]=$GIT_BASE/openstack/python-aodhclient.git
+    git_clone_by_name "python-aodhclient"
+    setup_dev_lib "python-aodhclient"
+    echo "aodhclient set up" >> "$TRACE_FILE"
 "#;
 
 #[test]
@@ -169,6 +175,7 @@ fn a_library_whose_git_server_cannot_be_reached_comes_from_the_index_under_the_c
         &[
             ("python-barbicanclient", &["7.6.0", "9.9.9"]),
             ("python-cyborgclient", &["2.6.0"]),
+            ("aodhclient", &["3.12.0"]),
         ],
     );
     let repo = fixture_plugin(&t, "clonefix", "", CLONING_PLUGIN);
@@ -187,17 +194,20 @@ fn a_library_whose_git_server_cannot_be_reached_comes_from_the_index_under_the_c
             .iter()
             .filter(|l| l.ends_with("set up"))
             .collect::<Vec<_>>(),
-        ["cyborgclient set up", "barbicanclient set up"]
+        [
+            "cyborgclient set up",
+            "barbicanclient set up",
+            "aodhclient set up"
+        ]
     );
     let have = installed(&t);
     assert!(
         have.contains(&"python_barbicanclient-7.6.0".to_owned()),
         "the constrained release: {have:?}"
     );
-    assert!(
-        have.contains(&"python_cyborgclient-2.6.0".to_owned()),
-        "{have:?}"
-    );
+    for dist in ["python_cyborgclient-2.6.0", "aodhclient-3.12.0"] {
+        assert!(have.contains(&dist.to_owned()), "{dist}: {have:?}");
+    }
     for repo in [
         "http://127.0.0.1:1/openstack/python-cyborgclient",
         "http://127.0.0.1:1/openstack/python-barbicanclient.git",
