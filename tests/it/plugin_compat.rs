@@ -9,6 +9,7 @@
 //! serve a package index from a directory (fixture wheels, `UV_INDEX_URL=file://...`)
 //! so they need no network: only uv (the test cache's, installed with pip on first use).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -55,13 +56,11 @@ fn package_index(root: &Path, packages: &[(&str, &[&str])]) -> String {
     for (name, versions) in packages {
         let dir = index.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let links: String = versions
-            .iter()
-            .map(|v| {
-                let file = write_wheel(&dir, name, v);
-                format!("<a href=\"{file}\">{file}</a>\n")
-            })
-            .collect();
+        let mut links = String::new();
+        for v in *versions {
+            let file = write_wheel(&dir, name, v);
+            let _ = writeln!(links, "<a href=\"{file}\">{file}</a>");
+        }
         std::fs::write(
             dir.join("index.html"),
             format!("<html><body>\n{links}</body></html>\n"),
