@@ -9,3 +9,8 @@ pub(crate) const DEVSTACK_LOG: &str = "DEVSTACK_LOG";
 pub(crate) const CI: &str = "CI";
 /// Seconds a single hook may run before it is reported as hung.
 pub(crate) const DEVSTACK_HOOK_TIMEOUT: &str = "DEVSTACK_HOOK_TIMEOUT";
+/// A login shell's identity: filled in for the plugin shell when the run started
+/// without them (CI runners, cron, `env -i`), from the account of the running user.
+pub(crate) const USER: &str = "USER";
+pub(crate) const LOGNAME: &str = "LOGNAME";
+pub(crate) const HOME: &str = "HOME";

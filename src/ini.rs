@@ -600,7 +600,9 @@ pub(crate) fn apply_op(args: &[String]) -> Result<OpOutput, IniError> {
             status: 0,
         });
     }
-    let (section, key, values) = (&rest[1], &rest[2], &rest[3..]);
+    // A header written `[ ccc ]` is found by the name ` ccc ` (DevStack's sed matches
+    // the spaces literally; the editor keeps names trimmed).
+    let (section, key, values) = (rest[1].trim(), &rest[2], &rest[3..]);
     let before = doc.render();
     let mut output = OpOutput::default();
     match spec.name {

@@ -30,6 +30,11 @@ pub(super) fn install(host: &mut Host, _call: &Call) -> Reply {
     reply("install_nova_hypervisor", libvirt::install(host))
 }
 
+/// `install_libvirt` (functions-libvirt): the packages and the Python module only.
+pub(super) fn install_libvirt(host: &mut Host, _call: &Call) -> Reply {
+    reply("install_libvirt", libvirt::install_libvirt(host))
+}
+
 /// Also sets `LIBVIRT_TYPE` in the caller's shell to the virt type nova got.
 pub(super) fn configure(host: &mut Host, _call: &Call) -> Reply {
     match libvirt::configure(host) {

@@ -82,10 +82,16 @@ pub(crate) const TABLE: &[Op] = &[
     // lib/neutron
     Op { name: "neutron-start", handler: services::neutron_start, usage: "start_neutron_service_and_check" },
     Op { name: "neutron-stop", handler: services::neutron_stop, usage: "stop_neutron" },
+    Op { name: "neutron-start-agents", handler: services::neutron_start_agents, usage: "start_neutron|start_neutron_agents" },
+    Op { name: "ovn-start", handler: services::ovn_start, usage: "start_ovn" },
+    // lib/nova
+    Op { name: "nova-compute-start", handler: services::nova_compute_start, usage: "start_nova_compute" },
+    Op { name: "nova-compute-stop", handler: services::nova_compute_stop, usage: "stop_nova_compute" },
     // the lib/ defaults of cinder's backends (services::cinder's descriptor)
     Op { name: "cinder-default", handler: cinder::default, usage: "cinder-default backends|target-helper|lvm-type" },
     // lib/nova_plugins/hypervisor-libvirt
     Op { name: "libvirt-install", handler: libvirt::install, usage: "install_nova_hypervisor" },
+    Op { name: "libvirt-install-libvirt", handler: libvirt::install_libvirt, usage: "install_libvirt" },
     Op { name: "libvirt-configure", handler: libvirt::configure, usage: "configure_nova_hypervisor" },
     Op { name: "libvirt-start", handler: libvirt::start, usage: "start_nova_hypervisor" },
     Op { name: "libvirt-stop", handler: libvirt::stop, usage: "stop_nova_hypervisor" },

@@ -290,12 +290,76 @@ fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
 /// `start_service`/`stop_service`/`restart_service`/`reload_service NAME`: systemctl on
 /// systemd machines; otherwise our own start and stop for the layer-1 servers and the
 /// distro's `service` script for anything else.
+/// Where the distribution's systemd units are, most specific first.
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+/// The distribution's init scripts (what `service` runs without systemd).
+const INIT_D: &str = "/etc/init.d";
+
+/// The unit or init script a distribution service NAME is, when NAME is an alias
+/// of another (`bind9` is `named`'s `Alias=` on Debian 12). systemctl knows an alias
+/// only while the unit is enabled and `service` never: DevStack's plugins name the
+/// alias. NAME itself when it has its own unit or script, or nothing names it.
+fn distro_service_name(name: &str, unit_dirs: &[&Path], init_d: &Path) -> String {
+    let unit = format!("{name}.service");
+    for dir in unit_dirs {
+        let path = dir.join(&unit);
+        match fs_err::symlink_metadata(&path) {
+            // An enabled alias: the link names the unit.
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Some(stem) = fs_err::read_link(&path)
+                    .ok()
+                    .and_then(|t| t.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .filter(|s| *s != name && !s.is_empty() && s != "null")
+                {
+                    return stem;
+                }
+                return name.to_owned();
+            }
+            Ok(_) => return name.to_owned(),
+            Err(_) => {}
+        }
+    }
+    if init_d.join(name).exists() {
+        return name.to_owned();
+    }
+    for dir in unit_dirs {
+        let Ok(entries) = fs_err::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "service") || path.is_symlink() {
+                continue;
+            }
+            let text = fs_err::read_to_string(&path).unwrap_or_default();
+            let aliased = text.lines().any(|l| {
+                l.trim()
+                    .strip_prefix("Alias=")
+                    .is_some_and(|names| names.split_whitespace().any(|n| n == unit))
+            });
+            if aliased {
+                if let Some(stem) = path.file_stem() {
+                    return stem.to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+    name.to_owned()
+}
+
 fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     if !matches!(action, "start" | "stop" | "restart" | "reload") || name.is_empty() {
         return Reply::error(2, format!("usage: {action}_service NAME"));
     }
+    let unit_dirs: Vec<&Path> = UNIT_DIRS.iter().map(Path::new).collect();
+    let distro_name = distro_service_name(name, &unit_dirs, Path::new(INIT_D));
     let result = if daemon::use_systemctl() {
-        daemon::systemctl(host, name, action, name)
+        daemon::systemctl(host, name, action, &distro_name)
     } else if let Some(ours) = our_service(name) {
         match action {
             "start" => start_ours(host, ours),
@@ -305,13 +369,13 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
         }
     } else if crate::system::packages::which("service").is_some() {
         host.cmd("service")
-            .args([name, action])
+            .args([distro_name.as_str(), action])
             .timeout(Duration::from_secs(180))
             .run()
             .map(|_| ())
             .map_err(|source| ServiceError::Process {
                 service: name.into(),
-                what: format!("service {name} {action}"),
+                what: format!("service {distro_name} {action}"),
                 source,
             })
     } else {
@@ -373,6 +437,37 @@ mod tests {
         let reply = wait_for_service("10", &format!("http://127.0.0.1:{port}/"));
         assert_eq!(reply.status, 0, "{reply:?}");
         server.join().unwrap();
+    }
+
+    #[test]
+    fn an_alias_names_the_unit_that_declares_it_or_its_enabled_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (etc, lib, init_d) = (
+            dir.path().join("etc"),
+            dir.path().join("lib"),
+            dir.path().join("init.d"),
+        );
+        for d in [&etc, &lib, &init_d] {
+            fs_err::create_dir_all(d).unwrap();
+        }
+        fs_err::write(
+            lib.join("named.service"),
+            "[Unit]\nDescription=BIND\n[Install]\nWantedBy=multi-user.target\nAlias=bind9.service\n",
+        )
+        .unwrap();
+        fs_err::write(lib.join("other.service"), "[Unit]\n").unwrap();
+        fs_err::write(init_d.join("named"), "#!/bin/sh\n").unwrap();
+        let dirs = [etc.as_path(), lib.as_path()];
+        // Disabled (no link): found through Alias=, with and without systemd.
+        assert_eq!(distro_service_name("bind9", &dirs, &init_d), "named");
+        assert_eq!(distro_service_name("named", &dirs, &init_d), "named");
+        assert_eq!(distro_service_name("other", &dirs, &init_d), "other");
+        assert_eq!(distro_service_name("nothing", &dirs, &init_d), "nothing");
+        // Enabled: the alias link names the unit.
+        std::os::unix::fs::symlink(lib.join("named.service"), etc.join("bind9.service")).unwrap();
+        fs_err::remove_file(lib.join("named.service")).unwrap();
+        fs_err::write(lib.join("named.service"), "[Unit]\n").unwrap();
+        assert_eq!(distro_service_name("bind9", &dirs, &init_d), "named");
     }
 
     #[test]

@@ -143,6 +143,8 @@ impl Run {
             .collect();
         shell.set_vars(&restore, &mut Server(&mut self.host))?;
         self.shell = Some(shell);
+        // PATH is bash's own (not restored): the venv goes first again.
+        self.source_generated("venv-path.sh", "setup_devstack_virtualenv\n")?;
         if let Some(file) = self.host.hypervisor.clone() {
             self.source_global(&file)?;
         }

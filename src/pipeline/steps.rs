@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
 use super::{
@@ -457,7 +458,15 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             prepare_plugins(run, run.kind == Kind::Stack)
         }
         Step::Hook(mode, phase) => {
+            if mode == "stack" && matches!(phase, Some("post-config" | "extra" | "test-config")) {
+                export_hook_cloud(run)?;
+            }
             run_hook(run, mode, phase)?;
+            if mode == "source" {
+                // DevStack's stack.sh: the global venv first on PATH before the
+                // pre-install phase; here for the teardown's hooks too.
+                run.source_generated("venv-path.sh", "setup_devstack_virtualenv\n")?;
+            }
             if matches!(mode, "override_defaults" | "source") {
                 run.sync_settings()?;
                 run.install_redactor();
@@ -504,7 +513,8 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             for_services(run, Layer::OpenStack, |s, cx| s.before_sync(cx))?;
             sync_databases(run)?;
             for_services(run, Layer::OpenStack, |s, cx| s.init(cx))?;
-            create_accounts(run)
+            create_accounts(run)?;
+            write_hook_cloud(run)
         }
         Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
         Step::TestConfig => for_services(run, Layer::OpenStack, |s, cx| s.test_config(cx)),
@@ -760,6 +770,44 @@ fn create_accounts(run: &mut Run) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// DevStack's stack.sh writes clouds.yaml once keystone answers and exports
+/// `OS_CLOUD=devstack-admin` (unless set) for everything after: hooks from post-config
+/// on run `openstack ...` bare.
+fn write_hook_cloud(run: &mut Run) -> anyhow::Result<()> {
+    use crate::services::credentials;
+    if !run
+        .host
+        .settings
+        .is_enabled(credentials::DESCRIPTOR.enabled_by)
+    {
+        return Ok(());
+    }
+    credentials::write_clouds(&mut run.host).map_err(|e| service_report(run, "keystone", e))?;
+    run.host.checkpoint();
+    export_hook_cloud(run)
+}
+
+/// `OS_CLOUD` for the hooks of a stack whose keystone runs (again before each later
+/// hook point: a resumed stack may have skipped the step that wrote clouds.yaml).
+fn export_hook_cloud(run: &mut Run) -> anyhow::Result<()> {
+    use crate::services::credentials;
+    if !run
+        .host
+        .settings
+        .is_enabled(credentials::DESCRIPTOR.enabled_by)
+        || !Path::new(credentials::CLOUDS_YAML).is_file()
+    {
+        return Ok(());
+    }
+    run.source_generated(
+        "os-cloud.sh",
+        &format!(
+            "export OS_CLOUD=\"${{OS_CLOUD:-{}}}\"\n",
+            credentials::HOOK_CLOUD
+        ),
+    )
 }
 
 fn service_report(run: &Run, service: &str, err: ServiceError) -> anyhow::Error {

@@ -8,7 +8,7 @@
 //! form with more than one worker).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -50,6 +50,43 @@ fn local_dir(s: &Settings) -> Option<PathBuf> {
         .filter_map(Result::ok)
         .map(|e| e.path().join("site-packages/openstack_dashboard/local"))
         .find(|p| p.is_dir())
+}
+
+/// `$HORIZON_DIR` as DevStack's plugins use it: a directory holding
+/// `openstack_dashboard/` (they copy their panels into
+/// `$HORIZON_DIR/openstack_dashboard/local/enabled/`). Installed from PyPI, the package
+/// is in the venv, so the directory links to it (the link follows the venv on each
+/// stack); a checkout there (`HORIZON_REPO`) is left as it is.
+fn link_horizon_dir(host: &mut Host) -> Result<(), ServiceError> {
+    let s = &host.settings;
+    let dir = s.path("HORIZON_DIR");
+    let Some(package) = local_dir(s).and_then(|l| l.parent().map(Path::to_path_buf)) else {
+        return Ok(());
+    };
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let link = dir.join("openstack_dashboard");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ServiceError::Io {
+            service: NAME.into(),
+            path,
+            source,
+        }
+    };
+    match fs_err::symlink_metadata(&link) {
+        Ok(m) if !m.file_type().is_symlink() => return Ok(()),
+        Ok(_) => fs_err::remove_file(&link).map_err(io(&link))?,
+        Err(_) => {}
+    }
+    if !dir.is_dir() {
+        fs_err::create_dir_all(&dir).map_err(io(&dir))?;
+        host.ledger.record_dir(&dir);
+    }
+    std::os::unix::fs::symlink(&package, &link).map_err(io(&link))?;
+    host.ledger.record_file(&link);
+    Ok(())
 }
 
 fn py_str(v: &str) -> String {
@@ -132,8 +169,8 @@ pub(crate) fn site_text(s: &Settings) -> String {
     )
 }
 
-/// collectstatic and compress, unless the static dir was made from this venv and
-/// these settings (its fingerprint file says so).
+/// collectstatic and compress, unless the static dir was made from this venv, these
+/// settings and these enabled panels (plugins add theirs; its fingerprint file says so).
 fn collect_static(host: &mut Host) -> Result<(), ServiceError> {
     let s = host.settings.clone();
     let dir = static_root(&s);
@@ -144,6 +181,19 @@ fn collect_static(host: &mut Host) -> Result<(), ServiceError> {
             .unwrap_or_default(),
     );
     h.update(local_settings_text(&s));
+    if let Some(enabled) = local_dir(&s).map(|l| l.join("enabled")) {
+        let mut panels: Vec<PathBuf> = fs_err::read_dir(&enabled)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        panels.sort();
+        for panel in panels {
+            h.update(panel.to_string_lossy().as_bytes());
+            h.update(fs_err::read(&panel).unwrap_or_default());
+        }
+    }
     let print = crate::state::hex(&h.finalize());
     let marker = dir.join(".devstack-fingerprint");
     if fs_err::read_to_string(&marker).is_ok_and(|m| m.trim() == print) {
@@ -240,12 +290,13 @@ impl Service for Horizon {
         &DESCRIPTOR
     }
     fn configure(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        link_horizon_dir(cx.host)?;
         write_config(cx.host)
     }
-    fn init(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
-        collect_static(cx.host)
-    }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+        // DevStack's init_horizon runs after the post-config phase, where plugins
+        // copy their panels into $HORIZON_DIR/openstack_dashboard/local/enabled/.
+        collect_static(cx.host)?;
         let s = cx.host.settings.clone();
         let record = oslo::start_process(
             cx.host,
@@ -281,6 +332,41 @@ pub(crate) fn summary(s: &Settings) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn horizon_dir_holds_the_venvs_openstack_dashboard_and_a_checkout_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let venv = root.path().join("venv");
+        let package = venv.join("lib/python3.11/site-packages/openstack_dashboard");
+        fs_err::create_dir_all(package.join("local/enabled")).unwrap();
+        let horizon_dir = root.path().join("horizon");
+        let (_tree, mut host) = crate::context::test_host(Settings::from_pairs(&[
+            ("DEVSTACK_VENV", venv.to_str().unwrap()),
+            ("HORIZON_DIR", horizon_dir.to_str().unwrap()),
+        ]));
+        link_horizon_dir(&mut host).unwrap();
+        // Where plugins copy their panels: the package horizon loads them from.
+        let enabled = horizon_dir.join("openstack_dashboard/local/enabled");
+        fs_err::write(enabled.join("_90_fixture_panel.py"), "PANEL = 'x'\n").unwrap();
+        assert!(package.join("local/enabled/_90_fixture_panel.py").is_file());
+        assert!(
+            host.ledger
+                .has_file(&horizon_dir.join("openstack_dashboard"))
+        );
+        // Again (a re-stack): the link is made anew, nothing fails.
+        link_horizon_dir(&mut host).unwrap();
+        // A checkout at HORIZON_DIR (HORIZON_REPO) is left as it is.
+        let checkout = root.path().join("checkout");
+        fs_err::create_dir_all(checkout.join("openstack_dashboard")).unwrap();
+        host.settings.set("HORIZON_DIR", checkout.to_str().unwrap());
+        link_horizon_dir(&mut host).unwrap();
+        assert!(
+            !fs_err::symlink_metadata(checkout.join("openstack_dashboard"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
 
     fn settings() -> Settings {
         Settings::new(

@@ -174,14 +174,21 @@ fn venv_has_libvirt(host: &Host) -> bool {
 
 /// install_nova_hypervisor.
 pub(crate) fn install(host: &mut Host) -> Result<(), ServiceError> {
+    install_libvirt(host)?;
+    // The KVM probe boots it; the images step uploads it.
+    images::ensure_built(host)?;
+    Ok(())
+}
+
+/// DevStack's `install_libvirt` (lib/nova_plugins/functions-libvirt): libvirt and
+/// QEMU, and the libvirt Python module in the venv.
+pub(crate) fn install_libvirt(host: &mut Host) -> Result<(), ServiceError> {
     install_packages(host)?;
     if !venv_has_libvirt(host) {
         let reqs = [crate::system::python::Req::Pypi("libvirt-python".into())];
         crate::system::python::install(&mut host.machine(), &reqs, false)
             .map_err(|e| ServiceError::caused(NAME, "installing libvirt-python", e))?;
     }
-    // The KVM probe boots it; the images step uploads it.
-    images::ensure_built(host)?;
     Ok(())
 }
 

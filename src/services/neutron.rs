@@ -6,7 +6,7 @@
 //! lazily configured models, seen with SQLAlchemy 2.0 and 2.1).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
 use crate::context::Host;
@@ -30,11 +30,12 @@ fn conf(s: &Settings) -> PathBuf {
     s.path("NEUTRON_CONF")
 }
 
-/// `$NEUTRON_CONF_DIR/plugins/ml2/ml2_conf.ini` (DevStack's `Q_PLUGIN_CONF_FILE`).
+/// `/$Q_PLUGIN_CONF_FILE`: DevStack's value is relative to `/`
+/// (`etc/neutron/plugins/ml2/ml2_conf.ini`) and plugins write `/$Q_PLUGIN_CONF_FILE`,
+/// so the file neutron reads is that one.
 fn ml2_conf(s: &Settings) -> PathBuf {
     match s.get("Q_PLUGIN_CONF_FILE").filter(|v| !v.is_empty()) {
-        Some(v) if v.starts_with('/') => PathBuf::from(v),
-        Some(v) => Neutron::conf_dir(s).join(v),
+        Some(v) => Path::new("/").join(v),
         None => Neutron::conf_dir(s).join("plugins/ml2/ml2_conf.ini"),
     }
 }
@@ -229,16 +230,25 @@ fn start_ovn_workers(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let cmd = format!("exec {} {args}", bin(script));
         oslo::start_process(cx.host, NAME, name, &cmd, &[], None)?;
     }
-    if s.is_enabled(&[METADATA_AGENT, "q-ovn-agent"]) {
-        let cmd = format!(
-            "exec {} --config-file {} --config-file {}",
-            bin("neutron-ovn-metadata-agent"),
-            conf(&s).display(),
-            metadata_agent_conf(&s).display()
-        );
-        oslo::start_process(cx.host, NAME, METADATA_AGENT, &cmd, &[], None)?;
-        cx.host.ledger.set_fact(METADATA_NETNS_FACT, "ovnmeta-");
+    start_agents(cx)
+}
+
+/// DevStack's `start_neutron` / `start_neutron_agents` (the agents; the API is
+/// `start_neutron_service_and_check`'s): with OVN the one agent neutron runs here,
+/// the metadata agent, when enabled (started again when it runs).
+pub(crate) fn start_agents(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let s = cx.host.settings.clone();
+    if !ovn_mode(&s) || !s.is_enabled(&[METADATA_AGENT, "q-ovn-agent"]) {
+        return Ok(());
     }
+    let cmd = format!(
+        "exec {} --config-file {} --config-file {}",
+        crate::system::python::venv_bin(&s, "neutron-ovn-metadata-agent").display(),
+        conf(&s).display(),
+        metadata_agent_conf(&s).display()
+    );
+    oslo::start_process(cx.host, NAME, METADATA_AGENT, &cmd, &[], None)?;
+    cx.host.ledger.set_fact(METADATA_NETNS_FACT, "ovnmeta-");
     Ok(())
 }
 
@@ -382,6 +392,24 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
         ("PUBLIC_GATEWAY_IN_HOST", "False"),
         ("PUBLIC_NAMESPACE", "devstack-public"),
         ("NEUTRON_CONF", "$NEUTRON_CONF_DIR/neutron.conf"),
+        // DevStack's lib/neutron and lib/neutron_plugins/ml2 globals that plugins
+        // read; Q_PLUGIN_CONF_FILE relative to / (plugins write /$Q_PLUGIN_CONF_FILE).
+        ("Q_PLUGIN_CONF_PATH", "${NEUTRON_CONF_DIR#/}/plugins/ml2"),
+        ("Q_PLUGIN_CONF_FILENAME", "ml2_conf.ini"),
+        (
+            "Q_PLUGIN_CONF_FILE",
+            "$Q_PLUGIN_CONF_PATH/$Q_PLUGIN_CONF_FILENAME",
+        ),
+        ("Q_DHCP_CONF_FILE", "$NEUTRON_CONF_DIR/dhcp_agent.ini"),
+        ("NEUTRON_DHCP_CONF", "$Q_DHCP_CONF_FILE"),
+        ("Q_L3_CONF_FILE", "$NEUTRON_CONF_DIR/l3_agent.ini"),
+        ("NEUTRON_L3_CONF", "$Q_L3_CONF_FILE"),
+        ("Q_META_CONF_FILE", "$NEUTRON_CONF_DIR/metadata_agent.ini"),
+        ("Q_RR_CONF_FILE", "$NEUTRON_CONF_DIR/rootwrap.conf"),
+        ("NEUTRON_BIN_DIR", "$(get_python_exec_prefix)"),
+        ("Q_HOST", "$SERVICE_HOST"),
+        ("Q_PROTOCOL", "$SERVICE_PROTOCOL"),
+        ("Q_ROUTER_NAME", "router1"),
     ],
     databases: &["neutron"],
     processes: &[

@@ -105,7 +105,7 @@ pub(crate) fn create(
     if !(ext.iter().any(|e| e == "router") && ext.iter().any(|e| e == "external-net")) {
         return Ok(out);
     }
-    let router_name = s.get_or("Q_ROUTER_NAME", "router1");
+    let router_name = s.str("Q_ROUTER_NAME");
     let per_tenant = s.flag("Q_L3_ROUTER_PER_TENANT", true);
     let (router_body, router_q) = if per_tenant {
         (
@@ -341,6 +341,7 @@ mod tests {
             ("IP_VERSION", "4"),
             ("FIXED_RANGE", "10.0.0.0/26"),
             ("FLOATING_RANGE", "172.24.4.0/24"),
+            ("Q_ROUTER_NAME", "router1"),
         ]);
         for (k, v) in extra {
             s.set(k, *v);

@@ -423,43 +423,8 @@ impl Service for Nova {
             }
         }
         if compute(&s) {
-            // As DevStack's start_nova_compute: nova-cpu.conf is derived from nova.conf
-            // as it is now (post-config sections merged), then its own
-            // [[post-config|$NOVA_CPU_CONF]] sections are merged again.
-            write_cpu_conf(cx.host)?;
-            cx.merge_into(Phase::PostConfig, &cpu_conf(&s))
-                .map_err(|source| ServiceError::Shell {
-                    service: NAME.into(),
-                    source,
-                })?;
             hypervisor::call(cx, "start_nova_hypervisor")?;
-            let cmd = format!(
-                "exec {} --config-file {}",
-                bin("nova-compute"),
-                cpu_conf(&s).display()
-            );
-            // With cinder's NFS share on this host, nova's mount of it is a bind.
-            let env: Vec<(String, String)> =
-                crate::services::cinder::compute_mount_dir(cx.host, &mount_base(&s))?
-                    .map(|dir| {
-                        let path = format!("{}:{}", dir.display(), oslo::service_path(cx.host));
-                        ("PATH".to_owned(), path)
-                    })
-                    .into_iter()
-                    .collect();
-            let record = oslo::start_process(cx.host, NAME, "n-cpu", &cmd, &env, None)?;
-            if control(&s) {
-                discover_hosts(cx);
-            }
-            if !oslo::alive(cx.host, &record) {
-                return Err(ServiceError::NotReady {
-                    service: NAME.into(),
-                    what: "nova-compute exited".into(),
-                    timeout_secs: 0,
-                    log: Some(record.log.clone()),
-                    tail: daemon::log_tail(&record.log, daemon::LOG_TAIL),
-                });
-            }
+            start_compute(cx)?;
         }
         Ok(())
     }
@@ -484,6 +449,60 @@ impl Service for Nova {
         let _ = fs_err::remove_dir_all(state_dir(&s));
         Ok(())
     }
+}
+
+/// DevStack's `start_nova_compute` (the stack calls it after `start_nova_hypervisor`,
+/// plugins after a change of nova-cpu.conf): nova-cpu.conf derived from nova.conf as
+/// it is now (post-config sections merged), its own `[[post-config|$NOVA_CPU_CONF]]`
+/// merged again, then nova-compute (started again when it runs) and, on a controller,
+/// the host mapped into its cell. Nothing when n-cpu is not enabled.
+pub(crate) fn start_compute(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let s = cx.host.settings.clone();
+    if !compute(&s) {
+        return Ok(());
+    }
+    let venv_bin = crate::system::python::venv_bin(&cx.host.settings, "");
+    let bin = |name: &str| venv_bin.join(name).display().to_string();
+    write_cpu_conf(cx.host)?;
+    cx.merge_into(Phase::PostConfig, &cpu_conf(&s))
+        .map_err(|source| ServiceError::Shell {
+            service: NAME.into(),
+            source,
+        })?;
+    let cmd = format!(
+        "exec {} --config-file {}",
+        bin("nova-compute"),
+        cpu_conf(&s).display()
+    );
+    // With cinder's NFS share on this host, nova's mount of it is a bind.
+    let env: Vec<(String, String)> =
+        crate::services::cinder::compute_mount_dir(cx.host, &mount_base(&s))?
+            .map(|dir| {
+                let path = format!("{}:{}", dir.display(), oslo::service_path(cx.host));
+                ("PATH".to_owned(), path)
+            })
+            .into_iter()
+            .collect();
+    let record = oslo::start_process(cx.host, NAME, "n-cpu", &cmd, &env, None)?;
+    if control(&s) {
+        discover_hosts(cx);
+    }
+    if !oslo::alive(cx.host, &record) {
+        return Err(ServiceError::NotReady {
+            service: NAME.into(),
+            what: "nova-compute exited".into(),
+            timeout_secs: 0,
+            log: Some(record.log.clone()),
+            tail: daemon::log_tail(&record.log, daemon::LOG_TAIL),
+        });
+    }
+    Ok(())
+}
+
+/// DevStack's `stop_nova_compute`: nova-compute's process only (the hypervisor and
+/// the other nova services keep running).
+pub(crate) fn stop_compute(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    oslo::stop_processes(cx.host, NAME, &["n-cpu"])
 }
 
 #[cfg(test)]

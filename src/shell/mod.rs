@@ -171,6 +171,29 @@ pub(crate) struct ShellConfig {
     pub env: Vec<(String, String)>,
 }
 
+/// `USER`, `LOGNAME` and `HOME` of the running user where the run's environment lacks
+/// them (CI runners, cron, systemd, `env -i`): a login shell has them, and plugins use
+/// them bare (`sudo chown $USER ...`), under errexit and nounset.
+fn login_env() -> Vec<(&'static str, String)> {
+    use crate::env_vars::{HOME, LOGNAME, USER};
+    let missing = |name: &str| std::env::var_os(name).is_none_or(|v| v.is_empty());
+    if ![USER, LOGNAME, HOME].iter().any(|n| missing(n)) {
+        return Vec::new();
+    }
+    let Ok(Some(account)) = nix::unistd::User::from_uid(nix::unistd::getuid()) else {
+        return Vec::new();
+    };
+    let home = account.dir.to_string_lossy().into_owned();
+    [
+        (USER, account.name.clone()),
+        (LOGNAME, account.name),
+        (HOME, home),
+    ]
+    .into_iter()
+    .filter(|(name, _)| missing(name))
+    .collect()
+}
+
 /// A running plugin shell.
 pub(crate) struct Shell {
     child: Child,
@@ -235,6 +258,7 @@ impl Shell {
                 cmd = cmd.env_remove(key);
             }
         }
+        cmd = cmd.envs(login_env());
         cmd = cmd.envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = cmd
             .to_std()

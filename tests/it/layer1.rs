@@ -14,12 +14,12 @@ static SERVERS: Mutex<()> = Mutex::new(());
 
 /// Held while a test uses the real servers: a mutex for this test binary and a file
 /// lock for other test runs on the same machine (they share the ports).
-struct ServerLock {
+pub(crate) struct ServerLock {
     _flock: nix::fcntl::Flock<std::fs::File>,
     _guard: std::sync::MutexGuard<'static, ()>,
 }
 
-fn lock() -> ServerLock {
+pub(crate) fn lock() -> ServerLock {
     let guard = SERVERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

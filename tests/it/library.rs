@@ -191,7 +191,7 @@ for s in nova glance neutron keystone key n-api cinder swift mysql n-cpu; do
 done
 is_service_enabled cinder swift nova && echo any=yes
 is_service_enabled cinder swift || echo none=no
-is_my_thing_enabled() { return 0; }
+function is_my-thing_enabled { return 0; }
 is_service_enabled my-thing && echo func=yes
 "#,
     );
@@ -327,13 +327,9 @@ iniget_sections "$f"
             "missing=[]",
             "has",
             "has-not",
-            "A",
-            "B",
-            "C",
+            "A B C",
             "commented",
-            "DEFAULT",
-            "database",
-            "filter",
+            "DEFAULT database filter",
         ],
         "stderr: {}",
         run.stderr
@@ -368,7 +364,7 @@ fn merge_config_file_applies_a_meta_section() {
     run.success();
     assert_eq!(
         lines(&run),
-        ["$NOVA_CONF", "/other/file", "A", "B"],
+        ["$NOVA_CONF", "/other/file", "A B"],
         "stderr: {}",
         run.stderr
     );

@@ -12,6 +12,7 @@ mod layer1;
 mod library;
 mod plugin_api;
 mod plugin_compat;
+mod plugin_env;
 mod shellcheck;
 mod test_image;
 mod trust;

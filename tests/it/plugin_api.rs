@@ -254,7 +254,7 @@ fn stackrc_has_devstack_defaults_and_user_values_win() {
          [[ $LOCAL_HOSTNAME == \"$(hostname -s)\" ]] && echo LOCAL_HOSTNAME=ok\n\
          [[ $SSL_BUNDLE_FILE == */ca-bundle.pem ]] && echo SSL_BUNDLE_FILE=ok\n\
          [[ $IPV6_ADDRS_SAFE_TO_USE =~ ^fd[0-9a-f]{2}:[0-9a-f]{4}:[0-9a-f]{4}::/56$ ]] && echo IPV6=ok\n\
-         for v in NOVA_DIR GLANCE_REPO CINDER_BRANCH GLANCE_URL GLANCE_HOSTPORT VERBOSE HOST_IPV6; do              echo \"$v=${!v}\"; done\n         [[ $USE_SYSTEMD == True && -d /run/systemd/system || $USE_SYSTEMD == False ]] && echo USE_SYSTEMD=ok\n         SYSLOG=changed; source \"$LIB/stackrc\"; echo \"again=$SYSLOG\"\n",
+         for v in NOVA_DIR GLANCE_REPO CINDER_BRANCH GLANCE_URL GLANCE_HOSTPORT VERBOSE; do              echo \"$v=${!v}\"; done\n         [[ $USE_SYSTEMD == True && -d /run/systemd/system || $USE_SYSTEMD == False ]] && echo USE_SYSTEMD=ok\n         SYSLOG=changed; source \"$LIB/stackrc\"; echo \"again=$SYSLOG\"\n",
     );
     run.success();
     let arch = std::env::consts::ARCH;
@@ -285,7 +285,6 @@ fn stackrc_has_devstack_defaults_and_user_values_win() {
         "GLANCE_URL=http://127.0.0.1/image".into(),
         "GLANCE_HOSTPORT=127.0.0.1:9292".into(),
         "VERBOSE=True".into(),
-        "HOST_IPV6=".into(),
         "USE_SYSTEMD=ok".into(),
         "again=changed".into(),
     ];
