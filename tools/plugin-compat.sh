@@ -298,13 +298,15 @@ first_error() {
     echo "${phase:-?} (${where:-?}): ${headline:-see $log}"
 }
 
-# leftovers NAME: processes of the plugin or of the stack still running after clean.
+# leftovers NAME: processes of the plugin (its checkout, its config, its console
+# scripts, its uWSGI apps) or of the stack's servers still running after clean. Not
+# any process under $DEST: other users of the machine run tools from the venv.
 leftovers() {
     local name=$1
     # shellcheck disable=SC2009 # one pattern over whole command lines
     ps -eo pid,stat,args | awk '$2 !~ /^Z/' |
-        grep -E "$DEST/|/etc/$name/|$name-(api|engine|worker|manage)|uwsgi --ini /etc/" |
-        grep -v -E 'grep|plugin-compat' || true
+        grep -E "$DEST/$name/|/etc/$name/|/bin/$name-|--procname-prefix $name|uwsgi --ini /etc/|mariadbd|beam\.smp|/usr/bin/memcached|/usr/sbin/apache2|ovn-northd|ovsdb-server" |
+        grep -v -E 'grep|plugin-compat|devstack-rs-test' || true
 }
 
 teardown() {
