@@ -295,7 +295,11 @@ first_error() {
     headline=$(sed -n 's/^error: //p' "$log" | head -1)
     phase=$(sed -n 's/^ *phase: //p' "$log" | head -1)
     where=$(sed -n 's/^ *where: //p' "$log" | head -1)
-    echo "${phase:-?} (${where:-?}): ${headline:-see $log}"
+    # A failure outside a hook (fetching the plugin, a service's step) has no phase.
+    if [[ -z $phase ]]; then
+        phase=$(sed -n 's/^\[FAILED\] //p' "$log" | head -1)
+    fi
+    echo "${phase:-?} (${where:-no file}): ${headline:-see $log}"
 }
 
 # leftovers NAME: processes of the plugin (its checkout, its config, its console
