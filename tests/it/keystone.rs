@@ -26,7 +26,7 @@ const ADMIN_PASSWORD: &str = "adm1n-Secret";
 const SERVICE_PASSWORD: &str = "svc-Secret-42";
 const PORTS: std::ops::Range<u16> = 15100..15200;
 
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     let dir = std::env::var_os("DEVSTACK_RS_TEST_CACHE").map_or_else(
         || PathBuf::from("/var/cache/devstack-rs-test"),
         PathBuf::from,
@@ -48,7 +48,7 @@ fn run(cmd: &Cmd) -> String {
 }
 
 /// `uv` on PATH, else one installed with pip into the cache dir.
-fn uv(cache: &Path) -> PathBuf {
+pub(crate) fn uv(cache: &Path) -> PathBuf {
     if Cmd::new("uv").arg("--version").capture().run().is_ok() {
         return PathBuf::from("uv");
     }

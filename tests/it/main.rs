@@ -12,6 +12,7 @@ mod keystone;
 mod layer1;
 mod library;
 mod plugin_api;
+mod plugin_compat;
 mod plugin_env;
 mod plugin_overrides;
 mod shellcheck;
