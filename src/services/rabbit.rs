@@ -131,9 +131,15 @@ fn rabbitmqctl_output(
             "if [[ -n ${DS_SECRET+x} ]]; then printf '%s' \"$DS_SECRET\" | \"$@\"; else \"$@\"; fi",
             "bash",
         ])
-        .args(["rabbitmqctl", "-q", "-n", NODE])
+        .args(["rabbitmqctl", "-q"]);
+    // Our own server is NODE; the distro's unit (systemd) runs the default node,
+    // rabbit@HOSTNAME, which rabbitmqctl addresses by itself (as DevStack's calls do):
+    // naming NODE there fails the Erlang handshake.
+    if !daemon::use_systemctl() {
+        cmd = cmd.args(["-n", NODE]).env("RABBITMQ_NODENAME", NODE);
+    }
+    let mut cmd = cmd
         .args(args)
-        .env("RABBITMQ_NODENAME", NODE)
         .label("rabbitmqctl")
         .capture()
         .timeout(Duration::from_secs(60));
