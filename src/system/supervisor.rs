@@ -377,6 +377,30 @@ pub(crate) fn unit_text(p: &UnitParams<'_>) -> String {
     ini.text()
 }
 
+/// The unit's `ExecStart` for `command`. Our own supervisor runs commands with
+/// `bash -c`, and the services' own commands start with bash's `exec` (no shell left
+/// between the supervisor and the server); systemd runs the program itself, so the
+/// word goes ("Failed to locate executable exec" otherwise).
+fn exec_start(command: &str) -> &str {
+    command
+        .trim_start()
+        .strip_prefix("exec ")
+        .map_or(command, str::trim_start)
+}
+
+/// `KEY=VALUE` for the unit's `Environment =` line: quoted when the value holds a
+/// space (systemd splits the line at spaces; a PATH or an option list may hold them).
+fn environment_word(key: &str, value: &str) -> String {
+    if value.contains(char::is_whitespace) {
+        format!(
+            "\"{key}={}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    } else {
+        format!("{key}={value}")
+    }
+}
+
 /// Units `devstack@NAME.service` driven by systemctl.
 #[derive(Debug, Clone)]
 pub(crate) struct SystemdSupervisor {
@@ -420,7 +444,11 @@ impl Supervisor for SystemdSupervisor {
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError> {
         let name = spec.name.as_str();
         let unit = unit_name(name);
-        let env_vars: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env_vars: Vec<String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| environment_word(k, v))
+            .collect();
         let env_vars = env_vars.join(" ");
         let user = spec
             .user
@@ -433,7 +461,7 @@ impl Supervisor for SystemdSupervisor {
             .map_or_else(|| "/bin/kill".into(), |p| p.display().to_string());
         let text = unit_text(&UnitParams {
             service: name,
-            command: &spec.command,
+            command: exec_start(&spec.command),
             group: spec.group.as_deref(),
             user: &user,
             env_vars: &env_vars,
@@ -442,6 +470,9 @@ impl Supervisor for SystemdSupervisor {
         });
         fs::create_dir_all(&self.unit_dir).map_err(|e| start_err(name, e))?;
         fs::write(self.unit_dir.join(&unit), text).map_err(|e| start_err(name, e))?;
+        // A unit that failed (an earlier stack) may have hit its start limit, which
+        // refuses `start` until it is reset.
+        let _ = systemctl(&["reset-failed", &unit]);
         for args in [
             &["daemon-reload"][..],
             &["enable", &unit],
@@ -619,6 +650,20 @@ mod tests {
         // Our own pid leads no group of its own in the test harness... unless it does;
         // pid 1 never leads a group we started.
         assert!(!is_group_leader_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn exec_start_runs_the_program_not_bashs_exec() {
+        assert_eq!(
+            exec_start("exec /usr/bin/uwsgi --ini /etc/keystone/keystone-uwsgi-public.ini"),
+            "/usr/bin/uwsgi --ini /etc/keystone/keystone-uwsgi-public.ini"
+        );
+        assert_eq!(
+            exec_start("/bin/bash -c 'exec sleep 1'"),
+            "/bin/bash -c 'exec sleep 1'"
+        );
+        assert_eq!(environment_word("A", "1"), "A=1");
+        assert_eq!(environment_word("OPTS", "a \"b\""), "\"OPTS=a \\\"b\\\"\"");
     }
 
     fn params<'a>(command: &'a str, group: Option<&'a str>, env_vars: &'a str) -> UnitParams<'a> {
