@@ -436,6 +436,53 @@ fn main_pid(unit: &str) -> Option<u32> {
     out.stdout.trim().parse().ok().filter(|&p| p != 0)
 }
 
+/// Is `name` one of DevStack's unit files (`devstack@NAME.service`, `devstack.target`)?
+fn is_devstack_unit(name: &str) -> bool {
+    (name.starts_with("devstack@") && name.ends_with(".service")) || name == "devstack.target"
+}
+
+/// Stops every `devstack@` unit still running, the way DevStack's documentation stops
+/// a whole cloud (`systemctl stop devstack@*`): a plugin's own units, written with
+/// `write_user_unit_file` and started with `$SYSTEMCTL`, are in no record of ours.
+pub(crate) fn stop_all_units() -> Result<(), String> {
+    systemctl(&["stop", "devstack@*"]).map(drop)
+}
+
+/// Removes DevStack's unit files from `dir` (ours and the plugins'
+/// `write_user_unit_file` ones) and their `*.wants/` links, as DevStack's clean.sh
+/// does, then has systemd forget them. Returns the files removed.
+pub(crate) fn remove_unit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".wants") && path.is_dir() {
+            for link in fs_err::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                if is_devstack_unit(&link.file_name().to_string_lossy())
+                    && fs_err::remove_file(link.path()).is_ok()
+                {
+                    removed.push(link.path());
+                }
+            }
+        } else if is_devstack_unit(&name) && fs_err::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() && systemd_is_pid1() {
+        let _ = systemctl(&["daemon-reload"]);
+        // A failed unit stays listed (and `is-failed`) after its file is gone.
+        let _ = systemctl(&["reset-failed", "devstack@*"]);
+    }
+    removed
+}
+
 impl Supervisor for SystemdSupervisor {
     fn backend(&self) -> Backend {
         Backend::Systemd
@@ -664,6 +711,35 @@ mod tests {
         );
         assert_eq!(environment_word("A", "1"), "A=1");
         assert_eq!(environment_word("OPTS", "a \"b\""), "\"OPTS=a \\\"b\\\"\"");
+    }
+
+    #[test]
+    fn remove_unit_files_takes_devstacks_units_and_their_links_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let wants = dir.path().join("multi-user.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        for f in [
+            "devstack@n-cond.service",
+            "devstack@sys-own.service",
+            "ssh.service",
+        ] {
+            fs::write(dir.path().join(f), "[Unit]\n").unwrap();
+        }
+        for f in ["devstack@n-cond.service", "ssh.service"] {
+            std::os::unix::fs::symlink(dir.path().join(f), wants.join(f)).unwrap();
+        }
+        let mut removed = remove_unit_files(dir.path());
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![
+                dir.path().join("devstack@n-cond.service"),
+                dir.path().join("devstack@sys-own.service"),
+                wants.join("devstack@n-cond.service"),
+            ]
+        );
+        assert!(dir.path().join("ssh.service").exists());
+        assert!(wants.join("ssh.service").exists());
     }
 
     fn params<'a>(command: &'a str, group: Option<&'a str>, env_vars: &'a str) -> UnitParams<'a> {
