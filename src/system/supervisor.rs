@@ -459,7 +459,8 @@ pub(crate) fn remove_unit_files(dir: &Path) -> Vec<PathBuf> {
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".wants") && path.is_dir() {
+        // systemd's names are case-sensitive: `x.WANTS` is no wants directory.
+        if path.extension() == Some(std::ffi::OsStr::new("wants")) && path.is_dir() {
             for link in fs_err::read_dir(&path)
                 .into_iter()
                 .flatten()
