@@ -146,6 +146,11 @@ check_units() {
     text=$(unit_of n-cond)
     grep -qx 'TimeoutStopSec = 300' <<<"$text" || fail "n-cond's unit is not DevStack's plain unit: $text"
     grep -q '^ExecStart = .*nova-conductor' <<<"$text" || fail "n-cond's unit runs something else: $text"
+    # devstack status: every service running, its log the unit's journal.
+    text=$(in_node ./target/release/devstack --top-dir /opt/devstack-rs status) ||
+        fail "devstack status: $text"
+    echo "$text"
+    grep -q 'journalctl -u devstack@n-cond.service' <<<"$text" || fail "status does not point at the journal"
     # Nothing of ours runs outside systemd: no pidfile of the own supervisor.
     if in_node bash -c 'ls /opt/stack/logs/*.pid' 2>/dev/null; then
         fail "pidfiles of the own supervisor under systemd"
