@@ -9,6 +9,8 @@ pub(crate) const DEVSTACK_LOG: &str = "DEVSTACK_LOG";
 pub(crate) const CI: &str = "CI";
 /// Seconds a single hook may run before it is reported as hung.
 pub(crate) const DEVSTACK_HOOK_TIMEOUT: &str = "DEVSTACK_HOOK_TIMEOUT";
+/// Set (non-empty) to let this tree take over a DEST another tree stacked into.
+pub(crate) const DEVSTACK_TAKEOVER: &str = "DEVSTACK_TAKEOVER";
 /// A login shell's identity: filled in for the plugin shell when the run started
 /// without them (CI runners, cron, `env -i`), from the account of the running user.
 pub(crate) const USER: &str = "USER";

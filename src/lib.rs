@@ -6,6 +6,28 @@
 //! shell library's ops; `services` are the real services, one file each; `context` is
 //! what a service sees; `shell`, `plugins` and `ui` below it; then `openstack` and
 //! `system` (the machine); `config` (settings, local.conf); `ini` and `state`.
+//!
+//! Where to start reading, by task:
+//!
+//! - **A stack**: `commands::dispatch` → `pipeline::execute_stack` → the step list
+//!   `pipeline::steps::steps(Kind::Stack)` run by `pipeline::steps::run_all`; each
+//!   service step loops over the `services::Registry`, calling the `services::Service`
+//!   impls (`src/services/<name>.rs`) with a `context::ServiceCtx`.
+//! - **A plugin's call into Rust**: a bash shim (`_ds_call OP`, `inc/rpc`) → the plugin
+//!   shell's channel (`shell`) or `devstack __call` → `calls::dispatch` → the op's row
+//!   in `calls::TABLE` → its handler in `src/calls/<area>.rs` → `services`.
+//! - **A teardown after a failure**: `unstack` runs `Step::Stop`
+//!   (`pipeline::steps`): the processes the `state::Ledger` recorded (also those of a
+//!   failed stack), each service's `stop` in reverse order; `clean` then removes what
+//!   the ledger says stack created. A re-stack resumes (`pipeline::resume`).
+//! - **A service**: start from `src/services/template.rs` (the shape every service
+//!   file takes) and `CONTRIBUTING.md`; its generated files are snapshots
+//!   (`src/services/snapshots.rs`).
+//! - **A setting**: `config::settings` (Rust's stackrc role), the bash `stackrc`, a
+//!   service's `Descriptor::defaults`, `config::vars` (who owns each default).
+//!
+//! The architecture's invariants, each with the test that keeps it, are listed in
+//! `docs/DESIGN.md` § Invariants.
 
 pub(crate) mod calls;
 pub mod cli;
@@ -44,87 +66,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     commands::dispatch(cli)
 }
 
-/// The architecture's one rule, checked: each top-level module uses only modules
-/// below it (docs/DESIGN.md § Layers).
+/// The architecture's rules, checked on the sources: layers, and no circle between
+/// the files of a folder (docs/DESIGN.md § Invariants).
 #[cfg(test)]
-mod layers {
-    /// Top to bottom; a module may use the modules of later rows only.
-    const LAYERS: &[&[&str]] = &[
-        &["commands"],
-        &["cli", "pipeline"],
-        &["calls"],
-        &["services"],
-        &["context"],
-        &["shell", "plugins", "ui"],
-        &["openstack", "system"],
-        &["config"],
-        &["ini", "state"],
-        &["env_vars"],
-    ];
-
-    fn rank(module: &str) -> usize {
-        LAYERS
-            .iter()
-            .position(|row| row.contains(&module))
-            .unwrap_or_else(|| panic!("module {module} is in no layer: add it to LAYERS"))
-    }
-
-    /// The `crate::NAME` paths a file uses, outside its tests.
-    fn uses(text: &str) -> Vec<String> {
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        code.match_indices("crate::")
-            .map(|(i, _)| {
-                code[i + "crate::".len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
-                    .collect()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn every_module_uses_only_the_layers_below_it() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut offences = Vec::new();
-        let mut files = vec![src.clone()];
-        let mut seen = 0;
-        while let Some(path) = files.pop() {
-            if path.is_dir() {
-                for entry in fs_err::read_dir(&path).unwrap() {
-                    files.push(entry.unwrap().path());
-                }
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let rel = path.strip_prefix(&src).unwrap();
-            let top = rel
-                .components()
-                .next()
-                .unwrap()
-                .as_os_str()
-                .to_string_lossy()
-                .trim_end_matches(".rs")
-                .to_owned();
-            if top == "lib" || top == "main" {
-                continue;
-            }
-            seen += 1;
-            let mine = rank(&top);
-            for used in uses(&fs_err::read_to_string(&path).unwrap()) {
-                if used != top && !used.is_empty() && rank(&used) <= mine {
-                    offences.push(format!("{} uses crate::{used}", rel.display()));
-                }
-            }
-        }
-        assert!(seen > 40, "the scan found the sources ({seen} files)");
-        offences.sort();
-        offences.dedup();
-        assert!(
-            offences.is_empty(),
-            "layering broken:\n{}",
-            offences.join("\n")
-        );
-    }
-}
+mod layers;

@@ -785,7 +785,9 @@ write_localconf "$FIXTURE"
 
 if [[ -z ${E2E_NO_CLEAN:-} ]]; then
     say "clean (best effort)"
-    ./clean.sh 9>&- || echo "(clean before the test failed; going on)"
+    # The machine's DEST may be owned by another checkout's uncleaned stack: the
+    # test starts from nothing, so it takes DEST over (and clean releases it).
+    DEVSTACK_TAKEOVER=1 ./clean.sh 9>&- || echo "(clean before the test failed; going on)"
 fi
 
 STACK_T0=$(date +%s.%N)

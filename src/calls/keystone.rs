@@ -7,7 +7,7 @@
 //! the core dispatcher; the client is the host's, kept for the run.
 
 use crate::context::Host;
-use crate::openstack::accounts;
+use crate::openstack::accounts::{self, ServiceAccount};
 use crate::openstack::keystone::{Client, KeystoneError};
 use crate::services::Registry;
 use crate::shell::{Call, Reply};
@@ -97,23 +97,24 @@ pub(super) fn serve(host: &mut Host, call: &Call) -> Reply {
 /// Every account, service and endpoint of the enabled services in one session (what
 /// a run does after keystone's bootstrap; tools/bench/keystone.sh times it).
 pub(super) fn create_accounts(host: &mut Host, _call: &Call) -> Reply {
-    match create_for_enabled(host) {
+    let catalog = Registry::builtin().catalog(&host.settings);
+    match create_for_enabled(host, &catalog) {
         Ok(report) => Reply::stdout(report.summary()),
         Err(e) => Reply::error(1, e.report()),
     }
 }
 
-/// The core accounts, identity, and the catalog entries of the enabled services;
+/// The core accounts, identity, and the entries of the enabled services' `catalog`;
 /// nothing when keystone itself is not enabled (as in DevStack's stack.sh).
 pub(crate) fn create_for_enabled(
     host: &mut Host,
+    catalog: &[ServiceAccount],
 ) -> Result<accounts::AccountsReport, KeystoneError> {
     if !host.settings.is_enabled(&["key", "keystone"]) {
         return Ok(accounts::AccountsReport::default());
     }
     let settings = host.settings.clone();
-    let catalog = Registry::builtin().catalog(&settings);
-    accounts::create_all(host.keystone()?, &settings, &catalog)
+    accounts::create_all(host.keystone()?, &settings, catalog)
 }
 
 fn with_client(

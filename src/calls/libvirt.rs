@@ -1,8 +1,6 @@
 //! The libvirt hypervisor plugin's ops (`lib/nova_plugins/hypervisor-libvirt`): each
 //! of its five functions is one call into `services::libvirt`.
 
-use std::fmt::Write as _;
-
 use crate::context::Host;
 use crate::services::{ServiceError, libvirt};
 use crate::shell::{Call, Reply};
@@ -10,19 +8,7 @@ use crate::shell::{Call, Reply};
 fn reply(what: &str, result: Result<(), ServiceError>) -> Reply {
     match result {
         Ok(()) => Reply::ok(),
-        Err(e) => {
-            let mut text = format!("{what}: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                let _ = write!(text, "\n  caused by: {s}");
-                source = s.source();
-            }
-            for line in e.tail() {
-                text.push_str("\n  ");
-                text.push_str(line);
-            }
-            Reply::error(1, text)
-        }
+        Err(e) => super::process::service_error(what, &e),
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::arg;
 use crate::context::Host;
-use crate::services::{ServiceError, daemon, database, memcached, mysql, postgresql, rabbit};
+use crate::services::{
+    Registry, ServiceError, daemon, database, memcached, mysql, oslo, postgresql, rabbit,
+};
 use crate::shell::{Call, Reply};
 use crate::state::{Backend, ProcessKind, ProcessRecord};
 use crate::system::supervisor::{OwnSupervisor, ProcStatus, ProcessSpec, Supervisor};
@@ -138,24 +140,21 @@ fn start(host: &mut Host, args: &[&str]) -> Reply {
         workdir: None,
         address: None,
     };
-    if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
-        if let Err(e) = host.supervisor.stop(&old) {
-            return Reply::error(1, format!("run_process: {e}"));
-        }
-        host.ledger.forget_process(ProcessKind::Service, name);
-    }
-    match host.supervisor.start(&spec) {
+    match oslo::replace_process(host, "run_process", &spec) {
         Ok(record) => {
             host.log.note(&format!(
                 "run_process {name}: pid {:?} ({})",
                 record.pid,
                 host.supervisor.backend().name()
             ));
-            host.ledger.record_process(ProcessKind::Service, record);
-            host.checkpoint();
             Reply::ok()
         }
-        Err(e) => Reply::error(1, format!("run_process: {e}")),
+        // The supervisor's own words, as the shell has always shown them.
+        Err(e) => {
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            Reply::error(1, format!("run_process: {cause}"))
+        }
     }
 }
 
@@ -258,16 +257,17 @@ pub(crate) fn wait_for_service(timeout: &str, url: &str) -> Reply {
     }
 }
 
-/// Which of our layer-1 services a distro service name means.
+/// Which of our layer-1 servers a service name means: its name or one of its
+/// aliases (the distro's names), as the registry's descriptors declare them.
 fn our_service(name: &str) -> Option<&'static str> {
-    match name {
-        "mysql" | "mariadb" | "mysqld" => Some(mysql::NAME),
-        "postgresql" | "postgres" => Some(postgresql::NAME),
-        "rabbitmq-server" | "rabbitmq" | "rabbit" => Some(rabbit::NAME),
-        "memcached" => Some(memcached::NAME),
-        _ => None,
-    }
+    Registry::builtin()
+        .by_service_name(name)
+        .map(crate::services::Service::name)
+        .filter(|n| SERVERS.contains(n))
 }
+
+/// The layer-1 servers `start_ours` and `stop_ours` run without systemd.
+const SERVERS: &[&str] = &[mysql::NAME, postgresql::NAME, rabbit::NAME, memcached::NAME];
 
 fn start_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
     match name {
@@ -284,6 +284,59 @@ fn stop_ours(host: &mut Host, name: &str) -> Result<(), ServiceError> {
         postgresql::NAME => postgresql::stop_server(host),
         rabbit::NAME => rabbit::stop_server(host),
         _ => memcached::stop_server(host),
+    }
+}
+
+/// The process a DevStack unit name means: `devstack@keystone(.service)` is the
+/// process stack (or a plugin's run_process) started as `keystone`.
+fn devstack_unit(name: &str) -> Option<&str> {
+    let process = name.strip_prefix("devstack@")?;
+    Some(process.strip_suffix(".service").unwrap_or(process))
+}
+
+/// `restart_service devstack@NAME` (and start, stop, reload) without systemd, as the
+/// unit would do it: the process we started as NAME stopped and started again
+/// from the spec it was started with, so it reads the config a plugin just
+/// changed. A stopped one keeps its record (start starts it again; unstack finds
+/// it stopped).
+fn cloud_process(host: &mut Host, action: &str, name: &str) -> Reply {
+    let unknown = || {
+        Reply::error(
+            1,
+            format!("{action}_service: no process devstack@{name} was started"),
+        )
+    };
+    let Some(record) = host.ledger.process(ProcessKind::Service, name).cloned() else {
+        return unknown();
+    };
+    let runs = matches!(host.supervisor.status(&record), ProcStatus::Running { .. });
+    if action == "stop" || (runs && action != "start") {
+        if let Err(e) = host.supervisor.stop(&record) {
+            return Reply::error(1, format!("{action}_service devstack@{name}: {e}"));
+        }
+    }
+    if action == "stop" || (runs && action == "start") {
+        return Reply::ok();
+    }
+    let Some(spec) = crate::system::supervisor::spec_of(&record) else {
+        return Reply::error(
+            1,
+            format!(
+                "{action}_service devstack@{name}: how it was started is not recorded (stack again)"
+            ),
+        );
+    };
+    match host.supervisor.start(&spec) {
+        Ok(record) => {
+            host.log.note(&format!(
+                "{action}_service devstack@{name}: pid {:?}",
+                record.pid
+            ));
+            host.ledger.record_process(ProcessKind::Service, record);
+            host.checkpoint();
+            Reply::ok()
+        }
+        Err(e) => Reply::error(1, format!("{action}_service devstack@{name}: {e}")),
     }
 }
 
@@ -360,6 +413,8 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
     let distro_name = distro_service_name(name, &unit_dirs, Path::new(INIT_D));
     let result = if daemon::use_systemctl() {
         daemon::systemctl(host, name, action, &distro_name)
+    } else if let Some(process) = devstack_unit(name) {
+        return cloud_process(host, action, process);
     } else if let Some(ours) = our_service(name) {
         match action {
             "start" => start_ours(host, ours),
@@ -367,7 +422,7 @@ fn system(host: &mut Host, action: &str, name: &str) -> Reply {
             // Our servers read no config that a reload would pick up; restart both.
             _ => stop_ours(host, ours).and_then(|()| start_ours(host, ours)),
         }
-    } else if crate::system::packages::which("service").is_some() {
+    } else if crate::system::process::which("service").is_some() {
         host.cmd("service")
             .args([distro_name.as_str(), action])
             .timeout(Duration::from_secs(180))
@@ -471,9 +526,19 @@ mod tests {
     }
 
     #[test]
+    fn devstack_unit_names_name_our_processes() {
+        assert_eq!(devstack_unit("devstack@keystone"), Some("keystone"));
+        assert_eq!(devstack_unit("devstack@n-api.service"), Some("n-api"));
+        assert_eq!(devstack_unit("apache2"), None);
+    }
+
+    #[test]
     fn distro_names_map_to_our_services() {
         assert_eq!(our_service("mariadb"), Some("mysql"));
         assert_eq!(our_service("rabbitmq-server"), Some("rabbit"));
+        assert_eq!(our_service("postgres"), Some("postgresql"));
+        assert_eq!(our_service("memcached"), Some("memcached"));
         assert_eq!(our_service("apache2"), None);
+        assert_eq!(our_service("keystone"), None);
     }
 }

@@ -172,6 +172,7 @@ mod tests {
                 log: "/nonexistent/p.log".into(),
                 unit: None,
                 address: Some("127.0.0.1:1".into()),
+                relaunch: None,
             },
         );
         let (text, ok) = render(&ledger);
@@ -199,6 +200,7 @@ mod tests {
                 log: "/opt/stack/logs/n-cond.log".into(),
                 unit: Some("devstack@n-cond.service".into()),
                 address: None,
+                relaunch: None,
             },
         );
         let (text, _) = render(&ledger);

@@ -91,6 +91,11 @@ pub(crate) enum LocalConfError {
         line: usize,
         message: String,
     },
+    #[error(
+        "{} is {kind}, not a file: local.conf must be a regular file (or a symlink to one)",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
@@ -144,6 +149,31 @@ impl LocalConf {
 
     /// Reads and parses a local.conf; `None` when there is none.
     pub(crate) fn load(path: &Path) -> Result<Option<Self>, LocalConfError> {
+        // Reading a FIFO would wait for a writer forever; a device is not a
+        // configuration: refused by kind before anything reads it.
+        if let Ok(meta) = fs::metadata(path) {
+            use std::os::unix::fs::FileTypeExt as _;
+            let ft = meta.file_type();
+            let kind = if ft.is_fifo() {
+                Some("a FIFO (named pipe)")
+            } else if ft.is_char_device() {
+                Some("a character device")
+            } else if ft.is_block_device() {
+                Some("a block device")
+            } else if ft.is_socket() {
+                Some("a socket")
+            } else if ft.is_dir() {
+                Some("a directory")
+            } else {
+                None
+            };
+            if let Some(kind) = kind {
+                return Err(LocalConfError::NotAFile {
+                    path: path.to_path_buf(),
+                    kind,
+                });
+            }
+        }
         match fs::read(path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => Self::parse(path, &text).map(Some),
@@ -166,6 +196,32 @@ impl LocalConf {
                 path: path.to_path_buf(),
                 source,
             }),
+        }
+    }
+
+    /// Why `path` gives no configuration at all, when it gives none: missing,
+    /// a symlink to nothing, or empty (blank lines and comments only).
+    pub(crate) fn absence(path: &Path) -> Option<String> {
+        let shown = path.display();
+        match fs::symlink_metadata(path) {
+            Err(_) => Some(format!("no local.conf found ({shown})")),
+            Ok(meta) if meta.file_type().is_symlink() && fs::metadata(path).is_err() => {
+                let target = fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                Some(format!(
+                    "{shown} is a symlink to {target}, which does not exist"
+                ))
+            }
+            Ok(_) => {
+                let text = fs::read_to_string(path).ok()?;
+                text.lines()
+                    .all(|l| {
+                        let l = l.trim();
+                        l.is_empty() || l.starts_with('#')
+                    })
+                    .then(|| format!("{shown} is empty"))
+            }
         }
     }
 
@@ -601,7 +657,10 @@ debug = False
         assert_eq!(lc.path, path);
         assert!(matches!(
             LocalConf::load(dir.path()),
-            Err(LocalConfError::Read { .. })
+            Err(LocalConfError::NotAFile {
+                kind: "a directory",
+                ..
+            })
         ));
     }
 

@@ -4,3 +4,4 @@ pub(crate) mod localconf;
 pub(crate) mod passwords;
 pub(crate) mod services;
 pub(crate) mod settings;
+pub(crate) mod vars;

@@ -58,20 +58,9 @@ pub(crate) const STACKRC_DEFAULTS: &[(&str, &str)] = &[
     ("LOGDAYS", "7"),
 ];
 
-/// The variables that hold secrets: generated when the user did not set them, never
-/// printed, redacted from every log line.
 /// Where `read_password` keeps what it generated when there is no localrc; sourced
 /// after localrc, as DevStack's stackrc does.
 pub(crate) const LOCALRC_PASSWORD: &str = ".localrc.password";
-
-pub(crate) const PASSWORD_VARS: &[&str] = &[
-    "ADMIN_PASSWORD",
-    "SERVICE_PASSWORD",
-    "DATABASE_PASSWORD",
-    "RABBIT_PASSWORD",
-    // nova's metadata API and neutron's metadata agent share it.
-    "METADATA_PROXY_SHARED_SECRET",
-];
 
 /// Renders defaults as bash that fills only unset (or empty) variables.
 pub(crate) fn render_defaults(defaults: &[(&str, &str)]) -> String {
@@ -196,8 +185,7 @@ impl Settings {
     }
 
     fn known_secrets(&self) -> Vec<String> {
-        let mut names: Vec<String> = PASSWORD_VARS.iter().map(|v| (*v).to_owned()).collect();
-        names.extend(self.read_password_vars());
+        let names = self.read_password_vars();
         let mut out: Vec<String> = names
             .iter()
             .filter_map(|v| self.get(v))
@@ -233,13 +221,14 @@ impl Settings {
 
 /// A variable whose name says it holds a secret (`*_PASSWORD`, `*PASSWORD*`,
 /// `*_SECRET*`, `*_TOKEN`): its value is redacted and never kept outside 0600 files.
+/// Every secret a service declares (`services::Descriptor::secrets`) has such a name
+/// (a test in `services` keeps it so).
 pub(crate) fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     upper.contains("PASSWORD")
         || upper.contains("SECRET")
         || upper.ends_with("_TOKEN")
         || upper.ends_with("_PASS")
-        || PASSWORD_VARS.contains(&name)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::localconf::Phase;
 use crate::config::settings::Settings;
+use crate::openstack::accounts::ServiceAccount;
 use crate::openstack::keystone::{Client, KeystoneError};
 use crate::plugins::PluginRegistry;
 use crate::shell::ShellError;
@@ -125,6 +126,8 @@ impl Host {
     }
 
     pub fn warn(&mut self, text: &str) {
+        // A rendered error said as a warning: "warning: error: ..." says it twice.
+        let text = text.strip_prefix("error: ").unwrap_or(text);
         self.log.note(&format!("WARNING: {text}"));
         self.progress.warning(text);
         self.warnings.push(text.to_owned());
@@ -191,6 +194,9 @@ pub trait PipelineOps {
         phase: Phase,
         file: &Path,
     ) -> Result<(), PipelineError>;
+    /// The keystone catalog of the services `settings` enable, from the run's
+    /// registry (a service asks the run, not a registry of its own making).
+    fn catalog(&self, settings: &Settings) -> Vec<ServiceAccount>;
 }
 
 /// A pipeline with no shell to lend and no local.conf to merge: every function call
@@ -219,6 +225,10 @@ impl PipelineOps for NoPipeline {
     ) -> Result<(), PipelineError> {
         Ok(())
     }
+    /// No run, no registry: nothing is in its catalog.
+    fn catalog(&self, _settings: &Settings) -> Vec<ServiceAccount> {
+        Vec::new()
+    }
 }
 
 /// What a service sees: the host, and the pipeline's two operations.
@@ -242,6 +252,11 @@ impl<'a> ServiceCtx<'a> {
 
     pub fn merge_into(&mut self, phase: Phase, file: &Path) -> Result<(), PipelineError> {
         self.ops.merge_into(self.host, phase, file)
+    }
+
+    /// The keystone catalog of the enabled services, as the run's registry has it.
+    pub fn catalog(&self) -> Vec<ServiceAccount> {
+        self.ops.catalog(&self.host.settings)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::calls::Server;
 use crate::config::localconf::{LocalConf, Phase};
 use crate::config::settings::{self, Settings};
 use crate::context::{Host, PipelineError, PipelineOps, ServiceCtx};
+use crate::openstack::accounts::ServiceAccount;
 use crate::plugins::{self, ExternalPlugin, ExtrasScript};
 use crate::services::Registry;
 use crate::shell::{Shell, ShellConfig, ShellError};
@@ -83,10 +84,7 @@ impl Run {
             Kind::Unstack { .. } => crate::context::Mode::Unstack,
             Kind::Stack | Kind::Plan => crate::context::Mode::Stack,
         };
-        let hook_timeout = std::env::var(crate::env_vars::DEVSTACK_HOOK_TIMEOUT)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(crate::shell::DEFAULT_HOOK_TIMEOUT, Duration::from_secs);
+        let hook_timeout = hook_timeout_from_env()?;
         let devstack_bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("devstack"));
         let shell_config = ShellConfig {
             top_dir: top_dir.to_path_buf(),
@@ -173,6 +171,7 @@ impl Run {
         let mut ops = Ops {
             shell: self.shell.as_mut(),
             localconf: self.localconf.as_ref(),
+            registry: &self.registry,
         };
         let mut cx = ServiceCtx::new(&mut self.host, &mut ops);
         f(&mut cx)
@@ -269,10 +268,25 @@ impl Run {
             .difference(&before)
             .cloned()
             .collect();
-        let outcome = if result.is_ok() {
-            StepOutcome::Done
-        } else {
-            StepOutcome::Failed
+        let outcome = match &result {
+            Ok(_) => StepOutcome::Done,
+            // unstack and clean go on past a failed step (the error becomes a
+            // warning), unless it is another run's lock or tree: no FAILED line
+            // in a teardown that ends well.
+            Err(e)
+                if self.kind != Kind::Stack
+                    && !crate::system::interrupt::requested()
+                    && !matches!(
+                        e.downcast_ref::<crate::state::StateError>(),
+                        Some(
+                            crate::state::StateError::HostLocked { .. }
+                                | crate::state::StateError::OwnedByAnotherTree { .. }
+                        )
+                    ) =>
+            {
+                StepOutcome::Warned
+            }
+            Err(_) => StepOutcome::Failed,
         };
         self.host.progress.step_finished(name, took, outcome);
         tracing::debug!(step = name, seconds = took.as_secs_f64(), ?outcome, "step");
@@ -541,7 +555,9 @@ fn execute_with(
     run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);
     if kind == Kind::Clean && result.is_ok() {
-        // clean removes what stack created; the state has nothing left to say.
+        // clean removes what stack created; the state has nothing left to say,
+        // and the tree owns its DEST no more.
+        crate::state::release_dest(&run.host.settings.path("DEST"), &run.host.top_dir);
         if let Err(e) = run.host.ledger.remove() {
             run.host.warn(&format!(
                 "could not remove {}: {e}",
@@ -557,17 +573,38 @@ fn execute_with(
             .err()
             .unwrap_or_else(|| anyhow::anyhow!("interrupted"));
         let mut text = crate::ui::report::render_error(&err);
-        let _ = writeln!(
-            text,
-            "hint: {} was interrupted; ./unstack.sh stops what was started, ./stack.sh starts over",
-            kind.name()
-        );
+        // One hint: the report's own (where it stopped) when it has one.
+        if !text.contains("\nhint: ") {
+            let go_on = if kind == Kind::Stack {
+                "./stack.sh resumes where it stopped; ./unstack.sh stops what was started"
+            } else {
+                "run it again to finish"
+            };
+            let _ = writeln!(text, "hint: {} was interrupted; {go_on}", kind.name());
+        }
         eprint!("{text}");
         return Ok(ExitCode::from(130));
     }
     result?;
     steps::print_summary(&run);
     Ok(ExitCode::SUCCESS)
+}
+
+/// DEVSTACK_HOOK_TIMEOUT, whole seconds above 0; unset is the default. A value
+/// that is not one is an error naming it (it used to mean the default, silently).
+fn hook_timeout_from_env() -> anyhow::Result<Duration> {
+    let name = crate::env_vars::DEVSTACK_HOOK_TIMEOUT;
+    let Some(raw) = std::env::var_os(name) else {
+        return Ok(crate::shell::DEFAULT_HOOK_TIMEOUT);
+    };
+    let text = raw.to_string_lossy();
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 && !text.starts_with('+') => Ok(Duration::from_secs(secs)),
+        _ => Err(anyhow::anyhow!(
+            "{name}='{text}' is not a time limit: give whole seconds above 0 (default {}), or unset it",
+            crate::shell::DEFAULT_HOOK_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// `devstack plan`: what stack would do, without doing it.
@@ -720,7 +757,11 @@ fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()
             seconds: 0.0,
         });
         match err {
-            err @ ShellError::Died { .. } if run.kind != Kind::Stack => {
+            // Teardown goes on in a new shell; stack and plan stop (a plan made
+            // after a plugin ended the shell is not what stack would do).
+            err @ ShellError::Died { .. }
+                if matches!(run.kind, Kind::Unstack { .. } | Kind::Clean) =>
+            {
                 let report = hook_report(run, &point, target, &err);
                 run.host
                     .warn(crate::ui::report::render_error(&report.into()).trim_end());
@@ -775,14 +816,30 @@ fn hook_report(run: &Run, point: &str, target: &HookTarget, err: &ShellError) ->
             }
         }
         ShellError::Died { status, .. } => {
+            // bash's own last word about a file ("FILE: line N: X: unbound variable",
+            // when a hook left `set -u` on) says where, better than the exit.
+            let bash_says = tail.iter().rev().find_map(|l| {
+                let (file, rest) = l.split_once(": line ")?;
+                let (n, msg) = rest.split_once(": ")?;
+                n.parse::<u32>().ok()?;
+                file.starts_with('/')
+                    .then(|| (format!("{file}:{n}"), msg.to_owned()))
+            });
             headline = format!(
-                "{} {} ended the plugin shell at {point}{}",
+                "{} {} ended the plugin shell at {point}{}{}",
                 target.kind,
                 target.name,
                 status
                     .map(|s| format!(" (exit status {s})"))
+                    .unwrap_or_default(),
+                bash_says
+                    .as_ref()
+                    .map(|(at, msg)| format!(": {at}: {msg}"))
                     .unwrap_or_default()
             );
+            if let Some((at, _)) = bash_says {
+                details.push(("where".into(), at));
+            }
         }
         ShellError::Timeout { after, .. } => {
             headline = format!(
@@ -888,6 +945,9 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
         let (shell, mut host) = run.shell();
         shell.source_global(&passwords, &mut host)?;
     }
+    let absence = (!localrc_file.is_file())
+        .then(|| LocalConf::absence(&localconf_path))
+        .flatten();
     run.localconf = localconf;
     run.source_generated(
         "stackrc.sh",
@@ -901,6 +961,21 @@ fn load_settings(run: &mut Run) -> anyhow::Result<()> {
     }
     run.sync_settings()?;
     run.install_redactor();
+    if let Some(why) = absence {
+        // DevStack's defaults for a missing file, kept; never silently.
+        let text = match run.kind {
+            Kind::Stack => format!(
+                "{why}: stacking DevStack's defaults into DEST={}",
+                run.host.settings.str("DEST")
+            ),
+            _ => format!(
+                "{why}: using DevStack's defaults (DEST={})",
+                run.host.settings.str("DEST")
+            ),
+        };
+        run.host.log.note(&text);
+        run.host.progress.info(&text);
+    }
     let negated = crate::config::services::disable_negated(run.host.settings.enabled_services());
     if negated != run.host.settings.enabled_services() {
         run.set_vars(&[("ENABLED_SERVICES".into(), negated)])?;
@@ -926,15 +1001,43 @@ fn source_user_file(
         let (shell, mut host) = run.shell();
         shell.source_global(file, &mut host)
     };
-    let f = match result {
-        Ok(_) => return Ok(()),
-        Err(ShellError::Failed(f)) => f,
-        Err(e) => return Err(e.into()),
-    };
     let path = file.to_string_lossy();
     // bash's own message about the file ("FILE: line N: syntax error ..."), the
     // last one wins: it is what stopped the file.
     let prefix = format!("{path}: line ");
+    let f = match result {
+        Ok(0) => return Ok(()),
+        Ok(_) => {
+            // Without errexit (unstack, clean) a file bash stopped reading returns
+            // non-zero: said once, at the user's line, and the run goes on.
+            let said = |tail: Vec<String>| {
+                tail.iter().rev().find_map(|l| {
+                    let rest = l.strip_prefix(&prefix)?;
+                    let (n, msg) = rest.split_once(": ")?;
+                    // (bash quotes the offending line after its message: not that)
+                    (!msg.starts_with('`')).then_some(())?;
+                    Some((n.parse::<u32>().ok()?, msg.to_owned()))
+                })
+            };
+            // bash's stderr comes on its own pipe: its line may trail `done` a little.
+            let mut found = None;
+            for _ in 0..20 {
+                found = said(run.shell_ref().map(Shell::take_tail).unwrap_or_default());
+                if found.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some((n, msg)) = found {
+                run.host.warn(&format!(
+                    "{shown_as}:{n}: {msg}; bash read no further ({while_}, continuing)"
+                ));
+            }
+            return Ok(());
+        }
+        Err(ShellError::Failed(f)) => f,
+        Err(e) => return Err(e.into()),
+    };
     let bash_says = f.tail.iter().rev().find_map(|l| {
         let rest = l.strip_prefix(&prefix)?;
         let (n, msg) = rest.split_once(": ")?;
@@ -945,7 +1048,20 @@ fn source_user_file(
     // bash's message wins over an exit it caused (a syntax error ends the shell
     // under errexit) when it is about the exit's line or a later one.
     let bash_says = bash_says.filter(|(n, _)| !exited || *n >= f.line);
+    // An exit that `die` made (a library function refusing what the line asked:
+    // enable_plugin without a URL, twice, a bad name) says what is wrong itself.
+    let died = f
+        .tail
+        .iter()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("[ERROR] ")?
+                .split_once(' ')
+                .map(|(_, m)| m.to_owned())
+        })
+        .filter(|_| exited);
     let (line, what) = match (&bash_says, in_file) {
+        (None, true) if died.is_some() => (f.line, died.unwrap_or_default()),
         (None, true) if exited => (
             f.line,
             format!(
@@ -983,7 +1099,9 @@ fn source_user_file(
 }
 
 /// Discovers extras.d scripts and orders the enabled plugins (fetching them for
-/// stack; planning fetches into a cache instead of `$DEST`).
+/// stack; planning fetches the missing ones into `$DEST` as stack would, so
+/// settings that source `$DEST/<name>/devstack/...` work, and reads the others
+/// there without touching them).
 fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
     let (extras, warnings) = plugins::discover_extras(&run.host.top_dir.join("extras.d"))?;
     for w in warnings {
@@ -994,21 +1112,10 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
     let error_on_clone = run.host.settings.flag("ERROR_ON_CLONE", false);
     let git = run.host.cmd("git").timeout(Duration::from_secs(600));
     let mut list = run.host.plugins.plugins().to_vec();
-    let mut gitdirs = Vec::new();
     for p in &mut list {
-        if run.kind == Kind::Plan && !p.dir.exists() {
-            // plan clones nothing into DEST; the plugin's GITDIR says where it is
-            // (a plugin that finds its files through GITDIR[NAME] still works).
-            p.dir = crate::state::state_dir(&run.host.top_dir)
-                .join("plan-cache")
-                .join(&p.name);
-            let _ = fs::remove_dir_all(&p.dir);
-            plugins::fetch(p, false, false, &git).map_err(|e| fetch_report(run, e))?;
-            gitdirs.push((
-                format!("GITDIR[{}]", p.name),
-                p.dir.to_string_lossy().into_owned(),
-            ));
-        } else if fetch {
+        if fetch || run.kind == Kind::Plan {
+            // plan never re-fetches a checkout that is there (RECLONE is stack's).
+            let reclone = reclone && run.kind != Kind::Plan;
             plugins::fetch(p, reclone, error_on_clone, &git).map_err(|e| fetch_report(run, e))?;
         } else if !p.dir.exists() {
             run.host.warn(&format!(
@@ -1020,10 +1127,6 @@ fn prepare_plugins(run: &mut Run, fetch: bool) -> anyhow::Result<()> {
         p.requires = plugins::read_requires(&p.settings(), &p.name)?;
     }
     run.plugins = plugins::order(&list)?;
-    if !gitdirs.is_empty() {
-        let (shell, mut host) = run.shell();
-        shell.set_vars(&gitdirs, &mut host)?;
-    }
     Ok(())
 }
 
@@ -1039,11 +1142,21 @@ fn fetch_report(run: &Run, err: plugins::PluginError) -> anyhow::Error {
     let plugins::PluginError::Clone { source, .. } = &err else {
         return err.into();
     };
+    let interrupted = matches!(
+        **source,
+        crate::system::process::ProcessError::Interrupted { .. }
+    );
     let report = Report {
-        headline: err.to_string(),
+        headline: if interrupted {
+            format!("{err}: interrupted")
+        } else {
+            err.to_string()
+        },
         details: vec![("log".into(), run.log_path())],
         tail: source.tail().to_vec(),
-        hint: Some("check the URL and the ref of enable_plugin in local.conf".into()),
+        // An interrupted fetch gets the interrupt's hint; the URL was fine.
+        hint: (!interrupted)
+            .then(|| "check the URL and the ref of enable_plugin in local.conf".into()),
     };
     anyhow::Error::new(err).context(report)
 }
@@ -1236,10 +1349,12 @@ fn merge_sections(
     Ok(())
 }
 
-/// The pipeline's operations lent to a service: the plugin shell and local.conf.
+/// The pipeline's operations lent to a service: the plugin shell, local.conf and
+/// the run's registry.
 struct Ops<'a> {
     shell: Option<&'a mut Shell>,
     localconf: Option<&'a LocalConf>,
+    registry: &'a Registry,
 }
 
 impl PipelineOps for Ops<'_> {
@@ -1267,6 +1382,10 @@ impl PipelineOps for Ops<'_> {
     ) -> Result<(), PipelineError> {
         merge_sections(host, self.localconf, phase, Some(file))
             .map_err(|e| PipelineError::Merge(format!("{e:#}")))
+    }
+
+    fn catalog(&self, settings: &Settings) -> Vec<ServiceAccount> {
+        self.registry.catalog(settings)
     }
 }
 

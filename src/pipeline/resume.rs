@@ -83,12 +83,13 @@ pub(super) fn unchanged_and_running(
     })
 }
 
-/// Where a re-stack resumes: the index in `steps` of the first step to run, when
-/// it is after `first` (the first reusable step). `None`: run everything.
+/// Where a re-stack resumes: the index in `steps` (the command's steps, by title)
+/// of the first step to run, when it is after `first` (the first reusable step).
+/// `None`: run everything.
 pub(super) fn resume_point(
     run: &Run,
     fingerprint: &str,
-    steps: &[super::steps::Step],
+    steps: &[String],
     first: usize,
 ) -> Option<usize> {
     let previous = run.previous.as_ref()?;
@@ -98,7 +99,7 @@ pub(super) fn resume_point(
     let ledger = &run.host.ledger;
     let mut at = first;
     while at < steps.len() {
-        match ledger.step(&steps[at].title()) {
+        match ledger.step(&steps[at]) {
             Some(r) if r.ok && r.fingerprint == fingerprint => at += 1,
             _ => break,
         }
@@ -108,7 +109,7 @@ pub(super) fn resume_point(
     }
     // A reused step's processes must still run; else resume at that step.
     for (i, step) in steps.iter().enumerate().take(at).skip(first) {
-        let Some(record) = ledger.step(&step.title()) else {
+        let Some(record) = ledger.step(step) else {
             continue;
         };
         let gone = record.started.iter().any(|name| {

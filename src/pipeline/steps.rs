@@ -164,7 +164,8 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             // a step done by a failed stack with the same inputs is reused.
             let fingerprint = super::resume::fingerprint(run);
             if !run.from_scratch {
-                resume_at = super::resume::resume_point(run, &fingerprint, all_steps, index);
+                let titles: Vec<String> = all_steps.iter().map(|s| s.title()).collect();
+                resume_at = super::resume::resume_point(run, &fingerprint, &titles, index);
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
@@ -227,7 +228,10 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         if let Err(err) = result {
             let locked = matches!(
                 err.downcast_ref::<crate::state::StateError>(),
-                Some(crate::state::StateError::HostLocked { .. })
+                Some(
+                    crate::state::StateError::HostLocked { .. }
+                        | crate::state::StateError::OwnedByAnotherTree { .. }
+                )
             );
             if strict || locked || crate::system::interrupt::requested() {
                 return Err(err);
@@ -304,10 +308,18 @@ fn degrade(run: &mut Run, why: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After the state was set aside (unreadable): the own supervisor's pidfiles
-/// (`NAME.pid` beside the logs in LOGDIR) whose process still runs become records
-/// again, so teardown stops them.
+/// After the state was set aside (unreadable), teardown: the processes the
+/// pidfiles name are recorded again (so they are stopped), and what hooks left
+/// running is found by its environment.
 fn recover_from_pidfiles(run: &mut Run) {
+    record_from_pidfiles(run, "");
+    stop_hook_orphans(run);
+}
+
+/// The own supervisor's pidfiles (`NAME.pid` beside the logs in LOGDIR) whose
+/// process still runs become records again: teardown stops them, and a stack
+/// replaces them instead of starting a second copy. Said with `what_next`.
+fn record_from_pidfiles(run: &mut Run, what_next: &str) {
     use crate::state::{Backend, ProcessRecord};
     let logdir = run.host.settings.path("LOGDIR");
     let Ok(entries) = fs_err::read_dir(&logdir) else {
@@ -355,18 +367,18 @@ fn recover_from_pidfiles(run: &mut Run) {
                 log: logdir.join(format!("{name}.log")),
                 unit: None,
                 address: None,
+                relaunch: None,
             },
         );
         found.push(format!("{name} (pid {pid})"));
     }
     if !found.is_empty() {
         run.host.warn(&format!(
-            "found from pidfiles in {}: {}",
+            "found from pidfiles in {}: {}{what_next}",
             logdir.display(),
             found.join(", ")
         ));
     }
-    stop_hook_orphans(run);
 }
 
 /// Without a state, what hooks of this tree left running is found by its
@@ -436,8 +448,14 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             load_settings(run)?;
             check_dirs(run)?;
             run.lock_shared_dirs()?;
+            check_dest_owner(run)?;
             if run.kind == Kind::Stack {
                 create_run_dirs(run)?;
+                let dest = run.host.settings.path("DEST");
+                if let Err(e) = crate::state::claim_dest(&dest, &run.host.top_dir) {
+                    run.host
+                        .warn(&format!("could not record this tree as DEST's owner: {e}"));
+                }
             }
             let logdir = run.host.settings.path("LOGDIR");
             let name = format!("{}.sh", run.kind.name());
@@ -448,6 +466,14 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             if let Err(e) = run.host.log.open(&logdir, &name) {
                 run.host
                     .warn(&format!("cannot open the log in {}: {e}", logdir.display()));
+            }
+            if run.kind == Kind::Stack && run.state_set_aside.is_some() {
+                // Before anything starts: what the lost state knew still runs, and
+                // a second copy of it would survive every teardown.
+                record_from_pidfiles(
+                    run,
+                    "; still running from before the state was lost: this stack replaces them",
+                );
             }
             Ok(())
         }
@@ -506,7 +532,8 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             python_install(run)?;
             for_services(run, Layer::OpenStack, |s, cx| {
                 s.install(cx)?;
-                s.configure(cx)
+                s.configure(cx)?;
+                plugin_rpc_backend(s, cx)
             })
         }
         Step::Init => {
@@ -534,6 +561,31 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             clean_everything(run);
             Ok(())
         }
+    }
+}
+
+/// DevStack's core services call `iniset_rpc_backend` for their config files, so a
+/// messaging plugin that redefines it (or `get_transport_url`) decides their
+/// transport: the shell is asked, after the service wrote its config, to call the
+/// plugin's functions when a plugin redefined them (it does nothing otherwise).
+fn plugin_rpc_backend(svc: &dyn Service, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+    let Some((package, var, section)) = svc.descriptor().rpc_backend else {
+        return Ok(());
+    };
+    let file = cx.settings().str(var).to_owned();
+    match cx.call_function(
+        crate::services::rabbit::PLUGIN_RPC_BACKEND,
+        &[package, &file, section],
+    ) {
+        Ok(0) => Ok(()),
+        Ok(status) => Err(ServiceError::failed(
+            svc.name(),
+            format!("the messaging plugin's iniset_rpc_backend {package} {file} returned {status}"),
+        )),
+        Err(source) => Err(ServiceError::Shell {
+            service: svc.name().to_owned(),
+            source,
+        }),
     }
 }
 
@@ -566,6 +618,31 @@ pub(super) fn check_dirs(run: &Run) -> anyhow::Result<()> {
 
 /// Creates DEST, DATA_DIR, LOGDIR and SERVICE_DIR; the ones that did not exist are
 /// recorded, so clean removes them (DEST keeps source checkouts: never removed).
+/// A DEST another tree stacked into (and has not cleaned) is refused, unless
+/// DEVSTACK_TAKEOVER says to take it over: one tree's clean would remove the data
+/// and logs under the other's services.
+fn check_dest_owner(run: &mut Run) -> anyhow::Result<()> {
+    let dest = run.host.settings.path("DEST");
+    if dest.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let take_over = std::env::var_os(crate::env_vars::DEVSTACK_TAKEOVER)
+        .is_some_and(|v| !v.is_empty() && v != "0");
+    if let Some(from) = crate::state::check_dest_owner(&dest, &run.host.top_dir, take_over)? {
+        run.host.warn(&format!(
+            "DEST={} is taken over from the tree at {} (DEVSTACK_TAKEOVER)",
+            dest.display(),
+            from.display()
+        ));
+        // This tree's now (a clean that took it over releases it in the end).
+        if let Err(e) = crate::state::claim_dest(&dest, &run.host.top_dir) {
+            run.host
+                .warn(&format!("could not record this tree as DEST's owner: {e}"));
+        }
+    }
+    Ok(())
+}
+
 fn create_run_dirs(run: &mut Run) -> anyhow::Result<()> {
     for var in ["DEST", "DATA_DIR", "LOGDIR", "SERVICE_DIR"] {
         let dir = run.host.settings.path(var);
@@ -615,8 +692,18 @@ fn passwords(run: &mut Run) -> anyhow::Result<()> {
     let mut kept = load(&path);
     let mut assign = Vec::new();
     let mut changed = false;
-    for name in crate::config::settings::PASSWORD_VARS {
+    for name in &run.registry.secrets() {
         if !run.host.settings.str(name).is_empty() {
+            continue;
+        }
+        // DevStack reads RABBIT_PASSWORD only with rabbit enabled: without it (and
+        // without a remote broker's password), no service gets a rabbit transport.
+        if *name == "RABBIT_PASSWORD"
+            && !run
+                .host
+                .settings
+                .is_enabled(&[crate::services::rabbit::NAME])
+        {
             continue;
         }
         let value = if let Some(v) = kept.get(*name) {
@@ -754,7 +841,8 @@ fn sync_databases(run: &mut Run) -> anyhow::Result<()> {
 /// keystone's REST API, once keystone answers.
 fn create_accounts(run: &mut Run) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let report = crate::calls::create_for_enabled(&mut run.host).map_err(|e| {
+    let catalog = run.registry.catalog(&run.host.settings);
+    let report = crate::calls::create_for_enabled(&mut run.host, &catalog).map_err(|e| {
         service_report(
             run,
             "keystone",
@@ -915,6 +1003,34 @@ fn clean_everything(run: &mut Run) {
     for generated in ["early.sh", "stackrc.sh", "lib-defaults.sh", "plan-cache"] {
         let p = crate::state::state_dir(&top).join(generated);
         let _ = fs_err::remove_file(&p).or_else(|_| fs_err::remove_dir_all(&p));
+    }
+    // States set aside as unreadable: clean is the end of what they recorded.
+    let state_dir = crate::state::state_dir(&top);
+    if let Ok(entries) = fs_err::read_dir(&state_dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+            {
+                let _ = fs_err::remove_file(entry.path());
+            }
+        }
+    }
+    for p in crate::state::remove_orphan_host_locks() {
+        run.host.log.note(&format!(
+            "removed the lock of a tree that no longer exists: {}",
+            p.display()
+        ));
+    }
+    // What a run killed outright left: a plugin fetch's temporary clone in DEST.
+    let dest = run.host.settings.path("DEST");
+    if !dest.as_os_str().is_empty() {
+        for p in crate::plugins::remove_all_stale_fetches(&dest) {
+            run.host
+                .log
+                .note(&format!("removed an interrupted fetch: {}", p.display()));
+        }
     }
 }
 
@@ -1098,7 +1214,268 @@ pub(super) fn print_summary(run: &Run) {
         let _ = writeln!(text, "Log: {}", log.display());
     }
     if !run.host.warnings.is_empty() {
-        let _ = writeln!(text, "{} warning(s); see the log", run.host.warnings.len());
+        // "see the log" only where one was written.
+        let where_ = if run.host.log.path().is_some() {
+            "see the log"
+        } else {
+            "above"
+        };
+        let _ = writeln!(text, "{} warning(s); {where_}", run.host.warnings.len());
     }
     p.info(text.trim_end());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::settings::Settings;
+    use crate::services::Registry;
+    use crate::ui::{Progress, TermProgress, Verbosity};
+
+    /// A DevStack tree of this project's library in a temporary directory, and a
+    /// stack run on it with its plugin shell (nothing stacked).
+    fn run_on_tree() -> (tempfile::TempDir, Run) {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("devstack");
+        fs_err::create_dir_all(&top).unwrap();
+        let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in [
+            "functions",
+            "functions-common",
+            "stackrc",
+            "inc",
+            "lib",
+            "files",
+        ] {
+            std::os::unix::fs::symlink(project.join(name), top.join(name)).unwrap();
+        }
+        let quiet: Arc<dyn Progress> = Arc::new(TermProgress::new(Verbosity::Quiet));
+        let run = Run::start(&top, Kind::Stack, quiet).unwrap();
+        (dir, run)
+    }
+
+    /// The config files of the core services that call `iniset_rpc_backend` in
+    /// DevStack, each written with our rabbit transport as their configure does.
+    fn core_configs(run: &mut Run, dir: &Path) -> Vec<(&'static str, PathBuf)> {
+        let mut files = Vec::new();
+        for svc in Registry::builtin().all() {
+            let Some((package, var, section)) = svc.descriptor().rpc_backend else {
+                continue;
+            };
+            let file = dir.join(format!("{package}.conf"));
+            fs_err::write(
+                &file,
+                format!("[{section}]\ntransport_url = rabbit://stackrabbit:pw@127.0.0.1:5672/\n"),
+            )
+            .unwrap();
+            run.set_vars(&[(var.to_owned(), file.display().to_string())])
+                .unwrap();
+            files.push((svc.name(), file));
+        }
+        files
+    }
+
+    fn apply_to_core(run: &mut Run) {
+        for svc in Registry::builtin().all() {
+            run.service_ctx(|cx| plugin_rpc_backend(svc, cx)).unwrap();
+        }
+    }
+
+    /// A messaging plugin as the AMQP 1.0 one is written: rabbit disabled, its
+    /// service enabled, `iniset_rpc_backend` and `get_transport_url` redefined (and
+    /// exported) in plugin.sh. Every core service's config gets its transport.
+    #[test]
+    fn a_messaging_plugins_functions_configure_every_core_service() {
+        let (dir, mut run) = run_on_tree();
+        let plugin = dir.path().join("plugin.sh");
+        fs_err::write(
+            &plugin,
+            "function _get_amqp1_transport_url {\n\
+             \x20   echo \"amqp://$AMQP1_USERNAME:$AMQP1_PASSWORD@$AMQP1_HOST:5672/\"\n\
+             }\n\
+             function _iniset_amqp1_backend {\n\
+             \x20   local package=$1\n\
+             \x20   local file=$2\n\
+             \x20   local section=${3:-DEFAULT}\n\
+             \x20   iniset $file $section transport_url $(get_transport_url)\n\
+             \x20   iniset $file oslo_messaging_amqp container_name $package\n\
+             }\n\
+             if is_service_enabled amqp1; then\n\
+             \x20   function iniset_rpc_backend {\n\
+             \x20       _iniset_amqp1_backend $@\n\
+             \x20   }\n\
+             \x20   function get_transport_url {\n\
+             \x20       _get_amqp1_transport_url $@\n\
+             \x20   }\n\
+             \x20   export -f iniset_rpc_backend\n\
+             \x20   export -f get_transport_url\n\
+             fi\n",
+        )
+        .unwrap();
+        run.set_vars(&[
+            ("ENABLED_SERVICES".into(), "key,n-api,amqp1".into()),
+            ("AMQP1_USERNAME".into(), "amqpuser".into()),
+            ("AMQP1_PASSWORD".into(), "amqppw".into()),
+            ("AMQP1_HOST".into(), "127.0.0.1".into()),
+        ])
+        .unwrap();
+        run.source_global(&plugin).unwrap();
+        let files = core_configs(&mut run, dir.path());
+        assert_eq!(
+            files.len(),
+            5,
+            "keystone, nova, cinder, glance, neutron: {files:?}"
+        );
+        apply_to_core(&mut run);
+        for (service, file) in files {
+            let text = fs_err::read_to_string(&file).unwrap();
+            assert!(
+                text.contains("transport_url = amqp://amqpuser:amqppw@127.0.0.1:5672/"),
+                "{service}: {text}"
+            );
+            assert!(!text.contains("rabbit://"), "{service}: {text}");
+            assert!(text.contains("container_name = "), "{service}: {text}");
+            let section = if service == "keystone" {
+                "oslo_messaging_notifications"
+            } else {
+                "DEFAULT"
+            };
+            assert!(
+                crate::ini::IniDoc::parse(&text)
+                    .get(section, "transport_url")
+                    .is_some_and(|url| url.starts_with("amqp://")),
+                "{service} [{section}]: {text}"
+            );
+        }
+    }
+
+    /// Without a plugin's redefinition, the config our services wrote stays as it
+    /// is (no shell function rewrites it).
+    #[test]
+    fn without_a_messaging_plugin_the_core_configs_keep_ours() {
+        let (dir, mut run) = run_on_tree();
+        let files = core_configs(&mut run, dir.path());
+        apply_to_core(&mut run);
+        for (service, file) in files {
+            let text = fs_err::read_to_string(&file).unwrap();
+            assert!(
+                text.contains("rabbit://stackrabbit:pw@"),
+                "{service}: {text}"
+            );
+        }
+    }
+
+    /// `CINDER_ENABLED_BACKENDS=glusterfs:glusterfs-1,mine:mine-1`: types we do not
+    /// build follow DevStack's convention, a backend file sourced from
+    /// `$CINDER_BACKENDS` (written as DevStack's are) and a plugin's own
+    /// functions; a type that has neither is an error naming it.
+    #[test]
+    fn backend_types_we_do_not_build_run_devstacks_backend_functions() {
+        use crate::services::cinder_backend::{Request, choose};
+        let (dir, mut run) = run_on_tree();
+        let backends = dir.path().join("cinder_backends");
+        fs_err::create_dir_all(&backends).unwrap();
+        fs_err::write(
+            backends.join("glusterfs"),
+            r#"function configure_cinder_backend_glusterfs {
+    local be_name=$1
+    iniset $CINDER_CONF $be_name volume_backend_name $be_name
+    iniset $CINDER_CONF $be_name volume_driver "cinder.volume.drivers.glusterfs.GlusterfsDriver"
+}
+function init_cinder_backend_glusterfs {
+    echo "init $1" >> $CINDER_CONF.steps
+}
+function cleanup_cinder_backend_glusterfs {
+    echo "cleanup $1" >> $CINDER_CONF.steps
+}
+"#,
+        )
+        .unwrap();
+        let plugin = dir.path().join("plugin.sh");
+        fs_err::write(
+            &plugin,
+            "function configure_cinder_backend_mine {\n    iniset $CINDER_CONF $1 volume_driver mine.Driver\n}\n",
+        )
+        .unwrap();
+        let conf = dir.path().join("cinder.conf");
+        fs_err::write(&conf, "[DEFAULT]\nenabled_backends = glusterfs-1,mine-1\n").unwrap();
+        run.set_vars(&[
+            ("ENABLED_SERVICES".into(), "c-api,c-vol,c-sch".into()),
+            ("CINDER_CONF".into(), conf.display().to_string()),
+            ("CINDER_BACKENDS".into(), backends.display().to_string()),
+        ])
+        .unwrap();
+        run.source_global(&plugin).unwrap();
+        let req = |spec| Request {
+            backends: spec,
+            ..Request::default()
+        };
+        let choice = choose(&req("glusterfs:glusterfs-1,mine:mine-1"), None).unwrap();
+        for step in ["configure", "init"] {
+            run.service_ctx(|cx| crate::services::cinder::shell_backends(cx, step, &choice))
+                .unwrap();
+        }
+        let text = fs_err::read_to_string(&conf).unwrap();
+        let section = |name: &str| {
+            let doc = crate::ini::IniDoc::parse(&text);
+            (
+                doc.get(name, "volume_driver").unwrap_or_default(),
+                doc.get(name, "volume_backend_name").unwrap_or_default(),
+            )
+        };
+        assert_eq!(
+            section("glusterfs-1"),
+            (
+                "cinder.volume.drivers.glusterfs.GlusterfsDriver".to_owned(),
+                "glusterfs-1".to_owned()
+            ),
+            "{text}"
+        );
+        assert_eq!(section("mine-1").0, "mine.Driver", "{text}");
+        let steps = fs_err::read_to_string(dir.path().join("cinder.conf.steps")).unwrap();
+        assert_eq!(steps, "init glusterfs-1\n");
+
+        let typo = choose(&req("glusterfz:g"), None).unwrap();
+        let err = run
+            .service_ctx(|cx| crate::services::cinder::shell_backends(cx, "configure", &typo))
+            .unwrap_err();
+        let ServiceError::Shell {
+            source: crate::context::PipelineError::Shell(shell),
+            ..
+        } = &err
+        else {
+            panic!("{err:#}");
+        };
+        assert!(
+            shell
+                .tail()
+                .iter()
+                .any(|l| l.contains("backend type glusterfz")),
+            "{:?}",
+            shell.tail()
+        );
+    }
+
+    /// DevStack's rule when rabbit is disabled and no plugin takes over: no
+    /// RABBIT_PASSWORD is read, so no service gets a rabbit transport.
+    #[test]
+    fn with_rabbit_disabled_and_no_remote_broker_no_transport_is_written() {
+        let s = Settings::from_pairs(&[
+            ("ENABLED_SERVICES", "key,n-api"),
+            ("RABBIT_HOST", "127.0.0.1"),
+        ]);
+        assert_eq!(crate::services::rabbit::configured_transport_url(&s), None);
+        let remote = Settings::from_pairs(&[
+            ("ENABLED_SERVICES", "key,n-api"),
+            ("RABBIT_HOST", "10.0.0.5"),
+            ("RABBIT_PASSWORD", "pw"),
+        ]);
+        assert!(
+            crate::services::rabbit::configured_transport_url(&remote)
+                .is_some_and(|url| url.contains("@10.0.0.5:5672/"))
+        );
+    }
 }

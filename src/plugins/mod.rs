@@ -2,6 +2,7 @@
 //! (`enable_plugin NAME URL [REF]`), and hypervisor plugins.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
@@ -67,6 +68,20 @@ pub enum PluginError {
         "enable_plugin '{name}': a plugin name is a simple name (letters, digits, '-', '_', '.'; not '.' or '..', no '/'): it names the directory $DEST/NAME"
     )]
     BadName { name: String },
+    #[error(
+        "plugin '{name}': {dir} is not a git checkout, so it cannot be fetched into; it is left alone (move it away to have it cloned, or set RECLONE=False and keep the enabled ref)"
+    )]
+    NotACheckout { name: String, dir: PathBuf },
+    #[error(
+        "plugin '{name}': {why} in {dir} would lose {lost}; nothing was changed (commit and push them, or move {dir} away, or {keep})"
+    )]
+    WouldLose {
+        name: String,
+        dir: PathBuf,
+        why: String,
+        lost: String,
+        keep: String,
+    },
 }
 
 /// A plugin name that can only name a directory inside DEST.
@@ -187,6 +202,14 @@ impl ExternalPlugin {
     }
     pub fn plugin_sh(&self) -> PathBuf {
         self.dir.join("devstack/plugin.sh")
+    }
+    fn clone_error(&self, source: ProcessError) -> PluginError {
+        PluginError::Clone {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            git_ref: self.git_ref.clone(),
+            source: Box::new(source),
+        }
     }
 }
 
@@ -371,46 +394,109 @@ enum CloneState {
     Ready,
 }
 
-/// Clones a plugin at its ref into its directory, unless a complete clone for that
-/// ref is there already (re-fetched with RECLONE). The clone is made in a
-/// temporary directory beside it and renamed on success, so a failed fetch leaves
-/// nothing that looks like a plugin. Returns true when it fetched.
+/// Brings a plugin's checkout to its ref. A missing one is cloned in a temporary
+/// directory beside it and renamed on success, so a failed fetch leaves nothing
+/// that looks like a plugin. An existing checkout is never removed: without
+/// RECLONE it is left as it is (unless the enabled ref changed since we cloned it),
+/// with RECLONE it is fetched and checked out in place, and a checkout that would
+/// lose uncommitted changes or local commits is an error saying which. Returns true
+/// when it fetched.
 pub(crate) fn fetch(
     plugin: &ExternalPlugin,
     reclone: bool,
     error_on_clone: bool,
     base: &Cmd,
 ) -> Result<bool, PluginError> {
-    let clone_err = |source| PluginError::Clone {
-        name: plugin.name.clone(),
-        url: plugin.url.clone(),
-        git_ref: plugin.git_ref.clone(),
-        source: Box::new(source),
+    let parent = plugin.dir.parent().unwrap_or_else(|| Path::new("."));
+    remove_stale_fetches(parent, &plugin.name);
+    match clone_state(&plugin.dir, &plugin.git_ref) {
+        CloneState::Ready if !reclone => Ok(false),
+        CloneState::Foreign => Err(PluginError::Occupied {
+            name: plugin.name.clone(),
+            dir: plugin.dir.clone(),
+        }),
+        CloneState::Missing if error_on_clone => Err(PluginError::CloneForbidden {
+            name: plugin.name.clone(),
+            dir: plugin.dir.clone(),
+        }),
+        CloneState::Missing | CloneState::Incomplete => {
+            clone_fresh(plugin, parent, base)?;
+            Ok(true)
+        }
+        CloneState::Ready => {
+            update_in_place(plugin, None, base)?;
+            Ok(true)
+        }
+        CloneState::OtherRef(old) => {
+            update_in_place(plugin, Some(&old), base)?;
+            Ok(true)
+        }
+    }
+}
+
+/// The temporary directory a fetch by process `pid` clones into.
+fn fetch_dir(parent: &Path, name: &str, pid: u32) -> PathBuf {
+    parent.join(format!(".{name}.fetch-{pid}"))
+}
+
+/// Removes `.NAME.fetch-PID` directories whose process is gone (a fetch killed
+/// outright leaves one). Called with DEST's lock held, so no live run of ours is
+/// using one of another pid that is still running: those are left alone anyway.
+pub(crate) fn remove_stale_fetches(parent: &Path, name: &str) -> Vec<PathBuf> {
+    let prefix = format!(".{name}.fetch-");
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(parent) else {
+        return removed;
     };
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// Every stale fetch directory in `parent`, whatever the plugin's name (clean).
+pub(crate) fn remove_all_stale_fetches(parent: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rest = n.strip_prefix('.')?;
+            let (name, pid) = rest.rsplit_once(".fetch-")?;
+            pid.parse::<u32>().ok().map(|_| name.to_owned())
+        })
+        .collect();
+    let mut removed = Vec::new();
+    for name in names {
+        for p in remove_stale_fetches(parent, &name) {
+            if !removed.contains(&p) {
+                removed.push(p);
+            }
+        }
+    }
+    removed
+}
+
+fn clone_fresh(plugin: &ExternalPlugin, parent: &Path, base: &Cmd) -> Result<(), PluginError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PluginError::Read { path, source }
     };
     let git = |args: &[&str]| base.clone().args(args.iter().copied());
-    let state = clone_state(&plugin.dir, &plugin.git_ref);
-    if state == CloneState::Ready && !reclone {
-        return Ok(false);
-    }
-    if state == CloneState::Foreign {
-        return Err(PluginError::Occupied {
-            name: plugin.name.clone(),
-            dir: plugin.dir.clone(),
-        });
-    }
-    if error_on_clone && state == CloneState::Missing {
-        return Err(PluginError::CloneForbidden {
-            name: plugin.name.clone(),
-            dir: plugin.dir.clone(),
-        });
-    }
-    let parent = plugin.dir.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = parent.join(format!(".{}.fetch-{}", plugin.name, std::process::id()));
+    let tmp = fetch_dir(parent, &plugin.name, std::process::id());
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
@@ -431,7 +517,7 @@ pub(crate) fn fetch(
     })();
     if let Err(e) = fetched {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(clone_err(e));
+        return Err(plugin.clone_error(e));
     }
     if !tmp.join("devstack").is_dir() {
         let _ = fs::remove_dir_all(&tmp);
@@ -444,10 +530,212 @@ pub(crate) fn fetch(
     let marker = tmp.join(".git").join(REF_MARKER);
     fs::write(&marker, format!("{}\n", plugin.git_ref)).map_err(io_err(&marker))?;
     if plugin.dir.exists() {
+        // Only what a failed fetch leaves (nothing, or a bare `.git`): see clone_state.
         fs::remove_dir_all(&plugin.dir).map_err(io_err(&plugin.dir))?;
     }
     fs::rename(&tmp, &plugin.dir).map_err(io_err(&plugin.dir))?;
-    Ok(true)
+    Ok(())
+}
+
+/// Where the checkout is to go: a branch of the remote, or a commit.
+enum Target {
+    Branch { name: String, commit: String },
+    Commit(String),
+}
+
+/// Fetches into an existing checkout and checks the ref out there, as DevStack's
+/// git_clone does with RECLONE, after making sure nothing of the user's is lost.
+/// `old_ref` is the ref we cloned it for when the enabled ref changed since.
+fn update_in_place(
+    plugin: &ExternalPlugin,
+    old_ref: Option<&str>,
+    base: &Cmd,
+) -> Result<(), PluginError> {
+    let dir = plugin.dir.to_string_lossy().into_owned();
+    let git = |args: &[&str]| base.clone().arg("-C").arg(&dir).args(args.iter().copied());
+    // `git rev-parse` and friends: stdout when it answered, None when it said no.
+    let ask = |args: &[&str]| -> Result<Option<String>, PluginError> {
+        let out = git(args)
+            .capture()
+            .allow_failure()
+            .run()
+            .map_err(|e| plugin.clone_error(e))?;
+        Ok(out
+            .status
+            .success()
+            .then(|| out.stdout.trim_end().to_owned()))
+    };
+    let run = |args: &[&str]| {
+        git(args)
+            .run()
+            .map(|_| ())
+            .map_err(|e| plugin.clone_error(e))
+    };
+
+    // Only the checkout's own repository: `git -C` would otherwise find one that
+    // holds DEST and change that.
+    if !plugin.dir.join(".git").exists() {
+        return Err(PluginError::NotACheckout {
+            name: plugin.name.clone(),
+            dir: plugin.dir.clone(),
+        });
+    }
+    match ask(&["remote", "get-url", "origin"])? {
+        Some(url) if url == plugin.url => {}
+        Some(_) => run(&["remote", "set-url", "origin", &plugin.url])?,
+        None => run(&["remote", "add", "origin", &plugin.url])?,
+    }
+    run(&["fetch", "--quiet", "--tags", "origin"])?;
+    let git_ref = plugin.git_ref.as_str();
+    let remote_branch = format!("refs/remotes/origin/{git_ref}^{{commit}}");
+    let target = if let Some(commit) = ask(&["rev-parse", "--verify", "--quiet", &remote_branch])? {
+        Target::Branch {
+            name: git_ref.to_owned(),
+            commit,
+        }
+    } else if let Some(commit) = ask(&[
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        &format!("{git_ref}^{{commit}}"),
+    ])? {
+        Target::Commit(commit)
+    } else {
+        run(&["fetch", "--quiet", "origin", git_ref])?;
+        let commit =
+            ask(&["rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}"])?.unwrap_or_default();
+        Target::Commit(commit)
+    };
+
+    let head = ask(&["rev-parse", "--verify", "--quiet", "HEAD"])?.unwrap_or_default();
+    let on_branch = ask(&["symbolic-ref", "--quiet", "--short", "HEAD"])?;
+    let lines = |text: Option<String>| -> Vec<String> {
+        text.unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let would_lose = |lost: String| PluginError::WouldLose {
+        name: plugin.name.clone(),
+        dir: plugin.dir.clone(),
+        why: match old_ref {
+            Some(old) => {
+                format!("the enabled ref changed from {old} to {git_ref}, and checking it out")
+            }
+            None => format!("RECLONE=True, and checking out {git_ref}"),
+        },
+        lost,
+        keep: match old_ref {
+            Some(old) => format!("enable it at {old} again"),
+            None => "set RECLONE=False".to_owned(),
+        },
+    };
+    let target_commit = match &target {
+        Target::Branch { commit, .. } | Target::Commit(commit) => commit.clone(),
+    };
+    let unchanged = match &target {
+        Target::Branch { name, .. } => on_branch.as_deref() == Some(name) && head == target_commit,
+        Target::Commit(commit) => on_branch.is_none() && head == *commit,
+    };
+    if unchanged {
+        write_marker(&plugin.dir, git_ref);
+        return Ok(());
+    }
+    let changed = lines(ask(&["status", "--porcelain", "--untracked-files=no"])?);
+    if !changed.is_empty() {
+        let files: Vec<&str> = changed.iter().map(|l| l.get(3..).unwrap_or(l)).collect();
+        return Err(would_lose(format!(
+            "uncommitted changes to {}",
+            shown_list(&files)
+        )));
+    }
+    // Commits that only the checked-out HEAD (detached) or the branch about to be
+    // moved reach.
+    let orphaned = |tip: &str, not: &[&str]| -> Result<Vec<String>, PluginError> {
+        let mut args = vec!["log", "--format=%h %s", tip, "--not"];
+        args.extend_from_slice(not);
+        Ok(lines(ask(&args)?))
+    };
+    if on_branch.is_none() && !head.is_empty() {
+        let lost = orphaned(
+            &head,
+            &["--branches", "--tags", "--remotes", &target_commit],
+        )?;
+        if !lost.is_empty() {
+            return Err(would_lose(format!(
+                "{} commit(s) on the detached HEAD that no branch or tag holds: {}",
+                lost.len(),
+                shown_list(&lost)
+            )));
+        }
+    }
+    if let Target::Branch { name, commit } = &target {
+        let local = format!("refs/heads/{name}");
+        if ask(&["rev-parse", "--verify", "--quiet", &local])?.is_some() {
+            let lost = orphaned(&local, &[commit])?;
+            if !lost.is_empty() {
+                return Err(would_lose(format!(
+                    "{} commit(s) on branch {name} that {} does not have: {}",
+                    lost.len(),
+                    plugin.url,
+                    shown_list(&lost)
+                )));
+            }
+        }
+    }
+    let remote_branch;
+    let checkout: Vec<&str> = match &target {
+        Target::Branch { name, .. } => {
+            remote_branch = format!("origin/{name}");
+            vec!["checkout", "--quiet", "-B", name, &remote_branch]
+        }
+        Target::Commit(commit) => vec!["checkout", "--quiet", "--detach", commit],
+    };
+    // git itself refuses to overwrite untracked files: said as what would be lost.
+    if let Err(e) = git(&checkout).run() {
+        let in_the_way: Vec<String> = e
+            .tail()
+            .iter()
+            .skip_while(|l| !l.contains("would be overwritten"))
+            .skip(1)
+            .take_while(|l| l.starts_with(char::is_whitespace))
+            .map(|l| l.trim().to_owned())
+            .collect();
+        if in_the_way.is_empty() {
+            return Err(plugin.clone_error(e));
+        }
+        return Err(would_lose(format!(
+            "untracked files the checkout would overwrite: {}",
+            shown_list(&in_the_way)
+        )));
+    }
+    write_marker(&plugin.dir, git_ref);
+    Ok(())
+}
+
+/// Up to five items, and how many more.
+fn shown_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut text = items
+        .iter()
+        .take(5)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > 5 {
+        let _ = write!(text, " and {} more", items.len() - 5);
+    }
+    text
+}
+
+/// Notes the ref a checkout is at (only in a `.git` directory: a worktree's or a
+/// submodule's `.git` file is left alone, and the checkout then counts as the
+/// user's own).
+fn write_marker(dir: &Path, git_ref: &str) {
+    let git = dir.join(".git");
+    if git.is_dir() {
+        let _ = fs::write(git.join(REF_MARKER), format!("{git_ref}\n"));
+    }
 }
 
 /// `$NOVA_PLUGINS/hypervisor-$VIRT_DRIVER`, when it exists.

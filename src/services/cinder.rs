@@ -67,6 +67,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: PROCESSES,
     after: &["keystone", "glance"],
     catalog: &[BLOCK_STORAGE, VOLUMEV3],
+    rpc_backend: Some(("cinder", "CINDER_CONF", "DEFAULT")),
     python: &[Project {
         dist: "cinder",
         repo_var: "CINDER_REPO",
@@ -90,10 +91,11 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
             backend::default_expr(LibDefault::LvmType),
         ),
         ("CINDER_VOLUME_CLEAR", "zero"),
-        // lib/lvm and stackrc.
-        ("VOLUME_GROUP_NAME", "stack-volumes"),
+        // DevStack's backend files (lib/cinder_backends/TYPE), for the types we
+        // do not build.
+        ("CINDER_BACKENDS", "$TOP_DIR/lib/cinder_backends"),
+        // lib/lvm's (VOLUME_GROUP_NAME, VOLUME_BACKING_FILE_SIZE: stackrc's).
         ("BACKING_FILE_SUFFIX", "-backing-file"),
-        ("VOLUME_BACKING_FILE_SIZE", "30G"),
     ],
     databases: &["cinder"],
     processes: PROCESSES,
@@ -190,11 +192,9 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
     let rootwrap = oslo::configure_rootwrap(host, NAME, "cinder", &dir)?;
     oslo::write_conf(host, NAME, &conf(&s), |doc| {
         oslo::common_defaults(doc, &s);
-        doc.set(
-            "DEFAULT",
-            "transport_url",
-            &crate::services::rabbit::transport_url(&s),
-        );
+        if let Some(url) = crate::services::rabbit::configured_transport_url(&s) {
+            doc.set("DEFAULT", "transport_url", &url);
+        }
         doc.set("DEFAULT", "my_ip", s.get_or("HOST_IP", "127.0.0.1"));
         doc.set("DEFAULT", "state_path", &state.display().to_string());
         doc.set("DEFAULT", "auth_strategy", "keystone");
@@ -246,7 +246,7 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
         oslo::authtoken(doc, &s, NAME);
         // Assisted snapshots and volume extends call nova as the service user.
         oslo::keystoneauth(doc, &s, "nova", "nova");
-        for b in enabled {
+        for b in enabled.iter().filter(|b| !b.in_shell()) {
             let sec = b.name.as_str();
             if b.kind == "lvm" {
                 lvm_section(doc, &s, choice, sec);
@@ -307,6 +307,69 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
     };
     uwsgi::write_ini(host, NAME, &uwsgi_ini(&s), &app)?;
     uwsgi::publish(host, NAME, ROUTE, PREFIX, PORT)
+}
+
+/// DevStack's backend convention for the types we do not build (ceph, glusterfs,
+/// a plugin's): with c-vol, `STEP_cinder_backend_TYPE NAME` (configure after
+/// cinder.conf is written, init after the database sync, cleanup at clean), the
+/// functions of `$CINDER_BACKENDS/TYPE` (or a plugin's
+/// `devstack/lib/cinder_backends/TYPE`), sourced first, or a plugin's own.
+pub(crate) fn shell_backends(
+    cx: &mut ServiceCtx<'_>,
+    step: &str,
+    choice: &Choice,
+) -> Result<(), ServiceError> {
+    if !cx.settings().is_enabled(&["c-vol"]) {
+        return Ok(());
+    }
+    shell_steps(cx, step, &choice.backends)
+}
+
+fn shell_steps(
+    cx: &mut ServiceCtx<'_>,
+    step: &str,
+    backends: &[backend::Backend],
+) -> Result<(), ServiceError> {
+    for b in backends.iter().filter(|b| b.in_shell()) {
+        let file = backend_file(cx.host, &b.kind)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let status = cx
+            .call_function(CINDER_BACKEND_STEP, &[step, &b.kind, &b.name, &file])
+            .map_err(|source| ServiceError::Shell {
+                service: NAME.into(),
+                source,
+            })?;
+        if status != 0 {
+            return Err(ServiceError::failed(
+                NAME,
+                format!(
+                    "{step}_cinder_backend_{} {} returned {status}",
+                    b.kind, b.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The shell function (lib/cinder) that runs one step of a backend's convention.
+const CINDER_BACKEND_STEP: &str = "_ds_cinder_backend";
+
+/// `$CINDER_BACKENDS/TYPE`, else the first enabled plugin's
+/// `devstack/lib/cinder_backends/TYPE`.
+fn backend_file(host: &Host, kind: &str) -> Option<PathBuf> {
+    let tree = Some(host.settings.path("CINDER_BACKENDS"))
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(kind));
+    tree.into_iter()
+        .chain(
+            host.plugins
+                .plugins()
+                .iter()
+                .map(|p| p.dir.join("devstack/lib/cinder_backends").join(kind)),
+        )
+        .find(|p| p.is_file())
 }
 
 /// lib/cinder_backends/lvm's `configure_cinder_backend_lvm`.
@@ -559,7 +622,8 @@ impl Service for Cinder {
         cx.host.note(&line);
         cx.host.progress.summary(&line);
         cx.host.ledger.set_choice(NAME, choice.summary.clone());
-        write_config(cx.host, &choice)
+        write_config(cx.host, &choice)?;
+        shell_backends(cx, "configure", &choice)
     }
     fn init(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         if !cx.host.settings.is_enabled(&["c-vol"]) {
@@ -569,7 +633,7 @@ impl Service for Cinder {
         if choice.has("lvm") {
             backend::init(cx.host, &choice)?;
         }
-        Ok(())
+        shell_backends(cx, "init", &choice)
     }
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
@@ -608,6 +672,12 @@ impl Service for Cinder {
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
+        if s.is_enabled(&["c-vol"]) {
+            let backends = backend::parse_backends(s.str("CINDER_ENABLED_BACKENDS"));
+            if let Err(e) = shell_steps(cx, "cleanup", &backends) {
+                cx.host.warn(&e.to_string());
+            }
+        }
         unmount_share(cx.host);
         backend::clean(cx.host, TargetHelper::configured(&s));
         for name in PROCESSES.iter().chain(&["tgtd"]) {

@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::settings::Settings;
+use crate::config::vars;
 use crate::context::Host;
 use crate::services::daemon::{self, Daemon};
 use crate::services::{ServiceError, oslo};
@@ -214,8 +215,17 @@ impl Choice {
     }
 }
 
-/// The backend types this project configures.
+/// The backend types this project configures; any other is DevStack's backend
+/// convention's (`lib/cinder_backends/TYPE`, or a plugin's functions: [`Backend::in_shell`]).
 const BUILT: &[&str] = &["lvm", "nfs"];
+
+impl Backend {
+    /// Configured by shell functions (`configure_cinder_backend_TYPE NAME` and the
+    /// rest of DevStack's convention), not by us.
+    pub(crate) fn in_shell(&self) -> bool {
+        !BUILT.contains(&self.kind.as_str())
+    }
+}
 
 /// The choice for `req` on a host that offers `host` (None: no volume service on
 /// this node, so nothing here has to hold the backends).
@@ -228,13 +238,6 @@ pub(crate) fn choose(req: &Request<'_>, host: Option<&StorageHost>) -> Result<Ch
     let backends = parse_backends(spec);
     if backends.is_empty() {
         return Err(format!("CINDER_ENABLED_BACKENDS={spec:?} names no backend"));
-    }
-    if let Some(b) = backends.iter().find(|b| !BUILT.contains(&b.kind.as_str())) {
-        return Err(format!(
-            "CINDER_ENABLED_BACKENDS={spec}: backend type `{}` is not built here ({} are)",
-            b.kind,
-            BUILT.join(" and ")
-        ));
     }
     let target_helper = match req.target_helper.trim() {
         "" => host.map_or(TargetHelper::Lio, StorageHost::default_target_helper),
@@ -609,14 +612,11 @@ pub(crate) struct VolumeGroup {
 /// lib/lvm's names: `$VOLUME_GROUP_NAME-<backend>` on
 /// `$DATA_DIR/<vg>$BACKING_FILE_SUFFIX`.
 pub(crate) fn volume_group(s: &Settings, backend: &str) -> VolumeGroup {
-    let name = format!(
-        "{}-{backend}",
-        s.get_or("VOLUME_GROUP_NAME", "stack-volumes")
-    );
+    let name = format!("{}-{backend}", vars::VOLUME_GROUP_NAME.read(s));
     let file = format!("{name}{}", s.get_or("BACKING_FILE_SUFFIX", "-backing-file"));
     VolumeGroup {
         backing_file: s.path("DATA_DIR").join(file),
-        size: s.get_or("VOLUME_BACKING_FILE_SIZE", "30G").to_owned(),
+        size: vars::VOLUME_BACKING_FILE_SIZE.read(s).to_owned(),
         name,
     }
 }
@@ -1246,9 +1246,16 @@ mod tests {
     }
 
     #[test]
-    fn unknown_backend_types_are_refused() {
-        let err = choose(&req("ceph:ceph"), Some(&capable())).unwrap_err();
-        assert!(err.contains("`ceph` is not built here"), "{err}");
+    fn backend_types_we_do_not_build_go_to_the_shells_convention() {
+        let c = choose(&req("ceph:ceph,lvm:lvmdriver-1"), Some(&capable())).unwrap();
+        let shell: Vec<&str> = c
+            .backends
+            .iter()
+            .filter(|b| b.in_shell())
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(shell, ["ceph"]);
+        assert!(c.has("lvm"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
-use crate::services::{Descriptor, Layer, Service, ServiceError};
+use crate::services::{Descriptor, Layer, Service, ServiceError, Stage};
 
 pub(crate) const NAME: &str = "credentials";
 pub(crate) const CLOUDS_YAML: &str = "/etc/openstack/clouds.yaml";
@@ -238,14 +238,7 @@ fn link_client(cx: &mut ServiceCtx<'_>) {
 /// openrc and clouds.yaml: written once every enabled API has started.
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &["key"],
-    after: &[
-        "keystone",
-        "glance",
-        "placement",
-        "neutron",
-        "nova",
-        "cinder",
-    ],
+    stage: Stage::AfterApis,
     ..Descriptor::named(NAME, Layer::OpenStack)
 };
 

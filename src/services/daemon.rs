@@ -335,6 +335,48 @@ pub(crate) fn probe_cmd(cmd: &Cmd) -> Result<(), String> {
         })
 }
 
+/// A layer-1 server's `Service::stop`: DevStack stops layer 1 only with `unstack
+/// --all`, and only a server this stack started (`ours`). clean first removes what
+/// stack made inside it (`drop_created`; a failure is a warning) while it still runs.
+pub(crate) fn stop_layer1(
+    host: &mut Host,
+    daemon: &dyn Daemon,
+    all: bool,
+    ours: bool,
+    drop_created: impl FnOnce(&mut Host) -> Result<(), ServiceError>,
+) -> Result<(), ServiceError> {
+    if !all || !ours {
+        return Ok(());
+    }
+    if host.mode == crate::context::Mode::Clean && running(host, daemon.names().name).is_some() {
+        if let Err(e) = drop_created(host) {
+            host.warn(&e.to_string());
+        }
+    }
+    stop(host, daemon)
+}
+
+/// Each ovs-vsctl/ovn-*ctl call gets this long.
+pub(crate) const CTL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A daemon's control client (`ovs-vsctl`, `ovn-nbctl` ...) bounded twice: its own
+/// `--timeout` against a daemon that does not answer, ours a second later.
+pub(crate) fn ctl(host: &Host, program: &str, timeout: Duration) -> Cmd {
+    host.cmd(program)
+        .arg(format!("--timeout={}", timeout.as_secs()))
+        .timeout(timeout + Duration::from_secs(1))
+        .label(program)
+}
+
+/// `program`'s argv as root: itself when we are root, else through `sudo -n`.
+pub(crate) fn privileged(program: &str) -> Vec<String> {
+    if nix::unistd::geteuid().is_root() {
+        vec![program.to_owned()]
+    } else {
+        vec!["sudo".into(), "-n".into(), program.to_owned()]
+    }
+}
+
 /// `start_service`/`stop_service` on a systemd machine: the distro's unit.
 pub(crate) fn systemctl(
     host: &Host,
@@ -342,7 +384,7 @@ pub(crate) fn systemctl(
     action: &str,
     unit: &str,
 ) -> Result<(), ServiceError> {
-    let mut argv = crate::services::database::privileged("systemctl");
+    let mut argv = privileged("systemctl");
     argv.extend([action.to_owned(), unit.to_owned()]);
     host.cmd(&argv[0])
         .args(&argv[1..])

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::services::ServiceError;
-use crate::services::daemon::{PROBE_TIMEOUT, daemon_log, port_taken, wait_ready};
+use crate::services::daemon::{PROBE_TIMEOUT, daemon_log, port_taken, privileged, wait_ready};
 
 /// The two backends DevStack knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +80,9 @@ pub(crate) fn is_system_user(backend: Backend, name: &str) -> bool {
     }
 }
 
-pub(crate) fn privileged(program: &str) -> Vec<String> {
-    if nix::unistd::geteuid().is_root() {
-        vec![program.to_owned()]
-    } else {
-        vec!["sudo".into(), "-n".into(), program.to_owned()]
-    }
-}
+/// Set when stack created root@'%' and root@'127.0.0.1' (mysql.rs makes them; the
+/// drop below removes them with what else stack created).
+pub(crate) const ROOT_TCP_FACT: &str = "mysql_root_tcp_users";
 
 /// The directory for the 0600 files that carry secrets to clients.
 fn private_dir(host: &Host) -> PathBuf {
@@ -214,11 +210,7 @@ pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), Serv
         .into_iter()
         .filter(|u| valid_identifier(u) && !is_system_user(backend, u))
         .collect();
-    let root_tcp = backend == Backend::Mysql
-        && host
-            .ledger
-            .fact(crate::services::mysql::ROOT_TCP_FACT)
-            .is_some();
+    let root_tcp = backend == Backend::Mysql && host.ledger.fact(ROOT_TCP_FACT).is_some();
     if dbs.is_empty() && users.is_empty() && !root_tcp {
         return Ok(());
     }
@@ -257,8 +249,7 @@ pub(crate) fn drop_created(host: &mut Host, backend: Backend) -> Result<(), Serv
         host.ledger.forget_db_user(backend.name(), &user);
     }
     if backend == Backend::Mysql {
-        host.ledger
-            .forget_fact(crate::services::mysql::ROOT_TCP_FACT);
+        host.ledger.forget_fact(ROOT_TCP_FACT);
     }
     host.checkpoint();
     Ok(())

@@ -52,6 +52,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, NAME],
     after: &["keystone"],
     catalog: &[CATALOG],
+    rpc_backend: Some(("glance", "GLANCE_API_CONF", "DEFAULT")),
     python: &[Project {
         dist: "glance",
         repo_var: "GLANCE_REPO",
@@ -97,11 +98,9 @@ impl UwsgiApi for Glance {
                 &format!("file://{}", d("staging")),
             );
             doc.set("DEFAULT", "image_cache_dir", &d("cache"));
-            doc.set(
-                "DEFAULT",
-                "transport_url",
-                &crate::services::rabbit::transport_url(&s),
-            );
+            if let Some(url) = crate::services::rabbit::configured_transport_url(&s) {
+                doc.set("DEFAULT", "transport_url", &url);
+            }
             doc.set("glance_store", "stores", "file,http");
             doc.set("glance_store", "default_store", "file");
             doc.set("glance_store", "filesystem_store_datadir", &d("images"));

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::config::settings::Settings;
+use crate::config::vars;
 use crate::context::{Host, ServiceCtx};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
 
@@ -87,8 +88,7 @@ pub(crate) fn ensure_built(host: &Host) -> Result<TestImage, ServiceError> {
         .arg(&dir)
         .env(
             "TEST_IMAGE_NAME",
-            host.settings
-                .get_or("DEFAULT_IMAGE_NAME", "cirros-0.6.3-x86_64-disk"),
+            vars::DEFAULT_IMAGE_NAME.read(&host.settings),
         )
         .timeout(BUILD_TIMEOUT)
         .label("build-test-image")
@@ -358,9 +358,7 @@ fn upload_images(host: &mut Host, api: &Api) -> Result<(), ServiceError> {
     if s.flag("DOWNLOAD_DEFAULT_IMAGES", true) {
         let image = ensure_built(host)?;
         let up = Upload {
-            name: s
-                .get_or("DEFAULT_IMAGE_NAME", "cirros-0.6.3-x86_64-disk")
-                .to_owned(),
+            name: vars::DEFAULT_IMAGE_NAME.read(&s).to_owned(),
             file: image.file(),
             disk_format: image.var("TEST_IMAGE_DISK_FORMAT").to_owned(),
             container_format: image.var("TEST_IMAGE_CONTAINER_FORMAT").to_owned(),
@@ -478,7 +476,6 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &["g-api", "n-api"],
     after: &["glance", "nova"],
     defaults: &[
-        ("DEFAULT_IMAGE_NAME", "cirros-0.6.3-x86_64-disk"),
         ("DOWNLOAD_DEFAULT_IMAGES", "True"),
         ("TEST_IMAGE_DIR", "$FILES/images/test-image"),
     ],

@@ -13,7 +13,7 @@ use crate::context::ServiceCtx;
 use crate::services::daemon;
 use crate::services::database;
 use crate::services::uwsgi::{self, WsgiApp};
-use crate::services::{Descriptor, Layer, Service, ServiceError, oslo};
+use crate::services::{Descriptor, Layer, Service, ServiceError, Stage, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
 
@@ -185,6 +185,10 @@ pub(crate) fn start_keystone(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE],
     after: &["mysql", "postgresql", "rabbit", "memcached"],
+    stage: Stage::Api,
+    secrets: &["ADMIN_PASSWORD", "SERVICE_PASSWORD"],
+    // Its notifications only (DevStack's lib/keystone).
+    rpc_backend: Some(("keystone", "KEYSTONE_CONF", "oslo_messaging_notifications")),
     python: &[Project {
         dist: "keystone",
         repo_var: "KEYSTONE_REPO",

@@ -151,10 +151,8 @@ impl Service for Memcached {
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
         // A cache holds nothing worth keeping, but DevStack stops it with the rest of
         // layer 1 only on --all.
-        if !all || !cx.host.ledger.has_system_service(NAME) {
-            return Ok(());
-        }
-        stop_server(cx.host)
+        let ours = cx.host.ledger.has_system_service(NAME);
+        daemon::stop_layer1(cx.host, &Memcached, all, ours, |_| Ok(()))
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         daemon::remove_daemon_log(&cx.host.settings, NAME);

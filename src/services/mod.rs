@@ -42,6 +42,8 @@ pub(crate) mod rabbit;
 #[cfg(test)]
 mod snapshots;
 pub(crate) mod tempest;
+#[cfg(test)]
+mod template;
 pub(crate) mod uwsgi;
 
 /// Where a service sits in the stack's order.
@@ -65,6 +67,19 @@ pub enum Role {
     Any,
 }
 
+/// Where a service comes in the stack's order, besides its `after` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Where its `after` list puts it.
+    Ordered,
+    /// It serves an OpenStack API but has no catalog entry in the registry (keystone:
+    /// its bootstrap makes the identity entry). A service with a catalog entry serves
+    /// an API without saying so.
+    Api,
+    /// A client of the whole cloud (openrc, tempest.conf): after every API.
+    AfterApis,
+}
+
 /// Everything about one service that is data.
 #[derive(Debug)]
 pub struct Descriptor {
@@ -77,6 +92,8 @@ pub struct Descriptor {
     pub role: Role,
     /// The services it comes after when both are enabled.
     pub after: &'static [&'static str],
+    /// Its place among the APIs and their clients.
+    pub stage: Stage,
     /// Its keystone catalog entries (service user, service, public endpoint).
     pub catalog: &'static [ServiceAccount],
     /// Its Python projects, installed from PyPI or a local checkout.
@@ -90,6 +107,16 @@ pub struct Descriptor {
     pub databases: &'static [&'static str],
     /// The processes it starts (DevStack's service names), stopped by unstack.
     pub processes: &'static [&'static str],
+    /// The variables that hold its secrets (DevStack's `read_password`): generated
+    /// once when the user set none, kept 0600, redacted everywhere.
+    pub secrets: &'static [&'static str],
+    /// Other names `start_service`/`stop_service` know it by (the distro's
+    /// service names: `mariadb` for mysql).
+    pub aliases: &'static [&'static str],
+    /// Where DevStack's lib/ of it calls `iniset_rpc_backend PACKAGE $FILE
+    /// [SECTION]`: the package, the variable naming the config file and the section
+    /// (a messaging plugin's redefinition is called there, after its configure).
+    pub rpc_backend: Option<(&'static str, &'static str, &'static str)>,
 }
 
 impl Descriptor {
@@ -107,7 +134,29 @@ impl Descriptor {
             defaults: &[],
             databases: &[],
             processes: &[],
+            stage: Stage::Ordered,
+            secrets: &[],
+            aliases: &[],
+            rpc_backend: None,
         }
+    }
+
+    /// Whether `settings` enable it (any of its `enabled_by` names): how another
+    /// service asks whether this one is there.
+    pub fn enabled(&self, settings: &Settings) -> bool {
+        settings.is_enabled(self.enabled_by)
+    }
+
+    /// Whether it serves an OpenStack API (the clients of the cloud come after it).
+    pub fn serves_api(&self) -> bool {
+        self.stage == Stage::Api || !self.catalog.is_empty()
+    }
+
+    /// Whether it comes after `other` when both are in the stack.
+    fn comes_after(&self, other: &Descriptor) -> bool {
+        self.name != other.name
+            && (self.after.contains(&other.name)
+                || (self.stage == Stage::AfterApis && other.serves_api()))
     }
 }
 
@@ -213,7 +262,7 @@ pub trait Service: Sync {
         self.descriptor().layer
     }
     fn is_enabled(&self, settings: &Settings) -> bool {
-        settings.is_enabled(self.descriptor().enabled_by)
+        self.descriptor().enabled(settings)
     }
     /// Debian packages for the one batched prerequisite install.
     fn packages(&self, _settings: &Settings) -> Vec<String> {
@@ -309,8 +358,9 @@ impl Registry {
     }
 
     /// A registry of these services, ordered: layer 1 first, then each service after
-    /// the ones it names in `after` (a stable topological order: among services free
-    /// to go, the list's order). A cycle is a programming error.
+    /// the ones it names in `after` and a client of the cloud after every API (a
+    /// stable topological order: among services free to go, the list's order). A
+    /// cycle is a programming error.
     pub fn new(list: Vec<&'static dyn Service>) -> Self {
         let mut left: Vec<&'static dyn Service> = list;
         left.sort_by_key(|s| s.layer());
@@ -319,11 +369,9 @@ impl Registry {
             let ready = left
                 .iter()
                 .position(|s| {
-                    s.descriptor().after.iter().all(|dep| {
-                        !left
-                            .iter()
-                            .any(|other| other.name() == *dep && other.name() != s.name())
-                    })
+                    !left
+                        .iter()
+                        .any(|other| s.descriptor().comes_after(other.descriptor()))
                 })
                 .unwrap_or_else(|| {
                     panic!(
@@ -379,6 +427,25 @@ impl Registry {
         self.all()
             .flat_map(|s| s.descriptor().defaults.iter().copied())
             .collect()
+    }
+
+    /// Every service's secret variables, each once, in stack order (all of them,
+    /// enabled or not: a later stack that enables one finds its secret kept).
+    pub fn secrets(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for name in self.all().flat_map(|s| s.descriptor().secrets) {
+            if !out.contains(name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    /// The service `start_service`/`stop_service NAME` means: by its name or one of
+    /// its aliases.
+    pub fn by_service_name(&self, name: &str) -> Option<&'static dyn Service> {
+        self.all()
+            .find(|s| s.name() == name || s.descriptor().aliases.contains(&name))
     }
 
     /// The database jobs of the enabled services.
@@ -515,8 +582,8 @@ mod tests {
                 "memcached",
                 "apache2",
                 "keystone",
-                "credentials",
-                "probe"
+                "probe",
+                "credentials"
             ]
         );
         assert!(reg.packages(&s).contains(&"probe-tools".to_owned()));
@@ -554,6 +621,64 @@ mod tests {
         let s = settings("mysql,key");
         assert!(!reg.packages(&s).contains(&"probe-tools".to_owned()));
         assert!(reg.catalog(&s).is_empty());
+    }
+
+    #[test]
+    fn the_clients_of_the_cloud_come_after_every_api() {
+        let reg = with_probe();
+        let names: Vec<&str> = reg.all().map(Service::name).collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        let apis: Vec<&str> = reg
+            .all()
+            .filter(|s| s.descriptor().serves_api())
+            .map(Service::name)
+            .collect();
+        assert_eq!(
+            apis,
+            [
+                "keystone",
+                "glance",
+                "placement",
+                "neutron",
+                "nova",
+                "cinder",
+                "probe"
+            ]
+        );
+        for client in ["credentials", "tempest"] {
+            for api in &apis {
+                assert!(pos(api) < pos(client), "{api} after {client}: {names:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_secrets_are_the_services_own_and_named_as_secrets() {
+        let secrets = Registry::builtin().secrets();
+        assert_eq!(
+            secrets,
+            [
+                "DATABASE_PASSWORD",
+                "RABBIT_PASSWORD",
+                "ADMIN_PASSWORD",
+                "SERVICE_PASSWORD",
+                "METADATA_PROXY_SHARED_SECRET"
+            ]
+        );
+        // The redactor and the resume state know a secret by its name.
+        for name in secrets {
+            assert!(crate::config::settings::is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn start_service_names_find_their_service() {
+        let reg = Registry::builtin();
+        let name = |n: &str| reg.by_service_name(n).map(Service::name);
+        assert_eq!(name("mariadb"), Some("mysql"));
+        assert_eq!(name("rabbitmq-server"), Some("rabbit"));
+        assert_eq!(name("keystone"), Some("keystone"));
+        assert_eq!(name("sshd"), None);
     }
 
     #[test]

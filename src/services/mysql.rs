@@ -192,7 +192,7 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
             "SELECT COUNT(*) FROM mysql.user WHERE User='root' AND Host IN ('%','127.0.0.1');",
         )?;
         if made.trim() == "0" {
-            host.ledger.set_fact(ROOT_TCP_FACT, "1");
+            host.ledger.set_fact(database::ROOT_TCP_FACT, "1");
         }
     }
     for from in hosts {
@@ -208,9 +208,6 @@ fn ensure_user(host: &mut Host) -> Result<(), ServiceError> {
     database::admin_sql(host, Backend::Mysql, &sql)?;
     database::user_ready(host, Backend::Mysql, &user, existed, user_probe)
 }
-
-/// Set when stack created root@'%' and root@'127.0.0.1' (clean drops them).
-pub(crate) const ROOT_TCP_FACT: &str = "mysql_root_tcp_users";
 
 /// DevStack's `~/.my.cnf` for the stack user (only when there is none: a user's own
 /// is kept), mode 0600; recorded, so clean removes it.
@@ -253,6 +250,8 @@ pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["mariadb-server", "mariadb-client"],
+    secrets: &["DATABASE_PASSWORD"],
+    aliases: &["mariadb", "mysqld"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 
@@ -266,19 +265,11 @@ impl Service for Mysql {
         write_my_cnf(cx.host)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
-        if !all
-            || (daemon::recorded(cx.host, NAME).is_none()
-                && !cx.host.ledger.has_system_service(NAME))
-        {
-            return Ok(());
-        }
-        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
-            // clean drops what stack created while the server still runs.
-            if let Err(e) = database::drop_created(cx.host, Backend::Mysql) {
-                cx.host.warn(&format!("{e}"));
-            }
-        }
-        stop_server(cx.host)
+        let ours =
+            daemon::recorded(cx.host, NAME).is_some() || cx.host.ledger.has_system_service(NAME);
+        daemon::stop_layer1(cx.host, &Mysql, all, ours, |host| {
+            database::drop_created(host, Backend::Mysql)
+        })
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // Databases and users were dropped before the server stopped; when it was

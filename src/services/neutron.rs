@@ -378,6 +378,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[SERVICE, "neutron-api"],
     after: &["keystone", "ovn"],
     catalog: &[CATALOG],
+    rpc_backend: Some(("neutron", "NEUTRON_CONF", "DEFAULT")),
     python: &[Project {
         dist: "neutron",
         repo_var: "NEUTRON_REPO",
@@ -445,11 +446,9 @@ impl UwsgiApi for Neutron {
             doc.set("DEFAULT", "auth_strategy", "keystone");
             doc.set("DEFAULT", "state_path", &state.display().to_string());
             doc.set("DEFAULT", "api_paste_config", &paste.display().to_string());
-            doc.set(
-                "DEFAULT",
-                "transport_url",
-                &crate::services::rabbit::transport_url(&s),
-            );
+            if let Some(url) = crate::services::rabbit::configured_transport_url(&s) {
+                doc.set("DEFAULT", "transport_url", &url);
+            }
             // Without OVN no port ever binds: the API server alone, no compute
             // notifications. With OVN nova waits for network-vif-plugged.
             let notify = if ovn_mode(&s) { "True" } else { "False" };
@@ -562,11 +561,12 @@ impl UwsgiApi for Neutron {
         if ovn_mode(&cx.host.settings) {
             start_ovn_workers(cx)?;
         }
-        if cx.host.settings.is_enabled(&["key"]) {
+        if crate::services::keystone::DESCRIPTOR.enabled(&cx.host.settings) {
             warm_up(cx)?;
         }
         if ovn_mode(&cx.host.settings) {
-            crate::services::neutron_networks::create_initial(cx)?;
+            let base = api_url(&cx.host.settings);
+            crate::services::neutron_networks::create_initial(cx, &base)?;
         }
         Ok(())
     }

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::settings::Settings;
+use crate::config::vars;
 use crate::context::ServiceCtx;
 use crate::openstack::neutron::{Client, NeutronError, id};
-use crate::services::{ServiceError, ovn_public};
+use crate::services::{ServiceError, keystone, ovn, ovn_public};
 
 const NAME: &str = "neutron";
 
@@ -49,10 +50,10 @@ pub(crate) fn create(
     s: &Settings,
     demo: &str,
 ) -> Result<Initial, NeutronError> {
-    let ip_version = s.get_or("IP_VERSION", "4+6");
+    let ip_version = vars::IP_VERSION.read(s);
     let v4 = ip_version.contains('4');
     let v6 = ip_version.contains('6');
-    let private_name = s.get_or("PRIVATE_NETWORK_NAME", "private");
+    let private_name = vars::PRIVATE_NETWORK_NAME.read(s);
     let in_demo = format!("project_id={demo}");
     let net = client.get_or_create(
         "networks",
@@ -88,8 +89,8 @@ pub(crate) fn create(
             "project_id": demo,
             "ip_version": 6,
             "cidr": s.get_or("FIXED_RANGE_V6", "fd00::/64"),
-            "ipv6_ra_mode": s.get_or("IPV6_RA_MODE", "slaac"),
-            "ipv6_address_mode": s.get_or("IPV6_ADDRESS_MODE", "slaac"),
+            "ipv6_ra_mode": vars::IPV6_RA_MODE.read(s),
+            "ipv6_address_mode": vars::IPV6_ADDRESS_MODE.read(s),
         });
         if let Some(gw) = opt(s, "IPV6_PRIVATE_NETWORK_GATEWAY") {
             body["gateway_ip"] = json!(gw);
@@ -116,12 +117,12 @@ pub(crate) fn create(
         (json!({ "name": router_name }), String::new())
     };
     let router = id(&client.get_or_create("routers", router_name, &router_q, &router_body)?);
-    let public_name = s.get_or("PUBLIC_NETWORK_NAME", "public");
+    let public_name = vars::PUBLIC_NETWORK_NAME.read(s);
     let mut public_body = json!({ "name": public_name, "router:external": true });
     if ext.iter().any(|e| e == "auto-allocated-topology") {
         public_body["is_default"] = json!(true);
     }
-    if s.flag("Q_USE_PROVIDERNET_FOR_PUBLIC", true) {
+    if vars::Q_USE_PROVIDERNET_FOR_PUBLIC.flag(s) {
         public_body["provider:network_type"] = json!(s.get_or("PUBLIC_PROVIDERNET_TYPE", "flat"));
         public_body["provider:physical_network"] =
             json!(s.get_or("PUBLIC_PHYSICAL_NETWORK", "public"));
@@ -133,7 +134,7 @@ pub(crate) fn create(
     let public_q = format!("network_id={public}");
     if v4 {
         client.add_router_interface(&router, &out.private_subnet)?;
-        let floating = s.get_or("FLOATING_RANGE", "172.24.4.0/24");
+        let floating = vars::FLOATING_RANGE.read(s);
         let mut body = json!({
             "name": "public-subnet",
             "network_id": public,
@@ -170,8 +171,8 @@ pub(crate) fn create(
             "name": "ipv6-public-subnet",
             "network_id": public,
             "ip_version": 6,
-            "cidr": s.get_or("IPV6_PUBLIC_RANGE", "2001:db8::/64"),
-            "gateway_ip": s.get_or("IPV6_PUBLIC_NETWORK_GATEWAY", "2001:db8::2"),
+            "cidr": vars::IPV6_PUBLIC_RANGE.read(s),
+            "gateway_ip": vars::IPV6_PUBLIC_NETWORK_GATEWAY.read(s),
             "enable_dhcp": false,
         });
         client.get_or_create("subnets", "ipv6-public-subnet", &public_q, &body)?;
@@ -189,10 +190,11 @@ pub(crate) fn create(
 }
 
 /// At the end of neutron's start, as stack.sh calls create_neutron_initial_network
-/// once the server and agents run: the networks, then the public side on this host.
-pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
+/// once the server and agents run: the networks through neutron's API at `base`,
+/// then the public side on this host.
+pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>, base: &str) -> Result<(), ServiceError> {
     let s = cx.host.settings.clone();
-    if !s.flag("NEUTRON_CREATE_INITIAL_NETWORKS", true) || !s.is_enabled(&["key"]) {
+    if !vars::NEUTRON_CREATE_INITIAL_NETWORKS.flag(&s) || !keystone::DESCRIPTOR.enabled(&s) {
         return Ok(());
     }
     let t0 = Instant::now();
@@ -207,8 +209,7 @@ pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError
     let demo = keystone
         .project_id("demo", Some(s.get_or("SERVICE_DOMAIN_NAME", "Default")))
         .map_err(|e| ServiceError::caused(NAME, "the demo project", e))?;
-    let base = crate::services::neutron::api_url(&s);
-    let mut client = Client::new(&base, &token, Duration::from_secs(60));
+    let mut client = Client::new(base, &token, Duration::from_secs(60));
     let made = create(&mut client, &s, &demo).map_err(err)?;
     cx.host.note(&format!(
         "neutron: initial networks in {:.1} s ({} requests): private {}, router {:?}, public {:?}",
@@ -221,7 +222,9 @@ pub(crate) fn create_initial(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError
     let ovn_here = s.is_enabled(&["ovn-controller"]) && s.get_or("Q_AGENT", "ovn") == "ovn";
     if let (Some(gw), true) = (&made.public_gateway, ovn_here) {
         if s.flag("OVN_L3_CREATE_PUBLIC_NETWORK", true) {
-            ovn_public::setup(cx.host, std::slice::from_ref(gw))?;
+            let bridge = s.get_or("PUBLIC_BRIDGE", "br-ex");
+            ovn::add_bridge(cx.host, bridge, &["other-config:disable-in-band=true"])?;
+            ovn_public::setup(cx.host, bridge, std::slice::from_ref(gw))?;
             let ns = ovn_public::namespace(cx.host);
             let how = if ovn_public::in_host(cx.host) {
                 format!("{gw} on {}", s.get_or("PUBLIC_BRIDGE", "br-ex"))

@@ -100,11 +100,9 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
     let workers = s.get_or("API_WORKERS", "1").to_owned();
     oslo::write_conf(host, NAME, &conf(&s), |doc| {
         oslo::common_defaults(doc, &s);
-        doc.set(
-            "DEFAULT",
-            "transport_url",
-            &crate::services::rabbit::transport_url(&s),
-        );
+        if let Some(url) = crate::services::rabbit::configured_transport_url(&s) {
+            doc.set("DEFAULT", "transport_url", &url);
+        }
         doc.set("DEFAULT", "my_ip", s.get_or("HOST_IP", "127.0.0.1"));
         doc.set("DEFAULT", "state_path", &state.display().to_string());
         doc.set(
@@ -360,6 +358,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: PROCESSES,
     role: Role::Any,
     after: &["keystone", "glance", "placement", "neutron"],
+    rpc_backend: Some(("nova", "NOVA_CONF", "DEFAULT")),
     catalog: &[CATALOG],
     python: &[Project {
         dist: "nova",

@@ -49,6 +49,8 @@ pub(crate) fn neutron_options(doc: &mut IniDoc, s: &Settings) {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[PROCESS],
     after: &["nova"],
+    // Neutron's metadata agent shares it.
+    secrets: &["METADATA_PROXY_SHARED_SECRET"],
     packages: uwsgi::PACKAGES,
     processes: &[PROCESS],
     ..Descriptor::named(NAME, Layer::OpenStack)

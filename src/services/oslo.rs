@@ -176,12 +176,6 @@ pub(crate) fn start_process(
     env: &[(String, String)],
     address: Option<String>,
 ) -> Result<ProcessRecord, ServiceError> {
-    if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
-        host.supervisor
-            .stop(&old)
-            .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
-        host.ledger.forget_process(ProcessKind::Service, name);
-    }
     let spec = ProcessSpec {
         name: name.to_owned(),
         command: command.to_owned(),
@@ -197,9 +191,27 @@ pub(crate) fn start_process(
         host.redactor().redact(command),
         spec.log.display()
     ));
+    replace_process(host, service, &spec)
+}
+
+/// Starts `spec` under the supervisor in place of the recorded process of the same
+/// name (stopped first), and records it; the ledger is saved. `run_process` and
+/// [`start_process`] both end here.
+pub(crate) fn replace_process(
+    host: &mut Host,
+    service: &str,
+    spec: &ProcessSpec,
+) -> Result<ProcessRecord, ServiceError> {
+    let name = &spec.name;
+    if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
+        host.supervisor
+            .stop(&old)
+            .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
+        host.ledger.forget_process(ProcessKind::Service, name);
+    }
     let record = host
         .supervisor
-        .start(&spec)
+        .start(spec)
         .map_err(|e| ServiceError::caused(service, format!("starting {name}"), e))?;
     host.ledger
         .record_process(ProcessKind::Service, record.clone());

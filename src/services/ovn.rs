@@ -46,8 +46,6 @@ pub(crate) const DATAPATH_FACT: &str = "ovs-datapath";
 const SYSTEM_ID_FACT: &str = "ovn-system-id";
 /// A bridge this stack created (one fact per bridge: `ovs-bridge:br-int`).
 const BRIDGE_FACT: &str = "ovs-bridge:";
-/// Each ovs-vsctl/ovn-*ctl call gets this long.
-const CTL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The part of OVS/OVN a daemon is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,21 +170,14 @@ fn random_uuid() -> String {
 
 /// A control program (`ovs-vsctl`, `ovn-nbctl`, ...) with its own timeout.
 pub(crate) fn ctl(host: &Host, program: &str) -> Cmd {
-    ctl_within(host, program, CTL_TIMEOUT)
+    daemon::ctl(host, program, daemon::CTL_TIMEOUT)
 }
 
 /// A readiness probe's client: short, and retried by the wait loop. The first
 /// `ovs-vsctl show` against a just-started ovsdb-server hung until it was killed
 /// (5.4 s of ovsdb-server's start, socket already there); the next answered at once.
 fn probe_ctl(host: &Host, program: &str) -> Cmd {
-    ctl_within(host, program, Duration::from_secs(1))
-}
-
-fn ctl_within(host: &Host, program: &str, timeout: Duration) -> Cmd {
-    host.cmd(program)
-        .arg(format!("--timeout={}", timeout.as_secs()))
-        .timeout(timeout + Duration::from_secs(1))
-        .label(program)
+    daemon::ctl(host, program, Duration::from_secs(1))
 }
 
 fn run_ctl(cmd: &Cmd, what: &str) -> Result<String, ServiceError> {

@@ -11,7 +11,10 @@
 //! is dead after an ovs-vswitchd restart on the userspace datapath.
 
 use crate::context::Host;
-use crate::services::{ServiceError, ovn};
+use crate::services::{ServiceError, daemon};
+
+/// Errors are OVN's: the public side is a port of its bridge.
+const SERVICE: &str = "ovn";
 
 /// The veth ends: in br-ex, and in the namespace.
 pub(crate) const VETH_BRIDGE: &str = "ds-pub-br";
@@ -43,7 +46,7 @@ fn ip(host: &Host, args: &[&str]) -> Result<(), ServiceError> {
         .run()
         .map(|_| ())
         .map_err(|source| ServiceError::Process {
-            service: ovn::NAME.into(),
+            service: SERVICE.into(),
             what: format!("ip {}", args.join(" ")),
             source,
         })
@@ -110,16 +113,14 @@ pub(crate) fn plan(ns: &str, bridge: &str, cidrs: &[String], in_host: bool) -> V
     out
 }
 
-/// br-ex, and the gateway addresses (`cidrs`, e.g. `172.24.4.1/24`) in our namespace
-/// or on br-ex. Idempotent: a re-stack finds it in place.
-pub(crate) fn setup(host: &mut Host, cidrs: &[String]) -> Result<(), ServiceError> {
-    let bridge = host.settings.get_or("PUBLIC_BRIDGE", "br-ex").to_owned();
-    ovn::add_bridge(host, &bridge, &["other-config:disable-in-band=true"])?;
+/// The gateway addresses (`cidrs`, e.g. `172.24.4.1/24`) in our namespace or on
+/// `bridge` (br-ex, made by the caller). Idempotent: a re-stack finds it in place.
+pub(crate) fn setup(host: &mut Host, bridge: &str, cidrs: &[String]) -> Result<(), ServiceError> {
     let ns = namespace(host);
     let in_host = in_host(host);
     let have_ns = netns_exists(&ns);
     let have_veth = link_exists(host, VETH_BRIDGE);
-    for argv in plan(&ns, &bridge, cidrs, in_host) {
+    for argv in plan(&ns, bridge, cidrs, in_host) {
         let at = |i: usize| argv.get(i).map_or("", String::as_str);
         let skip = (at(1) == "netns" && at(2) == "add" && have_ns)
             || (at(2) == "add" && at(3) == VETH_BRIDGE && have_veth)
@@ -128,11 +129,11 @@ pub(crate) fn setup(host: &mut Host, cidrs: &[String]) -> Result<(), ServiceErro
             continue;
         }
         if argv[0] == "ovs-vsctl" {
-            ovn::ctl(host, "ovs-vsctl")
+            daemon::ctl(host, "ovs-vsctl", daemon::CTL_TIMEOUT)
                 .args(&argv[1..])
                 .run()
                 .map_err(|source| ServiceError::Process {
-                    service: ovn::NAME.into(),
+                    service: SERVICE.into(),
                     what: "ovs-vsctl add-port".into(),
                     source,
                 })?;
@@ -176,7 +177,7 @@ pub(crate) fn summary(host: &Host) -> Option<String> {
 /// goes).
 pub(crate) fn remove(host: &mut Host) {
     if host.ledger.fact(VETH_FACT).is_some() && link_exists(host, VETH_BRIDGE) {
-        let _ = ovn::ctl(host, "ovs-vsctl")
+        let _ = daemon::ctl(host, "ovs-vsctl", daemon::CTL_TIMEOUT)
             .args(["--if-exists", "del-port", VETH_BRIDGE])
             .allow_failure()
             .run();

@@ -160,6 +160,8 @@ pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["postgresql", "postgresql-client"],
+    secrets: &["DATABASE_PASSWORD"],
+    aliases: &["postgres"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 
@@ -172,15 +174,10 @@ impl Service for Postgresql {
         ensure_user(cx.host)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
-        if !all || !cx.host.ledger.has_system_service(NAME) {
-            return Ok(());
-        }
-        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
-            if let Err(e) = database::drop_created(cx.host, Backend::Postgresql) {
-                cx.host.warn(&e.to_string());
-            }
-        }
-        stop_server(cx.host)
+        let ours = cx.host.ledger.has_system_service(NAME);
+        daemon::stop_layer1(cx.host, &Postgresql, all, ours, |host| {
+            database::drop_created(host, Backend::Postgresql)
+        })
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let addr = host_addr(&cx.host.settings);

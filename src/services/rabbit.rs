@@ -24,12 +24,38 @@ const HOME: &str = "/var/lib/rabbitmq";
 const SYSTEMD_UNIT: &str = "rabbitmq-server";
 /// Facts: the user this project created (clean deletes it).
 const USER_FACT: &str = "rabbit-user-created";
+/// Read by every RabbitMQ command-line tool (its `NODENAME`), whoever runs it: a
+/// user's `sudo rabbitmqctl list_queues` (sudo resets the environment, so
+/// `RABBITMQ_NODENAME` cannot carry it) reaches our node through it.
+const ENV_CONF: &str = "/etc/rabbitmq/rabbitmq-env.conf";
+/// The comment above the line we add (what the stop removes, with that line).
+const ENV_MARK: &str =
+    "# devstack-rs: rabbitmqctl without -n reaches the node stack started (removed when it stops)";
+/// Facts: ENV_CONF did not exist before we wrote it (removed, not edited, at stop).
+const ENV_CONF_FACT: &str = "rabbit-env-conf-created";
 
 pub(crate) struct Rabbit;
 
 fn host_addr(s: &Settings) -> String {
     s.get_or("RABBIT_HOST", "127.0.0.1").to_owned()
 }
+
+/// The `transport_url` the core services get from us, as DevStack's
+/// `iniset_rpc_backend` decides it: with rabbit enabled, or a remote broker given
+/// (RABBIT_HOST and RABBIT_PASSWORD: RABBIT_PASSWORD is generated only when rabbit
+/// is enabled, as DevStack reads it only then); otherwise none (a messaging
+/// plugin's own `iniset_rpc_backend` then writes theirs: [`PLUGIN_RPC_BACKEND`]).
+pub(crate) fn configured_transport_url(s: &Settings) -> Option<String> {
+    let remote = !s.str("RABBIT_HOST").is_empty() && !s.str("RABBIT_PASSWORD").is_empty();
+    (s.is_enabled(&[NAME]) || remote).then(|| transport_url(s))
+}
+
+/// The shell function (lib/rpc_backend) the pipeline calls with `PACKAGE FILE`
+/// after a core service's config is written: when a plugin redefined
+/// `iniset_rpc_backend` or `get_transport_url` (AMQP 1.0, Kafka, ZeroMQ plugins do),
+/// its functions write FILE's messaging options, as DevStack's core services call
+/// them; otherwise it does nothing.
+pub(crate) const PLUGIN_RPC_BACKEND: &str = "_ds_plugin_rpc_backend";
 
 /// DevStack's `get_transport_url`.
 pub(crate) fn transport_url(s: &Settings) -> String {
@@ -155,6 +181,86 @@ fn rabbitmqctl_output(
         })
 }
 
+/// `text` of rabbitmq-env.conf with our node name set last (sourced by sh: the
+/// last assignment wins over the distribution's or the admin's).
+fn with_node_name(text: &str) -> String {
+    let mut out = without_node_name(text);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(ENV_MARK);
+    out.push_str("\nNODENAME=");
+    out.push_str(NODE);
+    out.push('\n');
+    out
+}
+
+/// `text` without the lines [`with_node_name`] added.
+fn without_node_name(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_end() == ENV_MARK {
+            if lines.peek().is_some_and(|l| l.starts_with("NODENAME=")) {
+                lines.next();
+            }
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// Points the command-line tools' default node at ours (DevStack's users type
+/// `sudo rabbitmqctl ...` without `-n`; our node is `rabbit@localhost`, not the
+/// default `rabbit@$(hostname -s)`, so it can listen on RABBIT_HOST only).
+fn point_tools_at_node(host: &mut Host) -> Result<(), ServiceError> {
+    let path = std::path::Path::new(ENV_CONF);
+    let io = |source| ServiceError::Io {
+        service: NAME.into(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = match fs_err::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            host.ledger.set_fact(ENV_CONF_FACT, "1");
+            String::new()
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let wanted = with_node_name(&text);
+    if wanted != text {
+        if let Some(dir) = path.parent() {
+            fs_err::create_dir_all(dir).map_err(io)?;
+        }
+        fs_err::write(path, wanted).map_err(io)?;
+    }
+    host.checkpoint();
+    Ok(())
+}
+
+/// Takes our node name out of rabbitmq-env.conf again (a distribution's server
+/// started later keeps its own node and data).
+fn unpoint_tools(host: &mut Host) {
+    let path = std::path::Path::new(ENV_CONF);
+    let Ok(text) = fs_err::read_to_string(path) else {
+        return;
+    };
+    let restored = without_node_name(&text);
+    let result = if restored.is_empty() && host.ledger.fact(ENV_CONF_FACT).is_some() {
+        fs_err::remove_file(path)
+    } else if restored == text {
+        Ok(())
+    } else {
+        fs_err::write(path, restored)
+    };
+    match result {
+        Ok(()) => host.ledger.forget_fact(ENV_CONF_FACT),
+        Err(e) => host.warn(&format!("rabbit: {e}")),
+    }
+}
+
 impl Daemon for Rabbit {
     fn names(&self) -> &'static daemon::Names {
         &daemon::Names {
@@ -243,7 +349,8 @@ impl Daemon for Rabbit {
 
 /// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
 pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
-    daemon::start(host, &Rabbit)
+    daemon::start(host, &Rabbit)?;
+    point_tools_at_node(host)
 }
 
 /// RABBIT_USERID with RABBIT_PASSWORD and all permissions on "/"; checked by an AMQP login.
@@ -310,13 +417,17 @@ fn delete_created_user(host: &mut Host) -> Result<(), ServiceError> {
 }
 
 pub(crate) fn stop_server(host: &mut Host) -> Result<(), ServiceError> {
-    daemon::stop(host, &Rabbit)
+    daemon::stop(host, &Rabbit)?;
+    unpoint_tools(host);
+    Ok(())
 }
 
 /// RabbitMQ (DevStack's `rabbit`).
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
     packages: &["rabbitmq-server"],
+    secrets: &["RABBIT_PASSWORD"],
+    aliases: &["rabbitmq-server", "rabbitmq"],
     ..Descriptor::named(NAME, Layer::Infra)
 };
 
@@ -329,15 +440,8 @@ impl Service for Rabbit {
         ensure_user(cx.host)
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
-        if !all || !cx.host.ledger.has_system_service(NAME) {
-            return Ok(());
-        }
-        if cx.host.mode == crate::context::Mode::Clean && daemon::running(cx.host, NAME).is_some() {
-            if let Err(e) = delete_created_user(cx.host) {
-                cx.host.warn(&e.to_string());
-            }
-        }
-        stop_server(cx.host)
+        let ours = cx.host.ledger.has_system_service(NAME);
+        daemon::stop_layer1(cx.host, &Rabbit, all, ours, delete_created_user)
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // The broker's data for our node name goes with the directories stack
@@ -366,6 +470,16 @@ mod tests {
             .into(),
         );
         assert_eq!(transport_url(&s), "rabbit://stackrabbit:pw@10.1.2.3:5672/");
+    }
+
+    #[test]
+    fn the_tools_node_name_is_added_last_once_and_removed_exactly() {
+        let distro = "# Defaults to rabbit.\n#NODENAME=rabbit\nNODE_PORT=5672";
+        let ours = with_node_name(distro);
+        assert!(ours.ends_with("\nNODENAME=rabbit@localhost\n"), "{ours}");
+        assert_eq!(with_node_name(&ours), ours, "a second stack adds nothing");
+        assert_eq!(without_node_name(&ours), format!("{distro}\n"));
+        assert_eq!(without_node_name(&with_node_name("")), "");
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn settings(root: &Path) -> Settings {
 }
 
 /// A host on a temporary tree, with the files the venv's wheels ship.
-fn host() -> (tempfile::TempDir, Host) {
+pub(super) fn host() -> (tempfile::TempDir, Host) {
     let (dir, mut host) = crate::context::test_host(Settings::default());
     host.settings = settings(dir.path());
     let etc = dir.path().join("opt/stack/venv/etc");
@@ -109,7 +109,7 @@ fn seed_storage_probe(host: &mut Host, storage: &cinder_backend::StorageHost) {
 
 /// A generated file with the temporary root and the machine's uwsgi python plugin
 /// name taken out, so the snapshot is the same on every machine.
-fn read(root: &Path, path: &str) -> String {
+pub(super) fn read(root: &Path, path: &str) -> String {
     let text = fs_err::read_to_string(root.join(path)).unwrap();
     let plugin = format!("plugin = {}\n", crate::services::uwsgi::python_plugin());
     text.replace(&root.display().to_string(), "/ROOT")
@@ -347,7 +347,8 @@ fn every_config_file_is_recorded_for_clean_and_private() {
 #[test]
 fn tempest_reaches_every_api_address_of_the_default_cloud() {
     let (_dir, host) = host();
-    let addrs: Vec<String> = crate::services::tempest::api_addresses(&host.settings)
+    let catalog = Registry::builtin().catalog(&host.settings);
+    let addrs: Vec<String> = crate::services::tempest::api_addresses(&host.settings, &catalog)
         .iter()
         .map(ToString::to_string)
         .collect();

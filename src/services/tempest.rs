@@ -9,10 +9,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::settings::Settings;
+use crate::config::vars;
 use crate::context::{Host, ServiceCtx};
 use crate::ini::IniDoc;
+use crate::openstack::accounts::ServiceAccount;
 use crate::services::{
-    Descriptor, Layer, Registry, Service, ServiceError, glance, horizon, neutron, nova, oslo,
+    Descriptor, Layer, Service, ServiceError, Stage, glance, horizon, neutron, nova, oslo,
     ovn_public,
 };
 use crate::system::netns;
@@ -30,14 +32,7 @@ pub(crate) struct Tempest;
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
-    after: &[
-        "keystone",
-        "glance",
-        "placement",
-        "neutron",
-        "nova",
-        "cinder",
-    ],
+    stage: Stage::AfterApis,
     defaults: &[
         ("TEMPEST_DIR", "$DEST/tempest"),
         ("TEMPEST_CONFIG_DIR", "$TEMPEST_DIR/etc"),
@@ -227,7 +222,7 @@ fn discover(host: &mut Host) -> Result<Cloud, ServiceError> {
         cloud.flavor_ref_alt = Some(b);
     }
     if s.is_enabled(neutron::DESCRIPTOR.enabled_by) {
-        let public = s.get_or("PUBLIC_NETWORK_NAME", "public");
+        let public = vars::PUBLIC_NETWORK_NAME.read(&s);
         let nets = api.get(&format!(
             "{}v2.0/networks?name={public}&router:external=true",
             neutron::CATALOG.url(&s).trim_end_matches('/').to_owned() + "/"
@@ -253,14 +248,10 @@ fn validates(s: &Settings, cloud: &Cloud) -> bool {
     cloud.public_network_id.is_some() && s.str("VIRT_DRIVER") != "fake"
 }
 
-/// Every address tempest talks to on the host: keystone's and each catalog entry's
-/// (one front proxy for most of them).
-pub(crate) fn api_addresses(s: &Settings) -> Vec<std::net::SocketAddr> {
-    let mut urls: Vec<String> = Registry::builtin()
-        .catalog(s)
-        .iter()
-        .map(|account| account.url(s))
-        .collect();
+/// Every address tempest talks to on the host: keystone's and each entry's of the
+/// enabled services' `catalog` (one front proxy for most of them).
+pub(crate) fn api_addresses(s: &Settings, catalog: &[ServiceAccount]) -> Vec<std::net::SocketAddr> {
+    let mut urls: Vec<String> = catalog.iter().map(|account| account.url(s)).collect();
     urls.push(s.str("KEYSTONE_SERVICE_URI").to_owned());
     let mut addrs: Vec<std::net::SocketAddr> =
         urls.iter().filter_map(|u| netns::url_address(u)).collect();
@@ -334,7 +325,7 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
     doc.set(
         "validation",
         "network_for_ssh",
-        s.get_or("PRIVATE_NETWORK_NAME", "private"),
+        vars::PRIVATE_NETWORK_NAME.read(s),
     );
     let fixed = s.get_or("FIXED_RANGE", "10.0.0.0/26");
     doc.set("network", "project_network_cidr", fixed);
@@ -362,7 +353,7 @@ pub(crate) fn write_conf(doc: &mut IniDoc, s: &Settings, cloud: &Cloud) {
     doc.set("volume-feature-enabled", "api_extensions", "all");
     volume_backend_features(doc, s);
     doc.set("placement", "max_microversion", "latest");
-    if s.is_enabled(&["horizon"]) {
+    if horizon::DESCRIPTOR.enabled(s) {
         doc.set("dashboard", "dashboard_url", &horizon::url(s));
     }
     doc.set("image-feature-enabled", "import_image", "False");
@@ -434,7 +425,10 @@ impl Service for Tempest {
         // The floating IPs answer only inside the public namespace (unless the user
         // put the gateway in the host, as DevStack does): tempest runs there.
         if validates(&s, &cloud) && !ovn_public::in_host(cx.host) {
-            let addrs: Vec<String> = api_addresses(&s).iter().map(ToString::to_string).collect();
+            let addrs: Vec<String> = api_addresses(&s, &cx.catalog())
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let ns = ovn_public::namespace(cx.host);
             cx.host
                 .ledger

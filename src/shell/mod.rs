@@ -29,6 +29,8 @@ const CHANNEL_FD: u32 = 62;
 
 /// The default time one hook may take before it is reported as hung.
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the driver may take to load the function library.
+const LIBRARY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the shell's library asks of Rust while a command runs.
 pub(crate) trait Callbacks {
@@ -132,8 +134,24 @@ struct OutputTap {
     tail: Mutex<VecDeque<String>>,
 }
 
+/// A line `set -o xtrace` wrote for a call into our own library's internals
+/// (`+ _ds_call ...` from a shim a traced plugin called): the functions trace
+/// nothing inside (inc/rpc), but the line of the call itself is the caller's, and a
+/// user reading a hook's output or a failure's last lines must not see it.
+fn is_internal_trace(stream: Stream, line: &str) -> bool {
+    stream == Stream::Stderr
+        && line.starts_with('+')
+        && line
+            .split_whitespace()
+            .skip(1)
+            .any(|word| word.starts_with("_ds_") || word.starts_with("_DS_"))
+}
+
 impl OutputTap {
     fn line(&self, stream: Stream, raw: &str) {
+        if is_internal_trace(stream, raw) {
+            return;
+        }
         let line = self
             .redactor
             .read()
@@ -212,6 +230,9 @@ pub(crate) struct Shell {
     hook_index: Option<usize>,
     /// The batch's files whose failure was already said as a warning (unstack,
     /// clean): their non-zero status is not said again.
+    /// The limit of what is being waited for now (the timeout says the one that
+    /// applied).
+    limit: Duration,
     warned: std::collections::BTreeSet<usize>,
     strict: bool,
     closed: bool,
@@ -301,11 +322,12 @@ impl Shell {
                 .join(format!("hooks.{}.batch", std::process::id())),
             hook_index: None,
             warned: std::collections::BTreeSet::new(),
+            limit: LIBRARY_TIMEOUT,
             strict: true,
             closed: false,
         };
         // The driver says `ready` once the function library is loaded.
-        match shell.next_event(Duration::from_secs(60), "loading the function library")? {
+        match shell.next_event(LIBRARY_TIMEOUT, "loading the function library")? {
             Event::Frame(f) if f.kind == "ready" => Ok(shell),
             Event::Frame(f) => Err(ShellError::Protocol(format!(
                 "expected ready, got {}",
@@ -367,9 +389,11 @@ impl Shell {
                 batch,
                 "_ds_files=({}); _ds_args=({})\n\
                  for _ds_f in \"${{_ds_files[@]}}\"; do \
-                 _ds_err_cmd=; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
+                 {{ _ds_err_cmd=; _ds_traps; _ds_send at \"$(((${{#_ds_results[@]}} - 1) / 2))\"; \
+                 [[ -z $_ds_hook_xtrace ]] || set -o xtrace; }} 2>/dev/null; \
                  source \"$_ds_f\" \"${{_ds_args[@]}}\"; \
-                 _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); done",
+                 {{ _ds_results+=(\"$?\" \"$EPOCHREALTIME\"); \
+                 _ds_hook_xtrace=${{-//[^x]/}}; set +o xtrace; }} 2>/dev/null; done",
                 files.join(" "),
                 args.join(" ")
             );
@@ -412,6 +436,12 @@ impl Shell {
         )
     }
 
+    /// The last lines the shell printed since the last request (bash's own
+    /// message about a file it stopped reading).
+    pub(crate) fn take_tail(&self) -> Vec<String> {
+        self.tap.take_tail()
+    }
+
     /// Calls a shell function (hypervisor plugin functions).
     pub(crate) fn call_function(
         &mut self,
@@ -437,7 +467,9 @@ impl Shell {
             &Frame::new("vars", Vec::<String>::new()),
             "reading variables",
         )?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // The hook timeout applies: a localrc of many variables reads back slowly.
+        self.limit = self.hook_timeout;
+        let deadline = Instant::now() + self.limit;
         loop {
             let frame = self.wait_frame(deadline, "reading variables", host)?;
             if frame.kind == "vars" {
@@ -476,7 +508,8 @@ impl Shell {
             &Frame::new("defined", names.iter().copied()),
             "checking functions",
         )?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.limit = self.hook_timeout;
+        let deadline = Instant::now() + self.limit;
         loop {
             let frame = self.wait_frame(deadline, "checking functions", host)?;
             if frame.kind == "defined" {
@@ -549,7 +582,8 @@ impl Shell {
     ) -> Result<Vec<String>, ShellError> {
         self.tap.tail.lock().expect("tail lock").clear();
         self.send(frame, doing)?;
-        let deadline = Instant::now() + self.hook_timeout;
+        self.limit = self.hook_timeout;
+        let deadline = Instant::now() + self.limit;
         let mut failure: Option<Failure> = None;
         // A global file that called exit: (status, file, line).
         let mut exited: Option<(i32, String, u32)> = None;
@@ -733,7 +767,7 @@ impl Shell {
                 let _ = self.child.wait();
                 return Err(ShellError::Timeout {
                     doing: doing.to_owned(),
-                    after: self.hook_timeout,
+                    after: self.limit,
                     tail,
                 });
             }
@@ -853,6 +887,19 @@ fn spawn_events(pipe: PipeReader, tx: mpsc::Sender<Event>) -> thread::JoinHandle
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traced_call_into_our_internals_is_dropped_and_the_plugins_lines_kept() {
+        let internal = |line| is_internal_trace(Stream::Stderr, line);
+        assert!(internal(
+            "++ _ds_call -v ENABLED_SERVICES services-enable foo"
+        ));
+        assert!(internal("+ lib/foo:12:   _ds_send at 0"));
+        assert!(!internal("+ iniset /etc/foo.conf DEFAULT debug True"));
+        assert!(!internal("Failed to discover available identity versions"));
+        // The plugin's stdout is its own, whatever it says.
+        assert!(!is_internal_trace(Stream::Stdout, "+ _ds_call x"));
+    }
 
     #[test]
     fn hook_results_time_each_file_from_the_previous_end() {

@@ -51,6 +51,13 @@ pub enum StateError {
         tree: String,
         path: PathBuf,
     },
+    #[error(
+        "DEST={dest} belongs to the tree at {owner}, which stacked there and has not been cleaned: \
+         two trees on one DEST would share its processes, data and logs \
+         (run ./clean.sh in {owner} first, give this tree a DEST of its own, \
+         or take DEST over with DEVSTACK_TAKEOVER=1)"
+    )]
+    OwnedByAnotherTree { dest: PathBuf, owner: PathBuf },
     #[error("could not take the lock {path}")]
     Lock {
         path: PathBuf,
@@ -120,6 +127,21 @@ pub struct ProcessRecord {
     /// Where it listens, when known (for `status`).
     #[serde(default)]
     pub address: Option<String>,
+    /// The rest of what started it, when our own supervisor did (a systemd unit
+    /// keeps its own): `restart_service devstack@NAME` starts it again from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relaunch: Option<Relaunch>,
+}
+
+/// What our supervisor needs, beyond a record's command and log, to start a
+/// process again as it was started (the file holding it is 0600: the environment
+/// may name secrets).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Relaunch {
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub workdir: Option<PathBuf>,
 }
 
 /// How the last command ended.
@@ -253,6 +275,55 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// In a DEST, the file naming the tree that stacked into it.
+const OWNER_FILE: &str = ".devstack-rs-owner";
+
+/// A tree's path as the owner file holds it.
+fn tree_id(top_dir: &Path) -> PathBuf {
+    fs::canonicalize(top_dir).unwrap_or_else(|_| top_dir.to_path_buf())
+}
+
+/// The other tree that owns `dest`: one that stacked into it and still has its
+/// state (a tree that was cleaned, or removed, owns nothing).
+pub(crate) fn dest_owner(dest: &Path, top_dir: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(dest.join(OWNER_FILE)).ok()?;
+    let owner = PathBuf::from(text.trim_end_matches('\n'));
+    (owner != tree_id(top_dir) && state_dir(&owner).join("state.json").exists()).then_some(owner)
+}
+
+/// Refuses `dest` when another tree owns it, unless `take_over`; returns the
+/// tree it was taken from.
+pub(crate) fn check_dest_owner(
+    dest: &Path,
+    top_dir: &Path,
+    take_over: bool,
+) -> Result<Option<PathBuf>, StateError> {
+    match dest_owner(dest, top_dir) {
+        Some(owner) if !take_over => Err(StateError::OwnedByAnotherTree {
+            dest: dest.to_path_buf(),
+            owner,
+        }),
+        owner => Ok(owner),
+    }
+}
+
+/// Records that this tree stacks into `dest`.
+pub(crate) fn claim_dest(dest: &Path, top_dir: &Path) -> std::io::Result<()> {
+    let mut text = tree_id(top_dir).into_os_string().into_encoded_bytes();
+    text.push(b'\n');
+    write_atomic(&dest.join(OWNER_FILE), &text, 0o644)
+}
+
+/// A cleaned tree owns its DEST no more.
+pub(crate) fn release_dest(dest: &Path, top_dir: &Path) {
+    let file = dest.join(OWNER_FILE);
+    let ours = fs::read_to_string(&file)
+        .is_ok_and(|t| tree_id(top_dir) == Path::new(t.trim_end_matches('\n')));
+    if ours {
+        let _ = fs::remove_file(&file);
+    }
 }
 
 /// The directory of the state and lock files for a tree.
@@ -684,6 +755,45 @@ impl HostLock {
     }
 }
 
+/// Removes the host-wide lock files whose last holder's tree no longer exists
+/// (nothing can be recorded under them again but by a new run, which makes its
+/// own). Each is locked first: one a run holds now is left alone.
+pub(crate) fn remove_orphan_host_locks() -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(host_lock_dir()) else {
+        return removed;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "lock") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let Some(tree) = text.lines().nth(1).filter(|t| t.starts_with('/')) else {
+            continue;
+        };
+        if Path::new(tree).exists() {
+            continue;
+        }
+        // Held while it is removed, so no run holds it meanwhile.
+        #[allow(clippy::disallowed_methods)]
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            if fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+            drop(lock);
+        }
+    }
+    removed
+}
+
 impl RunLock {
     /// Takes the tree's lock, or says who holds it.
     pub(crate) fn acquire(top_dir: &Path) -> Result<Self, StateError> {
@@ -713,6 +823,7 @@ mod tests {
             log: "/tmp/x.log".into(),
             unit: None,
             address: None,
+            relaunch: None,
         }
     }
 

@@ -200,15 +200,6 @@ pub(crate) fn read_list(path: &Path) -> Result<Vec<String>, PackageError> {
         .collect())
 }
 
-/// Finds a program on PATH.
-pub(crate) fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
 /// The last lines of apt's output, for an error reply.
 pub(crate) fn tail_text(e: &PackageError) -> String {
     match e {

@@ -472,7 +472,7 @@ pub(crate) fn stop_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> b
     let mut waited = Duration::ZERO;
     let members = || {
         u32::try_from(pgid.as_raw())
-            .map(crate::system::supervisor::group_members)
+            .map(group_members)
             .unwrap_or_default()
     };
     // `gone` may say so only once (a channel's message): it is latched.
@@ -486,6 +486,49 @@ pub(crate) fn stop_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> b
         waited += step;
     }
     let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+// ---------------------------------------------------------------------------------
+// /proc helpers and PATH
+
+/// State letter and process group of a live process (`None`: no such process).
+fn proc_stat(pid: u32) -> Option<(char, i32)> {
+    let text = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Is `pid` alive (not a zombie) and still the leader of its own group (so not a
+/// recycled pid of some other program)?
+pub(crate) fn is_group_leader_alive(pid: u32) -> bool {
+    matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pid))
+}
+
+/// Every live (non-zombie) process in process group `pgid`.
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = fs_err::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| {
+            matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pgid))
+        })
+        .collect()
+}
+
+/// Finds a program on PATH.
+pub(crate) fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 #[cfg(test)]

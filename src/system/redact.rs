@@ -35,12 +35,86 @@ impl Redactor {
     pub fn redact<'a>(&self, line: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(line);
         for secret in self.secrets.iter() {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), "***"));
+            if !out.contains(secret.as_str()) {
+                continue;
             }
+            out = if is_word(secret) {
+                match redact_values(&out, secret) {
+                    Some(text) => Cow::Owned(text),
+                    None => out,
+                }
+            } else {
+                Cow::Owned(out.replace(secret.as_str(), "***"))
+            };
         }
         out
     }
+}
+
+/// A secret that is an ordinary word (letters only: manila's service password
+/// defaults to `manila`) is also the name of a plugin, a service, a file or a
+/// function: it is redacted only where it stands as a value.
+/// (Generated passwords are 20 random letters and digits of mixed case: never
+/// one of these.)
+fn is_word(secret: &str) -> bool {
+    let mut chars = secret.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest: Vec<char> = chars.collect();
+    secret.len() <= 16
+        && first_ok
+        && rest.iter().all(char::is_ascii_alphabetic)
+        && (rest.iter().all(char::is_ascii_lowercase)
+            || secret.chars().all(|c| c.is_ascii_uppercase()))
+}
+
+/// `line` with each occurrence of the word `secret` that stands as a value
+/// replaced; None when there is none.
+fn redact_values(line: &str, secret: &str) -> Option<String> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(line.len());
+    let mut rest_from = 0;
+    let mut changed = false;
+    for (at, _) in line.match_indices(secret) {
+        let end = at + secret.len();
+        let before = &line[..at];
+        let after = &line[end..];
+        // `mysql -pSECRET`: the option letter is glued to the value.
+        let glued_option = before.ends_with(" -p") || before == "-p";
+        let whole_word = (glued_option || !before.chars().next_back().is_some_and(name_char))
+            && !after.chars().next().is_some_and(name_char);
+        if whole_word && at >= rest_from && (glued_option || stands_as_value(before, after)) {
+            out.push_str(&line[rest_from..at]);
+            out.push_str("***");
+            rest_from = end;
+            changed = true;
+        }
+    }
+    changed.then(|| {
+        out.push_str(&line[rest_from..]);
+        out
+    })
+}
+
+/// Is what stands between `before` and `after` a value: after `=` (an assignment,
+/// an option, an ini line), a URL's `user:SECRET@`, or a word that names a secret
+/// (`--password SECRET`, `password: SECRET`)?
+fn stands_as_value(before: &str, after: &str) -> bool {
+    let unquoted = before.trim_end_matches(['\'', '"']);
+    if unquoted.trim_end().ends_with('=') {
+        return true;
+    }
+    if unquoted.ends_with(':') && after.starts_with('@') {
+        return true;
+    }
+    let key = unquoted.trim_end().trim_end_matches(':').trim_end();
+    let last = key
+        .rsplit(|c: char| c.is_whitespace() || c == '-')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "pass"]
+        .iter()
+        .any(|w| last.ends_with(w))
 }
 
 /// The process-wide redactor: what reaches the terminal or the run log outside a
@@ -101,8 +175,46 @@ mod tests {
 
     #[test]
     fn replaces_longest_first_and_ignores_short() {
-        let r = Redactor::new(["secret", "secret-long", "ab"]);
-        assert_eq!(r.redact("x secret-long y secret ab"), "x *** y *** ab");
+        let r = Redactor::new(["s3cret", "s3cret-long", "ab"]);
+        assert_eq!(r.redact("x s3cret-long y s3cret ab"), "x *** y *** ab");
+    }
+
+    #[test]
+    fn a_secret_that_is_a_word_is_redacted_as_a_value_never_as_a_name() {
+        let r = Redactor::new(["manila"]);
+        for (line, want) in [
+            (
+                "MANILA_SERVICE_PASSWORD=manila",
+                "MANILA_SERVICE_PASSWORD=***",
+            ),
+            ("password = manila", "password = ***"),
+            ("export X='manila'", "export X='***'"),
+            (
+                "connection = mysql://root:manila@127.0.0.1/db",
+                "connection = mysql://root:***@127.0.0.1/db",
+            ),
+            ("--os-password manila --x", "--os-password *** --x"),
+            ("password: manila", "password: ***"),
+            (
+                "mysql -uroot -pmanila -h 127.0.0.1",
+                "mysql -uroot -p*** -h 127.0.0.1",
+            ),
+            (
+                "plugin 'manila' failed at /opt/stack/manila/devstack/plugin.sh:3",
+                "plugin 'manila' failed at /opt/stack/manila/devstack/plugin.sh:3",
+            ),
+            (
+                "install_manila; manila-api; manila.sh",
+                "install_manila; manila-api; manila.sh",
+            ),
+            ("  plugin: manila (x)", "  plugin: manila (x)"),
+        ] {
+            assert_eq!(r.redact(line), want, "{line}");
+        }
+        // A secret that is not a word is redacted wherever it stands.
+        let r = Redactor::new(["Pw4242x", "hGfTyUiOpLkJhGfDsAqW"]);
+        assert_eq!(r.redact("/x/Pw4242x/y"), "/x/***/y");
+        assert_eq!(r.redact("leak hGfTyUiOpLkJhGfDsAqW"), "leak ***");
     }
 
     #[test]

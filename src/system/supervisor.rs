@@ -16,8 +16,10 @@ use fs_err as fs;
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use nix::unistd::{Pid, User};
 
-use crate::state::{Backend, ProcessRecord};
+use crate::state::{Backend, ProcessRecord, Relaunch};
 use crate::system::process::{Cmd, stop_group};
+/// The /proc view of process groups, which `Cmd`'s own stop uses too.
+pub(crate) use crate::system::process::{group_members, is_group_leader_alive};
 
 /// Time a stopped process group gets between TERM and KILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -54,6 +56,22 @@ pub enum SupervisorError {
     Stop { name: String, detail: String },
 }
 
+/// The spec a process our own supervisor started was started with, from its
+/// record (none for a systemd unit, or a record made before relaunch data was kept).
+pub(crate) fn spec_of(record: &ProcessRecord) -> Option<ProcessSpec> {
+    let relaunch = record.relaunch.clone()?;
+    Some(ProcessSpec {
+        name: record.name.clone(),
+        command: record.command.clone(),
+        env: relaunch.env,
+        user: relaunch.user,
+        group: relaunch.group,
+        log: record.log.clone(),
+        workdir: relaunch.workdir,
+        address: record.address.clone(),
+    })
+}
+
 /// A backend that starts, stops and reports on long-running processes.
 pub trait Supervisor: Send + Sync {
     fn backend(&self) -> Backend;
@@ -85,37 +103,6 @@ pub(crate) fn pidfile(log: &Path, name: &str) -> PathBuf {
 
 // ---------------------------------------------------------------------------------
 // /proc helpers
-
-/// State letter and process group of a live process (`None`: no such process).
-fn proc_stat(pid: u32) -> Option<(char, i32)> {
-    let text = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-/// Is `pid` alive (not a zombie) and still the leader of its own group (so not a
-/// recycled pid of some other program)?
-pub(crate) fn is_group_leader_alive(pid: u32) -> bool {
-    matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pid))
-}
-
-/// Every live (non-zombie) process in process group `pgid`.
-pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = fs_err::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter(|&pid| {
-            matches!(proc_stat(pid), Some((state, pgrp)) if state != 'Z' && state != 'X' && u32::try_from(pgrp).ok() == Some(pgid))
-        })
-        .collect()
-}
 
 fn reap(pid: u32) {
     // Our own child (a test, or a process started in this run) becomes a zombie
@@ -178,6 +165,22 @@ impl Supervisor for OwnSupervisor {
 
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError> {
         let name = spec.name.as_str();
+        // A pidfile whose process still runs is a copy nobody recorded (a lost
+        // state): starting another would leave one that no teardown stops.
+        let previous = pidfile(&spec.log, name);
+        if let Some(pid) = fs_err::read_to_string(&previous)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|&pid| is_group_leader_alive(pid))
+        {
+            return Err(start_err(
+                name,
+                format!(
+                    "its previous copy still runs (pid {pid}, {}); stop it first (./unstack.sh, or kill -- -{pid})",
+                    previous.display()
+                ),
+            ));
+        }
         if let Some(dir) = spec.log.parent() {
             fs::create_dir_all(dir).map_err(|e| start_err(name, e))?;
         }
@@ -238,6 +241,12 @@ impl Supervisor for OwnSupervisor {
             log: spec.log.clone(),
             unit: None,
             address: spec.address.clone(),
+            relaunch: Some(Relaunch {
+                env: spec.env.clone(),
+                user: spec.user.clone(),
+                group: spec.group.clone(),
+                workdir: spec.workdir.clone(),
+            }),
         })
     }
 
@@ -505,7 +514,7 @@ impl Supervisor for SystemdSupervisor {
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "root".into());
         let path = std::env::var("PATH").unwrap_or_default();
-        let kill_path = crate::system::packages::which("kill")
+        let kill_path = crate::system::process::which("kill")
             .map_or_else(|| "/bin/kill".into(), |p| p.display().to_string());
         let text = unit_text(&UnitParams {
             service: name,
@@ -536,6 +545,7 @@ impl Supervisor for SystemdSupervisor {
             log: spec.log.clone(),
             unit: Some(unit),
             address: spec.address.clone(),
+            relaunch: None,
         })
     }
 

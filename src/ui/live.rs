@@ -84,6 +84,7 @@ impl Progress for LiveProgress {
             StepOutcome::Done => ("ok", "32"),
             StepOutcome::Skipped => ("skipped", "90"),
             StepOutcome::Failed => ("FAILED", "31"),
+            StepOutcome::Warned => ("warning", "33"),
         };
         self.line(&format!(
             "{} {name} ({})",

@@ -52,6 +52,8 @@ pub enum StepOutcome {
     Done,
     Skipped,
     Failed,
+    /// Failed in a teardown that goes on without it (said as a warning).
+    Warned,
 }
 
 /// Line-oriented terminal progress (works the same in a TTY, a pipe and CI).
@@ -112,6 +114,7 @@ impl Progress for TermProgress {
             StepOutcome::Done => ("ok", "32"),
             StepOutcome::Skipped => ("skipped", "90"),
             StepOutcome::Failed => ("FAILED", "31"),
+            StepOutcome::Warned => ("warning", "33"),
         };
         self.print(&format!(
             "{} {name} ({})",

@@ -589,8 +589,8 @@ fn plan_lists_hook_calls_and_runs_no_stack_step() {
         "{lines:#?}"
     );
     assert!(
-        !t.dest.join("plug").exists(),
-        "plan does not clone into DEST"
+        t.dest.join("plug/devstack/plugin.sh").exists(),
+        "plan fetches into DEST as stack does"
     );
 }
 

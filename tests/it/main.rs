@@ -12,9 +12,11 @@ mod layer1;
 mod library;
 mod plugin_api;
 mod plugin_env;
+mod plugin_overrides;
 mod shellcheck;
 mod test_image;
 mod trust;
+mod trust2;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
