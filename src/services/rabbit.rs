@@ -350,6 +350,11 @@ impl Daemon for Rabbit {
 /// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
 pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::start(host, &Rabbit)?;
+    // Under systemd the distro's unit runs the default node, which the tools reach by
+    // themselves; naming ours (rabbit@localhost) there fails their Erlang handshake.
+    if daemon::use_systemctl() {
+        return Ok(());
+    }
     point_tools_at_node(host)
 }
 
