@@ -171,10 +171,12 @@ check_journal() {
 }
 
 check_restart() {
-    local svc before after
+    local svc before after help
+    # Captured first: `grep -q` ending the pipe early fails it under pipefail.
+    help=$(in_node ./target/release/devstack --help 2>&1 || true)
     for svc in n-cond sys-worker; do
         before=$(in_node systemctl show -p MainPID --value "devstack@$svc.service")
-        if in_node ./target/release/devstack --help 2>/dev/null | grep -qw restart; then
+        if grep -qw restart <<<"$help"; then
             in_node ./target/release/devstack --top-dir /opt/devstack-rs restart "$svc"
         else
             echo "(devstack restart is not in this tree: systemctl restart devstack@$svc)"
