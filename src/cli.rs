@@ -59,6 +59,24 @@ pub enum Command {
         /// Regexes selecting tests (joined with `|`).
         regex: Vec<String>,
     },
+    /// Restart services of the stacked cloud with their current config and code (an
+    /// edit to an editable checkout is live after it). DevStack's service names, as
+    /// `status` lists them (n-cpu, q-svc, c-vol, key, a plugin's); `n-*` for several.
+    Restart {
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+    },
+    /// Stop services of the stacked cloud (`start` brings them back; unstack still
+    /// knows them).
+    Stop {
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+    },
+    /// Start stopped services of the stacked cloud as the stack started them.
+    Start {
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+    },
     /// Print (or follow) a service's log.
     Logs {
         /// The service name, as in ENABLED_SERVICES (e.g. key, n-api, mysql).

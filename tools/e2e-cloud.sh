@@ -355,6 +355,42 @@ volume_lifecycle() {
     echo "volume: created, snapshotted, attached (the guest saw vdb), detached, deleted"
 }
 
+# A user's first requests, the moment ./stack.sh said "stack completed": no wait,
+# no retry, an error status fails at once (the first volume used to go to error:
+# the scheduler had no backend's capabilities yet). As demo: a volume to available,
+# an image upload to active, a network with a subnet; each deleted again.
+first_requests() {
+    local E2E_OS=os_demo
+    os_demo volume create --size 1 e2e-first-vol -f value -c id
+    wait_status 120 available volume e2e-first-vol
+    head -c 65536 /dev/zero >"$WORK/first.img"
+    os_demo image create --disk-format raw --container-format bare \
+        --file "$WORK/first.img" e2e-first-image -f value -c status
+    [[ $(os_demo image show e2e-first-image -f value -c status) == active ]]
+    os_demo network create e2e-first-net -f value -c status
+    os_demo subnet create --network e2e-first-net --subnet-range 10.250.0.0/24 \
+        e2e-first-subnet -f value -c cidr
+    os_demo subnet delete e2e-first-subnet
+    os_demo network delete e2e-first-net
+    os_demo image delete e2e-first-image
+    os_demo volume delete e2e-first-vol
+    echo "first requests: volume available, image active, network and subnet created"
+}
+
+# The daily loop: `devstack restart` of nova-compute and neutron's API server with
+# DevStack's names; both come back (the compute service up again, the network API
+# answering), and the state knows their new pids.
+restart_services() {
+    local before after
+    before=$("$TOP_DIR/target/release/devstack" --top-dir "$TOP_DIR" status | awk '$1 == "n-cpu" || $1 == "q-svc" { print $1, $3 }')
+    "$TOP_DIR/target/release/devstack" --top-dir "$TOP_DIR" restart n-cpu q-svc
+    after=$("$TOP_DIR/target/release/devstack" --top-dir "$TOP_DIR" status | awk '$1 == "n-cpu" || $1 == "q-svc" { print $1, $3 }')
+    echo "before: $before / after: $after"
+    [[ -n $after && $before != "$after" ]]
+    os_admin network list -f value -c Name | grep -qx private
+    retry 120 compute_services_up
+}
+
 guest_sees_disk() {
     guest_ssh "$1" cat /proc/partitions | grep -w "$2"
 }
@@ -715,7 +751,7 @@ chassis_registered() {
     agents=$(os_admin network agent list -f value -c "Agent Type" -c Host -c Alive)
     echo "$agents"
     grep -q "^OVN Controller Gateway agent $(hostname) True$" <<<"$agents" &&
-        grep -q "^OVN Metadata agent $(hostname) True$" <<<"$agents"
+        grep -Eq "^OVN (Neutron|Metadata) agent $(hostname) True$" <<<"$agents"
 }
 
 no_network_of_ours_left() {
@@ -792,6 +828,7 @@ fi
 
 STACK_T0=$(date +%s.%N)
 step "stack" ./stack.sh
+step "first requests right after the stack (volume, image, network)" first_requests
 STACK_TIME=$(elapsed "$STACK_T0")
 
 step "token issue" os_admin token issue -f value -c expires
@@ -800,6 +837,7 @@ step "plugin API through the proxy's path route (keystone token)" fixture_api
 step "database root login over TCP, ~/.my.cnf 0600" database_root_login
 step "service list" check_services
 step "compute service list (up, bounded wait)" retry 120 compute_services_up
+step "devstack restart n-cpu q-svc: both come back" restart_services
 step "hypervisor list (QEMU)" retry 90 hypervisor_qemu
 step "default image and DevStack's flavors" default_image_and_flavors
 step "initial networks (private, public, router1)" retry 30 initial_networks

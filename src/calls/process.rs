@@ -318,13 +318,9 @@ fn cloud_process(host: &mut Host, action: &str, name: &str) -> Reply {
     if action == "stop" || (runs && action == "start") {
         return Reply::ok();
     }
-    let Some(spec) = crate::system::supervisor::spec_of(&record) else {
-        return Reply::error(
-            1,
-            format!(
-                "{action}_service devstack@{name}: how it was started is not recorded (stack again)"
-            ),
-        );
+    let spec = match crate::system::supervisor::ProcessSpec::of_record(&record) {
+        Ok(spec) => spec,
+        Err(e) => return Reply::error(1, format!("{action}_service devstack@{name}: {e}")),
     };
     match host.supervisor.start(&spec) {
         Ok(record) => {

@@ -13,6 +13,7 @@ use crate::pipeline::{self, Kind};
 use crate::ui::report::Report;
 use crate::ui::{Progress, Verbosity};
 
+mod control;
 pub(crate) mod status;
 mod test;
 
@@ -37,6 +38,13 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan => pipeline::plan(&top_dir),
         Command::Status => status::status(&top_dir),
         Command::Logs { service, follow } => status::logs(&top_dir, &service, follow),
+        Command::Restart { services } => {
+            control::control(&top_dir, control::Action::Restart, &services)
+        }
+        Command::Stop { services } => control::control(&top_dir, control::Action::Stop, &services),
+        Command::Start { services } => {
+            control::control(&top_dir, control::Action::Start, &services)
+        }
         Command::Test {
             api,
             concurrency,

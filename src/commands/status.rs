@@ -125,6 +125,9 @@ pub(crate) fn logs(top_dir: &Path, service: &str, follow: bool) -> anyhow::Resul
             }
         );
     };
+    if record.backend == Backend::Systemd {
+        return journal(record, follow);
+    }
     let mut file = fs_err::File::open(&record.log)?;
     let mut out = std::io::stdout().lock();
     let mut buf = Vec::new();
@@ -154,6 +157,34 @@ pub(crate) fn logs(top_dir: &Path, service: &str, follow: bool) -> anyhow::Resul
     }
 }
 
+/// Prints each line of a child's output as it comes.
+struct Print;
+
+impl crate::system::process::LineSink for Print {
+    fn line(&self, _source: &str, _stream: crate::system::process::Stream, line: &str) {
+        println!("{line}");
+    }
+}
+
+/// A systemd unit logs to the journal: `journalctl -u devstack@NAME.service [-f]`,
+/// as DevStack's documentation says. Ctrl-C stops journalctl's group with us.
+fn journal(record: &ProcessRecord, follow: bool) -> anyhow::Result<ExitCode> {
+    crate::system::interrupt::install();
+    let unit = record
+        .unit
+        .clone()
+        .unwrap_or_else(|| crate::system::supervisor::unit_name(&record.name));
+    let mut cmd = crate::system::process::Cmd::new("journalctl")
+        .args(["--no-pager", "-u", unit.as_str()])
+        .sink(std::sync::Arc::new(Print))
+        .label("journalctl");
+    if follow {
+        cmd = cmd.arg("-f");
+    }
+    cmd.run()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,7 +203,7 @@ mod tests {
                 log: "/nonexistent/p.log".into(),
                 unit: None,
                 address: Some("127.0.0.1:1".into()),
-                relaunch: None,
+                launch: None,
             },
         );
         let (text, ok) = render(&ledger);

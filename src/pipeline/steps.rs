@@ -367,7 +367,7 @@ fn record_from_pidfiles(run: &mut Run, what_next: &str) {
                 log: logdir.join(format!("{name}.log")),
                 unit: None,
                 address: None,
-                relaunch: None,
+                launch: None,
             },
         );
         found.push(format!("{name} (pid {pid})"));
@@ -447,6 +447,9 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         Step::Settings => {
             load_settings(run)?;
             check_dirs(run)?;
+            if run.kind == Kind::Stack {
+                check_qemu_reach(run)?;
+            }
             run.lock_shared_dirs()?;
             check_dest_owner(run)?;
             if run.kind == Kind::Stack {
@@ -510,7 +513,11 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             lib_defaults(run)?;
             load_hypervisor(run)
         }
-        Step::VerifyServices => verify_disabled(run),
+        Step::VerifyServices => {
+            verify_disabled(run)?;
+            // Again: a plugin's settings may have chosen libvirt or moved DATA_DIR.
+            check_qemu_reach(run)
+        }
         Step::Passwords => passwords(run),
         Step::Prerequisites => prerequisites(run),
         Step::Layer1 => {
@@ -614,6 +621,28 @@ pub(super) fn check_dirs(run: &Run) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// With nova-compute on libvirt, every directory on the way to nova's instances
+/// must be enterable by QEMU's user: otherwise the stack would complete and every
+/// server fail to open its disk. Refused before anything is installed, naming the
+/// directory and the fix.
+fn check_qemu_reach(run: &Run) -> anyhow::Result<()> {
+    use crate::services::libvirt;
+    let s = &run.host.settings;
+    if s.str("VIRT_DRIVER") != "libvirt" || !s.is_enabled(&["n-cpu"]) {
+        return Ok(());
+    }
+    let Some(found) = libvirt::unreachable_ancestor(&libvirt::qemu_target(s)) else {
+        return Ok(());
+    };
+    Err(Report {
+        headline: found.headline(),
+        details: vec![("DEST".into(), s.str("DEST").to_owned())],
+        tail: Vec::new(),
+        hint: Some(found.hint()),
+    }
+    .into())
 }
 
 /// Creates DEST, DATA_DIR, LOGDIR and SERVICE_DIR; the ones that did not exist are
@@ -1052,6 +1081,7 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
     run_hook(run, "source", None)?;
     run.sync_settings()?;
     verify_disabled(run)?;
+    check_qemu_reach(run)?;
 
     let s = &run.host.settings;
     let _ = writeln!(out, "ENABLED_SERVICES={}", s.enabled_services());

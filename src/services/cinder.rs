@@ -574,6 +574,124 @@ fn create_volume_types(host: &mut Host) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// The enabled backends that `get_pools?detail=True`'s answer has no pool of: a
+/// pool is a backend's when its `volume_backend_name`, or the part of its name
+/// between `@` and `#` (`host@lvmdriver-1#lvmdriver-1`), is the backend's name.
+fn backends_without_pool(wanted: &[String], pools: &serde_json::Value) -> Vec<String> {
+    let pools = pools["pools"].as_array().map_or(&[][..], Vec::as_slice);
+    let has = |name: &str| {
+        pools.iter().any(|p| {
+            p["capabilities"]["volume_backend_name"].as_str() == Some(name)
+                || p["name"]
+                    .as_str()
+                    .and_then(|n| n.split_once('@'))
+                    .is_some_and(|(_, rest)| rest.split('#').next() == Some(name))
+        })
+    };
+    wanted.iter().filter(|w| !has(w)).cloned().collect()
+}
+
+/// How long the scheduler may take to list the pools, at least: should c-vol's first
+/// capability report still miss the scheduler (it is started only once the
+/// scheduler is up, [`wait_for_scheduler`]), the next comes with its periodic
+/// tasks, after `periodic_interval` (60 s) and a `periodic_fuzzy_delay` of up to
+/// 60 s more. Started together, a default stack measured 60.2 s.
+const POOLS_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Readiness as a user's first `volume create` needs it: the scheduler has every
+/// enabled backend's pool (c-vol reports its capabilities only once its driver is
+/// set up; before that the scheduler answers "No weighed backends available" and
+/// the volume goes to error). Polls the admin API's `scheduler-stats/get_pools`
+/// within SERVICE_TIMEOUT or [`POOLS_TIMEOUT`], the longer; fails at once when
+/// c-vol or c-sch exited.
+fn wait_for_pools(host: &mut Host) -> Result<(), ServiceError> {
+    use crate::state::ProcessKind;
+    let s = host.settings.clone();
+    let wanted: Vec<String> = backends(&s).into_iter().map(|b| b.name).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let api = oslo::Api::new(host, NAME)?;
+    let url = format!(
+        "{}/scheduler-stats/get_pools?detail=True",
+        crate::services::frontproxy::probe_url(&s, &format!("{}/v3", ROUTE.path))
+    );
+    let records: Vec<crate::state::ProcessRecord> = ["c-vol", "c-sch"]
+        .iter()
+        .filter_map(|n| host.ledger.process(ProcessKind::Service, n).cloned())
+        .collect();
+    let log = records.first().map(|r| r.log.clone()).unwrap_or_default();
+    let took = daemon::wait_until(
+        NAME,
+        "the scheduler to list every volume backend's pool (scheduler-stats/get_pools)",
+        &log,
+        daemon::service_timeout(&s).max(POOLS_TIMEOUT),
+        || {
+            let pools = api.get(&url).map_err(|e| e.to_string())?;
+            let missing = backends_without_pool(&wanted, &pools);
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("no pool yet of {}", missing.join(", ")))
+            }
+        },
+        || records.iter().any(|r| !oslo::alive(host, r)),
+    )?;
+    host.note(&format!(
+        "cinder: the scheduler lists a pool of {} after {:.1} s",
+        wanted.join(", "),
+        took.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Waits until cinder's API lists the scheduler as up: its service record is
+/// written as it starts consuming, so c-vol's first capability report, which
+/// comes once its driver is set up, reaches it (started together, the report went
+/// before the scheduler listened and the pools came a minute later).
+fn wait_for_scheduler(host: &mut Host) -> Result<(), ServiceError> {
+    use crate::state::ProcessKind;
+    let s = host.settings.clone();
+    let api = oslo::Api::new(host, NAME)?;
+    let url = format!(
+        "{}/os-services?binary=cinder-scheduler",
+        crate::services::frontproxy::probe_url(&s, &format!("{}/v3", ROUTE.path))
+    );
+    let Some(record) = host.ledger.process(ProcessKind::Service, "c-sch").cloned() else {
+        return Ok(());
+    };
+    let took = daemon::wait_until(
+        NAME,
+        "cinder's API to list the scheduler as up (os-services)",
+        &record.log,
+        daemon::service_timeout(&s),
+        || {
+            let answer = api.get(&url).map_err(|e| e.to_string())?;
+            if scheduler_up(&answer) {
+                Ok(())
+            } else {
+                Err("the scheduler is not listed up yet".into())
+            }
+        },
+        || !oslo::alive(host, &record),
+    )?;
+    host.note(&format!(
+        "cinder: the scheduler is up after {:.1} s",
+        took.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Whether an `os-services` answer lists a cinder-scheduler that is up.
+fn scheduler_up(answer: &serde_json::Value) -> bool {
+    answer["services"].as_array().is_some_and(|list| {
+        list.iter().any(|svc| {
+            svc["binary"].as_str() == Some("cinder-scheduler")
+                && svc["state"].as_str() == Some("up")
+        })
+    })
+}
+
 impl Service for Cinder {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
@@ -652,15 +770,26 @@ impl Service for Cinder {
         if s.is_enabled(&["c-api"]) {
             uwsgi::start_routed(cx.host, NAME, "c-api", &uwsgi_ini(&s), ROUTE)?;
         }
+        let api_answers = s.is_enabled(&["c-api"]) && s.is_enabled(&["key"]);
         for (svc, script) in [("c-sch", "cinder-scheduler"), ("c-vol", "cinder-volume")] {
             if s.is_enabled(&[svc]) {
                 let bin = crate::system::python::venv_bin(&s, script);
                 let cmd = format!("exec {} --config-file {c}", bin.display());
                 oslo::start_process(cx.host, NAME, svc, &cmd, &[], None)?;
             }
+            if svc == "c-sch" && api_answers && s.is_enabled(&["c-sch"]) && s.is_enabled(&["c-vol"])
+            {
+                // c-vol reports its capabilities once, as its driver is set up; a
+                // scheduler not consuming yet misses it, and the next report comes a
+                // minute later with c-vol's periodic tasks.
+                wait_for_scheduler(cx.host)?;
+            }
         }
         if s.is_enabled(&["c-api"]) && s.is_enabled(&["key"]) {
             create_volume_types(cx.host)?;
+            if s.is_enabled(&["c-sch"]) && s.is_enabled(&["c-vol"]) {
+                wait_for_pools(cx.host)?;
+            }
         }
         Ok(())
     }
@@ -710,10 +839,45 @@ fn venv_has_rtslib(host: &Host) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_scheduler_counts_once_os_services_lists_it_up() {
+        let up = serde_json::json!({"services": [
+            {"binary": "cinder-volume", "state": "up"},
+            {"binary": "cinder-scheduler", "state": "up"}]});
+        let down = serde_json::json!({"services": [
+            {"binary": "cinder-volume", "state": "up"},
+            {"binary": "cinder-scheduler", "state": "down"}]});
+        assert!(scheduler_up(&up));
+        assert!(!scheduler_up(&down));
+        assert!(!scheduler_up(&serde_json::json!({"services": []})));
+        assert!(!scheduler_up(&serde_json::json!({"error": "x"})));
+    }
+
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         Settings::from_pairs(pairs)
+    }
+
+    #[test]
+    fn a_backend_counts_as_seen_once_the_scheduler_lists_its_pool() {
+        let wanted = vec!["lvmdriver-1".to_owned(), "nfs".to_owned()];
+        let none = serde_json::json!({"pools": []});
+        assert_eq!(backends_without_pool(&wanted, &none), wanted);
+        // By the pool's name (no details) or by its volume_backend_name.
+        let some = serde_json::json!({"pools": [
+            {"name": "host1@lvmdriver-1#lvmdriver-1"},
+            {"name": "host1@other#x", "capabilities": {"volume_backend_name": "other"}},
+        ]});
+        assert_eq!(backends_without_pool(&wanted, &some), ["nfs"]);
+        let all = serde_json::json!({"pools": [
+            {"name": "host1@lvmdriver-1#lvmdriver-1"},
+            {"name": "host1@nfs#nfs", "capabilities": {"volume_backend_name": "nfs"}},
+        ]});
+        assert!(backends_without_pool(&wanted, &all).is_empty());
+        // An error body is no pool.
+        let error = serde_json::json!({"error": "boom"});
+        assert_eq!(backends_without_pool(&wanted, &error), wanted);
     }
 
     #[test]

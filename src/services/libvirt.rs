@@ -651,6 +651,92 @@ impl Daemon for Libvirtd {
     }
 }
 
+/// The user QEMU runs as under Debian's libvirt (`user` in qemu.conf).
+pub(crate) const QEMU_USER: &str = "libvirt-qemu";
+
+/// A directory on the way to nova's instances that QEMU cannot enter: the guests'
+/// disks below it would fail to open ("Cannot access storage file ... Permission
+/// denied") after a stack that otherwise completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unreachable {
+    /// The directory without search permission for QEMU's user.
+    pub dir: PathBuf,
+    pub mode: u32,
+    /// What QEMU must reach below it.
+    pub target: PathBuf,
+}
+
+impl Unreachable {
+    pub(crate) fn headline(&self) -> String {
+        format!(
+            "QEMU (user {QEMU_USER}) cannot reach the guests' disks under {}: {} has mode {:04o}, no search permission for {QEMU_USER}",
+            self.target.display(),
+            self.dir.display(),
+            self.mode
+        )
+    }
+
+    pub(crate) fn hint(&self) -> String {
+        format!(
+            "chmod o+x {} (each directory on the way to DEST must be enterable by {QEMU_USER}), or set DEST in localrc to such a directory, e.g. DEST=/opt/stack",
+            self.dir.display()
+        )
+    }
+}
+
+/// Where nova's libvirt driver keeps what QEMU opens: the instances (disks, base
+/// images, config drives) and the volume shares' mounts, all under `$DATA_DIR/nova`.
+pub(crate) fn qemu_target(s: &Settings) -> PathBuf {
+    s.path("DATA_DIR").join("nova")
+}
+
+/// May `uid`/`gid`s search `dir` by its mode bits (root's override does not apply
+/// to QEMU's user)?
+fn can_search(meta: &std::fs::Metadata, user: Option<&nix::unistd::User>) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = meta.mode();
+    let Some(user) = user else {
+        // Not installed yet: it will be a system user of its own, neither the owner
+        // nor in the group of a directory that exists before libvirt does.
+        return mode & 0o001 != 0;
+    };
+    if meta.uid() == user.uid.as_raw() {
+        return mode & 0o100 != 0;
+    }
+    let in_group = meta.gid() == user.gid.as_raw()
+        || nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))
+            .ok()
+            .flatten()
+            .is_some_and(|g| g.mem.iter().any(|m| m == &user.name));
+    if in_group {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
+/// The first existing directory on the way to `target` (from `/` down) that QEMU's
+/// user cannot search (the ones still to be created are not looked at).
+pub(crate) fn unreachable_ancestor(target: &Path) -> Option<Unreachable> {
+    use std::os::unix::fs::MetadataExt as _;
+    let user = nix::unistd::User::from_name(QEMU_USER).ok().flatten();
+    let mut dirs: Vec<&Path> = target.ancestors().collect();
+    dirs.reverse();
+    for dir in dirs {
+        let Ok(meta) = fs_err::metadata(dir) else {
+            break;
+        };
+        if meta.is_dir() && !can_search(&meta, user.as_ref()) {
+            return Some(Unreachable {
+                dir: dir.to_path_buf(),
+                mode: meta.mode() & 0o7777,
+                target: target.to_path_buf(),
+            });
+        }
+    }
+    None
+}
+
 /// `/dev/kvm` readable by the `kvm` group (QEMU runs as `libvirt-qemu`, group
 /// `kvm`), as Debian's udev rule makes it on a systemd machine. The old mode is
 /// kept so clean can put it back.
@@ -889,6 +975,35 @@ pub(crate) fn cleanup(host: &mut Host) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dest_under_a_private_directory_is_unreachable_for_qemu() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("home");
+        let target = private.join("stack/data/nova");
+        fs_err::create_dir_all(private.join("stack")).unwrap();
+        fs_err::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        fs_err::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let found = unreachable_ancestor(&target).expect("the 0700 directory");
+        assert_eq!(found.dir, private);
+        assert_eq!(found.mode, 0o700);
+        assert!(
+            found.headline().contains("mode 0700"),
+            "{}",
+            found.headline()
+        );
+        assert!(
+            found
+                .hint()
+                .starts_with(&format!("chmod o+x {}", private.display())),
+            "{}",
+            found.hint()
+        );
+        // Searchable by others (not readable: o+x is enough), nothing is in the way.
+        fs_err::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(unreachable_ancestor(&target), None);
+    }
 
     const DEBIAN_SOURCES: &str = "Types: deb\n\
         # http://snapshot.debian.org/archive/debian/20250520T000000Z\n\

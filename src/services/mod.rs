@@ -19,6 +19,7 @@ pub(crate) mod cinder_backend;
 pub(crate) mod credentials;
 pub(crate) mod daemon;
 pub(crate) mod database;
+pub(crate) mod dstat;
 pub(crate) mod frontproxy;
 pub(crate) mod glance;
 pub(crate) mod horizon;
@@ -37,6 +38,7 @@ pub(crate) mod oslo;
 pub(crate) mod ovn;
 pub(crate) mod ovn_public;
 pub(crate) mod placement;
+pub(crate) mod placement_client;
 pub(crate) mod postgresql;
 pub(crate) mod rabbit;
 #[cfg(test)]
@@ -340,10 +342,12 @@ impl Registry {
             &postgresql::Postgresql,
             &rabbit::Rabbit,
             &memcached::Memcached,
+            &dstat::Dstat,
             &frontproxy::FrontProxy,
             &keystone::Keystone,
             &glance::Glance,
             &placement::Placement,
+            &placement_client::PlacementClient,
             &ovn::Ovn,
             &neutron::Neutron,
             &nova::Nova,

@@ -15,7 +15,7 @@ use crate::openstack::accounts::ServiceAccount;
 use crate::services::database;
 use crate::services::neutron_plugin_api;
 use crate::services::uwsgi::{self, Route, UwsgiApi, WsgiApp};
-use crate::services::{Descriptor, Layer, ServiceError, oslo};
+use crate::services::{Descriptor, Layer, ServiceError, daemon, oslo};
 use crate::system::process::Cmd;
 use crate::system::python::Project;
 
@@ -51,6 +51,54 @@ pub(crate) const LATE_VARS: &[&str] = &["Q_SERVICE_PLUGIN_CLASSES"];
 pub(crate) const PERIODIC_WORKERS: &str = "neutron-periodic-workers";
 pub(crate) const MAINTENANCE_WORKER: &str = "neutron-ovn-maintenance-worker";
 pub(crate) const METADATA_AGENT: &str = "q-ovn-metadata-agent";
+/// The OVN agent (`neutron-ovn-agent`) with its metadata extension: DevStack's
+/// current default in place of [`METADATA_AGENT`].
+pub(crate) const OVN_AGENT: &str = "q-ovn-agent";
+
+/// Which agent serves the guests' metadata: the OVN agent when it is enabled (the
+/// old name alone keeps the old agent), none without OVN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetadataServer {
+    OvnAgent,
+    MetadataAgent,
+}
+
+impl MetadataServer {
+    pub(crate) fn of(s: &Settings) -> Option<Self> {
+        if !ovn_mode(s) {
+            None
+        } else if s.is_enabled(&[OVN_AGENT, "neutron-ovn-agent"]) {
+            Some(Self::OvnAgent)
+        } else if s.is_enabled(&[METADATA_AGENT, "neutron-ovn-metadata-agent"]) {
+            Some(Self::MetadataAgent)
+        } else {
+            None
+        }
+    }
+
+    /// Its process name (DevStack's service name).
+    pub(crate) fn process(self) -> &'static str {
+        match self {
+            Self::OvnAgent => OVN_AGENT,
+            Self::MetadataAgent => METADATA_AGENT,
+        }
+    }
+
+    fn binary(self) -> &'static str {
+        match self {
+            Self::OvnAgent => "neutron-ovn-agent",
+            Self::MetadataAgent => "neutron-ovn-metadata-agent",
+        }
+    }
+
+    /// Its config file, DevStack's name for it.
+    pub(crate) fn conf(self, s: &Settings) -> PathBuf {
+        match self {
+            Self::OvnAgent => Neutron::conf_dir(s).join("plugins/ml2/ovn_agent.ini"),
+            Self::MetadataAgent => metadata_agent_conf(s),
+        }
+    }
+}
 
 /// ML2 with the OVN mechanism driver: `Q_AGENT=ovn` (DevStack's default) and OVN's
 /// central part enabled. Otherwise the API server alone, as before.
@@ -152,9 +200,15 @@ pub(crate) fn metadata_agent_conf(s: &Settings) -> PathBuf {
     Neutron::conf_dir(s).join("neutron_ovn_metadata_agent.ini")
 }
 
-/// The OVN metadata agent: it serves 169.254.169.254 in a namespace per network
-/// through haproxy, and asks nova's metadata API with the shared secret.
-pub(crate) fn metadata_agent(doc: &mut crate::ini::IniDoc, s: &Settings, state: &std::path::Path) {
+/// The OVN metadata agent, or the OVN agent's metadata extension (the same options,
+/// and `[agent] extensions = metadata`): it serves 169.254.169.254 in a namespace
+/// per network through haproxy, and asks nova's metadata API with the shared secret.
+pub(crate) fn metadata_agent(
+    doc: &mut crate::ini::IniDoc,
+    s: &Settings,
+    state: &std::path::Path,
+    server: MetadataServer,
+) {
     oslo::common_defaults(doc, s);
     doc.set("DEFAULT", "state_path", &state.display().to_string());
     doc.set(
@@ -176,7 +230,14 @@ pub(crate) fn metadata_agent(doc: &mut crate::ini::IniDoc, s: &Settings, state: 
         &crate::services::ovn::sb_remote(s),
     );
     doc.set("agent", "root_helper", "sudo");
-    privsep(doc, s, &[metadata_agent_conf(s)]);
+    if server == MetadataServer::OvnAgent {
+        doc.set(
+            "agent",
+            "extensions",
+            s.get_or("OVN_AGENT_EXTENSIONS", "metadata"),
+        );
+    }
+    privsep(doc, s, &[server.conf(s)]);
 }
 
 /// The privsep daemons are started by path: `sudo` resets PATH, so a bare
@@ -235,20 +296,67 @@ fn start_ovn_workers(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
 
 /// DevStack's `start_neutron` / `start_neutron_agents` (the agents; the API is
 /// `start_neutron_service_and_check`'s): with OVN the one agent neutron runs here,
-/// the metadata agent, when enabled (started again when it runs).
+/// the OVN agent or the older metadata agent, when enabled (started again when it
+/// runs), waited for until neutron lists it alive.
 pub(crate) fn start_agents(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
     let s = cx.host.settings.clone();
-    if !ovn_mode(&s) || !s.is_enabled(&[METADATA_AGENT, "q-ovn-agent"]) {
+    let Some(server) = MetadataServer::of(&s) else {
         return Ok(());
-    }
+    };
     let cmd = format!(
         "exec {} --config-file {} --config-file {}",
-        crate::system::python::venv_bin(&s, "neutron-ovn-metadata-agent").display(),
+        crate::system::python::venv_bin(&s, server.binary()).display(),
         conf(&s).display(),
-        metadata_agent_conf(&s).display()
+        server.conf(&s).display()
     );
-    oslo::start_process(cx.host, NAME, METADATA_AGENT, &cmd, &[], None)?;
+    let record = oslo::start_process(cx.host, NAME, server.process(), &cmd, &[], None)?;
     cx.host.ledger.set_fact(METADATA_NETNS_FACT, "ovnmeta-");
+    if s.is_enabled(&["key"]) {
+        wait_for_agent(cx.host, server, &record)?;
+    }
+    Ok(())
+}
+
+/// Is an agent of `binary` listed alive in neutron's `GET /v2.0/agents` answer?
+fn agent_alive(agents: &serde_json::Value, binary: &str) -> bool {
+    agents["agents"].as_array().is_some_and(|list| {
+        list.iter()
+            .any(|a| a["binary"].as_str() == Some(binary) && a["alive"].as_bool() == Some(true))
+    })
+}
+
+/// Readiness as a guest's first boot needs it: the metadata agent has registered
+/// with OVN's southbound database and neutron lists it alive (until then a new
+/// network's metadata port is not served). Within SERVICE_TIMEOUT; fails at once
+/// when the agent exited.
+fn wait_for_agent(
+    host: &mut Host,
+    server: MetadataServer,
+    record: &crate::state::ProcessRecord,
+) -> Result<(), ServiceError> {
+    let s = host.settings.clone();
+    let api = oslo::Api::new(host, NAME)?;
+    let url = format!("{}v2.0/agents", api_url(&s));
+    let binary = server.binary();
+    let took = daemon::wait_until(
+        NAME,
+        &format!("{binary} to be listed alive in GET /v2.0/agents"),
+        &record.log,
+        daemon::service_timeout(&s),
+        || {
+            let agents = api.get(&url).map_err(|e| e.to_string())?;
+            if agent_alive(&agents, binary) {
+                Ok(())
+            } else {
+                Err(format!("no alive {binary} yet"))
+            }
+        },
+        || !oslo::alive(host, record),
+    )?;
+    host.note(&format!(
+        "neutron: {binary} is listed alive after {:.1} s",
+        took.as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -418,6 +526,7 @@ pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
         PERIODIC_WORKERS,
         MAINTENANCE_WORKER,
         METADATA_AGENT,
+        OVN_AGENT,
     ],
     ..Descriptor::named(NAME, Layer::OpenStack)
 };
@@ -489,10 +598,10 @@ impl UwsgiApi for Neutron {
                 doc.set("ml2_type_flat", "flat_networks", "*");
             }
         })?;
-        if with_ovn && s.is_enabled(&[METADATA_AGENT, "q-ovn-agent"]) {
+        if let Some(server) = MetadataServer::of(&s) {
             let state = state_dir(&s);
-            oslo::write_conf(host, NAME, &metadata_agent_conf(&s), |doc| {
-                metadata_agent(doc, &s, &state);
+            oslo::write_conf(host, NAME, &server.conf(&s), |doc| {
+                metadata_agent(doc, &s, &state, server);
             })?;
         }
         oslo::copy_file(
@@ -641,6 +750,7 @@ mod tests {
             &mut doc,
             &s,
             std::path::Path::new("/opt/stack/data/neutron"),
+            MetadataServer::MetadataAgent,
         );
         let text = doc.render();
         for line in [
@@ -653,6 +763,61 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_ovn_agent_serves_metadata_in_place_of_the_old_agent_and_the_old_name_works() {
+        let with = |services: &str| {
+            let mut s = settings(&[]);
+            s.set("ENABLED_SERVICES", format!("q-svc,ovn-northd,{services}"));
+            s
+        };
+        let s = with("q-ovn-agent");
+        assert_eq!(MetadataServer::of(&s), Some(MetadataServer::OvnAgent));
+        assert_eq!(
+            MetadataServer::OvnAgent.conf(&s),
+            PathBuf::from("/etc/neutron/plugins/ml2/ovn_agent.ini")
+        );
+        let mut doc = IniDoc::default();
+        metadata_agent(
+            &mut doc,
+            &s,
+            std::path::Path::new("/opt/stack/data/neutron"),
+            MetadataServer::OvnAgent,
+        );
+        let text = doc.render();
+        for line in [
+            "extensions = metadata",
+            "metadata_proxy_shared_secret = s3cret",
+            "ovn_sb_connection = tcp:10.0.0.5:6642",
+            "helper_command = sudo /opt/stack/venv/bin/privsep-helper --config-file /etc/neutron/plugins/ml2/ovn_agent.ini",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // Both enabled: one metadata server, the OVN agent's extension.
+        let both = with("q-ovn-agent,q-ovn-metadata-agent");
+        assert_eq!(MetadataServer::of(&both), Some(MetadataServer::OvnAgent));
+        let old = with("q-ovn-metadata-agent");
+        assert_eq!(
+            MetadataServer::of(&old),
+            Some(MetadataServer::MetadataAgent)
+        );
+        assert_eq!(MetadataServer::of(&with("")), None);
+    }
+
+    #[test]
+    fn an_agent_counts_once_neutron_lists_it_alive() {
+        let agents = serde_json::json!({"agents": [
+            {"binary": "ovn-controller", "alive": true},
+            {"binary": "neutron-ovn-agent", "alive": false},
+        ]});
+        assert!(!agent_alive(&agents, "neutron-ovn-agent"));
+        assert!(agent_alive(&agents, "ovn-controller"));
+        let agents = serde_json::json!({"agents": [
+            {"binary": "neutron-ovn-agent", "alive": true},
+        ]});
+        assert!(agent_alive(&agents, "neutron-ovn-agent"));
+        assert!(!agent_alive(&serde_json::json!({}), "neutron-ovn-agent"));
     }
 
     #[test]

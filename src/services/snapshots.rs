@@ -159,6 +159,11 @@ fn glance_placement_neutron_files() {
         "neutron-api-uwsgi.ini",
         read(dir.path(), "etc/neutron/neutron-api-uwsgi.ini")
     );
+    // q-ovn-agent (the default set's): the OVN agent with its metadata extension.
+    insta::assert_snapshot!(
+        "ovn_agent.ini",
+        read(dir.path(), "etc/neutron/plugins/ml2/ovn_agent.ini")
+    );
 }
 
 #[test]

@@ -127,20 +127,25 @@ pub struct ProcessRecord {
     /// Where it listens, when known (for `status`).
     #[serde(default)]
     pub address: Option<String>,
-    /// The rest of what started it, when our own supervisor did (a systemd unit
-    /// keeps its own): `restart_service devstack@NAME` starts it again from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relaunch: Option<Relaunch>,
+    /// How it was started beyond its command: what `devstack start` and `restart`
+    /// need to start it again exactly so. None: recorded by an older devstack, or
+    /// found from a pidfile.
+    #[serde(default)]
+    pub launch: Option<Launch>,
 }
 
-/// What our supervisor needs, beyond a record's command and log, to start a
-/// process again as it was started (the file holding it is 0600: the environment
-/// may name secrets).
+/// What a process was started with besides its command line: its environment, user,
+/// group and working directory. The environment may hold secrets: it lives only in
+/// the state file, which is 0600.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Relaunch {
+pub struct Launch {
+    #[serde(default)]
     pub env: Vec<(String, String)>,
+    #[serde(default)]
     pub user: Option<String>,
+    #[serde(default)]
     pub group: Option<String>,
+    #[serde(default)]
     pub workdir: Option<PathBuf>,
 }
 
@@ -823,7 +828,7 @@ mod tests {
             log: "/tmp/x.log".into(),
             unit: None,
             address: None,
-            relaunch: None,
+            launch: None,
         }
     }
 

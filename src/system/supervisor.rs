@@ -16,7 +16,7 @@ use fs_err as fs;
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use nix::unistd::{Pid, User};
 
-use crate::state::{Backend, ProcessRecord, Relaunch};
+use crate::state::{Backend, Launch, ProcessRecord};
 use crate::system::process::{Cmd, stop_group};
 /// The /proc view of process groups, which `Cmd`'s own stop uses too.
 pub(crate) use crate::system::process::{group_members, is_group_leader_alive};
@@ -41,6 +41,43 @@ pub struct ProcessSpec {
     pub address: Option<String>,
 }
 
+impl ProcessSpec {
+    /// The spec a recorded process was started from: what starting it again needs.
+    /// A record without it (an older devstack's, or one found from a pidfile) is
+    /// not guessed at.
+    pub fn of_record(record: &ProcessRecord) -> Result<Self, SupervisorError> {
+        let launch = match &record.launch {
+            Some(launch) if !record.command.is_empty() => launch.clone(),
+            _ => {
+                return Err(start_err(
+                    &record.name,
+                    "how it was started is not recorded (an older devstack's state, or found from a pidfile): stack again",
+                ));
+            }
+        };
+        Ok(Self {
+            name: record.name.clone(),
+            command: record.command.clone(),
+            env: launch.env,
+            user: launch.user,
+            group: launch.group,
+            log: record.log.clone(),
+            workdir: launch.workdir,
+            address: record.address.clone(),
+        })
+    }
+
+    /// What the record keeps of this spec besides the command.
+    fn launch(&self) -> Launch {
+        Launch {
+            env: self.env.clone(),
+            user: self.user.clone(),
+            group: self.group.clone(),
+            workdir: self.workdir.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcStatus {
     Running { pid: u32 },
@@ -56,28 +93,19 @@ pub enum SupervisorError {
     Stop { name: String, detail: String },
 }
 
-/// The spec a process our own supervisor started was started with, from its
-/// record (none for a systemd unit, or a record made before relaunch data was kept).
-pub(crate) fn spec_of(record: &ProcessRecord) -> Option<ProcessSpec> {
-    let relaunch = record.relaunch.clone()?;
-    Some(ProcessSpec {
-        name: record.name.clone(),
-        command: record.command.clone(),
-        env: relaunch.env,
-        user: relaunch.user,
-        group: relaunch.group,
-        log: record.log.clone(),
-        workdir: relaunch.workdir,
-        address: record.address.clone(),
-    })
-}
-
 /// A backend that starts, stops and reports on long-running processes.
 pub trait Supervisor: Send + Sync {
     fn backend(&self) -> Backend;
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError>;
     fn stop(&self, record: &ProcessRecord) -> Result<(), SupervisorError>;
     fn status(&self, record: &ProcessRecord) -> ProcStatus;
+    /// Stops a recorded process and starts it again as it was started (its command,
+    /// environment, user): the code and config it reads are what is on disk now.
+    fn restart(&self, record: &ProcessRecord) -> Result<ProcessRecord, SupervisorError> {
+        let spec = ProcessSpec::of_record(record)?;
+        self.stop(record)?;
+        self.start(&spec)
+    }
 }
 
 /// Is PID 1 systemd (the test systemd itself uses)?
@@ -241,12 +269,7 @@ impl Supervisor for OwnSupervisor {
             log: spec.log.clone(),
             unit: None,
             address: spec.address.clone(),
-            relaunch: Some(Relaunch {
-                env: spec.env.clone(),
-                user: spec.user.clone(),
-                group: spec.group.clone(),
-                workdir: spec.workdir.clone(),
-            }),
+            launch: Some(spec.launch()),
         })
     }
 
@@ -545,7 +568,25 @@ impl Supervisor for SystemdSupervisor {
             log: spec.log.clone(),
             unit: Some(unit),
             address: spec.address.clone(),
-            relaunch: None,
+            launch: Some(spec.launch()),
+        })
+    }
+
+    /// `systemctl restart devstack@NAME.service`, as DevStack's users type it; a unit
+    /// whose file is gone is written and started again from the record.
+    fn restart(&self, record: &ProcessRecord) -> Result<ProcessRecord, SupervisorError> {
+        let unit = record
+            .unit
+            .clone()
+            .unwrap_or_else(|| unit_name(&record.name));
+        if !self.unit_dir.join(&unit).is_file() {
+            return self.start(&ProcessSpec::of_record(record)?);
+        }
+        systemctl(&["restart", &unit]).map_err(|e| start_err(&record.name, e))?;
+        Ok(ProcessRecord {
+            pid: main_pid(&unit),
+            unit: Some(unit),
+            ..record.clone()
         })
     }
 
@@ -701,6 +742,49 @@ mod tests {
         )));
         sup.stop(&rec).unwrap();
         assert_eq!(sup.status(&rec), ProcStatus::Stopped);
+    }
+
+    #[test]
+    fn own_backend_restarts_a_process_as_it_was_started_with_the_code_on_disk_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("serve.sh");
+        fs_err::write(&script, "echo \"v1 $GREETING\"; exec sleep 30\n").unwrap();
+        let sup = OwnSupervisor::default();
+        let rec = sup
+            .start(&ProcessSpec {
+                env: vec![("GREETING".into(), "hello".into())],
+                workdir: Some(dir.path().to_path_buf()),
+                ..spec(dir.path(), "svc", "exec bash ./serve.sh")
+            })
+            .unwrap();
+        assert!(wait_for(|| fs_err::read_to_string(&rec.log)
+            .unwrap_or_default()
+            .contains("v1 hello")));
+        fs_err::write(&script, "echo \"v2 $GREETING\"; exec sleep 30\n").unwrap();
+        let again = sup.restart(&rec).unwrap();
+        let (old, new) = (rec.pid.unwrap(), again.pid.unwrap());
+        assert_ne!(old, new);
+        assert!(group_members(old).is_empty());
+        assert_eq!(sup.status(&again), ProcStatus::Running { pid: new });
+        assert!(wait_for(|| fs_err::read_to_string(&rec.log)
+            .unwrap_or_default()
+            .ends_with("v1 hello\nv2 hello\n")));
+        assert_eq!(again.launch, rec.launch);
+        sup.stop(&again).unwrap();
+    }
+
+    #[test]
+    fn a_record_without_its_command_is_not_restarted_blindly() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = OwnSupervisor::default();
+        let mut rec = sup
+            .start(&spec(dir.path(), "svc", "exec sleep 30"))
+            .unwrap();
+        rec.command.clear();
+        let err = sup.restart(&rec).unwrap_err();
+        assert!(err.to_string().contains("not recorded"), "{err}");
+        assert!(matches!(sup.status(&rec), ProcStatus::Running { .. }));
+        sup.stop(&rec).unwrap();
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `std::process::Command`, and its fixtures' file errors are panics anyway.
 #![allow(clippy::disallowed_methods)]
 
+mod daily;
 mod engine;
 mod keystone;
 mod layer1;
