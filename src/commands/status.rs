@@ -231,7 +231,7 @@ mod tests {
                 log: "/opt/stack/logs/n-cond.log".into(),
                 unit: Some("devstack@n-cond.service".into()),
                 address: None,
-                relaunch: None,
+                launch: None,
             },
         );
         let (text, _) = render(&ledger);
