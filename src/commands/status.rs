@@ -44,12 +44,21 @@ pub(crate) fn render(ledger: &Ledger) -> (String, bool) {
                 ("failed", "-".into())
             }
         };
+        // Under systemd a unit's output goes to journald; $LOGDIR/NAME.log is never written.
+        let log = if r.backend == Backend::Systemd {
+            let unit = r
+                .unit
+                .clone()
+                .unwrap_or_else(|| crate::system::supervisor::unit_name(&r.name));
+            format!("journalctl -u {unit}")
+        } else {
+            r.log.display().to_string()
+        };
         let _ = writeln!(
             text,
-            "{:<width$}  {word:<7}  {pid:>7}  {:<21}  {}",
+            "{:<width$}  {word:<7}  {pid:>7}  {:<21}  {log}",
             r.name,
             r.address.as_deref().unwrap_or("-"),
-            r.log.display()
         );
     }
     // System services managed by systemctl have no record of ours.
@@ -204,6 +213,31 @@ mod tests {
             text.contains("stopped")
                 && text.contains("127.0.0.1:1")
                 && text.contains("/nonexistent/p.log"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_systemd_units_log_is_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::empty(dir.path());
+        ledger.record_process(
+            crate::state::ProcessKind::Service,
+            ProcessRecord {
+                name: "n-cond".into(),
+                backend: Backend::Systemd,
+                pid: None,
+                command: "/opt/stack/venv/bin/nova-conductor".into(),
+                log: "/opt/stack/logs/n-cond.log".into(),
+                unit: Some("devstack@n-cond.service".into()),
+                address: None,
+                launch: None,
+            },
+        );
+        let (text, _) = render(&ledger);
+        assert!(
+            text.contains("journalctl -u devstack@n-cond.service")
+                && !text.contains("/opt/stack/logs/n-cond.log"),
             "{text}"
         );
     }

@@ -12,7 +12,7 @@ use super::{
 use crate::config::localconf::Phase;
 use crate::context::ServiceCtx;
 use crate::services::{Layer, Service, ServiceError};
-use crate::state::ProcessKind;
+use crate::state::{Backend, ProcessKind};
 use crate::ui::format_duration;
 use crate::ui::report::Report;
 
@@ -961,6 +961,11 @@ fn stop_everything(run: &mut Run) -> anyhow::Result<()> {
         }
     }
     stop_recorded_processes(run);
+    if run.host.supervisor.backend() == Backend::Systemd {
+        if let Err(e) = crate::system::supervisor::stop_all_units() {
+            run.host.warn(&format!("systemctl stop devstack@*: {e}"));
+        }
+    }
     run.host.save_state()?;
     match first_err {
         Some(e) => Err(e),
@@ -1013,6 +1018,14 @@ fn clean_everything(run: &mut Run) {
         }
     }
     remove_created(run);
+    // DevStack's unit files: ours (run_process) and the plugins' (write_user_unit_file).
+    let unit_dir = match run.host.settings.str("SYSTEMD_DIR") {
+        "" => std::path::PathBuf::from(crate::system::supervisor::SYSTEMD_DIR),
+        dir => std::path::PathBuf::from(dir),
+    };
+    for removed in crate::system::supervisor::remove_unit_files(&unit_dir) {
+        run.host.log.note(&format!("removed {}", removed.display()));
+    }
     // Files devstack itself generated in the tree.
     let top = run.host.top_dir.clone();
     let _ = fs_err::remove_file(top.join(".localrc.auto"));

@@ -42,6 +42,12 @@ pub(crate) trait Daemon: Sync {
     }
     /// How our supervisor runs it (command, user, log, address).
     fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError>;
+    /// Under systemd, before the distro's unit starts: write into the distro's config
+    /// what our own launch gives on the command line (the unit reads only its config).
+    /// True when the config changed, so a unit already running is restarted.
+    fn configure_unit(&self, _host: &mut Host) -> Result<bool, ServiceError> {
+        Ok(false)
+    }
     /// A real client round trip, with its own short timeout.
     fn probe(&self, host: &Host) -> Result<(), String>;
     /// How long its first answer may take (libvirtd probes QEMU on its first start).
@@ -63,6 +69,11 @@ pub(crate) fn start(host: &mut Host, daemon: &dyn Daemon) -> Result<(), ServiceE
         probe_what,
     } = daemon.names();
     let probe = |h: &Host| daemon.probe(h);
+    // Debian's maintainer scripts started the unit at install, with the distro's
+    // config: `start` alone would keep that one.
+    if use_systemctl() && daemon.configure_unit(host)? {
+        systemctl(host, name, "restart", unit)?;
+    }
     if start_unit_or_reuse(host, name, unit, probe_what, probe)? {
         return Ok(());
     }

@@ -15,9 +15,7 @@ use std::time::Duration;
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::services::ServiceError;
-use crate::services::daemon::{
-    PROBE_TIMEOUT, daemon_log, port_taken, privileged, use_systemctl, wait_ready,
-};
+use crate::services::daemon::{PROBE_TIMEOUT, daemon_log, port_taken, privileged, wait_ready};
 
 /// The two backends DevStack knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,7 +309,9 @@ pub(crate) fn drop_left(
     if !left {
         return Ok(());
     }
-    if use_systemctl() || port_taken(addr, port) {
+    // Under systemd too: clean stopped the distro's unit with the rest of layer 1
+    // before the services' clean ran ("admin SQL failed" and the databases left).
+    if port_taken(addr, port) {
         return drop_created(host, backend);
     }
     start(host)?;

@@ -14,8 +14,33 @@ use crate::system::supervisor::ProcessSpec;
 pub(crate) const NAME: &str = "memcached";
 pub(crate) const PORT: u16 = 11211;
 const SYSTEMD_UNIT: &str = "memcached";
+/// The options Debian's memcached unit starts the server with, one per line.
+const DISTRO_CONF: &str = "/etc/memcached.conf";
 
 pub(crate) struct Memcached;
+
+/// memcached.conf `text` with its `-l` line (added when missing) set to `addr`.
+fn with_listen_address(text: &str, addr: &str) -> String {
+    let wanted = format!("-l {addr}");
+    let mut found = false;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("-l ") {
+                found = true;
+                wanted.clone()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        out.push(wanted);
+    }
+    let mut joined = out.join("\n");
+    joined.push('\n');
+    joined
+}
 
 fn host_addr(s: &Settings) -> String {
     s.get_or("SERVICE_HOST", "127.0.0.1").to_owned()
@@ -79,6 +104,23 @@ impl Daemon for Memcached {
             ..ProcessSpec::default()
         })
     }
+    /// Debian's config listens on 127.0.0.1 (`-l`); the services reach memcached at
+    /// SERVICE_HOST, where our own launch listens.
+    fn configure_unit(&self, host: &mut Host) -> Result<bool, ServiceError> {
+        let path = std::path::Path::new(DISTRO_CONF);
+        let io = |source| ServiceError::Io {
+            service: NAME.into(),
+            path: path.to_path_buf(),
+            source,
+        };
+        let before = fs_err::read_to_string(path).map_err(io)?;
+        let after = with_listen_address(&before, &host_addr(&host.settings));
+        if after == before {
+            return Ok(false);
+        }
+        fs_err::write(path, after).map_err(io)?;
+        Ok(true)
+    }
     fn probe(&self, host: &Host) -> Result<(), String> {
         version_probe(&host_addr(&host.settings), PORT, daemon::PROBE_TIMEOUT).map(|_| ())
     }
@@ -115,5 +157,23 @@ impl Service for Memcached {
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         daemon::remove_daemon_log(&cx.host.settings, NAME);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_listen_address;
+
+    #[test]
+    fn the_distro_conf_listens_where_the_services_connect() {
+        let debian = "# memcached default config\n-d\n-m 64\n-p 11211\n-u memcache\n-l 127.0.0.1\n-P /var/run/memcached/memcached.pid\n";
+        assert_eq!(
+            with_listen_address(debian, "10.0.0.5"),
+            "# memcached default config\n-d\n-m 64\n-p 11211\n-u memcache\n-l 10.0.0.5\n-P /var/run/memcached/memcached.pid\n"
+        );
+        assert_eq!(
+            with_listen_address("-m 64\n", "10.0.0.5"),
+            "-m 64\n-l 10.0.0.5\n"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::config::settings::Settings;
 use crate::context::Host;
 use crate::context::ServiceCtx;
+use crate::ini::IniDoc;
 use crate::services::daemon::{self, Daemon};
 use crate::services::database::{self, Backend};
 use crate::services::{Descriptor, Layer, Service, ServiceError};
@@ -18,6 +19,8 @@ pub(crate) const PORT: u16 = 3306;
 const DATADIR: &str = "/var/lib/mysql";
 const RUNDIR: &str = "/run/mysqld";
 const SYSTEMD_UNIT: &str = "mariadb";
+/// The config Debian's mariadb unit reads (DevStack's `my_conf` on Debian).
+const DISTRO_MY_CNF: &str = "/etc/mysql/my.cnf";
 
 pub(crate) struct Mysql;
 
@@ -124,6 +127,29 @@ impl Daemon for Mysql {
             address: Some(format!("{addr}:{PORT}")),
             ..ProcessSpec::default()
         })
+    }
+    /// DevStack's `configure_database_mysql`: the server's options in the distro's
+    /// my.cnf `[mysqld]`, the address our own launch binds to included (Debian's
+    /// default, 127.0.0.1, refuses the services' HOST_IP connections).
+    fn configure_unit(&self, host: &mut Host) -> Result<bool, ServiceError> {
+        let path = Path::new(DISTRO_MY_CNF);
+        let mut doc =
+            IniDoc::load(path).map_err(|e| ServiceError::caused(NAME, "reading my.cnf", e))?;
+        let before = doc.render();
+        for (key, value) in [
+            ("bind-address", host_addr(host).as_str()),
+            ("sql_mode", "TRADITIONAL"),
+            ("default-storage-engine", "InnoDB"),
+            ("max_connections", "1024"),
+        ] {
+            doc.set("mysqld", key, value);
+        }
+        if doc.render() == before {
+            return Ok(false);
+        }
+        doc.save(path)
+            .map_err(|e| ServiceError::caused(NAME, "writing my.cnf", e))?;
+        Ok(true)
     }
     fn probe(&self, host: &Host) -> Result<(), String> {
         admin_probe(host)

@@ -157,9 +157,15 @@ fn rabbitmqctl_output(
             "if [[ -n ${DS_SECRET+x} ]]; then printf '%s' \"$DS_SECRET\" | \"$@\"; else \"$@\"; fi",
             "bash",
         ])
-        .args(["rabbitmqctl", "-q", "-n", NODE])
+        .args(["rabbitmqctl", "-q"]);
+    // Our own server is NODE; the distro's unit (systemd) runs the default node,
+    // rabbit@HOSTNAME, which rabbitmqctl addresses by itself (as DevStack's calls do):
+    // naming NODE there fails the Erlang handshake.
+    if !daemon::use_systemctl() {
+        cmd = cmd.args(["-n", NODE]).env("RABBITMQ_NODENAME", NODE);
+    }
+    let mut cmd = cmd
         .args(args)
-        .env("RABBITMQ_NODENAME", NODE)
         .label("rabbitmqctl")
         .capture()
         .timeout(Duration::from_secs(60));
@@ -344,6 +350,11 @@ impl Daemon for Rabbit {
 /// Starts epmd and RabbitMQ unless ours already run; waits for the AMQP handshake.
 pub(crate) fn start_server(host: &mut Host) -> Result<(), ServiceError> {
     daemon::start(host, &Rabbit)?;
+    // Under systemd the distro's unit runs the default node, which the tools reach by
+    // themselves; naming ours (rabbit@localhost) there fails their Erlang handshake.
+    if daemon::use_systemctl() {
+        return Ok(());
+    }
     point_tools_at_node(host)
 }
 

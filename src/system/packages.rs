@@ -45,6 +45,9 @@ pub(crate) const BUILD: &[&str] = &[
     "g++",
     "pkg-config",
     "python3-dev",
+    // The stack's venvs (`python3 -m venv`): Debian's python3 has no ensurepip
+    // without it (DevStack installs it with Python itself).
+    "python3-venv",
     "libffi-dev",
     "libssl-dev",
     "libxml2-dev",

@@ -409,6 +409,30 @@ pub(crate) fn unit_text(p: &UnitParams<'_>) -> String {
     ini.text()
 }
 
+/// The unit's `ExecStart` for `command`. Our own supervisor runs commands with
+/// `bash -c`, and the services' own commands start with bash's `exec` (no shell left
+/// between the supervisor and the server); systemd runs the program itself, so the
+/// word goes ("Failed to locate executable exec" otherwise).
+fn exec_start(command: &str) -> &str {
+    command
+        .trim_start()
+        .strip_prefix("exec ")
+        .map_or(command, str::trim_start)
+}
+
+/// `KEY=VALUE` for the unit's `Environment =` line: quoted when the value holds a
+/// space (systemd splits the line at spaces; a PATH or an option list may hold them).
+fn environment_word(key: &str, value: &str) -> String {
+    if value.contains(char::is_whitespace) {
+        format!(
+            "\"{key}={}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    } else {
+        format!("{key}={value}")
+    }
+}
+
 /// Units `devstack@NAME.service` driven by systemctl.
 #[derive(Debug, Clone)]
 pub(crate) struct SystemdSupervisor {
@@ -444,6 +468,54 @@ fn main_pid(unit: &str) -> Option<u32> {
     out.stdout.trim().parse().ok().filter(|&p| p != 0)
 }
 
+/// Is `name` one of DevStack's unit files (`devstack@NAME.service`, `devstack.target`)?
+fn is_devstack_unit(name: &str) -> bool {
+    (name.starts_with("devstack@") && name.ends_with(".service")) || name == "devstack.target"
+}
+
+/// Stops every `devstack@` unit still running, the way DevStack's documentation stops
+/// a whole cloud (`systemctl stop devstack@*`): a plugin's own units, written with
+/// `write_user_unit_file` and started with `$SYSTEMCTL`, are in no record of ours.
+pub(crate) fn stop_all_units() -> Result<(), String> {
+    systemctl(&["stop", "devstack@*"]).map(drop)
+}
+
+/// Removes DevStack's unit files from `dir` (ours and the plugins'
+/// `write_user_unit_file` ones) and their `*.wants/` links, as DevStack's clean.sh
+/// does, then has systemd forget them. Returns the files removed.
+pub(crate) fn remove_unit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // systemd's names are case-sensitive: `x.WANTS` is no wants directory.
+        if path.extension() == Some(std::ffi::OsStr::new("wants")) && path.is_dir() {
+            for link in fs_err::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                if is_devstack_unit(&link.file_name().to_string_lossy())
+                    && fs_err::remove_file(link.path()).is_ok()
+                {
+                    removed.push(link.path());
+                }
+            }
+        } else if is_devstack_unit(&name) && fs_err::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() && systemd_is_pid1() {
+        let _ = systemctl(&["daemon-reload"]);
+        // A failed unit stays listed (and `is-failed`) after its file is gone.
+        let _ = systemctl(&["reset-failed", "devstack@*"]);
+    }
+    removed
+}
+
 impl Supervisor for SystemdSupervisor {
     fn backend(&self) -> Backend {
         Backend::Systemd
@@ -452,7 +524,11 @@ impl Supervisor for SystemdSupervisor {
     fn start(&self, spec: &ProcessSpec) -> Result<ProcessRecord, SupervisorError> {
         let name = spec.name.as_str();
         let unit = unit_name(name);
-        let env_vars: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env_vars: Vec<String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| environment_word(k, v))
+            .collect();
         let env_vars = env_vars.join(" ");
         let user = spec
             .user
@@ -465,7 +541,7 @@ impl Supervisor for SystemdSupervisor {
             .map_or_else(|| "/bin/kill".into(), |p| p.display().to_string());
         let text = unit_text(&UnitParams {
             service: name,
-            command: &spec.command,
+            command: exec_start(&spec.command),
             group: spec.group.as_deref(),
             user: &user,
             env_vars: &env_vars,
@@ -474,6 +550,9 @@ impl Supervisor for SystemdSupervisor {
         });
         fs::create_dir_all(&self.unit_dir).map_err(|e| start_err(name, e))?;
         fs::write(self.unit_dir.join(&unit), text).map_err(|e| start_err(name, e))?;
+        // A unit that failed (an earlier stack) may have hit its start limit, which
+        // refuses `start` until it is reset.
+        let _ = systemctl(&["reset-failed", &unit]);
         for args in [
             &["daemon-reload"][..],
             &["enable", &unit],
@@ -713,6 +792,49 @@ mod tests {
         // Our own pid leads no group of its own in the test harness... unless it does;
         // pid 1 never leads a group we started.
         assert!(!is_group_leader_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn exec_start_runs_the_program_not_bashs_exec() {
+        assert_eq!(
+            exec_start("exec /usr/bin/uwsgi --ini /etc/keystone/keystone-uwsgi-public.ini"),
+            "/usr/bin/uwsgi --ini /etc/keystone/keystone-uwsgi-public.ini"
+        );
+        assert_eq!(
+            exec_start("/bin/bash -c 'exec sleep 1'"),
+            "/bin/bash -c 'exec sleep 1'"
+        );
+        assert_eq!(environment_word("A", "1"), "A=1");
+        assert_eq!(environment_word("OPTS", "a \"b\""), "\"OPTS=a \\\"b\\\"\"");
+    }
+
+    #[test]
+    fn remove_unit_files_takes_devstacks_units_and_their_links_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let wants = dir.path().join("multi-user.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        for f in [
+            "devstack@n-cond.service",
+            "devstack@sys-own.service",
+            "ssh.service",
+        ] {
+            fs::write(dir.path().join(f), "[Unit]\n").unwrap();
+        }
+        for f in ["devstack@n-cond.service", "ssh.service"] {
+            std::os::unix::fs::symlink(dir.path().join(f), wants.join(f)).unwrap();
+        }
+        let mut removed = remove_unit_files(dir.path());
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![
+                dir.path().join("devstack@n-cond.service"),
+                dir.path().join("devstack@sys-own.service"),
+                wants.join("devstack@n-cond.service"),
+            ]
+        );
+        assert!(dir.path().join("ssh.service").exists());
+        assert!(wants.join("ssh.service").exists());
     }
 
     fn params<'a>(command: &'a str, group: Option<&'a str>, env_vars: &'a str) -> UnitParams<'a> {
