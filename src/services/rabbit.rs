@@ -446,7 +446,12 @@ impl Service for Rabbit {
     }
     fn stop(&self, cx: &mut ServiceCtx<'_>, all: bool) -> Result<(), ServiceError> {
         let ours = cx.host.ledger.has_system_service(NAME);
-        daemon::stop_layer1(cx.host, &Rabbit, all, ours, delete_created_user)
+        daemon::stop_layer1(cx.host, &Rabbit, all, ours, delete_created_user)?;
+        if all && ours {
+            // The tools' node name goes with our broker (stop_server's second half).
+            unpoint_tools(cx.host);
+        }
+        Ok(())
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         // The broker's data for our node name goes with the directories stack
