@@ -62,25 +62,40 @@ pub(super) fn fingerprint(run: &Run) -> String {
     crate::state::hex(&h.finalize())
 }
 
-/// True when the last run was a successful stack with this fingerprint and every
-/// process the state records is running.
-pub(super) fn unchanged_and_running(
+/// Why a re-stack is not a no-op: `None` when the last run was a successful stack
+/// with this fingerprint and every process the state records is running; else the
+/// reason, said to the user (a re-stack that runs every step says why).
+pub(super) fn why_not_unchanged(
     run: &Run,
     previous: Option<&RunRecord>,
     fingerprint: &str,
-) -> bool {
+) -> Option<String> {
     let ledger = &run.host.ledger;
     let last_ok = previous.is_some_and(|r| r.command == "stack" && r.outcome == Outcome::Ok);
-    let processes = ledger.processes(ProcessKind::Service);
-    if !last_ok || ledger.fact(FACT) != Some(fingerprint) || processes.is_empty() {
-        return false;
+    if !last_ok {
+        return Some("the last run was not a successful stack".into());
     }
-    processes.iter().all(|record| {
-        matches!(
-            run.host.supervisor.status(record),
-            ProcStatus::Running { .. }
-        )
-    })
+    if ledger.fact(FACT) != Some(fingerprint) {
+        return Some(
+            "an input changed since the last stack (local.conf, a setting, a plugin or extras.d file, this binary)"
+                .into(),
+        );
+    }
+    let processes = ledger.processes(ProcessKind::Service);
+    if processes.is_empty() {
+        return Some("no process of the last stack is recorded".into());
+    }
+    let stopped: Vec<&str> = processes
+        .iter()
+        .filter(|record| {
+            !matches!(
+                run.host.supervisor.status(record),
+                ProcStatus::Running { .. }
+            )
+        })
+        .map(|record| record.name.as_str())
+        .collect();
+    (!stopped.is_empty()).then(|| format!("not running: {}", stopped.join(", ")))
 }
 
 /// Where a re-stack resumes: the index in `steps` (the command's steps, by title)

@@ -169,13 +169,18 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
-                run.unchanged =
-                    super::resume::unchanged_and_running(run, run.previous.as_ref(), &fingerprint);
-                if run.unchanged {
-                    run.host.progress.info(
+                let why =
+                    super::resume::why_not_unchanged(run, run.previous.as_ref(), &fingerprint);
+                run.unchanged = why.is_none();
+                match why {
+                    None => run.host.progress.info(
                         "nothing changed since the last stack and every process runs: \
                          nothing to do (stack --from-scratch runs every step)",
-                    );
+                    ),
+                    Some(why) if resume_at.is_none() && run.previous.is_some() => {
+                        run.host.progress.info(&format!("every step runs: {why}"));
+                    }
+                    Some(_) => {}
                 }
             }
             if let Some(at) = resume_at {
