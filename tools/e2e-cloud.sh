@@ -825,6 +825,10 @@ if [[ -z ${E2E_NO_CLEAN:-} ]]; then
     # test starts from nothing, so it takes DEST over (and clean releases it).
     DEVSTACK_TAKEOVER=1 ./clean.sh 9>&- || echo "(clean before the test failed; going on)"
 fi
+# The fixture is made anew for each run (its commit differs), and enable_plugin with
+# RECLONE=True refuses to check out over a commit the remote lacks (a user's work is
+# never lost): the previous run's checkout of the test's own fixture goes first.
+rm -rf /opt/stack/e2e-fixture   # the default DEST, which the test stacks into
 
 STACK_T0=$(date +%s.%N)
 step "stack" ./stack.sh
