@@ -195,3 +195,22 @@ pub fn recording_hook(name: &str, vars: &[&str]) -> String {
          if [[ \"${{FAIL_AT:-}}\" == \"{name}:$*\" ]]; then\n    false_command_for_test\nfi\n"
     )
 }
+
+/// Runs git in `repo` with a fixed author (fixture plugins' repositories); fails the
+/// test with git's own message.
+pub fn git(repo: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

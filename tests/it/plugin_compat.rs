@@ -70,22 +70,7 @@ fn package_index(root: &Path, packages: &[(&str, &[&str])]) -> String {
     format!("file://{}", index.display())
 }
 
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::git;
 
 /// A plugin repository whose `stack install` runs INSTALL.
 fn fixture_plugin(t: &Tree, name: &str, settings: &str, install: &str) -> PathBuf {
@@ -162,7 +147,7 @@ const CLONING_PLUGIN: &str = r#"
 "#;
 
 #[test]
-#[ignore = "needs uv (the test cache's, installed from PyPI on its first use)"]
+#[ignore = "reason: needs uv (the test cache's, installed from PyPI on its first use): ./run_tests.sh runs it"]
 fn a_library_whose_git_server_cannot_be_reached_comes_from_the_index_under_the_constraints() {
     let t = Tree::new();
     give_uv(&t);
@@ -219,7 +204,7 @@ fn a_library_whose_git_server_cannot_be_reached_comes_from_the_index_under_the_c
 }
 
 #[test]
-#[ignore = "needs uv (the test cache's, installed from PyPI on its first use)"]
+#[ignore = "reason: needs uv (the test cache's, installed from PyPI on its first use): ./run_tests.sh runs it"]
 fn with_error_on_clone_a_failed_library_clone_stays_an_error() {
     let t = Tree::new();
     give_uv(&t);
@@ -258,7 +243,7 @@ fn with_error_on_clone_a_failed_library_clone_stays_an_error() {
 }
 
 #[test]
-#[ignore = "needs uv (the test cache's, installed from PyPI on its first use)"]
+#[ignore = "reason: needs uv (the test cache's, installed from PyPI on its first use): ./run_tests.sh runs it"]
 fn a_library_the_index_does_not_have_stays_a_clone_error() {
     let t = Tree::new();
     give_uv(&t);

@@ -64,22 +64,8 @@ fn a_traced_plugins_failure_report_shows_its_output_not_our_internals() {
 
 /// Commits every change of a fixture plugin repository.
 fn commit_all(repo: &std::path::Path) {
-    for args in [&["add", "-A"][..], &["commit", "-q", "-m", "change"]] {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(repo)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    crate::git(repo, &["add", "-A"]);
+    crate::git(repo, &["commit", "-q", "-m", "change"]);
 }
 
 /// A plugin whose settings source its own library through `$DEST/<name>` (as most
