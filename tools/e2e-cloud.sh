@@ -507,7 +507,8 @@ restack_unchanged() {
     }
     echo "$out"
     grep -q 'nothing to do' <<<"$out" || {
-        echo "the re-stack of the unchanged cloud ran its steps again" >&2
+        echo "the re-stack of the unchanged cloud ran its steps again:" >&2
+        grep -E '^(every step runs|resuming)' <<<"$out" >&2 || true
         return 1
     }
     RESTACK_TIME=$(sed -n 's/^stack completed in \(.*\)$/\1/p' <<<"$out")

@@ -42,7 +42,7 @@ pub(crate) struct Run {
     /// How the run before this one ended (for a re-stack of an unchanged cloud).
     previous: Option<crate::state::RunRecord>,
     /// This stack's fingerprint, once the settings are final.
-    fingerprint: Option<String>,
+    fingerprint: Option<(String, String)>,
     /// Nothing changed and everything runs: no step after the settings runs again.
     unchanged: bool,
     /// Teardown without readable settings: the state alone says what to stop.
@@ -546,11 +546,15 @@ fn execute_with(
     };
     // Only a stack that ended well vouches for the cloud it left.
     match (&run.fingerprint, kind, result.is_ok()) {
-        (Some(fp), Kind::Stack, true) => {
-            let fp = fp.clone();
+        (Some((fp, inputs)), Kind::Stack, true) => {
+            let (fp, inputs) = (fp.clone(), inputs.clone());
             run.host.ledger.set_fact(resume::FACT, fp);
+            run.host.ledger.set_fact(resume::INPUTS_FACT, inputs);
         }
-        _ => run.host.ledger.forget_fact(resume::FACT),
+        _ => {
+            run.host.ledger.forget_fact(resume::FACT);
+            run.host.ledger.forget_fact(resume::INPUTS_FACT);
+        }
     }
     run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);

@@ -20,34 +20,37 @@ use crate::system::supervisor::ProcStatus;
 /// The state fact that holds the fingerprint of the last successful stack.
 pub(super) const FACT: &str = "stack-fingerprint";
 
-/// What shapes the cloud: this binary, local.conf / localrc, every shell variable
-/// after the `source` hook, and the enabled plugins' hook files.
-pub(super) fn fingerprint(run: &Run) -> String {
-    let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION"));
-    if let Some(meta) = std::env::current_exe()
+/// The state fact that holds, per input of the last successful stack, a digest
+/// (`label<TAB>digest` lines), so a re-stack that runs again names what changed.
+pub(super) const INPUTS_FACT: &str = "stack-inputs";
+
+/// What shapes the cloud, one digest per input: this binary, local.conf / localrc,
+/// every shell variable after the `source` hook, and the enabled plugins' hook files.
+/// Labels name the input (a variable by its name, never its value).
+fn inputs(run: &Run) -> Vec<(String, String)> {
+    let digest = |bytes: &[u8]| crate::state::hex(&Sha256::digest(bytes))[..16].to_owned();
+    let mut inputs = Vec::new();
+    let exe = std::env::current_exe()
         .ok()
         .and_then(|exe| fs_err::metadata(exe).ok())
-    {
-        h.update(format!("{:?} {}", meta.modified().ok(), meta.len()));
-    }
+        .map(|meta| format!("{:?} {}", meta.modified().ok(), meta.len()))
+        .unwrap_or_default();
+    inputs.push((
+        "this binary".to_owned(),
+        digest(format!("{} {exe}", env!("CARGO_PKG_VERSION")).as_bytes()),
+    ));
     for file in ["local.conf", "localrc"] {
-        h.update(fs_err::read(run.host.top_dir.join(file)).unwrap_or_default());
-        h.update([0]);
+        let bytes = fs_err::read(run.host.top_dir.join(file)).unwrap_or_default();
+        inputs.push((file.to_owned(), digest(&bytes)));
     }
     for (name, value) in run.host.settings.vars() {
         if restorable(name) {
-            h.update(name);
-            h.update([0]);
-            h.update(value);
-            h.update([0]);
+            inputs.push((format!("${name}"), digest(value.as_bytes())));
         }
     }
     for script in &run.extras {
-        h.update(script.path.as_os_str().as_encoded_bytes());
-        h.update([0]);
-        h.update(fs_err::read(&script.path).unwrap_or_default());
-        h.update([0]);
+        let bytes = fs_err::read(&script.path).unwrap_or_default();
+        inputs.push((script.path.display().to_string(), digest(&bytes)));
     }
     for plugin in run.plugins() {
         for file in [
@@ -55,11 +58,62 @@ pub(super) fn fingerprint(run: &Run) -> String {
             plugin.settings(),
             plugin.plugin_sh(),
         ] {
-            h.update(fs_err::read(file).unwrap_or_default());
-            h.update([0]);
+            let bytes = fs_err::read(&file).unwrap_or_default();
+            inputs.push((file.display().to_string(), digest(&bytes)));
         }
     }
-    crate::state::hex(&h.finalize())
+    inputs
+}
+
+/// The inputs as recorded in [`INPUTS_FACT`].
+fn inputs_text(inputs: &[(String, String)]) -> String {
+    inputs
+        .iter()
+        .map(|(label, digest)| format!("{label}\t{digest}\n"))
+        .collect()
+}
+
+/// The fingerprint of what shapes the cloud, and its inputs as recorded in
+/// [`INPUTS_FACT`].
+pub(super) fn fingerprint(run: &Run) -> (String, String) {
+    let text = inputs_text(&inputs(run));
+    (crate::state::hex(&Sha256::digest(text.as_bytes())), text)
+}
+
+/// The labels of the inputs that differ between two [`INPUTS_FACT`] texts (added,
+/// removed or changed), at most `limit` of them and how many more.
+fn changed_inputs(before: &str, now: &str, limit: usize) -> String {
+    let parse = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|line| line.split_once('\t'))
+            .map(|(label, digest)| (label.to_owned(), digest.to_owned()))
+            .collect()
+    };
+    let (before, now) = (parse(before), parse(now));
+    let mut changed: Vec<&str> = now
+        .iter()
+        .filter(|(label, digest)| before.get(*label) != Some(*digest))
+        .map(|(label, _)| label.as_str())
+        .chain(
+            before
+                .keys()
+                .filter(|label| !now.contains_key(*label))
+                .map(String::as_str),
+        )
+        .collect();
+    changed.sort_unstable();
+    changed.dedup();
+    let more = changed.len().saturating_sub(limit);
+    let mut text = changed
+        .into_iter()
+        .take(limit)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more > 0 {
+        use std::fmt::Write as _;
+        let _ = write!(text, " and {more} more");
+    }
+    text
 }
 
 /// Why a re-stack is not a no-op: `None` when the last run was a successful stack
@@ -69,6 +123,7 @@ pub(super) fn why_not_unchanged(
     run: &Run,
     previous: Option<&RunRecord>,
     fingerprint: &str,
+    inputs: &str,
 ) -> Option<String> {
     let ledger = &run.host.ledger;
     let last_ok = previous.is_some_and(|r| r.command == "stack" && r.outcome == Outcome::Ok);
@@ -76,10 +131,14 @@ pub(super) fn why_not_unchanged(
         return Some("the last run was not a successful stack".into());
     }
     if ledger.fact(FACT) != Some(fingerprint) {
-        return Some(
-            "an input changed since the last stack (local.conf, a setting, a plugin or extras.d file, this binary)"
-                .into(),
-        );
+        let what = ledger
+            .fact(INPUTS_FACT)
+            .map(|before| changed_inputs(before, inputs, 8))
+            .filter(|what| !what.is_empty())
+            .unwrap_or_else(|| {
+                "local.conf, a setting, a plugin or extras.d file, or this binary".to_owned()
+            });
+        return Some(format!("an input changed since the last stack: {what}"));
     }
     let processes = ledger.processes(ProcessKind::Service);
     if processes.is_empty() {
@@ -141,4 +200,21 @@ pub(super) fn resume_point(
         }
     }
     (at > first).then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_inputs;
+
+    #[test]
+    fn changed_inputs_names_what_changed_was_added_or_removed_never_a_value() {
+        let before = "local.conf\taaaa\n$ADMIN_PASSWORD\tbbbb\n$GONE\tcccc\n";
+        let now = "local.conf\taaaa\n$ADMIN_PASSWORD\tdddd\n$NEW\teeee\n";
+        assert_eq!(
+            changed_inputs(before, now, 8),
+            "$ADMIN_PASSWORD, $GONE, $NEW"
+        );
+        assert_eq!(changed_inputs(before, now, 1), "$ADMIN_PASSWORD and 2 more");
+        assert_eq!(changed_inputs(now, now, 8), "");
+    }
 }

@@ -162,15 +162,19 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
         if run.kind == Kind::Stack && step == Step::Prerequisites {
             // The settings are final for every later step's own inputs: from here,
             // a step done by a failed stack with the same inputs is reused.
-            let fingerprint = super::resume::fingerprint(run);
+            let (fingerprint, inputs) = super::resume::fingerprint(run);
             if !run.from_scratch {
                 let titles: Vec<String> = all_steps.iter().map(|s| s.title()).collect();
                 resume_at = super::resume::resume_point(run, &fingerprint, &titles, index);
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
-                let why =
-                    super::resume::why_not_unchanged(run, run.previous.as_ref(), &fingerprint);
+                let why = super::resume::why_not_unchanged(
+                    run,
+                    run.previous.as_ref(),
+                    &fingerprint,
+                    &inputs,
+                );
                 run.unchanged = why.is_none();
                 match why {
                     None => run.host.progress.info(
@@ -192,7 +196,7 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 run.resumed = Some((title, reused));
             }
             run.step_fingerprint = Some(fingerprint.clone());
-            run.fingerprint = Some(fingerprint);
+            run.fingerprint = Some((fingerprint, inputs));
         }
         if crate::system::interrupt::requested() {
             return Err(Report {
