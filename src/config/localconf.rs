@@ -16,7 +16,7 @@ use fs_err as fs;
 use crate::ini::IniDoc;
 
 /// When a meta-section applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Phase {
     /// `[[local|localrc]]`: shell settings, evaluated before anything else.
     Local,
@@ -345,6 +345,18 @@ pub(crate) fn merge_fragment_with(
         doc.set_many(name, &expanded);
     }
     Ok(())
+}
+
+/// The (section, key) pairs a fragment sets, in fragment order: what a merge changes
+/// and a later re-stack puts back before merging again.
+pub(crate) fn fragment_keys(
+    section: &MetaSection,
+    path_for_errors: &str,
+) -> Result<Vec<(String, String)>, LocalConfError> {
+    Ok(parse_fragment(section, path_for_errors)?
+        .into_iter()
+        .flat_map(|(name, options)| options.into_iter().map(move |(key, _)| (name.clone(), key)))
+        .collect())
 }
 
 /// Options of one section of a fragment: key and its values, in first-appearance order.

@@ -62,6 +62,10 @@ pub struct Host {
     pub early_secrets: Vec<String>,
     /// The hook batch being run, by index (for the live progress line).
     pub hook_names: Vec<String>,
+    /// A re-stack that kept the settings, packages and databases of the last stack:
+    /// a running process whose command and config files are unchanged is kept, not
+    /// restarted.
+    pub keep_unchanged_processes: bool,
 }
 
 impl Host {
@@ -88,6 +92,7 @@ impl Host {
             save_failed: false,
             early_secrets: Vec::new(),
             hook_names: Vec::new(),
+            keep_unchanged_processes: false,
         }
     }
 

@@ -45,6 +45,9 @@ pub(crate) struct Run {
     fingerprint: Option<(String, String)>,
     /// Nothing changed and everything runs: no step after the settings runs again.
     unchanged: bool,
+    /// A re-stack where only local.conf's later-phase sections changed: the index of
+    /// the first step to run (that phase's merge); the steps before it are kept.
+    incremental_at: Option<usize>,
     /// Teardown without readable settings: the state alone says what to stop.
     degraded: bool,
     /// The state file could not be read and was moved aside (what was said).
@@ -106,6 +109,7 @@ impl Run {
             previous: None,
             fingerprint: None,
             unchanged: false,
+            incremental_at: None,
             degraded: false,
             state_set_aside,
             host_locks: BTreeMap::new(),
@@ -1302,6 +1306,17 @@ fn merge_sections(
     };
     let display = "local.conf";
     let mut merged = Vec::new();
+    // A whole phase's merge records what it replaced, so that a re-stack which kept
+    // the files as the last stack left them puts those values back first: an option
+    // removed from local.conf goes back to what the service's configuration wrote.
+    let record_key = format!("{MERGED_FACT_PREFIX}{phase}");
+    let mut replaced: MergedValues = BTreeMap::new();
+    if only.is_none() {
+        if host.keep_unchanged_processes {
+            put_back_merged(host, &record_key)?;
+        }
+        host.ledger.forget_fact(&record_key);
+    }
     for section in lc.sections_for(phase) {
         let file = match expand_path(&section.file, host.settings.vars()) {
             Ok(file) if !file.is_empty() => file,
@@ -1339,6 +1354,15 @@ fn merge_sections(
         }
         let path = PathBuf::from(&file);
         let mut doc = crate::ini::IniDoc::load(&path)?;
+        if only.is_none() {
+            let before = replaced.entry(file.clone()).or_default();
+            for (name, key) in crate::config::localconf::fragment_keys(section, display)? {
+                if !before.iter().any(|(n, k, _)| *n == name && *k == key) {
+                    let values = doc.get_all(&name, &key);
+                    before.push((name, key, values));
+                }
+            }
+        }
         // Values expand like DevStack's eval'd iniset lines: `my_ip = $HOST_IP` works.
         let vars = host.settings.vars();
         crate::config::localconf::merge_fragment_with(&mut doc, section, display, |v| {
@@ -1349,6 +1373,43 @@ fn merge_sections(
     }
     for file in merged {
         host.note(&format!("merged local.conf sections into {file}"));
+    }
+    if only.is_none() && !replaced.is_empty() {
+        let text = serde_json::to_string(&replaced).unwrap_or_default();
+        host.ledger.set_fact(&record_key, text);
+    }
+    Ok(())
+}
+
+/// The state fact (one per phase) holding what a phase's merge replaced.
+const MERGED_FACT_PREFIX: &str = "merged-before:";
+
+/// Per file: (section, key, the values before the merge; none: the key was absent).
+type MergedValues = BTreeMap<String, Vec<(String, String, Vec<String>)>>;
+
+/// Puts back the values the last merge of a phase replaced (recorded under
+/// `record_key`), file by file; a file gone since is skipped.
+fn put_back_merged(host: &mut Host, record_key: &str) -> anyhow::Result<()> {
+    let Some(text) = host.ledger.fact(record_key) else {
+        return Ok(());
+    };
+    let Ok(replaced) = serde_json::from_str::<MergedValues>(text) else {
+        return Ok(());
+    };
+    for (file, options) in replaced {
+        let path = PathBuf::from(&file);
+        if !path.is_file() {
+            continue;
+        }
+        let mut doc = crate::ini::IniDoc::load(&path)?;
+        for (section, key, values) in options.iter().rev() {
+            if values.is_empty() {
+                doc.delete(section, key);
+            } else {
+                doc.set_multi(section, key, values);
+            }
+        }
+        doc.save(&path)?;
     }
     Ok(())
 }

@@ -13,7 +13,10 @@
 
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeMap;
+
 use super::{Run, restorable};
+use crate::config::localconf::Phase;
 use crate::state::{Outcome, ProcessKind, RunRecord};
 use crate::system::supervisor::ProcStatus;
 
@@ -39,10 +42,38 @@ fn inputs(run: &Run) -> Vec<(String, String)> {
         "this binary".to_owned(),
         digest(format!("{} {exe}", env!("CARGO_PKG_VERSION")).as_bytes()),
     ));
-    for file in ["local.conf", "localrc"] {
-        let bytes = fs_err::read(run.host.top_dir.join(file)).unwrap_or_default();
-        inputs.push((file.to_owned(), digest(&bytes)));
+    // local.conf by meta-section: a change confined to [[post-config|...]] and the
+    // later phases' sections is told apart from one that shapes the settings.
+    match &run.localconf {
+        Some(lc) => {
+            let mut seen: BTreeMap<(Phase, &str), usize> = BTreeMap::new();
+            for section in &lc.sections {
+                let n = seen
+                    .entry((section.phase, section.file.as_str()))
+                    .or_default();
+                *n += 1;
+                let body: String = section
+                    .body
+                    .iter()
+                    .map(|(_, line)| format!("{line}\n"))
+                    .collect();
+                inputs.push((
+                    format!(
+                        "{SECTION_PREFIX}{}|{}]] #{n}",
+                        section.phase.as_str(),
+                        section.file
+                    ),
+                    digest(body.as_bytes()),
+                ));
+            }
+        }
+        None => {
+            let bytes = fs_err::read(run.host.top_dir.join("local.conf")).unwrap_or_default();
+            inputs.push(("local.conf".to_owned(), digest(&bytes)));
+        }
     }
+    let bytes = fs_err::read(run.host.top_dir.join("localrc")).unwrap_or_default();
+    inputs.push(("localrc".to_owned(), digest(&bytes)));
     for (name, value) in run.host.settings.vars() {
         if restorable(name) {
             inputs.push((format!("${name}"), digest(value.as_bytes())));
@@ -65,6 +96,9 @@ fn inputs(run: &Run) -> Vec<(String, String)> {
     inputs
 }
 
+/// How a local.conf meta-section's input label begins (`local.conf [[PHASE|FILE]] #N`).
+const SECTION_PREFIX: &str = "local.conf [[";
+
 /// The inputs as recorded in [`INPUTS_FACT`].
 fn inputs_text(inputs: &[(String, String)]) -> String {
     inputs
@@ -80,29 +114,35 @@ pub(super) fn fingerprint(run: &Run) -> (String, String) {
     (crate::state::hex(&Sha256::digest(text.as_bytes())), text)
 }
 
-/// The labels of the inputs that differ between two [`INPUTS_FACT`] texts (added,
-/// removed or changed), at most `limit` of them and how many more.
-fn changed_inputs(before: &str, now: &str, limit: usize) -> String {
-    let parse = |text: &str| -> std::collections::BTreeMap<String, String> {
+/// The labels of the inputs that differ between two [`INPUTS_FACT`] texts: added,
+/// removed or changed, sorted.
+fn changed_labels(before: &str, now: &str) -> Vec<String> {
+    let parse = |text: &str| -> BTreeMap<String, String> {
         text.lines()
             .filter_map(|line| line.split_once('\t'))
             .map(|(label, digest)| (label.to_owned(), digest.to_owned()))
             .collect()
     };
     let (before, now) = (parse(before), parse(now));
-    let mut changed: Vec<&str> = now
+    let mut changed: Vec<String> = now
         .iter()
         .filter(|(label, digest)| before.get(*label) != Some(*digest))
-        .map(|(label, _)| label.as_str())
+        .map(|(label, _)| label.clone())
         .chain(
             before
                 .keys()
                 .filter(|label| !now.contains_key(*label))
-                .map(String::as_str),
+                .cloned(),
         )
         .collect();
     changed.sort_unstable();
     changed.dedup();
+    changed
+}
+
+/// [`changed_labels`] as a sentence part: at most `limit` of them and how many more.
+fn changed_inputs(before: &str, now: &str, limit: usize) -> String {
+    let changed = changed_labels(before, now);
     let more = changed.len().saturating_sub(limit);
     let mut text = changed
         .into_iter()
@@ -114,6 +154,54 @@ fn changed_inputs(before: &str, now: &str, limit: usize) -> String {
         let _ = write!(text, " and {more} more");
     }
     text
+}
+
+/// The phase of a local.conf meta-section's input label, `None` for any other input.
+fn section_phase(label: &str) -> Option<Phase> {
+    let rest = label.strip_prefix(SECTION_PREFIX)?;
+    Phase::from_name(rest.split_once('|')?.0)
+}
+
+/// The earliest local.conf phase whose sections changed, when only sections of the
+/// phases after the settings changed (post-config, extra, post-extra, test-config):
+/// the settings, packages, databases and everything before that phase's merge are
+/// what the last stack left. `None` when anything else changed, or nothing did.
+pub(super) fn first_changed_phase(before: &str, now: &str) -> Option<Phase> {
+    let changed = changed_labels(before, now);
+    let phases: Option<Vec<Phase>> = changed.iter().map(|l| section_phase(l)).collect();
+    phases?
+        .into_iter()
+        .filter(|phase| *phase != Phase::Local)
+        .min()
+        .filter(|_| {
+            !changed
+                .iter()
+                .any(|l| section_phase(l) == Some(Phase::Local))
+        })
+}
+
+/// A re-stack that can start at a local.conf phase's merge: the last run was a
+/// successful stack, only the sections of `Some(phase)` and later phases changed, and
+/// every recorded process still runs. The phase to start at.
+pub(super) fn incremental_from(run: &Run, inputs: &str) -> Option<Phase> {
+    let ledger = &run.host.ledger;
+    let last_ok = run
+        .previous
+        .as_ref()
+        .is_some_and(|r| r.command == "stack" && r.outcome == Outcome::Ok);
+    if !last_ok {
+        return None;
+    }
+    let phase = first_changed_phase(ledger.fact(INPUTS_FACT)?, inputs)?;
+    let processes = ledger.processes(ProcessKind::Service);
+    let all_run = !processes.is_empty()
+        && processes.iter().all(|record| {
+            matches!(
+                run.host.supervisor.status(record),
+                ProcStatus::Running { .. }
+            )
+        });
+    all_run.then_some(phase)
 }
 
 /// Why a re-stack is not a no-op: `None` when the last run was a successful stack
@@ -204,7 +292,7 @@ pub(super) fn resume_point(
 
 #[cfg(test)]
 mod tests {
-    use super::changed_inputs;
+    use super::{Phase, changed_inputs, first_changed_phase};
 
     #[test]
     fn changed_inputs_names_what_changed_was_added_or_removed_never_a_value() {
@@ -216,5 +304,27 @@ mod tests {
         );
         assert_eq!(changed_inputs(before, now, 1), "$ADMIN_PASSWORD and 2 more");
         assert_eq!(changed_inputs(now, now, 8), "");
+    }
+
+    #[test]
+    fn only_later_phase_sections_changed_names_the_earliest_phase_else_none() {
+        let before = "$HOST_IP\ta\nlocal.conf [[local|localrc]] #1\tb\n\
+                      local.conf [[post-config|$NOVA_CONF]] #1\tc\n\
+                      local.conf [[test-config|$TEMPEST_CONFIG]] #1\td\n";
+        let post = before.replace("#1\tc", "#1\tC");
+        let test = before.replace("#1\td", "#1\tD");
+        assert_eq!(first_changed_phase(before, &post), Some(Phase::PostConfig));
+        assert_eq!(first_changed_phase(before, &test), Some(Phase::TestConfig));
+        let both = post.replace("#1\td", "#1\tD");
+        assert_eq!(first_changed_phase(before, &both), Some(Phase::PostConfig));
+        // A section added or removed counts as changed.
+        let added = format!("{before}local.conf [[extra|$NOVA_CONF]] #1\te\n");
+        assert_eq!(first_changed_phase(before, &added), Some(Phase::Extra));
+        // The settings' section or a variable: the whole stack runs.
+        let localrc = before.replace("#1\tb", "#1\tB");
+        assert_eq!(first_changed_phase(before, &localrc), None);
+        let var = post.replace("$HOST_IP\ta", "$HOST_IP\tA");
+        assert_eq!(first_changed_phase(before, &var), None);
+        assert_eq!(first_changed_phase(before, before), None);
     }
 }

@@ -176,15 +176,32 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                     &inputs,
                 );
                 run.unchanged = why.is_none();
-                match why {
-                    None => run.host.progress.info(
+                let incremental = why
+                    .as_ref()
+                    .and_then(|_| super::resume::incremental_from(run, &inputs));
+                match (why, incremental) {
+                    (None, _) => run.host.progress.info(
                         "nothing changed since the last stack and every process runs: \
                          nothing to do (stack --from-scratch runs every step)",
                     ),
-                    Some(why) if resume_at.is_none() && run.previous.is_some() => {
+                    (Some(_), Some(phase)) => {
+                        let at = all_steps
+                            .iter()
+                            .position(|s| *s == Step::Merge(phase))
+                            .unwrap_or(index);
+                        run.host.progress.info(&format!(
+                            "only local.conf's [[{phase}|...]] sections (or later phases') changed: \
+                             the stack resumes at '{}'; a service restarts only when its \
+                             command or config files changed (stack --from-scratch runs every step)",
+                            all_steps[at].title()
+                        ));
+                        run.incremental_at = Some(at);
+                        run.host.keep_unchanged_processes = true;
+                    }
+                    (Some(why), None) if resume_at.is_none() && run.previous.is_some() => {
                         run.host.progress.info(&format!("every step runs: {why}"));
                     }
-                    Some(_) => {}
+                    (Some(_), None) => {}
                 }
             }
             if let Some(at) = resume_at {
@@ -222,6 +239,13 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
             )
         {
             run.skipped(&step.title(), "the settings could not be read");
+            continue;
+        }
+        if run.incremental_at.is_some_and(|at| index < at) {
+            run.skipped_quietly(
+                &step.title(),
+                "its inputs did not change since the last stack",
+            );
             continue;
         }
         if run.unchanged {

@@ -317,6 +317,9 @@ pub(crate) fn start_agents(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> 
     Ok(())
 }
 
+/// The least time an OVN agent is given to be listed alive.
+const AGENT_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Is an agent of `binary` listed alive in neutron's `GET /v2.0/agents` answer?
 fn agent_alive(agents: &serde_json::Value, binary: &str) -> bool {
     agents["agents"].as_array().is_some_and(|list| {
@@ -342,7 +345,10 @@ fn wait_for_agent(
         NAME,
         &format!("{binary} to be listed alive in GET /v2.0/agents"),
         &record.log,
-        daemon::service_timeout(&s),
+        // Listed alive only after neutron's next ping of the chassis, which it
+        // sends at most every agent_down_time / 2 (37.5 s): on a busy machine the
+        // agent's registration and that ping together pass SERVICE_TIMEOUT's 60 s.
+        daemon::service_timeout(&s).max(AGENT_ALIVE_TIMEOUT),
         || {
             let agents = api.get(&url).map_err(|e| e.to_string())?;
             if agent_alive(&agents, binary) {

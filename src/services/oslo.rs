@@ -203,7 +203,18 @@ pub(crate) fn replace_process(
     spec: &ProcessSpec,
 ) -> Result<ProcessRecord, ServiceError> {
     let name = &spec.name;
+    let inputs_key = format!("{PROCESS_INPUTS_PREFIX}{name}");
+    let inputs = process_inputs(spec);
     if let Some(old) = host.ledger.process(ProcessKind::Service, name).cloned() {
+        if host.keep_unchanged_processes
+            && host.ledger.fact(&inputs_key) == Some(inputs.as_str())
+            && alive(host, &old)
+        {
+            host.log.note(&format!(
+                "{service}: {name} runs with the same command and config files: kept"
+            ));
+            return Ok(old);
+        }
         host.supervisor
             .stop(&old)
             .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
@@ -215,8 +226,72 @@ pub(crate) fn replace_process(
         .map_err(|e| ServiceError::caused(service, format!("starting {name}"), e))?;
     host.ledger
         .record_process(ProcessKind::Service, record.clone());
+    host.ledger.set_fact(&inputs_key, inputs);
     host.checkpoint();
     Ok(record)
+}
+
+/// The state fact (one per process) holding the digest of what it was started with.
+const PROCESS_INPUTS_PREFIX: &str = "process-inputs:";
+
+/// A digest of what a process runs with: its command, environment, user, group and
+/// working directory, the content of every file its command line or environment
+/// names by absolute path, and of every file under the `/etc/PROJECT` directories
+/// they name (`--config-file /etc/nova/nova.conf`, `--ini
+/// /etc/nova/nova-api-uwsgi.ini`: all of `/etc/nova`, policy and paste files too).
+fn process_inputs(spec: &ProcessSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{}\0{:?}\0{:?}\0{:?}\0{:?}\0",
+        spec.command, spec.env, spec.user, spec.group, spec.workdir
+    ));
+    let words: Vec<&str> = std::iter::once(spec.command.as_str())
+        .chain(spec.env.iter().map(|(_, value)| value.as_str()))
+        .flat_map(|text| text.split(|c: char| c.is_whitespace() || c == '=' || c == ':'))
+        .filter(|word| word.starts_with('/'))
+        .collect();
+    let mut files: Vec<PathBuf> = words
+        .iter()
+        .map(PathBuf::from)
+        .filter(|path| path.is_file())
+        .collect();
+    for word in &words {
+        let Some(project) = word
+            .strip_prefix("/etc/")
+            .and_then(|rest| rest.split('/').next())
+        else {
+            continue;
+        };
+        let dir = Path::new("/etc").join(project);
+        if !project.is_empty() && dir.is_dir() {
+            collect_files(&dir, 4, &mut files);
+        }
+    }
+    files.sort();
+    files.dedup();
+    for file in files {
+        h.update(file.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(fs_err::read(&file).unwrap_or_default());
+        h.update([0]);
+    }
+    crate::state::hex(&h.finalize())
+}
+
+/// Regular files under `dir`, `depth` levels down at most.
+fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_file() => out.push(path),
+            Ok(t) if t.is_dir() && depth > 0 => collect_files(&path, depth - 1, out),
+            _ => {}
+        }
+    }
 }
 
 /// Is the recorded process still alive (own backend), or unknown (systemd: assume)?

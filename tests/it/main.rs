@@ -15,6 +15,7 @@ mod plugin_api;
 mod plugin_compat;
 mod plugin_env;
 mod plugin_overrides;
+mod restack_change;
 mod shellcheck;
 mod test_image;
 mod trust;
