@@ -409,6 +409,20 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(String, Answer), KeystoneError> {
+        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+            self.call_once(what, method, path, query, body)
+        })
+    }
+
+    /// [`Self::call`]'s exchange.
+    fn call_once(
+        &mut self,
+        what: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<(String, Answer), KeystoneError> {
         if self.token.is_none() {
             self.authenticate()?;
         }

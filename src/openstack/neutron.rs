@@ -54,6 +54,18 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, NeutronError> {
+        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+            self.call_once(method, path, body)
+        })
+    }
+
+    /// [`Self::call`]'s exchange.
+    fn call_once(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, NeutronError> {
         let url = format!("{}/v2.0/{}", self.base, path.trim_start_matches('/'));
         self.log.push(format!("{method} /v2.0/{path}"));
         let http = |e: ureq::Error| NeutronError::Http {

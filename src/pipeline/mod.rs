@@ -549,16 +549,13 @@ fn execute_with(
         Outcome::Failed
     };
     // Only a stack that ended well vouches for the cloud it left.
-    match (&run.fingerprint, kind, result.is_ok()) {
-        (Some((fp, inputs)), Kind::Stack, true) => {
-            let (fp, inputs) = (fp.clone(), inputs.clone());
-            run.host.ledger.set_fact(resume::FACT, fp);
-            run.host.ledger.set_fact(resume::INPUTS_FACT, inputs);
-        }
-        _ => {
-            run.host.ledger.forget_fact(resume::FACT);
-            run.host.ledger.forget_fact(resume::INPUTS_FACT);
-        }
+    if let (Some((fp, inputs)), Kind::Stack, true) = (&run.fingerprint, kind, result.is_ok()) {
+        let (fp, inputs) = (fp.clone(), inputs.clone());
+        run.host.ledger.set_fact(resume::FACT, fp);
+        run.host.ledger.set_fact(resume::INPUTS_FACT, inputs);
+    } else {
+        run.host.ledger.forget_fact(resume::FACT);
+        run.host.ledger.forget_fact(resume::INPUTS_FACT);
     }
     run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);

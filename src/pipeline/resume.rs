@@ -44,33 +44,30 @@ fn inputs(run: &Run) -> Vec<(String, String)> {
     ));
     // local.conf by meta-section: a change confined to [[post-config|...]] and the
     // later phases' sections is told apart from one that shapes the settings.
-    match &run.localconf {
-        Some(lc) => {
-            let mut seen: BTreeMap<(Phase, &str), usize> = BTreeMap::new();
-            for section in &lc.sections {
-                let n = seen
-                    .entry((section.phase, section.file.as_str()))
-                    .or_default();
-                *n += 1;
-                let body: String = section
-                    .body
-                    .iter()
-                    .map(|(_, line)| format!("{line}\n"))
-                    .collect();
-                inputs.push((
-                    format!(
-                        "{SECTION_PREFIX}{}|{}]] #{n}",
-                        section.phase.as_str(),
-                        section.file
-                    ),
-                    digest(body.as_bytes()),
-                ));
+    if let Some(lc) = &run.localconf {
+        let mut seen: BTreeMap<(Phase, &str), usize> = BTreeMap::new();
+        for section in &lc.sections {
+            let n = seen
+                .entry((section.phase, section.file.as_str()))
+                .or_default();
+            *n += 1;
+            let mut body = String::new();
+            for (_, line) in &section.body {
+                body.push_str(line);
+                body.push('\n');
             }
+            inputs.push((
+                format!(
+                    "{SECTION_PREFIX}{}|{}]] #{n}",
+                    section.phase.as_str(),
+                    section.file
+                ),
+                digest(body.as_bytes()),
+            ));
         }
-        None => {
-            let bytes = fs_err::read(run.host.top_dir.join("local.conf")).unwrap_or_default();
-            inputs.push(("local.conf".to_owned(), digest(&bytes)));
-        }
+    } else {
+        let bytes = fs_err::read(run.host.top_dir.join("local.conf")).unwrap_or_default();
+        inputs.push(("local.conf".to_owned(), digest(&bytes)));
     }
     let bytes = fs_err::read(run.host.top_dir.join("localrc")).unwrap_or_default();
     inputs.push(("localrc".to_owned(), digest(&bytes)));
@@ -101,10 +98,14 @@ const SECTION_PREFIX: &str = "local.conf [[";
 
 /// The inputs as recorded in [`INPUTS_FACT`].
 fn inputs_text(inputs: &[(String, String)]) -> String {
-    inputs
-        .iter()
-        .map(|(label, digest)| format!("{label}\t{digest}\n"))
-        .collect()
+    let mut text = String::new();
+    for (label, digest) in inputs {
+        text.push_str(label);
+        text.push('\t');
+        text.push_str(digest);
+        text.push('\n');
+    }
+    text
 }
 
 /// The fingerprint of what shapes the cloud, and its inputs as recorded in

@@ -1254,6 +1254,9 @@ pub(super) fn print_summary(run: &Run) {
         let _ = writeln!(text, "  {:>8}  {quick} more steps under 0.1 s each", "");
     }
     if run.kind == Kind::Stack {
+        text.push_str(&crate::system::buckets::table(total));
+    }
+    if run.kind == Kind::Stack {
         let s = &run.host.settings;
         if s.is_enabled(&["key"]) {
             let _ = writeln!(text, "Keystone: {}/v3", s.str("KEYSTONE_SERVICE_URI"));

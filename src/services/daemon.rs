@@ -253,6 +253,20 @@ pub(crate) fn wait_until(
     what: &str,
     log: &Path,
     timeout: Duration,
+    probe: impl FnMut() -> Result<(), String>,
+    died: impl Fn() -> bool,
+) -> Result<Duration, ServiceError> {
+    crate::system::buckets::timed(crate::system::buckets::Bucket::WaitForService, || {
+        poll_until(service, what, log, timeout, probe, died)
+    })
+}
+
+/// [`wait_until`]'s loop.
+fn poll_until(
+    service: &str,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
     mut probe: impl FnMut() -> Result<(), String>,
     died: impl Fn() -> bool,
 ) -> Result<Duration, ServiceError> {

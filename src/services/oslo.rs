@@ -220,10 +220,10 @@ pub(crate) fn replace_process(
             .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
         host.ledger.forget_process(ProcessKind::Service, name);
     }
-    let record = host
-        .supervisor
-        .start(spec)
-        .map_err(|e| ServiceError::caused(service, format!("starting {name}"), e))?;
+    let record = crate::system::buckets::timed(crate::system::buckets::Bucket::RunProcess, || {
+        host.supervisor.start(spec)
+    })
+    .map_err(|e| ServiceError::caused(service, format!("starting {name}"), e))?;
     host.ledger
         .record_process(ProcessKind::Service, record.clone());
     host.ledger.set_fact(&inputs_key, inputs);
@@ -435,12 +435,14 @@ impl Api {
 
     pub(crate) fn get(&self, url: &str) -> Result<serde_json::Value, ServiceError> {
         let what = format!("GET {url}");
-        let result = self
-            .agent
-            .get(url)
-            .header("X-Auth-Token", &self.token)
-            .call();
-        self.answer(&what, result)
+        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+            let result = self
+                .agent
+                .get(url)
+                .header("X-Auth-Token", &self.token)
+                .call();
+            self.answer(&what, result)
+        })
     }
 
     pub(crate) fn post(
@@ -449,12 +451,14 @@ impl Api {
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ServiceError> {
         let what = format!("POST {url}");
-        let result = self
-            .agent
-            .post(url)
-            .header("X-Auth-Token", &self.token)
-            .send_json(body);
-        self.answer(&what, result)
+        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+            let result = self
+                .agent
+                .post(url)
+                .header("X-Auth-Token", &self.token)
+                .send_json(body);
+            self.answer(&what, result)
+        })
     }
 }
 

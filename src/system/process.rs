@@ -334,8 +334,16 @@ impl Cmd {
         cmd
     }
 
-    /// Runs the command to completion.
+    /// Runs the command to completion (its time counted in DevStack's timing
+    /// bucket for what it runs, if any).
     pub fn run(&self) -> Result<Output, ProcessError> {
+        match super::buckets::of_command(&self.program, &self.args) {
+            Some(bucket) => super::buckets::timed(bucket, || self.run_to_end()),
+            None => self.run_to_end(),
+        }
+    }
+
+    fn run_to_end(&self) -> Result<Output, ProcessError> {
         tracing::debug!(command = %self.display(), timeout = ?self.timeout, "child process");
         let mut child = self
             .to_std()

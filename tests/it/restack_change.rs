@@ -39,7 +39,20 @@ fn a_changed_post_config_option_restarts_only_the_service_whose_config_changed()
     t.extras("10-edited.sh", &service_hook("edited"));
     t.extras("11-other.sh", &service_hook("other"));
     t.extras("20-rec.sh", &recording_hook("20-rec.sh", &[]));
-    t.devstack(&["stack"]).success();
+    let first = t.devstack(&["stack"]);
+    first.success();
+    // The summary's timing in DevStack's buckets: the two run_process calls.
+    assert!(
+        first
+            .stderr
+            .contains("component timing (DevStack's buckets):")
+            && first
+                .stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with("run_process") && l.ends_with("(2)")),
+        "{}",
+        first.stderr
+    );
     assert_eq!(lines(&t, "edited.pids").len(), 1);
     let conf = std::fs::read_to_string(t.dest.join("edited.conf")).unwrap();
     assert!(conf.contains("opt = 1"), "{conf}");
