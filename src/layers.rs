@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["openstack", "system"],
     &["config"],
     &["ini", "state"],
-    &["env_vars"],
+    &["env_vars", "timing"],
 ];
 
 fn rank(module: &str) -> usize {

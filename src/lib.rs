@@ -43,6 +43,7 @@ pub(crate) mod services;
 pub(crate) mod shell;
 pub(crate) mod state;
 pub(crate) mod system;
+pub(crate) mod timing;
 pub(crate) mod ui;
 
 use std::process::ExitCode;

@@ -66,7 +66,16 @@ pub struct Host {
     /// a running process whose command and config files are unchanged is kept, not
     /// restarted.
     pub keep_unchanged_processes: bool,
+    /// While the start step runs: the readiness waits services left for its end
+    /// (the service's name and the wait), so that the services after them start
+    /// meanwhile. `None`: a wait runs at once (a hook's `start_neutron`).
+    pub deferred_waits: Option<Vec<(String, DeferredWait)>>,
 }
+
+/// A readiness wait left for the end of the start step. Its error is a service's
+/// (this layer does not know the services' error type; the pipeline does).
+pub(crate) type DeferredWait =
+    Box<dyn FnOnce(&mut Host) -> Result<(), Box<dyn std::error::Error + Send + Sync>>>;
 
 impl Host {
     pub fn new(
@@ -93,6 +102,7 @@ impl Host {
             early_secrets: Vec::new(),
             hook_names: Vec::new(),
             keep_unchanged_processes: false,
+            deferred_waits: None,
         }
     }
 

@@ -409,7 +409,7 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(String, Answer), KeystoneError> {
-        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+        crate::timing::timed(crate::timing::Bucket::Osc, || {
             self.call_once(what, method, path, query, body)
         })
     }

@@ -54,7 +54,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, NeutronError> {
-        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+        crate::timing::timed(crate::timing::Bucket::Osc, || {
             self.call_once(method, path, body)
         })
     }

@@ -583,7 +583,7 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
             create_accounts(run)?;
             write_hook_cloud(run)
         }
-        Step::Start => for_services(run, Layer::OpenStack, |s, cx| s.start(cx)),
+        Step::Start => start_services(run),
         Step::TestConfig => for_services(run, Layer::OpenStack, |s, cx| s.test_config(cx)),
         Step::Merge(phase) => merge_phase(run, phase),
         Step::Stop => {
@@ -720,6 +720,25 @@ fn create_run_dirs(run: &mut Run) -> anyhow::Result<()> {
 }
 
 /// Runs `f` for each enabled service of `layer`, in the registry's order.
+/// The start step: every service started in order, the readiness waits they left
+/// for the end (nova's cell mapping, the OVN agent, cinder's pools) run after the
+/// last one starts, so they overlap the later services' start.
+fn start_services(run: &mut Run) -> anyhow::Result<()> {
+    run.host.deferred_waits = Some(Vec::new());
+    let started = for_services(run, Layer::OpenStack, |s, cx| s.start(cx));
+    let waits = run.host.deferred_waits.take().unwrap_or_default();
+    started?;
+    for (service, wait) in waits {
+        if let Err(e) = wait(&mut run.host) {
+            return Err(match e.downcast::<ServiceError>() {
+                Ok(e) => service_report(run, &service, *e),
+                Err(e) => anyhow::anyhow!("{service}: {e}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn for_services(
     run: &mut Run,
     layer: Layer,
@@ -1254,7 +1273,7 @@ pub(super) fn print_summary(run: &Run) {
         let _ = writeln!(text, "  {:>8}  {quick} more steps under 0.1 s each", "");
     }
     if run.kind == Kind::Stack {
-        text.push_str(&crate::system::buckets::table(total));
+        text.push_str(&crate::timing::table(total));
     }
     if run.kind == Kind::Stack {
         let s = &run.host.settings;

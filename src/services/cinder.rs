@@ -788,7 +788,7 @@ impl Service for Cinder {
         if s.is_enabled(&["c-api"]) && s.is_enabled(&["key"]) {
             create_volume_types(cx.host)?;
             if s.is_enabled(&["c-sch"]) && s.is_enabled(&["c-vol"]) {
-                wait_for_pools(cx.host)?;
+                daemon::wait_or_defer(cx.host, NAME, wait_for_pools)?;
             }
         }
         Ok(())

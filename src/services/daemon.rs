@@ -240,6 +240,25 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> Vec<String> {
         .collect()
 }
 
+/// Runs a readiness wait now, or, during the start step, leaves it for the step's
+/// end (see [`Host::deferred_waits`]): what needs the service ready comes after it.
+pub(crate) fn wait_or_defer(
+    host: &mut Host,
+    service: &str,
+    wait: impl FnOnce(&mut Host) -> Result<(), ServiceError> + 'static,
+) -> Result<(), ServiceError> {
+    match host.deferred_waits.as_mut() {
+        Some(waits) => {
+            waits.push((
+                service.to_owned(),
+                Box::new(move |host: &mut Host| wait(host).map_err(Into::into)),
+            ));
+            Ok(())
+        }
+        None => wait(host),
+    }
+}
+
 /// SERVICE_TIMEOUT as a duration.
 pub(crate) fn service_timeout(s: &Settings) -> Duration {
     Duration::from_secs(s.number("SERVICE_TIMEOUT", 60).max(1))
@@ -256,7 +275,7 @@ pub(crate) fn wait_until(
     probe: impl FnMut() -> Result<(), String>,
     died: impl Fn() -> bool,
 ) -> Result<Duration, ServiceError> {
-    crate::system::buckets::timed(crate::system::buckets::Bucket::WaitForService, || {
+    crate::timing::timed(crate::timing::Bucket::WaitForService, || {
         poll_until(service, what, log, timeout, probe, died)
     })
 }
@@ -469,5 +488,46 @@ mod tests {
         ));
         drop(l);
         assert!(!port_taken("127.0.0.1", port));
+    }
+    #[test]
+    fn a_wait_left_for_the_start_step_s_end_runs_when_drained_and_at_once_otherwise() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let progress: Arc<dyn crate::ui::Progress> =
+            Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
+        let log = Arc::new(crate::ui::log::RunLog::new(progress.clone()));
+        let mut host = Host::new(
+            dir.path().to_path_buf(),
+            crate::state::Ledger::empty(dir.path()),
+            log,
+            progress,
+        );
+        let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+        let r = ran.clone();
+        super::wait_or_defer(&mut host, "svc", move |_| {
+            r.set(r.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ran.get(), 1, "outside the start step a wait runs at once");
+        host.deferred_waits = Some(Vec::new());
+        let r = ran.clone();
+        super::wait_or_defer(&mut host, "svc", move |_| {
+            r.set(r.get() + 1);
+            Err(ServiceError::failed("svc", "not ready"))
+        })
+        .unwrap();
+        assert_eq!(ran.get(), 1, "during the start step it waits for the end");
+        let waits = host.deferred_waits.take().unwrap();
+        assert_eq!(waits.len(), 1);
+        for (service, wait) in waits {
+            assert_eq!(service, "svc");
+            let err = wait(&mut host).unwrap_err();
+            assert!(
+                err.downcast::<ServiceError>().is_ok(),
+                "the service's error comes back"
+            );
+        }
+        assert_eq!(ran.get(), 2);
     }
 }

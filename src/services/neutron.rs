@@ -312,7 +312,11 @@ pub(crate) fn start_agents(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> 
     let record = oslo::start_process(cx.host, NAME, server.process(), &cmd, &[], None)?;
     cx.host.ledger.set_fact(METADATA_NETNS_FACT, "ovnmeta-");
     if s.is_enabled(&["key"]) {
-        wait_for_agent(cx.host, server, &record)?;
+        // Listed alive after neutron's next ping of the chassis: waited for at the
+        // end of the start step, while the services after neutron start.
+        daemon::wait_or_defer(cx.host, NAME, move |host| {
+            wait_for_agent(host, server, &record)
+        })?;
     }
     Ok(())
 }

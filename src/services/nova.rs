@@ -270,20 +270,19 @@ fn nova_manage_cell_v2(host: &Host, what: &str) -> crate::system::process::Cmd {
 /// (a SQL round trip, not a 2-3 s nova-manage start): usually the scheduler's periodic
 /// discovery maps compute soon after it registers; when it has not within
 /// [`SCHEDULER_GRACE`], `nova-manage cell_v2 discover_hosts` runs, once.
-fn discover_hosts(cx: &mut ServiceCtx<'_>) {
+fn discover_hosts(host: &mut Host) {
     let t0 = Instant::now();
-    let limit = daemon::service_timeout(&cx.host.settings).max(Duration::from_secs(30));
+    let limit = daemon::service_timeout(&host.settings).max(Duration::from_secs(30));
     let mut registered_at: Option<Instant> = None;
     let mut discovered = false;
     loop {
-        let Some(now) = cell1_hosts(cx.host) else {
-            cx.host
-                .note("nova: cannot read the cell databases locally; asking nova-manage instead");
-            discover_hosts_by_manage(cx, t0, limit);
+        let Some(now) = cell1_hosts(host) else {
+            host.note("nova: cannot read the cell databases locally; asking nova-manage instead");
+            discover_hosts_by_manage(host, t0, limit);
             return;
         };
         if now.mapped {
-            cx.host.log.note(&format!(
+            host.log.note(&format!(
                 "nova: compute host mapped to cell1 after {:.1} s{}",
                 t0.elapsed().as_secs_f64(),
                 if discovered { " (discover_hosts)" } else { "" }
@@ -293,13 +292,13 @@ fn discover_hosts(cx: &mut ServiceCtx<'_>) {
         if now.registered {
             let since = *registered_at.get_or_insert_with(Instant::now);
             if !discovered && since.elapsed() >= SCHEDULER_GRACE {
-                let _ = nova_manage_cell_v2(cx.host, "discover_hosts").run();
+                let _ = nova_manage_cell_v2(host, "discover_hosts").run();
                 discovered = true;
                 continue;
             }
         }
         if t0.elapsed() > limit {
-            warn_unmapped(cx);
+            warn_unmapped(host);
             return;
         }
         std::thread::sleep(MAP_POLL);
@@ -308,10 +307,10 @@ fn discover_hosts(cx: &mut ServiceCtx<'_>) {
 
 /// The way without database access: `discover_hosts` and `list_hosts` in turn
 /// until cell1 lists a host.
-fn discover_hosts_by_manage(cx: &mut ServiceCtx<'_>, t0: Instant, limit: Duration) {
+fn discover_hosts_by_manage(host: &mut Host, t0: Instant, limit: Duration) {
     loop {
-        let _ = nova_manage_cell_v2(cx.host, "discover_hosts").run();
-        let listed = nova_manage_cell_v2(cx.host, "list_hosts")
+        let _ = nova_manage_cell_v2(host, "discover_hosts").run();
+        let listed = nova_manage_cell_v2(host, "list_hosts")
             .capture()
             .run()
             .map(|o| o.stdout)
@@ -320,22 +319,22 @@ fn discover_hosts_by_manage(cx: &mut ServiceCtx<'_>, t0: Instant, limit: Duratio
             .lines()
             .any(|l| l.starts_with('|') && l.contains("cell1"))
         {
-            cx.host.log.note(&format!(
+            host.log.note(&format!(
                 "nova: compute host mapped to cell1 after {:.1} s",
                 t0.elapsed().as_secs_f64()
             ));
             return;
         }
         if t0.elapsed() > limit {
-            warn_unmapped(cx);
+            warn_unmapped(host);
             return;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
 }
 
-fn warn_unmapped(cx: &mut ServiceCtx<'_>) {
-    cx.host.warn(
+fn warn_unmapped(host: &mut Host) {
+    host.warn(
         "nova: no compute host was mapped to cell1 in time; \
          the scheduler's periodic discovery will map it when it registers",
     );
@@ -484,7 +483,12 @@ pub(crate) fn start_compute(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError>
             .collect();
     let record = oslo::start_process(cx.host, NAME, "n-cpu", &cmd, &env, None)?;
     if control(&s) {
-        discover_hosts(cx);
+        // Mapped once nova-compute registers, which takes it a while: waited for at
+        // the end of the start step, while the services after nova start.
+        daemon::wait_or_defer(cx.host, NAME, |host| {
+            discover_hosts(host);
+            Ok(())
+        })?;
     }
     if !oslo::alive(cx.host, &record) {
         return Err(ServiceError::NotReady {

@@ -220,7 +220,7 @@ pub(crate) fn replace_process(
             .map_err(|e| ServiceError::caused(service, format!("stopping {name}"), e))?;
         host.ledger.forget_process(ProcessKind::Service, name);
     }
-    let record = crate::system::buckets::timed(crate::system::buckets::Bucket::RunProcess, || {
+    let record = crate::timing::timed(crate::timing::Bucket::RunProcess, || {
         host.supervisor.start(spec)
     })
     .map_err(|e| ServiceError::caused(service, format!("starting {name}"), e))?;
@@ -435,7 +435,7 @@ impl Api {
 
     pub(crate) fn get(&self, url: &str) -> Result<serde_json::Value, ServiceError> {
         let what = format!("GET {url}");
-        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+        crate::timing::timed(crate::timing::Bucket::Osc, || {
             let result = self
                 .agent
                 .get(url)
@@ -451,7 +451,7 @@ impl Api {
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ServiceError> {
         let what = format!("POST {url}");
-        crate::system::buckets::timed(crate::system::buckets::Bucket::Osc, || {
+        crate::timing::timed(crate::timing::Bucket::Osc, || {
             let result = self
                 .agent
                 .post(url)

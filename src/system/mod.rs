@@ -8,7 +8,6 @@ use std::path::Path;
 use crate::config::settings::Settings;
 use crate::state::Ledger;
 
-pub(crate) mod buckets;
 pub(crate) mod interrupt;
 pub(crate) mod net;
 pub(crate) mod netns;

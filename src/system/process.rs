@@ -337,8 +337,8 @@ impl Cmd {
     /// Runs the command to completion (its time counted in DevStack's timing
     /// bucket for what it runs, if any).
     pub fn run(&self) -> Result<Output, ProcessError> {
-        match super::buckets::of_command(&self.program, &self.args) {
-            Some(bucket) => super::buckets::timed(bucket, || self.run_to_end()),
+        match crate::timing::of_command(&self.program, &self.args) {
+            Some(bucket) => crate::timing::timed(bucket, || self.run_to_end()),
             None => self.run_to_end(),
         }
     }
