@@ -8,6 +8,7 @@
 
 mod daily;
 mod engine;
+mod host_restore;
 mod keystone;
 mod layer1;
 mod library;
