@@ -11,6 +11,8 @@
 //! reused and the run picks up at the one that failed, or earlier when a process
 //! a reused step started is no longer running.
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 
 use super::{Run, restorable};
@@ -69,8 +71,10 @@ fn inputs(run: &Run) -> Vec<(String, String)> {
 fn inputs_text(inputs: &[(String, String)]) -> String {
     inputs
         .iter()
-        .map(|(label, digest)| format!("{label}\t{digest}\n"))
-        .collect()
+        .fold(String::new(), |mut text, (label, digest)| {
+            let _ = writeln!(text, "{label}\t{digest}");
+            text
+        })
 }
 
 /// The fingerprint of what shapes the cloud, and its inputs as recorded in
