@@ -62,10 +62,16 @@ pub(crate) struct Run {
     started: Instant,
     /// The services this run knows.
     registry: Registry,
-    /// What a stack's hooks do to the host's system directories (opened at the
-    /// first hook; `None` after it failed, said once).
-    host_watch: Option<HostWatch>,
-    host_watch_failed: bool,
+    /// What a stack's hooks do to the host's system directories.
+    host_watch: Watching,
+}
+
+/// The host watcher of a run: opened at the first hook point, off after it failed
+/// (said once).
+enum Watching {
+    NotYet,
+    On(HostWatch),
+    Off,
 }
 
 impl Run {
@@ -120,8 +126,7 @@ impl Run {
             timings: Vec::new(),
             started: Instant::now(),
             registry: Registry::builtin(),
-            host_watch: None,
-            host_watch_failed: false,
+            host_watch: Watching::NotYet,
         })
     }
 
@@ -552,16 +557,13 @@ fn execute_with(
         Outcome::Failed
     };
     // Only a stack that ended well vouches for the cloud it left.
-    match (&run.fingerprint, kind, result.is_ok()) {
-        (Some((fp, inputs)), Kind::Stack, true) => {
-            let (fp, inputs) = (fp.clone(), inputs.clone());
-            run.host.ledger.set_fact(resume::FACT, fp);
-            run.host.ledger.set_fact(resume::INPUTS_FACT, inputs);
-        }
-        _ => {
-            run.host.ledger.forget_fact(resume::FACT);
-            run.host.ledger.forget_fact(resume::INPUTS_FACT);
-        }
+    if let (Some((fp, inputs)), Kind::Stack, true) = (&run.fingerprint, kind, result.is_ok()) {
+        let (fp, inputs) = (fp.clone(), inputs.clone());
+        run.host.ledger.set_fact(resume::FACT, fp);
+        run.host.ledger.set_fact(resume::INPUTS_FACT, inputs);
+    } else {
+        run.host.ledger.forget_fact(resume::FACT);
+        run.host.ledger.forget_fact(resume::INPUTS_FACT);
     }
     run.host.ledger.forget_fact(SHELL_GROUP_FACT);
     run.host.ledger.end_run(outcome);
@@ -697,43 +699,47 @@ pub(crate) const HOST_ROOT_VAR: &str = "DEVSTACK_HOST_ROOT";
 fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()> {
     let point = phase.map_or_else(|| mode.to_owned(), |p| format!("{mode} {p}"));
     let targets = hook_targets(run, mode, phase);
+    let started = Instant::now();
     let watched = run.kind == Kind::Stack && !targets.is_empty() && watch_before(run);
+    let watching = started.elapsed();
     let result = run_hook_targets(run, mode, &point, &targets);
     if watched {
+        let started = Instant::now();
         let scripts: Vec<String> = targets
             .iter()
             .map(|t| format!("{} {}", t.kind, t.name))
             .collect();
         watch_after(run, &format!("hook {point}: {}", scripts.join(", ")));
+        let seconds = (watching + started.elapsed()).as_secs_f64();
+        tracing::debug!(point, seconds, "host files watched");
     }
     result
 }
 
 /// Opens the watcher (first hook) and takes its snapshot; false when it cannot watch.
 fn watch_before(run: &mut Run) -> bool {
-    if run.host_watch_failed {
-        return false;
-    }
-    if run.host_watch.is_none() {
+    if matches!(run.host_watch, Watching::NotYet) {
         let root = match run.host.settings.str(HOST_ROOT_VAR) {
             "" => PathBuf::from("/"),
             root => PathBuf::from(root),
         };
         let state_dir = crate::state::state_dir(&run.host.top_dir);
         match HostWatch::open(&state_dir, &root) {
-            Ok(w) => run.host_watch = Some(w),
+            Ok(w) => run.host_watch = Watching::On(w),
             Err(e) => return watch_failed(run, &e),
         }
     }
-    let result = run.host_watch.as_mut().map(HostWatch::before_hook);
-    match result {
-        Some(Err(e)) => watch_failed(run, &e),
-        _ => true,
+    let Watching::On(watch) = &mut run.host_watch else {
+        return false;
+    };
+    match watch.before_hook() {
+        Ok(()) => true,
+        Err(e) => watch_failed(run, &e),
     }
 }
 
 fn watch_after(run: &mut Run, by: &str) {
-    let Some(watch) = run.host_watch.as_mut() else {
+    let Watching::On(watch) = &mut run.host_watch else {
         return;
     };
     match watch.after_hook(by, &run.host.spawner) {
@@ -753,8 +759,7 @@ fn watch_after(run: &mut Run, by: &str) {
 
 /// A watcher that cannot save its record stops, said once: the stack goes on.
 fn watch_failed(run: &mut Run, e: &crate::system::hostfiles::HostFilesError) -> bool {
-    run.host_watch = None;
-    run.host_watch_failed = true;
+    run.host_watch = Watching::Off;
     let cause = std::error::Error::source(e).map_or_else(String::new, |c| format!(": {c}"));
     run.host.warn(&format!(
         "{e}{cause}; clean will not know what hooks did to the host's system directories"

@@ -389,37 +389,34 @@ impl HostWatch {
 
     fn note(&mut self, path: &Path, kind: ChangeKind, by: &str, original: Option<Original>) {
         let left = Left::of(path);
-        match self.book.changes.get_mut(path) {
-            // Touched before: the first change's original and kind stay (a file a hook
-            // created is still new; one removed and made again was changed).
-            Some(change) => {
-                change.left = left;
-                if change.kind == ChangeKind::Removed {
-                    change.kind = ChangeKind::Changed;
-                }
-                if change.kind == ChangeKind::Created && kind == ChangeKind::Removed {
-                    // Made and gone again: nothing of it to undo.
-                    self.book.changes.remove(path);
-                }
+        // Touched before: the first change's original and kind stay (a file a hook
+        // created is still new; one removed and made again was changed).
+        if let Some(change) = self.book.changes.get_mut(path) {
+            change.left = left;
+            if change.kind == ChangeKind::Removed {
+                change.kind = ChangeKind::Changed;
             }
-            None => {
-                let original = if kind == ChangeKind::Created {
-                    None
-                } else {
-                    original
-                };
-                self.book.changes.insert(
-                    path.to_path_buf(),
-                    Change {
-                        kind,
-                        by: by.to_owned(),
-                        original,
-                        left,
-                        package: None,
-                    },
-                );
+            if change.kind == ChangeKind::Created && kind == ChangeKind::Removed {
+                // Made and gone again: nothing of it to undo.
+                self.book.changes.remove(path);
             }
+            return;
         }
+        let original = if kind == ChangeKind::Created {
+            None
+        } else {
+            original
+        };
+        self.book.changes.insert(
+            path.to_path_buf(),
+            Change {
+                kind,
+                by: by.to_owned(),
+                original,
+                left,
+                package: None,
+            },
+        );
     }
 
     /// The watched directories' entries now, and the whole of each directory a hook
@@ -703,5 +700,87 @@ fn put_back(dir: &Path, path: &Path, original: &Original) -> std::io::Result<()>
             fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode))
         }
         Kind::Other => Err(std::io::Error::other("not a file, link or directory")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::system::process::{LineSink, Stream};
+
+    struct Quiet;
+    impl LineSink for Quiet {
+        fn line(&self, _source: &str, _stream: Stream, _line: &str) {}
+    }
+
+    /// A fake host with a user's file in `etc`, and a watcher on it.
+    fn host() -> (tempfile::TempDir, PathBuf, HostWatch, Spawner) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("etc/sudoers.d")).unwrap();
+        fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        let watch = HostWatch::open(&dir.path().join("state"), &root).unwrap();
+        (dir, root, watch, Spawner::new(Arc::new(Quiet)))
+    }
+
+    fn hook(watch: &mut HostWatch, spawner: &Spawner, f: impl FnOnce()) -> Vec<PathBuf> {
+        watch.before_hook().unwrap();
+        f();
+        watch
+            .after_hook("hook stack install: plugin t", spawner)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_users_file_a_hook_removed_is_put_back_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, root, mut watch, spawner) = host();
+        let hosts = root.join("etc/hosts");
+        fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let touched = hook(&mut watch, &spawner, || fs::remove_file(&hosts).unwrap());
+        assert_eq!(touched, vec![hosts.clone()]);
+        let done = restore(&dir.path().join("state")).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].outcome, Outcome::Restored);
+        assert_eq!(fs::read_to_string(&hosts).unwrap(), "127.0.0.1 localhost\n");
+        assert_eq!(fs::metadata(&hosts).unwrap().mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn accounts_are_not_watched_and_a_change_between_hooks_is_not_a_hooks() {
+        let (dir, root, mut watch, spawner) = host();
+        let passwd = root.join("etc/passwd");
+        let touched = hook(&mut watch, &spawner, || {
+            fs::write(&passwd, "svc:x:999:999::/:/bin/false\n").unwrap();
+        });
+        assert!(touched.is_empty(), "{touched:?}");
+        // Our own service writes between hook points: not recorded, and the copy a
+        // later hook's change is undone to is the file as the service left it.
+        let hosts = root.join("etc/hosts");
+        fs::write(&hosts, "10.0.0.1 controller\n").unwrap();
+        hook(&mut watch, &spawner, || {
+            fs::write(&hosts, "10.0.0.1 controller\n10.0.0.2 hook\n").unwrap();
+        });
+        let done = restore(&dir.path().join("state")).unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(fs::read_to_string(&hosts).unwrap(), "10.0.0.1 controller\n");
+        assert!(passwd.is_file());
+    }
+
+    #[test]
+    fn a_large_file_a_hook_changed_is_left_and_said_without_a_copy() {
+        let (dir, root, mut watch, spawner) = host();
+        let big = root.join("etc/big.db");
+        let size = usize::try_from(COPY_LIMIT).unwrap() + 1;
+        fs::write(&big, vec![b'a'; size]).unwrap();
+        hook(&mut watch, &spawner, || fs::write(&big, b"small").unwrap());
+        let done = restore(&dir.path().join("state")).unwrap();
+        assert!(
+            matches!(&done[0].outcome, Outcome::Left(why) if why.contains("no copy was kept")),
+            "{done:?}"
+        );
+        assert_eq!(fs::read(&big).unwrap(), b"small");
     }
 }
