@@ -24,6 +24,7 @@ use crate::plugins::{self, ExternalPlugin, ExtrasScript};
 use crate::services::Registry;
 use crate::shell::{Shell, ShellConfig, ShellError};
 use crate::state::{HookRecord, HostLock, Ledger, Outcome, RunLock, StepRecord};
+use crate::system::hostfiles::HostWatch;
 use crate::ui::log::RunLog;
 use crate::ui::report::Report;
 use crate::ui::{Progress, StepOutcome, TermProgress, Verbosity};
@@ -64,6 +65,16 @@ pub(crate) struct Run {
     started: Instant,
     /// The services this run knows.
     registry: Registry,
+    /// What a stack's hooks do to the host's system directories.
+    host_watch: Watching,
+}
+
+/// The host watcher of a run: opened at the first hook point, off after it failed
+/// (said once).
+enum Watching {
+    NotYet,
+    On(HostWatch),
+    Off,
 }
 
 impl Run {
@@ -119,6 +130,7 @@ impl Run {
             timings: Vec::new(),
             started: Instant::now(),
             registry: Registry::builtin(),
+            host_watch: Watching::NotYet,
         })
     }
 
@@ -682,10 +694,90 @@ pub(crate) fn hook_targets(run: &Run, mode: &str, phase: Option<&str>) -> Vec<Ho
     out
 }
 
-/// Runs every target of a hook point.
+/// The setting that moves the watched host directories under another root (tests).
+pub(crate) const HOST_ROOT_VAR: &str = "DEVSTACK_HOST_ROOT";
+
+/// Runs every target of a hook point; in a stack, what the point did to the host's
+/// system directories is recorded for clean (`system::hostfiles`), a failed point's
+/// too.
 fn run_hook(run: &mut Run, mode: &str, phase: Option<&str>) -> anyhow::Result<()> {
     let point = phase.map_or_else(|| mode.to_owned(), |p| format!("{mode} {p}"));
     let targets = hook_targets(run, mode, phase);
+    let started = Instant::now();
+    let watched = run.kind == Kind::Stack && !targets.is_empty() && watch_before(run);
+    let watching = started.elapsed();
+    let result = run_hook_targets(run, mode, &point, &targets);
+    if watched {
+        let started = Instant::now();
+        let scripts: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{} {}", t.kind, t.name))
+            .collect();
+        watch_after(run, &format!("hook {point}: {}", scripts.join(", ")));
+        let seconds = (watching + started.elapsed()).as_secs_f64();
+        tracing::debug!(point, seconds, "host files watched");
+    }
+    result
+}
+
+/// Opens the watcher (first hook) and takes its snapshot; false when it cannot watch.
+fn watch_before(run: &mut Run) -> bool {
+    if matches!(run.host_watch, Watching::NotYet) {
+        let root = match run.host.settings.str(HOST_ROOT_VAR) {
+            "" => PathBuf::from("/"),
+            root => PathBuf::from(root),
+        };
+        let state_dir = crate::state::state_dir(&run.host.top_dir);
+        match HostWatch::open(&state_dir, &root) {
+            Ok(w) => run.host_watch = Watching::On(w),
+            Err(e) => return watch_failed(run, &e),
+        }
+    }
+    let Watching::On(watch) = &mut run.host_watch else {
+        return false;
+    };
+    match watch.before_hook() {
+        Ok(()) => true,
+        Err(e) => watch_failed(run, &e),
+    }
+}
+
+fn watch_after(run: &mut Run, by: &str) {
+    let Watching::On(watch) = &mut run.host_watch else {
+        return;
+    };
+    match watch.after_hook(by, &run.host.spawner) {
+        Ok(paths) => {
+            for p in paths {
+                run.host.log.note(&format!(
+                    "{by} changed {} in the host (recorded for clean)",
+                    p.display()
+                ));
+            }
+        }
+        Err(e) => {
+            watch_failed(run, &e);
+        }
+    }
+}
+
+/// A watcher that cannot save its record stops, said once: the stack goes on.
+fn watch_failed(run: &mut Run, e: &crate::system::hostfiles::HostFilesError) -> bool {
+    run.host_watch = Watching::Off;
+    let cause = std::error::Error::source(e).map_or_else(String::new, |c| format!(": {c}"));
+    run.host.warn(&format!(
+        "{e}{cause}; clean will not know what hooks did to the host's system directories"
+    ));
+    false
+}
+
+fn run_hook_targets(
+    run: &mut Run,
+    mode: &str,
+    point: &str,
+    targets: &[HookTarget],
+) -> anyhow::Result<()> {
+    let point = point.to_owned();
     if mode == "override_defaults" {
         // DevStack copies a plugin's overrides into the log, so the run log says
         // which defaults a plugin changed.

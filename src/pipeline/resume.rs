@@ -11,9 +11,9 @@
 //! reused and the run picks up at the one that failed, or earlier when a process
 //! a reused step started is no longer running.
 
-use sha2::{Digest, Sha256};
-
 use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
 
 use super::{Run, restorable};
 use crate::config::localconf::Phase;

@@ -1078,6 +1078,7 @@ fn clean_everything(run: &mut Run) {
     for removed in crate::system::supervisor::remove_unit_files(&unit_dir) {
         run.host.log.note(&format!("removed {}", removed.display()));
     }
+    restore_host_files(run);
     // Files devstack itself generated in the tree.
     let top = run.host.top_dir.clone();
     let _ = fs_err::remove_file(top.join(".localrc.auto"));
@@ -1111,6 +1112,34 @@ fn clean_everything(run: &mut Run) {
             run.host
                 .log
                 .note(&format!("removed an interrupted fetch: {}", p.display()));
+        }
+    }
+}
+
+/// What a stack's hooks created, changed or removed in the host's system directories
+/// is undone (after the services' and the hooks' own clean: what they removed is
+/// not said twice), each path said in the output and the log.
+fn restore_host_files(run: &mut Run) {
+    let state_dir = crate::state::state_dir(&run.host.top_dir);
+    match crate::system::hostfiles::restore(&state_dir) {
+        Ok(done) => {
+            if !done.is_empty() {
+                run.host
+                    .progress
+                    .info("what the stack's hooks did to the host's system directories:");
+            }
+            for d in &done {
+                let line = d.line();
+                run.host.log.note(&line);
+                run.host.progress.info(&format!("  {line}"));
+            }
+        }
+        Err(e) => {
+            let cause =
+                std::error::Error::source(&e).map_or_else(String::new, |c| format!(": {c}"));
+            run.host.warn(&format!(
+                "{e}{cause}: what hooks did to the host's system directories is not undone"
+            ));
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::config::settings::Settings;
 use crate::state::Ledger;
 
+pub(crate) mod hostfiles;
 pub(crate) mod interrupt;
 pub(crate) mod net;
 pub(crate) mod netns;

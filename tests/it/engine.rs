@@ -361,6 +361,7 @@ fn a_callers_open_descriptor_reaches_no_hook_or_process() {
         .args(["--top-dir", t.top.to_str().unwrap(), "stack"])
         .env_remove("ENABLED_SERVICES")
         .env("DEST", &t.dest)
+        .env("DEVSTACK_HOST_ROOT", crate::no_host(&t))
         .output()
         .unwrap();
     assert!(
@@ -658,6 +659,7 @@ fn a_second_stack_while_one_runs_is_refused_naming_the_holder() {
         .arg("--top-dir")
         .arg(&t.top)
         .arg("stack")
+        .env("DEVSTACK_HOST_ROOT", crate::no_host(&t))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -785,6 +787,7 @@ fn an_interrupted_stack_stops_its_hooks_and_says_how_to_go_on() {
         .arg("--top-dir")
         .arg(&t.top)
         .arg("stack")
+        .env("DEVSTACK_HOST_ROOT", crate::no_host(&t))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -8,6 +8,7 @@
 
 mod daily;
 mod engine;
+mod host_restore;
 mod keystone;
 mod layer1;
 mod library;
@@ -147,7 +148,11 @@ impl Tree {
             .arg(&self.top)
             .args(args)
             .env_remove("ENABLED_SERVICES")
-            .env("DEST", &self.dest);
+            .env("DEST", &self.dest)
+            // The host's /etc and /usr/local as hooks' clean restores them: a fake, empty
+            // root here, so a test's clean never undoes what another program did to the
+            // real ones while its hooks ran (tests/it/host_restore.rs sets its own).
+            .env("DEVSTACK_HOST_ROOT", no_host(self));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -181,6 +186,14 @@ impl Default for Tree {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The host root a test's stack watches for clean (`DEVSTACK_HOST_ROOT`): an empty
+/// fake, so a test's clean never undoes what another program did to the real /etc
+/// while its hooks ran. Every test's run of the binary gets it (tests/it/host_restore.rs
+/// sets its own in localrc).
+pub fn no_host(t: &Tree) -> PathBuf {
+    t.top.parent().unwrap().join("no-host")
 }
 
 /// Writes a fixture hook that appends its arguments and chosen variables to the

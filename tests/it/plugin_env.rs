@@ -34,6 +34,7 @@ fn stack_bare_env(t: &Tree) -> Run {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("DEST", &t.dest)
+        .env("DEVSTACK_HOST_ROOT", crate::no_host(t))
         .output()
         .expect("run devstack");
     run_of(&out)

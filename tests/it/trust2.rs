@@ -400,6 +400,7 @@ fn interrupted_stack(t: &Tree, started: &Path, path: Option<&Path>) -> (String, 
         .arg("stack")
         .env_remove("ENABLED_SERVICES")
         .env("DEST", &t.dest)
+        .env("DEVSTACK_HOST_ROOT", crate::no_host(t))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     if let Some(dir) = path {
@@ -481,6 +482,7 @@ fn devstack_within(t: &Tree, args: &[&str], env: &[(&str, &str)], secs: u64) -> 
         .args(args)
         .env_remove("ENABLED_SERVICES")
         .env("DEST", &t.dest)
+        .env("DEVSTACK_HOST_ROOT", crate::no_host(t))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     for (k, v) in env {
