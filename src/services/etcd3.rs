@@ -107,8 +107,10 @@ impl Service for Etcd3 {
     fn start(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
         let s = cx.host.settings.clone();
         oslo::make_dir(cx.host, NAME, &s.path("ETCD_DATA_DIR"))?;
-        let record =
-            oslo::start_process(cx.host, NAME, NAME, &command(&s, &member_name()), &[], None)?;
+        // The address `devstack status` shows.
+        let address = format!("{}:{}", s.str("SERVICE_HOST"), s.str("ETCD_PORT"));
+        let command = command(&s, &member_name());
+        let record = oslo::start_process(cx.host, NAME, NAME, &command, &[], Some(address))?;
         // 200 once the member has a leader (its own, at once); 503 before.
         let health = format!("{}/health", client_url(&s));
         oslo::wait_http(cx.host, NAME, &record, &health, |code| code == 200)

@@ -124,7 +124,9 @@ impl Service for NovaNovnc {
                 ),
             ));
         }
-        let record = oslo::start_process(cx.host, NAME, PROCESS, &command(&s), &[], None)?;
+        // The address `devstack status` shows.
+        let address = format!("{}:{PORT}", s.str("SERVICE_LISTEN_ADDRESS"));
+        let record = oslo::start_process(cx.host, NAME, PROCESS, &command(&s), &[], Some(address))?;
         oslo::wait_http(cx.host, NAME, &record, &probe_url(&s), |code| code == 200)
     }
     fn clean(&self, cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> {
