@@ -17,6 +17,8 @@
 #      image and DevStack's flavors, the initial networks and the OVN chassis;
 #   3. as demo, two real guests of the default image on `private` (a key pair, a
 #      security group for ICMP and SSH): both reach `login:` in their console logs;
+#      the first one's noVNC console URL answers with the noVNC page, and a websocket
+#      to it with the URL's token gets the guest's RFB banner;
 #      ssh into the first through a floating IP from the devstack-public namespace,
 #      with the key it fetched from the metadata service, and ping the second from it;
 #      a volume's whole life with an attach the guest sees; tempest's smoke set;
@@ -551,7 +553,7 @@ nothing_of_ours_left() {
     # uwsgi, nova, mysqld/mariadbd, beam (rabbit), memcached that we started (zombies
     # are not running: PID 1 here may be slow to reap them).
     # shellcheck disable=SC2009 # one pattern over whole command lines
-    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|uwsgi --procname-prefix|nova-(conductor|scheduler|compute)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached|/usr/sbin/(libvirtd|virtlogd)|qemu-system|/usr/sbin/apache2' |
+    procs=$(ps -eo pid,stat,args | awk '$2 !~ /^Z/' | grep -E 'uwsgi --ini /etc/|uwsgi --procname-prefix|nova-(conductor|scheduler|compute|novncproxy)|cinder-(scheduler|volume)|mariadbd|mysqld|beam\.smp|/usr/bin/memcached|/usr/bin/etcd |/usr/sbin/(libvirtd|virtlogd)|qemu-system|/usr/sbin/apache2' |
         grep -v -E 'grep|devstack-rs-test' || true)
     if [[ -n $procs ]]; then
         echo "processes left:" >&2
@@ -660,6 +662,62 @@ at_login_prompt() {
 
 guests_at_login() {
     at_login_prompt e2e-vm1 && at_login_prompt e2e-vm2
+}
+
+# The guest's console the way a user opens it: `openstack console url show` gives
+# DevStack's noVNC URL (http://SERVICE_HOST:6080/vnc_lite.html?path=...), the page
+# answers, and a websocket to the proxy with the URL's token gets the guest's RFB
+# banner from QEMU's VNC server (the proxy checks the token with nova and connects
+# to the compute host's VNC address).
+console_url() {
+    local url page
+    url=$(os_demo console url show --novnc e2e-vm1 -f value -c url)
+    echo "console URL: ${url%%\?*}?..."
+    [[ $url =~ ^http://[^/:]+:6080/vnc_lite\.html\? ]] || {
+        echo "not DevStack's noVNC URL: $url" >&2
+        return 1
+    }
+    page=$(curl -fsS --max-time 10 "$url")
+    grep -q '<title>noVNC</title>' <<<"$page" || {
+        echo "the console URL did not answer with the noVNC page" >&2
+        return 1
+    }
+    timeout 30 python3 - "$url" <<'PY'
+import base64, os, socket, sys, urllib.parse
+
+url = urllib.parse.urlsplit(sys.argv[1])
+# noVNC opens ws://HOST:PORT/ + the URL's `path` parameter ("?token=...").
+path = "/" + urllib.parse.parse_qs(url.query)["path"][0]
+key = base64.b64encode(os.urandom(16)).decode()
+sock = socket.create_connection((url.hostname, url.port), timeout=20)
+sock.sendall(
+    (
+        f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n"
+        f"Origin: {url.scheme}://{url.netloc}\r\n\r\n"
+    ).encode()
+)
+data = b""
+while b"\r\n\r\n" not in data:
+    chunk = sock.recv(4096)
+    if not chunk:
+        sys.exit(f"the proxy closed the connection: {data!r}")
+    data += chunk
+head, _, frame = data.partition(b"\r\n\r\n")
+if not head.startswith(b"HTTP/1.1 101"):
+    sys.exit(f"no websocket upgrade: {head.decode(errors='replace')}")
+while len(frame) < 2 + 12:
+    chunk = sock.recv(4096)
+    if not chunk:
+        break
+    frame += chunk
+# A server frame is unmasked; the banner is short (one length byte).
+banner = frame[2 : 2 + (frame[1] & 0x7F)] if len(frame) >= 2 else b""
+if not banner.startswith(b"RFB 003."):
+    sys.exit(f"no RFB banner from the guest: {frame[:40]!r}")
+print("websocket: the guest's VNC server answered", banner.decode().strip())
+PY
 }
 
 fixed_ip() {
@@ -881,6 +939,7 @@ step "OVN chassis and metadata agent" retry 60 chassis_registered
 BOOT_T0=$(date +%s.%N)
 step "two guests on private (key pair, ICMP and SSH allowed)" boot_guests
 step "login prompt in both guests' console logs" retry 240 guests_at_login
+step "console URL: the noVNC page, and the guest's RFB banner over its websocket" console_url
 BOOT_TIME=$(elapsed "$BOOT_T0")
 SSH_T0=$(date +%s.%N)
 step "ssh through a floating IP; the first guest pings the second" ssh_through_floating_ip

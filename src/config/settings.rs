@@ -17,8 +17,8 @@ pub(crate) const EARLY_DEFAULTS: &[(&str, &str)] =
 /// The default service set: a real control plane that works in containers and CI
 /// (the fake hypervisor needs no virtualisation), and the dashboard, as DevStack's.
 pub const DEFAULT_SERVICES: &str = "mysql,rabbit,key,g-api,placement-api,placement-client,q-svc,\
-     n-api,n-cond,n-sch,n-cpu,ovn-northd,ovn-controller,ovs-vswitchd,ovsdb-server,q-ovn-agent,\
-     n-api-meta,c-api,c-sch,c-vol,tempest,horizon,dstat";
+     n-api,n-cond,n-sch,n-cpu,n-novnc,ovn-northd,ovn-controller,ovs-vswitchd,ovsdb-server,\
+     q-ovn-agent,n-api-meta,c-api,c-sch,c-vol,tempest,horizon,dstat,etcd3";
 
 /// DevStack's stackrc defaults, applied after localrc (`${NAME:-default}`). Order
 /// matters: later entries may use earlier ones. A service's own variables (lib/nova's

@@ -238,6 +238,15 @@ pub(crate) fn write_config(host: &mut Host, choice: &Choice) -> Result<(), Servi
             "connection",
             &database::connection_url(&s, "cinder"),
         );
+        // lib/cinder: the user's URL, else DevStack's etcd when etcd3 runs; no
+        // backend (tooz's file locks on one node) without either.
+        let url = match s.str("CINDER_COORDINATION_URL") {
+            "" => crate::services::etcd3::backend_url(&s),
+            url => Some(url.to_owned()),
+        };
+        if let Some(url) = url {
+            doc.set("coordination", "backend_url", &url);
+        }
         doc.set(
             "oslo_concurrency",
             "lock_path",

@@ -20,6 +20,7 @@ pub(crate) mod credentials;
 pub(crate) mod daemon;
 pub(crate) mod database;
 pub(crate) mod dstat;
+pub(crate) mod etcd3;
 pub(crate) mod frontproxy;
 pub(crate) mod glance;
 pub(crate) mod horizon;
@@ -34,6 +35,7 @@ pub(crate) mod neutron_networks;
 pub(crate) mod neutron_plugin_api;
 pub(crate) mod nova;
 pub(crate) mod nova_metadata;
+pub(crate) mod nova_novnc;
 pub(crate) mod oslo;
 pub(crate) mod ovn;
 pub(crate) mod ovn_public;
@@ -343,6 +345,7 @@ impl Registry {
             &rabbit::Rabbit,
             &memcached::Memcached,
             &dstat::Dstat,
+            &etcd3::Etcd3,
             &frontproxy::FrontProxy,
             &keystone::Keystone,
             &glance::Glance,
@@ -352,6 +355,7 @@ impl Registry {
             &neutron::Neutron,
             &nova::Nova,
             &nova_metadata::NovaMetadata,
+            &nova_novnc::NovaNovnc,
             &cinder::Cinder,
             &tempest::Tempest,
             &horizon::Horizon,
@@ -508,6 +512,7 @@ mod tests {
         assert_eq!(
             dists,
             [
+                "etcd3gw",
                 "keystone",
                 "glance",
                 "openstack-placement",

@@ -133,7 +133,8 @@ fn write_config(host: &mut Host) -> Result<(), ServiceError> {
         doc.set("scheduler", "discover_hosts_in_cells_interval", "2");
         doc.set("scheduler", "workers", &workers);
         doc.set("conductor", "workers", &workers);
-        doc.set("vnc", "enabled", "False");
+        // The console: nova_novnc.rs (DevStack's configure_console_*).
+        crate::services::nova_novnc::vnc_options(doc, &s);
         doc.set(
             "oslo_concurrency",
             "lock_path",

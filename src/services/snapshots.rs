@@ -60,6 +60,13 @@ fn settings(root: &Path) -> Settings {
         ("CINDER_CONF", format!("{r}/etc/cinder/cinder.conf")),
         ("CINDER_STATE_PATH", format!("{r}/opt/stack/data/cinder")),
         ("CINDER_ENABLED_BACKENDS", "nfs:nfs".to_owned()),
+        ("ETCD_PORT", "2379".to_owned()),
+        (
+            "NOVNCPROXY_URL",
+            "http://127.0.0.1:6080/vnc_lite.html".to_owned(),
+        ),
+        ("VNCSERVER_LISTEN", "127.0.0.1".to_owned()),
+        ("VNCSERVER_PROXYCLIENT_ADDRESS", "127.0.0.1".to_owned()),
         (
             "SUDO_SECURE_PATH_FILE",
             format!("{r}/etc/sudoers.d/zz-secure-path"),
