@@ -13,6 +13,7 @@ mod layer1;
 mod library;
 mod plugin_api;
 mod plugin_compat;
+mod plugin_compat2;
 mod plugin_env;
 mod plugin_overrides;
 mod shellcheck;
