@@ -177,3 +177,69 @@ fn a_library_the_index_has_only_as_a_wheel_is_installed_and_its_directory_stays_
         "the log says why the directory is absent:\n{log}"
     );
 }
+
+/// zaqar's redis backend: `install_package redis-server` at post-config (its
+/// configure_redis), then at extra its API needs redis to answer. On DevStack's
+/// machines apt starts the server; here unstack --all stops it again.
+const REDIS_PLUGIN: &str = r#"# fixture plugin: zaqar's configure_redis, then a client of redis
+if [[ "$1" == stack && "$2" == post-config ]]; then
+    if is_ubuntu; then
+        install_package redis-server
+    fi
+fi
+if [[ "$1" == stack && "$2" == extra ]]; then
+    for _ in $(seq 20); do
+        answer=$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null || true)
+        [[ $answer == PONG ]] && break
+        sleep 0.5
+    done
+    echo "redis=$answer" >> "$TRACE_FILE"
+fi
+"#;
+
+fn redis_runs() -> bool {
+    Command::new("pgrep")
+        .args(["-x", "redis-server"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+#[ignore = "reason: installs and starts Debian's redis-server (root, apt, port 6379): ./run_tests.sh runs it"]
+fn slow_real_a_server_a_plugin_installs_runs_as_apt_would_start_it_and_unstack_all_stops_it() {
+    let _lock = crate::layer1::lock();
+    // The package must be new to this run, as on the fresh machine a plugin meets.
+    let purge = Command::new("apt-get")
+        .args(["-q", "-y", "purge", "redis-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .expect("apt-get");
+    assert!(purge.status.success(), "{purge:?}");
+    let t = Tree::new();
+    let repo = crate::engine::plugin_repo(t.top.parent().unwrap(), "redisfix", "");
+    std::fs::write(repo.join("devstack/plugin.sh"), REDIS_PLUGIN).unwrap();
+    crate::git(&repo, &["commit", "-q", "-am", "redis"]);
+    t.local_conf(
+        &format!(
+            "disable_all_services\nenable_plugin redisfix {}",
+            repo.display()
+        ),
+        "",
+    );
+    let run = t.devstack(&["stack"]);
+    let ran = redis_runs();
+    let unstack = t.devstack(&["unstack", "--all"]);
+    let after = redis_runs();
+    let clean = t.devstack(&["clean"]);
+    run.success();
+    unstack.success();
+    clean.success();
+    assert!(
+        t.trace_lines().contains(&"redis=PONG".to_owned()),
+        "redis answered the plugin: {}\n{}",
+        t.trace(),
+        output(&run)
+    );
+    assert!(ran, "redis-server ran after the stack");
+    assert!(!after, "unstack --all stopped it");
+}
