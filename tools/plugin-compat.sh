@@ -304,13 +304,21 @@ first_error() {
 
 # leftovers NAME: processes of the plugin (its checkout, its config, its console
 # scripts, its uWSGI apps) or of the stack's servers still running after clean. Not
-# any process under $DEST: other users of the machine run tools from the venv.
+# any process under $DEST: other users of the machine run tools from the venv. Not
+# the processes of containers either (their own PID namespace: a systemd container's
+# mariadbd and apache2 are not this cloud's).
 leftovers() {
-    local name=$1
+    local name=$1 own_ns pid
+    own_ns=$(readlink /proc/self/ns/pid)
     # shellcheck disable=SC2009 # one pattern over whole command lines
     ps -eo pid,stat,args | awk '$2 !~ /^Z/' |
         grep -E "$DEST/$name/|/etc/$name/|/bin/$name-|--procname-prefix $name|uwsgi --ini /etc/|mariadbd|beam\.smp|/usr/bin/memcached|/usr/sbin/apache2|ovn-northd|ovsdb-server" |
-        grep -v -E 'grep|plugin-compat|devstack-rs-test' || true
+        grep -v -E 'grep|plugin-compat|devstack-rs-test' |
+        while read -r pid _; do
+            if [[ $(readlink "/proc/$pid/ns/pid" 2>/dev/null) == "$own_ns" ]]; then
+                ps -o pid=,stat=,args= -p "$pid" || true
+            fi
+        done || true
 }
 
 teardown() {

@@ -15,6 +15,7 @@ mod library;
 mod novnc_etcd;
 mod plugin_api;
 mod plugin_compat;
+mod plugin_compat2;
 mod plugin_env;
 mod plugin_overrides;
 mod restack_change;

@@ -16,10 +16,10 @@ use std::process::Command;
 use crate::{Run, Tree};
 
 /// A git server that cannot be reached: nothing listens on port 1.
-const UNREACHABLE_GIT_BASE: &str = "http://127.0.0.1:1";
+pub(crate) const UNREACHABLE_GIT_BASE: &str = "http://127.0.0.1:1";
 
 /// A pure-Python wheel of NAME at VERSION with one module, `<dist>_fixture`.
-fn write_wheel(dir: &Path, name: &str, version: &str) -> String {
+pub(crate) fn write_wheel(dir: &Path, name: &str, version: &str) -> String {
     let dist = name.replace('-', "_");
     let file = format!("{dist}-{version}-py3-none-any.whl");
     let script = r#"
@@ -73,7 +73,7 @@ fn package_index(root: &Path, packages: &[(&str, &[&str])]) -> String {
 use crate::git;
 
 /// A plugin repository whose `stack install` runs INSTALL.
-fn fixture_plugin(t: &Tree, name: &str, settings: &str, install: &str) -> PathBuf {
+pub(crate) fn fixture_plugin(t: &Tree, name: &str, settings: &str, install: &str) -> PathBuf {
     let repo = crate::engine::plugin_repo(t.top.parent().unwrap(), name, settings);
     std::fs::write(
         repo.join("devstack/plugin.sh"),
@@ -88,7 +88,7 @@ fn fixture_plugin(t: &Tree, name: &str, settings: &str, install: &str) -> PathBu
 }
 
 /// The tree's DEST gets the test cache's uv, as a stack would have installed it.
-fn give_uv(t: &Tree) {
+pub(crate) fn give_uv(t: &Tree) {
     let mut uv = crate::keystone::uv(&crate::keystone::cache_dir());
     if !uv.is_absolute() {
         // `uv` on PATH.
@@ -104,7 +104,7 @@ fn give_uv(t: &Tree) {
 }
 
 /// `<dist>-<version>.dist-info` directories of the stack's venv.
-fn installed(t: &Tree) -> Vec<String> {
+pub(crate) fn installed(t: &Tree) -> Vec<String> {
     let mut found = Vec::new();
     let lib = t.dest.join("data/venv/lib");
     for py in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
@@ -120,7 +120,7 @@ fn installed(t: &Tree) -> Vec<String> {
     found
 }
 
-fn output(run: &Run) -> String {
+pub(crate) fn output(run: &Run) -> String {
     format!("{}{}", run.stdout, run.stderr)
 }
 
