@@ -7,6 +7,7 @@
 //! designate and blazar link their dashboards' `enabled/` panels from theirs. So the
 //! directory the clone would have made holds the source release of what was installed.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -57,10 +58,10 @@ fn index_of(root: &Path, name: &str, version: &str, sdist: bool) -> String {
     if sdist {
         files.push(write_sdist(&dir, name, version));
     }
-    let links: String = files
-        .iter()
-        .map(|f| format!("<a href=\"{f}\">{f}</a>\n"))
-        .collect();
+    let mut links = String::new();
+    for f in &files {
+        let _ = writeln!(links, "<a href=\"{f}\">{f}</a>");
+    }
     std::fs::write(
         dir.join("index.html"),
         format!("<html><body>\n{links}</body></html>\n"),
