@@ -11,6 +11,7 @@ mod engine;
 mod keystone;
 mod layer1;
 mod library;
+mod multinode;
 mod plugin_api;
 mod plugin_compat;
 mod plugin_env;
