@@ -119,3 +119,108 @@ fn a_subnode_on_the_loopback_address_is_refused_before_anything_runs() {
     );
     assert!(!t.dest.join("data/venv").exists(), "the stack went on");
 }
+
+/// The playbook's own local.conf for each node, through `devstack cluster` (which
+/// installs ansible-core into its venv on first use): the controller's has the
+/// default services and its own address as SERVICE_HOST; a compute node's only the
+/// compute-side services, SERVICE_HOST at the controller, the same shared password,
+/// its per-host `local_conf_extra`; and `devstack plan` of that file is a compute node
+/// of the controller.
+#[test]
+#[ignore = "installs ansible-core from PyPI into devstack cluster's venv (about 40 s the first time)"]
+fn the_playbook_writes_a_controller_and_a_compute_local_conf_that_plan_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("hosts.ini");
+    let d = dir.path().display();
+    std::fs::write(
+        &inv,
+        format!(
+            "[controller]\nctl ansible_host=10.20.0.11 devstack_tree_dir={d}/ctl\n\
+             [compute]\ncpu1 ansible_host=10.20.0.12 devstack_tree_dir={d}/cpu1 \
+             local_conf_extra=\"LIBVIRT_TYPE=qemu\"\n\
+             [all:vars]\nansible_connection=local\nansible_python_interpreter=/usr/bin/python3\n"
+        ),
+    )
+    .unwrap();
+    for node in ["ctl", "cpu1"] {
+        std::fs::create_dir_all(dir.path().join(node)).unwrap();
+    }
+    let out = std::process::Command::new(crate::devstack_bin())
+        .args(["--top-dir"])
+        .arg(crate::project_root())
+        .args(["cluster", "stack", "-i"])
+        .arg(&inv)
+        .args([
+            "--",
+            "--tags",
+            "config",
+            "-e",
+            "devstack_tree_copy=false",
+            "-e",
+            "devstack_become=false",
+        ])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let ctl = std::fs::read_to_string(dir.path().join("ctl/local.conf")).unwrap();
+    let cpu = std::fs::read_to_string(dir.path().join("cpu1/local.conf")).unwrap();
+    assert!(
+        ctl.contains("HOST_IP=10.20.0.11\nSERVICE_HOST=10.20.0.11\n"),
+        "{ctl}"
+    );
+    assert!(!ctl.contains("ENABLED_SERVICES"), "{ctl}");
+    assert!(
+        cpu.contains("HOST_IP=10.20.0.12\nSERVICE_HOST=10.20.0.11\n"),
+        "{cpu}"
+    );
+    assert!(
+        cpu.contains(&format!("ENABLED_SERVICES={SUBNODE_SERVICES}\n")),
+        "{cpu}"
+    );
+    assert!(cpu.contains("ENABLE_CHASSIS_AS_GW=False\n"), "{cpu}");
+    assert!(cpu.contains("LIBVIRT_TYPE=qemu\n"), "{cpu}");
+    assert!(
+        !ctl.contains("LIBVIRT_TYPE=qemu"),
+        "per-host extra leaked: {ctl}"
+    );
+    let password = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("RABBIT_PASSWORD="))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(password(&ctl).len(), 24, "{ctl}");
+    assert_eq!(password(&ctl), password(&cpu));
+    assert!(!said.contains(&password(&ctl)), "the password was printed");
+    let t = Tree::new();
+    std::fs::write(t.top.join("local.conf"), &cpu).unwrap();
+    let run = t.devstack(&["plan"]);
+    run.success();
+    assert!(
+        run.stdout
+            .contains("node: compute (DevStack's subnode) of the controller at 10.20.0.11"),
+        "{}",
+        run.stdout
+    );
+    // The teardown playbooks parse.
+    for action in ["unstack", "clean", "status"] {
+        let out = std::process::Command::new(crate::devstack_bin())
+            .arg("--top-dir")
+            .arg(crate::project_root())
+            .args(["cluster", action, "-i"])
+            .arg(&inv)
+            .args(["--", "--syntax-check"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
