@@ -147,19 +147,34 @@ boot() {
 
 inventory() {
     local n proxy=http://127.0.0.1:3128
+    # YAML: devstack_environment is a mapping (an INI inventory's group vars are strings).
     {
-        echo "[controller]"
-        echo "$CONTROLLER ansible_host=$CONTROLLER_IP local_conf_extra=\"TEST_IMAGE_DIR=/opt/test-image\""
-        echo "[compute]"
-        for n in "${NODES[@]:1}"; do echo "$n ansible_host=${IP[$n]}"; done
-        echo "[all:vars]"
-        echo "ansible_user=root"
-        echo "ansible_python_interpreter=/usr/bin/python3"
-        echo "ansible_ssh_private_key_file=$RUN/ssh/id_ed25519"
-        echo "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ProxyCommand=\"ip netns exec $FABRIC socat - TCP:%h:%p\"'"
-        echo "devstack_controller_services=$CONTROLLER_SERVICES"
-        echo "devstack_environment={\"http_proxy\": \"$proxy\", \"https_proxy\": \"$proxy\", \"no_proxy\": \"localhost,127.0.0.1,$(all_ips)\"}"
-    } >"$RUN/inventory.ini"
+        echo "all:"
+        echo "  vars:"
+        echo "    ansible_user: root"
+        echo "    ansible_python_interpreter: /usr/bin/python3"
+        echo "    ansible_ssh_private_key_file: $RUN/ssh/id_ed25519"
+        echo "    ansible_ssh_common_args: >-"
+        echo "      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+        echo "      -o ProxyCommand=\"ip netns exec $FABRIC socat - TCP:%h:%p\""
+        echo "    devstack_controller_services: $CONTROLLER_SERVICES"
+        echo "    devstack_environment:"
+        echo "      http_proxy: $proxy"
+        echo "      https_proxy: $proxy"
+        echo "      no_proxy: localhost,127.0.0.1,$(all_ips)"
+        echo "  children:"
+        echo "    controller:"
+        echo "      hosts:"
+        echo "        $CONTROLLER:"
+        echo "          ansible_host: $CONTROLLER_IP"
+        echo "          local_conf_extra: TEST_IMAGE_DIR=/opt/test-image"
+        echo "    compute:"
+        echo "      hosts:"
+        for n in "${NODES[@]:1}"; do
+            echo "        $n:"
+            echo "          ansible_host: ${IP[$n]}"
+        done
+    } >"$RUN/inventory.yml"
     # The guest image the controller uploads: this machine's cached build when there
     # is one (else the stack builds it in the node).
     local cached=$TOP_DIR/files/images/test-image
@@ -167,7 +182,7 @@ inventory() {
     if [[ -f $cached/image.env ]]; then
         tar -C "$cached" -cf - . | on "$CONTROLLER" bash -c 'mkdir -p /opt/test-image && tar -C /opt/test-image -xf -'
     fi
-    cat "$RUN/inventory.ini"
+    cat "$RUN/inventory.yml"
 }
 
 cluster() {
@@ -235,12 +250,12 @@ step "build the containers' root (cached) and the binary" build
 step "boot ${#NODES[@]} nodes (systemd as PID 1, sshd)" boot
 step "the fabric" ping_all
 step "inventory" inventory
-step "playbook: tree, local.conf, ssh keys (every node)" cluster stack -i "$RUN/inventory.ini" -- --tags config,ssh
-step "playbook: stack the controller" cluster stack -i "$RUN/inventory.ini" -- --tags stack --limit controller
-step "playbook: stack the compute nodes" cluster stack -i "$RUN/inventory.ini" -- --tags stack --limit compute
-step "playbook: discover_hosts" cluster stack -i "$RUN/inventory.ini" -- --tags discover --limit controller
+step "playbook: tree, local.conf, ssh keys (every node)" cluster stack -i "$RUN/inventory.yml" -- --tags config,ssh
+step "playbook: stack the controller" cluster stack -i "$RUN/inventory.yml" -- --tags stack --limit controller
+step "playbook: stack the compute nodes" cluster stack -i "$RUN/inventory.yml" -- --tags stack --limit compute
+step "playbook: discover_hosts" cluster stack -i "$RUN/inventory.yml" -- --tags discover --limit controller
 step "nova-compute up on every node" check_computes
 step "a server on $COMPUTE1" check_server
-step "cluster status" cluster status -i "$RUN/inventory.ini"
-step "cluster clean" cluster clean -i "$RUN/inventory.ini"
+step "cluster status" cluster status -i "$RUN/inventory.yml"
+step "cluster clean" cluster clean -i "$RUN/inventory.yml"
 step "nothing left running" check_clean
