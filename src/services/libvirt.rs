@@ -646,6 +646,15 @@ impl Daemon for Libvirtd {
         }
         Ok(())
     }
+    /// Under systemd (the distro's unit): the same qemu.conf setting, and a restart
+    /// when it changed (Debian started libvirtd at install).
+    fn configure_unit(&self, host: &mut Host) -> Result<bool, ServiceError> {
+        fix_kvm_mode(host);
+        if cgroup_v1_read_only(Path::new(CGROUP_CPU)) {
+            return no_cgroup_controllers(host, Path::new(QEMU_CONF));
+        }
+        Ok(false)
+    }
     fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
         Ok(daemon_spec(host, "libvirtd", "/usr/sbin/libvirtd"))
     }
@@ -671,14 +680,14 @@ fn cgroup_v1_read_only(controller: &Path) -> bool {
 }
 
 /// `cgroup_controllers = [ ]` in qemu.conf (once; an uncommented setting of the
-/// user's is left alone), before libvirtd reads it.
-fn no_cgroup_controllers(host: &mut Host, conf: &Path) -> Result<(), ServiceError> {
+/// user's is left alone), before libvirtd reads it. True when it wrote it.
+fn no_cgroup_controllers(host: &mut Host, conf: &Path) -> Result<bool, ServiceError> {
     let text = fs_err::read_to_string(conf).unwrap_or_default();
     if text
         .lines()
         .any(|l| l.trim_start().starts_with("cgroup_controllers"))
     {
-        return Ok(());
+        return Ok(false);
     }
     let mut out = text;
     if !out.is_empty() && !out.ends_with('\n') {
@@ -688,7 +697,7 @@ fn no_cgroup_controllers(host: &mut Host, conf: &Path) -> Result<(), ServiceErro
     out.push('\n');
     fs_err::write(conf, out).map_err(io(conf))?;
     host.note("libvirt: the cgroup controllers are read-only here (a container): qemu.conf gets cgroup_controllers = [ ]");
-    Ok(())
+    Ok(true)
 }
 
 /// The user QEMU runs as under Debian's libvirt (`user` in qemu.conf).
@@ -1350,8 +1359,8 @@ mod tests {
         )
         .unwrap();
         let (_d, mut host) = crate::context::test_host(Settings::default());
-        no_cgroup_controllers(&mut host, &conf).unwrap();
-        no_cgroup_controllers(&mut host, &conf).unwrap();
+        assert!(no_cgroup_controllers(&mut host, &conf).unwrap());
+        assert!(!no_cgroup_controllers(&mut host, &conf).unwrap());
         let text = fs_err::read_to_string(&conf).unwrap();
         assert_eq!(
             text.matches("\ncgroup_controllers = [ ]").count(),

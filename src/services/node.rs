@@ -49,6 +49,15 @@ pub(crate) fn is_loopback(addr: &str) -> bool {
 
 /// Why a compute node's settings cannot reach its controller, if they cannot.
 pub(crate) fn compute_problem(settings: &Settings) -> Option<String> {
+    // Only what talks to the controller needs one (a lone hypervisor probe does not).
+    if !settings.is_enabled(&[
+        "n-cpu",
+        "ovn-controller",
+        neutron::OVN_AGENT,
+        neutron::METADATA_AGENT,
+    ]) {
+        return None;
+    }
     let unreachable: Vec<&str> = ["SERVICE_HOST", "DATABASE_HOST", "RABBIT_HOST"]
         .into_iter()
         .filter(|v| {
