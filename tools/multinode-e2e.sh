@@ -236,8 +236,15 @@ check_server() {
 check_clean() {
     local n left
     for n in "${NODES[@]}"; do
-        left=$(on "$n" bash -c 'pgrep -a -f "nova-|neutron-|ovn-|ovs-vswitchd|ovsdb-server|libvirtd|mariadbd|beam.smp|uwsgi" || true')
+        # [x]: the pattern does not match the pgrep's own command line.
+        left=$(on "$n" bash -c 'pgrep -a -f "[n]ova-|[n]eutron-|[o]vn-|[o]vs-vswitchd|[o]vsdb-server|[m]ariadbd|[b]eam.smp|[u]wsgi" || true')
         [[ -z $left ]] || fail "$n still runs after clean: $left"
+        left=$(on "$n" systemctl list-units --no-legend --state=active 'devstack@*' || true)
+        [[ -z $left ]] || fail "$n has devstack units active after clean: $left"
+        # Debian's libvirtd is socket-activated (libvirtd.socket, --timeout 120): a
+        # client's connection after clean starts it again, and it exits when idle.
+        left=$(on "$n" bash -c 'pgrep -a -f "[l]ibvirtd" | grep -v -- "--timeout" || true')
+        [[ -z $left ]] || fail "$n still runs libvirtd outside its socket activation: $left"
     done
     echo "no service process left on any node"
 }
