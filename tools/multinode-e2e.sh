@@ -136,6 +136,10 @@ boot_one() {
         --no-install-recommends openssh-server openssh-client >"$RUN/logs/$name-sshd.log" 2>&1 ||
         fail "$name: installing openssh-server (see $RUN/logs/$name-sshd.log)"
     echo "$name: ssh-ready after $(elapsed "$t0") s"
+    # The cached root has the layer-1 servers installed (for the single-node e2e), and
+    # Debian enabled them: a node starts with none running, as a fresh machine would
+    # (the controller's stack starts its own; a compute node runs none).
+    on "$name" systemctl disable --now --quiet mariadb rabbitmq-server memcached apache2 2>/dev/null || true
 }
 
 boot() {
