@@ -85,6 +85,19 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// A multi-node cloud through Ansible (the playbooks in ansible/): the controller
+    /// first, the compute nodes in parallel, then discover_hosts; unstack, clean and
+    /// status across the inventory. Arguments after `--` go to ansible-playbook.
+    Cluster {
+        /// What to do across the inventory.
+        action: ClusterAction,
+        /// An Ansible inventory with groups `controller` (one host) and `compute`.
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// More ansible-playbook arguments (after `--`: `-- --limit cpu1 -v`).
+        #[arg(last = true, allow_hyphen_values = true)]
+        ansible_args: Vec<String>,
+    },
     /// Edit ini files as DevStack's iniset family does (used by the shell library
     /// outside a run).
     #[command(hide = true)]
@@ -98,4 +111,17 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// What `devstack cluster` does across the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterAction {
+    /// The controller, then the computes in parallel, then discover_hosts.
+    Stack,
+    /// ./unstack.sh on every node, the computes first.
+    Unstack,
+    /// ./clean.sh on every node, the computes first.
+    Clean,
+    /// Each node's `devstack status`.
+    Status,
 }

@@ -16,3 +16,7 @@ pub(crate) const DEVSTACK_TAKEOVER: &str = "DEVSTACK_TAKEOVER";
 pub(crate) const USER: &str = "USER";
 pub(crate) const LOGNAME: &str = "LOGNAME";
 pub(crate) const HOME: &str = "HOME";
+/// Where `devstack cluster` keeps ansible-core's venv (default: the user's cache).
+pub(crate) const DEVSTACK_ANSIBLE_VENV: &str = "DEVSTACK_ANSIBLE_VENV";
+/// The user's cache directory (XDG), for that venv.
+pub(crate) const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";

@@ -33,15 +33,25 @@
 # Environment: NODE_CACHE (default /var/cache/devstack-rs-test/systemd-node),
 # NODE_RUN (default /var/tmp/devstack-rs-systemd-node: the overlay and logs),
 # DEVSTACK_BIN (the devstack binary to put in the tree; default: built with cargo).
+#
+# Several nodes (tools/multinode-e2e.sh): each with its own NODE_NAME, NODE_RUN and
+# NODE_HOST_IP, and NODE_FABRIC naming a network namespace with a bridge br0
+# (NODE_FABRIC_CIDR, made when missing): eth0's peer then joins br0 there, so the
+# nodes reach each other (and the fabric's address), still with no route out.
+# NODE_HOSTS: more /etc/hosts lines; NODE_AUTHORIZED_KEY: a public key file for
+# root's authorized_keys; NODE_NO_TREE=1: no tree copied (Ansible places it);
+# NODE_BINDS: more --bind= arguments (space-separated SRC[:DEST]).
 
 set -o errexit -o nounset -o pipefail
 
 TOP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CACHE=${NODE_CACHE:-/var/cache/devstack-rs-test/systemd-node}
 NODE_RUN=${NODE_RUN:-/var/tmp/devstack-rs-systemd-node}
-NODE_NAME=dsrs-sysnode
-NODE_NETNS=dsrs-sysnode
+NODE_NAME=${NODE_NAME:-dsrs-sysnode}
+NODE_NETNS=${NODE_NETNS:-$NODE_NAME}
 NODE_HOST_IP=${NODE_HOST_IP:-10.99.0.2}
+NODE_FABRIC=${NODE_FABRIC:-}
+NODE_FABRIC_CIDR=${NODE_FABRIC_CIDR:-10.20.0.1/24}
 NODE_CGROUPS="/sys/fs/cgroup/systemd/$NODE_NAME /sys/fs/cgroup/unified/$NODE_NAME"
 ROOTFS=$NODE_CACHE/rootfs
 SUITE=bookworm
@@ -258,23 +268,44 @@ cmd_up() {
     if [[ ! -e /run/netns/$NODE_NETNS ]]; then
         ip netns add "$NODE_NETNS"
         ip -n "$NODE_NETNS" link set lo up
-        # A veth pair with both ends inside (this kernel has no dummy driver).
-        ip -n "$NODE_NETNS" link add eth0 type veth peer name eth0-peer
+        if [[ -n $NODE_FABRIC ]]; then
+            fabric_up
+            # The peer on the fabric's bridge, where the other nodes are.
+            ip -n "$NODE_NETNS" link add eth0 type veth peer name "ve-$NODE_NAME" netns "$NODE_FABRIC"
+            ip -n "$NODE_FABRIC" link set "ve-$NODE_NAME" master br0 up
+        else
+            # A veth pair with both ends inside (this kernel has no dummy driver).
+            ip -n "$NODE_NETNS" link add eth0 type veth peer name eth0-peer
+            ip -n "$NODE_NETNS" link set eth0-peer up
+        fi
         ip -n "$NODE_NETNS" addr add "$NODE_HOST_IP/24" dev eth0
-        ip -n "$NODE_NETNS" link set eth0-peer up
         ip -n "$NODE_NETNS" link set eth0 up
     fi
     mountpoint -q "$NODE_RUN/merged" ||
         mount -t overlay "overlay-$NODE_NAME" \
             -o "lowerdir=$ROOTFS,upperdir=$NODE_RUN/upper,workdir=$NODE_RUN/work" "$NODE_RUN/merged"
     tr -d - </proc/sys/kernel/random/uuid >"$NODE_RUN/merged/etc/machine-id"
+    # Identity in the node's own layer.
+    echo "$NODE_NAME" >"$NODE_RUN/merged/etc/hostname"
+    printf '127.0.0.1 localhost\n%s %s\n%s' "$NODE_HOST_IP" "$NODE_NAME" "${NODE_HOSTS:-}" \
+        >"$NODE_RUN/merged/etc/hosts"
+    if [[ -n ${NODE_AUTHORIZED_KEY:-} ]]; then
+        install -d -m 0700 "$NODE_RUN/merged/root/.ssh"
+        install -m 0600 "$NODE_AUTHORIZED_KEY" "$NODE_RUN/merged/root/.ssh/authorized_keys"
+    fi
     # The host's own CAs (a TLS-inspecting egress proxy, a local mirror): the registries
     # are reached through the host's connection, so they are trusted as the host trusts.
     if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
         cp /usr/local/share/ca-certificates/*.crt "$NODE_RUN/merged/usr/local/share/ca-certificates/"
         chroot "$NODE_RUN/merged" update-ca-certificates >/dev/null 2>&1
     fi
-    copy_tree "$NODE_RUN/merged/opt/devstack-rs"
+    [[ -n ${NODE_NO_TREE:-} ]] || copy_tree "$NODE_RUN/merged/opt/devstack-rs"
+    local binds=() bind
+    for bind in ${NODE_BINDS:-}; do binds+=("--bind=$bind"); done
+    if [[ -n $NODE_FABRIC ]]; then
+        # OVS's userspace datapath and libvirt's guests need tap devices.
+        binds+=(--bind=/dev/net/tun --capability=CAP_NET_ADMIN)
+    fi
     local cg
     for cg in $NODE_CGROUPS; do mkdir -p "$cg"; done
     # shellcheck disable=SC2016 # expanded by the inner shell
@@ -283,7 +314,7 @@ cmd_up() {
         --boot --directory="$NODE_RUN/merged" --machine="$NODE_NAME" \
         --network-namespace-path="/run/netns/$NODE_NETNS" --private-network \
         --register=no --keep-unit --console=read-only --resolv-conf=off \
-        --bind="$NODE_RUN/proxy:/var/lib/registry-proxy" \
+        --bind="$NODE_RUN/proxy:/var/lib/registry-proxy" "${binds[@]}" \
         >"$NODE_RUN/logs/console.log" 2>&1 </dev/null &
     echo $! >"$NODE_RUN/nspawn.pid"
     local state="" i
@@ -300,6 +331,17 @@ cmd_up() {
     log "up: systemd is PID 1 ($state); tree in /opt/devstack-rs, HOST_IP $NODE_HOST_IP"
 }
 
+# The fabric: a network namespace with bridge br0 holding NODE_FABRIC_CIDR (ssh and
+# Ansible reach the nodes from there); nothing in the host's root namespace.
+fabric_up() {
+    [[ -e /run/netns/$NODE_FABRIC ]] && return 0
+    ip netns add "$NODE_FABRIC"
+    ip -n "$NODE_FABRIC" link set lo up
+    ip -n "$NODE_FABRIC" link add br0 type bridge
+    ip -n "$NODE_FABRIC" addr add "$NODE_FABRIC_CIDR" dev br0
+    ip -n "$NODE_FABRIC" link set br0 up
+}
+
 # The host's CA bundle settings (the same paths inside, see cmd_up).
 CA_ENV=()
 for var in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE PIP_CERT CURL_CA_BUNDLE GIT_SSL_CAINFO; do
@@ -314,7 +356,7 @@ cmd_exec() {
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root USER=root LOGNAME=root LANG=C.UTF-8 TERM=dumb \
         http_proxy="http://127.0.0.1:$PROXY_PORT" https_proxy="http://127.0.0.1:$PROXY_PORT" \
-        no_proxy="localhost,127.0.0.1,$NODE_HOST_IP" \
+        no_proxy="localhost,127.0.0.1,$NODE_HOST_IP${NODE_NO_PROXY:+,$NODE_NO_PROXY}" \
         "${CA_ENV[@]}" "$@"
 }
 
@@ -353,6 +395,9 @@ cmd_down() {
         [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
     done
     # nspawn cannot remove these itself here (/run is not tmpfs).
+    if [[ -n $NODE_FABRIC && -e /run/netns/$NODE_FABRIC ]]; then
+        ip -n "$NODE_FABRIC" link del "ve-$NODE_NAME" 2>/dev/null || true
+    fi
     rm -rf "/run/systemd/nspawn/propagate/$NODE_NAME"
     [[ -d /run/systemd/nspawn ]] && find /run/systemd/nspawn -depth -type d -empty -delete
     rm -rf "$NODE_RUN"

@@ -13,6 +13,7 @@ use crate::pipeline::{self, Kind};
 use crate::ui::report::Report;
 use crate::ui::{Progress, Verbosity};
 
+mod cluster;
 mod control;
 pub(crate) mod status;
 mod test;
@@ -57,6 +58,11 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 regexes: regex,
             },
         ),
+        Command::Cluster {
+            action,
+            inventory,
+            ansible_args,
+        } => cluster::cluster(&top_dir, action, &inventory, &ansible_args),
         Command::Ini { args } => {
             let out = crate::ini::apply_op(&args)?;
             print!("{}", out.stdout);

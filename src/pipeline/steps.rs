@@ -548,6 +548,15 @@ fn do_step(run: &mut Run, step: Step) -> anyhow::Result<()> {
         }
         Step::VerifyServices => {
             verify_disabled(run)?;
+            if let Some(problem) = compute_node_problem(run) {
+                return Err(Report {
+                    headline: problem,
+                    details: Vec::new(),
+                    tail: Vec::new(),
+                    hint: Some("devstack plan shows where a compute node's services point".into()),
+                }
+                .into());
+            }
             // Again: a plugin's settings may have chosen libvirt or moved DATA_DIR.
             check_qemu_reach(run)
         }
@@ -1190,6 +1199,13 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             p.dir.display()
         );
     }
+    for line in crate::services::node::plan_lines(&run.registry, &run.host.settings) {
+        let _ = writeln!(out, "{line}");
+    }
+    let mut problems = Vec::new();
+    if let Some(problem) = compute_node_problem(run) {
+        problems.push(problem);
+    }
     let services: Vec<&'static dyn Service> = run.registry.enabled(&run.host.settings).collect();
     let hv_loaded = run.host.hypervisor.is_some();
     let computes = hv_loaded
@@ -1197,7 +1213,6 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
             .host
             .settings
             .is_enabled(&["n-cpu", crate::services::hypervisor::PROBE_SERVICE]);
-    let mut problems = Vec::new();
     for (i, &step) in STACK.iter().enumerate() {
         let _ = writeln!(out, "{:>2}. {}", i + 1, step.title());
         match step {
@@ -1281,6 +1296,16 @@ pub(super) fn plan(run: &mut Run) -> anyhow::Result<String> {
         .into());
     }
     Ok(out)
+}
+
+/// Why this compute node (DevStack's subnode) cannot reach its controller, when it
+/// is one and cannot.
+fn compute_node_problem(run: &Run) -> Option<String> {
+    use crate::services::node::{Node, compute_problem};
+    let s = &run.host.settings;
+    (Node::of(&run.registry, s) == Node::Compute)
+        .then(|| compute_problem(s))
+        .flatten()
 }
 
 /// The end of a successful run: time per step, where things are.

@@ -641,7 +641,19 @@ impl Daemon for Libvirtd {
             host.note("libvirt: the default network no longer autostarts (no virbr0)");
         }
         fix_kvm_mode(host);
+        if cgroup_v1_read_only(Path::new(CGROUP_CPU)) {
+            no_cgroup_controllers(host, Path::new(QEMU_CONF))?;
+        }
         Ok(())
+    }
+    /// Under systemd (the distro's unit): the same qemu.conf setting, and a restart
+    /// when it changed (Debian started libvirtd at install).
+    fn configure_unit(&self, host: &mut Host) -> Result<bool, ServiceError> {
+        fix_kvm_mode(host);
+        if cgroup_v1_read_only(Path::new(CGROUP_CPU)) {
+            return no_cgroup_controllers(host, Path::new(QEMU_CONF));
+        }
+        Ok(false)
     }
     fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
         Ok(daemon_spec(host, "libvirtd", "/usr/sbin/libvirtd"))
@@ -649,6 +661,43 @@ impl Daemon for Libvirtd {
     fn probe(&self, host: &Host) -> Result<(), String> {
         daemon::probe_cmd(&host.cmd("virsh").args(["-c", URI, "version"]))
     }
+}
+
+/// A cgroup v1 controller libvirt places each guest under.
+const CGROUP_CPU: &str = "/sys/fs/cgroup/cpu";
+const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
+/// The line that makes libvirt use no cgroup controller, with our mark.
+const NO_CGROUP_CONTROLLERS: &str =
+    "cgroup_controllers = [ ]  # devstack-rs: the cgroup v1 controllers are read-only here";
+
+/// Whether the cgroup v1 controllers are mounted read-only (a container such as
+/// systemd-nspawn's): libvirt then fails every guest with "Failed to create v1
+/// controller cpu for group: Read-only file system".
+fn cgroup_v1_read_only(controller: &Path) -> bool {
+    controller.is_dir()
+        && nix::sys::statvfs::statvfs(controller)
+            .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// `cgroup_controllers = [ ]` in qemu.conf (once; an uncommented setting of the
+/// user's is left alone), before libvirtd reads it. True when it wrote it.
+fn no_cgroup_controllers(host: &mut Host, conf: &Path) -> Result<bool, ServiceError> {
+    let text = fs_err::read_to_string(conf).unwrap_or_default();
+    if text
+        .lines()
+        .any(|l| l.trim_start().starts_with("cgroup_controllers"))
+    {
+        return Ok(false);
+    }
+    let mut out = text;
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(NO_CGROUP_CONTROLLERS);
+    out.push('\n');
+    fs_err::write(conf, out).map_err(io(conf))?;
+    host.note("libvirt: the cgroup controllers are read-only here (a container): qemu.conf gets cgroup_controllers = [ ]");
+    Ok(true)
 }
 
 /// The user QEMU runs as under Debian's libvirt (`user` in qemu.conf).
@@ -1298,5 +1347,29 @@ mod tests {
             "the domain is still defined"
         );
         assert!(!libvirtd_answers(&host), "cleanup left libvirtd running");
+    }
+
+    #[test]
+    fn read_only_cgroups_give_qemu_conf_no_controllers_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("qemu.conf");
+        fs_err::write(
+            &conf,
+            "#cgroup_controllers = [ \"cpu\" ]\nuser = \"libvirt-qemu\"",
+        )
+        .unwrap();
+        let (_d, mut host) = crate::context::test_host(Settings::default());
+        assert!(no_cgroup_controllers(&mut host, &conf).unwrap());
+        assert!(!no_cgroup_controllers(&mut host, &conf).unwrap());
+        let text = fs_err::read_to_string(&conf).unwrap();
+        assert_eq!(
+            text.matches("\ncgroup_controllers = [ ]").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.starts_with("#cgroup_controllers"), "{text}");
+        // A writable directory is not read-only; a missing one is not a controller.
+        assert!(!cgroup_v1_read_only(dir.path()));
+        assert!(!cgroup_v1_read_only(&dir.path().join("none")));
     }
 }

@@ -31,8 +31,10 @@ pub(crate) mod libvirt;
 pub(crate) mod memcached;
 pub(crate) mod mysql;
 pub(crate) mod neutron;
+pub(crate) mod neutron_agent;
 pub(crate) mod neutron_networks;
 pub(crate) mod neutron_plugin_api;
+pub(crate) mod node;
 pub(crate) mod nova;
 pub(crate) mod nova_metadata;
 pub(crate) mod nova_novnc;
@@ -353,6 +355,7 @@ impl Registry {
             &placement_client::PlacementClient,
             &ovn::Ovn,
             &neutron::Neutron,
+            &neutron_agent::NeutronAgent,
             &nova::Nova,
             &nova_metadata::NovaMetadata,
             &nova_novnc::NovaNovnc,

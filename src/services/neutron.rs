@@ -26,7 +26,7 @@ const PORT: u16 = 9696;
 
 pub(crate) struct Neutron;
 
-fn conf(s: &Settings) -> PathBuf {
+pub(crate) fn conf(s: &Settings) -> PathBuf {
     s.path("NEUTRON_CONF")
 }
 
@@ -40,7 +40,7 @@ fn ml2_conf(s: &Settings) -> PathBuf {
     }
 }
 
-fn state_dir(s: &Settings) -> PathBuf {
+pub(crate) fn state_dir(s: &Settings) -> PathBuf {
     s.path("DATA_DIR").join("neutron")
 }
 
@@ -65,9 +65,13 @@ pub(crate) enum MetadataServer {
 
 impl MetadataServer {
     pub(crate) fn of(s: &Settings) -> Option<Self> {
-        if !ovn_mode(s) {
-            None
-        } else if s.is_enabled(&[OVN_AGENT, "neutron-ovn-agent"]) {
+        if ovn_mode(s) { Self::named(s) } else { None }
+    }
+
+    /// The agent `ENABLED_SERVICES` names, whether or not OVN's central part runs
+    /// here (a compute node's agent talks to the controller's).
+    pub(crate) fn named(s: &Settings) -> Option<Self> {
+        if s.is_enabled(&[OVN_AGENT, "neutron-ovn-agent"]) {
             Some(Self::OvnAgent)
         } else if s.is_enabled(&[METADATA_AGENT, "neutron-ovn-metadata-agent"]) {
             Some(Self::MetadataAgent)
@@ -84,7 +88,7 @@ impl MetadataServer {
         }
     }
 
-    fn binary(self) -> &'static str {
+    pub(crate) fn binary(self) -> &'static str {
         match self {
             Self::OvnAgent => "neutron-ovn-agent",
             Self::MetadataAgent => "neutron-ovn-metadata-agent",
@@ -397,13 +401,13 @@ pub(crate) fn stop_neutron(cx: &mut ServiceCtx<'_>) -> Result<(), ServiceError> 
 
 /// Set while this tree's metadata agent may have made `ovnmeta-*` namespaces: their
 /// names are host-wide, and another tree's unstack must not delete this cloud's.
-const METADATA_NETNS_FACT: &str = "ovn-metadata-namespaces";
+pub(crate) const METADATA_NETNS_FACT: &str = "ovn-metadata-namespaces";
 
 /// The OVN metadata agent leaves its haproxies (one per network, daemonised, their
 /// pids under `$state_path/external/pids`) and their `ovnmeta-<network>` namespaces
 /// behind when it stops: unstack stops those haproxies by pid (only processes whose
 /// name is haproxy) and deletes those namespaces (the veth pairs go with them).
-fn stop_metadata_proxies(host: &mut Host) {
+pub(crate) fn stop_metadata_proxies(host: &mut Host) {
     let pids = state_dir(&host.settings).join("external/pids");
     for entry in fs_err::read_dir(&pids).into_iter().flatten().flatten() {
         let Some(pid) = fs_err::read_to_string(entry.path())

@@ -376,6 +376,16 @@ impl Daemon for OvnDaemon {
         }
         Ok(())
     }
+    /// Under systemd the distro's units run the daemons with their own command lines:
+    /// the chassis settings our launch gives ovs-vswitchd go into the Open_vSwitch row
+    /// before its unit (re)starts (ovsdb-server's unit runs by then).
+    fn configure_unit(&self, host: &mut Host) -> Result<bool, ServiceError> {
+        if self.0 == Part::Vswitchd {
+            configure_open_vswitch(host)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
     fn spec(&self, host: &Host) -> Result<ProcessSpec, ServiceError> {
         let (addr, ports) = self.listen(&host.settings);
         Ok(ProcessSpec {
@@ -560,6 +570,9 @@ pub(crate) fn start_all(host: &mut Host) -> Result<(), ServiceError> {
         }
         let t0 = std::time::Instant::now();
         daemon::start(host, d)?;
+        if daemon::use_systemctl() {
+            listen_on_tcp(host, d)?;
+        }
         host.note(&format!(
             "{}: ready in {:.2} s",
             d.name(),
@@ -573,6 +586,28 @@ pub(crate) fn start_all(host: &mut Host) -> Result<(), ServiceError> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Under systemd, the distro's NB and SB units listen on their unix sockets only:
+/// the passive TCP remote our launch gives them on the command line (OVN_NB_REMOTE,
+/// OVN_SB_REMOTE, `tcp:SERVICE_HOST:PORT`, where compute nodes' ovn-controllers and
+/// neutron connect) goes into the database's connection table instead.
+fn listen_on_tcp(host: &Host, d: &OvnDaemon) -> Result<(), ServiceError> {
+    let (ctl_name, sock, remote) = match d.0 {
+        Part::NbDb => ("ovn-nbctl", NB_SOCK, nb_remote(&host.settings)),
+        Part::SbDb => ("ovn-sbctl", SB_SOCK, sb_remote(&host.settings)),
+        _ => return Ok(()),
+    };
+    let Some((passive, _, _)) = passive_remote(&remote) else {
+        return Ok(());
+    };
+    run_ctl(
+        &ctl(host, ctl_name)
+            .arg(format!("--db={sock}"))
+            .args(["set-connection", &passive]),
+        &format!("{ctl_name} set-connection {passive}"),
+    )?;
     Ok(())
 }
 

@@ -40,8 +40,11 @@ pub(crate) const CATALOG: ServiceAccount = ServiceAccount {
     route: ROUTE.path,
 };
 
+/// Enabled by `placement-api` only: DevStack's `placement` group name also covers
+/// `placement-client`, which a compute node (subnode) lists without running the API,
+/// its database or its catalog entry.
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
-    enabled_by: &[SERVICE, NAME],
+    enabled_by: &[SERVICE],
     after: &["keystone"],
     catalog: &[CATALOG],
     python: &[Project {

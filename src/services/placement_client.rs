@@ -5,7 +5,7 @@
 //! says what it gave.
 
 use crate::context::ServiceCtx;
-use crate::services::{Descriptor, Layer, Service, ServiceError};
+use crate::services::{Descriptor, Layer, Role, Service, ServiceError};
 
 pub(crate) const NAME: &str = "placement-client";
 
@@ -13,6 +13,8 @@ pub(crate) struct PlacementClient;
 
 pub(crate) const DESCRIPTOR: Descriptor = Descriptor {
     enabled_by: &[NAME],
+    // A compute node (DevStack's subnode) lists it too.
+    role: Role::Any,
     after: &["placement"],
     ..Descriptor::named(NAME, Layer::OpenStack)
 };

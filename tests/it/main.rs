@@ -12,6 +12,7 @@ mod host_restore;
 mod keystone;
 mod layer1;
 mod library;
+mod multinode;
 mod novnc_etcd;
 mod plugin_api;
 mod plugin_compat;
