@@ -1468,8 +1468,8 @@ mod tests {
         let files = core_configs(&mut run, dir.path());
         assert_eq!(
             files.len(),
-            5,
-            "keystone, nova, cinder, glance, neutron: {files:?}"
+            6,
+            "keystone, nova, cinder, glance, neutron and its agent (one file): {files:?}"
         );
         apply_to_core(&mut run);
         for (service, file) in files {

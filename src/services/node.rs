@@ -254,6 +254,9 @@ mod tests {
         }
         host.settings.set("SERVICE_LISTEN_ADDRESS", "10.20.0.11");
         host.settings.set("MEMCACHE_SERVERS", "10.20.0.11:11211");
+        // Defaults made from SERVICE_HOST, as lib defaults expand them after localrc.
+        host.settings
+            .set("NOVNCPROXY_URL", "http://10.20.0.11:6080/vnc_lite.html");
         host.settings
             .set("METADATA_PROXY_SHARED_SECRET", "meta-secret");
         let registry = Registry::builtin();

@@ -275,7 +275,7 @@ fn a_dest_qemu_cannot_reach_is_refused_before_anything_is_installed() {
     let tree = Tree::new();
     let private = tree.top.parent().unwrap().to_path_buf();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    tree.local_conf("disable_all_services\nenable_service n-cpu", "");
+    tree.local_conf("disable_all_services\nenable_service n-cpu key", "");
     let run = tree.devstack(&["stack"]);
     run.failure();
     assert!(
@@ -299,14 +299,14 @@ fn a_dest_qemu_cannot_reach_is_refused_before_anything_is_installed() {
     // plan says the same; with the fake driver (no QEMU) the check does not apply.
     tree.devstack(&["plan"]).failure();
     tree.local_conf(
-        "disable_all_services\nenable_service n-cpu\nVIRT_DRIVER=fake",
+        "disable_all_services\nenable_service n-cpu key\nVIRT_DRIVER=fake",
         "",
     );
     let plan = tree.devstack(&["plan"]);
     plan.success();
     // Once the directory is enterable, libvirt's plan goes through.
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
-    tree.local_conf("disable_all_services\nenable_service n-cpu", "");
+    tree.local_conf("disable_all_services\nenable_service n-cpu key", "");
     tree.devstack(&["plan"]).success();
 }
 
