@@ -513,6 +513,13 @@ restack_unchanged() {
         grep -E '^(every step runs|resuming)' <<<"$out" >&2 || true
         return 1
     }
+    # A process that stopped during the run is started again (not a failure of the
+    # re-stack): its log's last lines say why it stopped.
+    local name
+    for name in $(sed -n 's/^started again what had stopped since the last stack: \(.*\) (see its log)$/\1/p' <<<"$out" | tr ',' ' '); do
+        echo "--- $name had stopped during the run; its log ends:"
+        tail -n 20 "${LOGDIR:-/opt/stack/logs}/$name.log" || true
+    done
     RESTACK_TIME=$(sed -n 's/^stack completed in \(.*\)$/\1/p' <<<"$out")
     os_admin token issue -f value -c expires
 }

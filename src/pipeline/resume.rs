@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Run, restorable};
 use crate::config::localconf::Phase;
-use crate::state::{Outcome, ProcessKind, RunRecord};
-use crate::system::supervisor::ProcStatus;
+use crate::state::{Outcome, ProcessKind, ProcessRecord, RunRecord};
+use crate::system::supervisor::{ProcStatus, ProcessSpec};
 
 /// The state fact that holds the fingerprint of the last successful stack.
 pub(super) const FACT: &str = "stack-fingerprint";
@@ -206,10 +206,12 @@ pub(super) fn incremental_from(run: &Run, inputs: &str) -> Option<Phase> {
 }
 
 /// Why a re-stack is not a no-op: `None` when the last run was a successful stack
-/// with this fingerprint and every process the state records is running; else the
-/// reason, said to the user (a re-stack that runs every step says why).
+/// with this fingerprint and every process the state records is running, or when
+/// the only ones not running could be started again as they were (they are, and
+/// said); else the reason, said to the user (a re-stack that runs every step says
+/// why).
 pub(super) fn why_not_unchanged(
-    run: &Run,
+    run: &mut Run,
     previous: Option<&RunRecord>,
     fingerprint: &str,
     inputs: &str,
@@ -233,17 +235,58 @@ pub(super) fn why_not_unchanged(
     if processes.is_empty() {
         return Some("no process of the last stack is recorded".into());
     }
-    let stopped: Vec<&str> = processes
-        .iter()
+    let stopped: Vec<ProcessRecord> = processes
+        .into_iter()
         .filter(|record| {
             !matches!(
                 run.host.supervisor.status(record),
                 ProcStatus::Running { .. }
             )
         })
-        .map(|record| record.name.as_str())
         .collect();
-    (!stopped.is_empty()).then(|| format!("not running: {}", stopped.join(", ")))
+    if stopped.is_empty() {
+        return None;
+    }
+    restart_stopped(run, &stopped).err()
+}
+
+/// Nothing changed, but processes of the last stack stopped (a crash, a kill): each
+/// is started again exactly as it was started (its recorded command, environment,
+/// user), which is all a re-stack would do for it. Fails, naming them, when one has
+/// no record of how it was started or does not start.
+fn restart_stopped(run: &mut Run, stopped: &[ProcessRecord]) -> Result<(), String> {
+    let names: Vec<&str> = stopped.iter().map(|r| r.name.as_str()).collect();
+    let not_running = || format!("not running: {}", names.join(", "));
+    let specs: Vec<ProcessSpec> = stopped
+        .iter()
+        .map(ProcessSpec::of_record)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} ({e})", not_running()))?;
+    for (record, spec) in stopped.iter().zip(&specs) {
+        // The log says why it stopped, if anything does: its last lines go to ours.
+        let tail = crate::services::daemon::log_tail(&record.log, 5);
+        run.host.log.note(&format!(
+            "{} was not running; its log ends:\n{}",
+            record.name,
+            tail.join("\n")
+        ));
+        let started = run.host.supervisor.start(spec).map_err(|e| {
+            format!(
+                "{}; starting {} again failed: {e}",
+                not_running(),
+                record.name
+            )
+        })?;
+        run.host
+            .ledger
+            .record_process(ProcessKind::Service, started);
+    }
+    run.host.checkpoint();
+    run.host.progress.info(&format!(
+        "started again what had stopped since the last stack: {} (see its log)",
+        names.join(", ")
+    ));
+    Ok(())
 }
 
 /// Where a re-stack resumes: the index in `steps` (the command's steps, by title)

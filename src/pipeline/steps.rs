@@ -169,12 +169,9 @@ pub(super) fn run_all(run: &mut Run) -> anyhow::Result<()> {
                 // A re-stack of an unchanged, running cloud: no later step's inputs
                 // changed, so none runs again (hooks included: they run again from
                 // the first step whose inputs changed).
-                let why = super::resume::why_not_unchanged(
-                    run,
-                    run.previous.as_ref(),
-                    &fingerprint,
-                    &inputs,
-                );
+                let previous = run.previous.clone();
+                let why =
+                    super::resume::why_not_unchanged(run, previous.as_ref(), &fingerprint, &inputs);
                 run.unchanged = why.is_none();
                 let incremental = why
                     .as_ref()

@@ -107,3 +107,43 @@ fn a_changed_post_config_option_restarts_only_the_service_whose_config_changed()
     assert_eq!(lines(&t, "other.pids").len(), 2);
     t.devstack(&["unstack"]).success();
 }
+
+#[test]
+fn a_process_that_stopped_is_started_again_and_nothing_else_runs() {
+    let t = Tree::new();
+    t.local_conf("disable_all_services\nenable_service edited", "");
+    t.extras("10-edited.sh", &service_hook("edited"));
+    t.extras("20-rec.sh", &recording_hook("20-rec.sh", &[]));
+    t.devstack(&["stack"]).success();
+    let pids = lines(&t, "edited.pids");
+    assert_eq!(pids.len(), 1);
+    // It dies (a crash, a kill): the next stack starts it again as it was started.
+    let pid: i32 = pids[0].parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = t.trace_lines().len();
+    let again = t.devstack(&["stack"]);
+    again.success();
+    assert!(
+        again
+            .stderr
+            .contains("started again what had stopped since the last stack: edited"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
+    assert_eq!(lines(&t, "edited.pids").len(), 2, "started once more");
+    // No stack phase ran again: only the hooks that shape the settings.
+    let calls: Vec<String> = t.trace_lines()[before..].to_vec();
+    assert_eq!(calls, ["20-rec.sh override_defaults", "20-rec.sh source"]);
+    // And it runs: a third stack has nothing to do and starts nothing.
+    let third = t.devstack(&["stack"]);
+    third.success();
+    assert!(!third.stderr.contains("started again"), "{}", third.stderr);
+    assert_eq!(lines(&t, "edited.pids").len(), 2);
+    t.devstack(&["unstack"]).success();
+}
