@@ -389,7 +389,10 @@ restart_services() {
     after=$("$TOP_DIR/target/release/devstack" --top-dir "$TOP_DIR" status | awk '$1 == "n-cpu" || $1 == "q-svc" { print $1, $3 }')
     echo "before: $before / after: $after"
     [[ -n $after && $before != "$after" ]]
-    os_admin network list -f value -c Name | grep -qx private
+    # Not `| grep -q`: under pipefail its early exit can fail the client with SIGPIPE.
+    local networks
+    networks=$(os_admin network list -f value -c Name)
+    grep -qx private <<<"$networks"
     retry 120 compute_services_up
 }
 
