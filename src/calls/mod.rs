@@ -22,7 +22,6 @@ mod python;
 mod services;
 
 pub(crate) use keystone::create_for_enabled;
-pub(crate) use packages::stop_package_services;
 
 /// One shell op: the name `_ds_call` sends, the handler, and the usage an error
 /// prints.

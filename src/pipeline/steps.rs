@@ -1019,9 +1019,6 @@ fn stop_everything(run: &mut Run) -> anyhow::Result<()> {
         }
     }
     stop_recorded_processes(run);
-    if all {
-        crate::calls::stop_package_services(&mut run.host);
-    }
     if run.host.supervisor.backend() == Backend::Systemd {
         if let Err(e) = crate::system::supervisor::stop_all_units() {
             run.host.warn(&format!("systemctl stop devstack@*: {e}"));
