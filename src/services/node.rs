@@ -29,6 +29,12 @@ impl Node {
     /// The node these settings make: a compute node when services are enabled and
     /// none of them is the controller's.
     pub(crate) fn of(registry: &Registry, settings: &Settings) -> Self {
+        // OVN's northd and its databases are what compute nodes join: a node that
+        // runs them is the controller, whatever else it runs (OVN's one service
+        // serves both roles, so its descriptor's role cannot say).
+        if settings.is_enabled(&["ovn-northd"]) {
+            return Self::Controller;
+        }
         let mut roles = registry
             .enabled(settings)
             .map(|s| s.descriptor().role)
@@ -206,6 +212,9 @@ mod tests {
         // Where q-svc runs, neutron.rs runs the agent: not twice.
         assert!(!r.enabled(&s).any(|x| x.name() == "neutron-agent"));
         s.set("ENABLED_SERVICES", "");
+        assert_eq!(Node::of(&r, &s), Node::Controller);
+        // OVN's northd alone (its databases) makes the node the one others join.
+        s.set("ENABLED_SERVICES", "ovn-northd,ovn-controller");
         assert_eq!(Node::of(&r, &s), Node::Controller);
     }
 
