@@ -491,17 +491,8 @@ mod tests {
     }
     #[test]
     fn a_wait_left_for_the_start_step_s_end_runs_when_drained_and_at_once_otherwise() {
-        use std::sync::Arc;
-        let dir = tempfile::tempdir().unwrap();
-        let progress: Arc<dyn crate::ui::Progress> =
-            Arc::new(crate::ui::TermProgress::new(crate::ui::Verbosity::Quiet));
-        let log = Arc::new(crate::ui::log::RunLog::new(progress.clone()));
-        let mut host = Host::new(
-            dir.path().to_path_buf(),
-            crate::state::Ledger::empty(dir.path()),
-            log,
-            progress,
-        );
+        let (_dir, mut host) =
+            crate::context::test_host(crate::config::settings::Settings::default());
         let ran = std::rc::Rc::new(std::cell::Cell::new(0));
         let r = ran.clone();
         super::wait_or_defer(&mut host, "svc", move |_| {

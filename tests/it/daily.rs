@@ -354,24 +354,10 @@ fn the_default_set_has_devstacks_members_and_each_can_be_disabled() {
     );
 }
 
-/// Held while a test starts layer-1 services (dstat is one: it starts first), as
-/// the real-server tests and the e2e hold it.
-fn layer1_lock() -> nix::fcntl::Flock<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("devstack-rs-layer1-tests.lock"))
-        .expect("lock file");
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("flock")
-}
-
 #[test]
 #[ignore = "reason: installs and runs Debian's dstat, takes the layer-1 lock: ./run_tests.sh runs it"]
 fn dstat_records_resource_usage_and_status_lists_it() {
-    let _lock = layer1_lock();
+    let _lock = crate::layer1::lock();
     let tree = Tree::new();
     tree.local_conf("disable_all_services\nenable_service dstat", "");
     let tree = Stacked(tree);

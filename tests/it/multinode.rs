@@ -127,7 +127,7 @@ fn a_subnode_on_the_loopback_address_is_refused_before_anything_runs() {
 /// its per-host `local_conf_extra`; and `devstack plan` of that file is a compute node
 /// of the controller.
 #[test]
-#[ignore = "installs ansible-core from PyPI into devstack cluster's venv (about 40 s the first time)"]
+#[ignore = "reason: installs ansible-core from PyPI into devstack cluster's venv (about 40 s the first time): ./run_tests.sh runs it"]
 fn the_playbook_writes_a_controller_and_a_compute_local_conf_that_plan_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("hosts.ini");

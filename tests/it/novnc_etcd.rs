@@ -62,20 +62,6 @@ fn novnc_and_etcd3_are_in_the_default_set_and_each_can_be_disabled() {
     }
 }
 
-/// Held while a test starts layer-1 services, as the real-server tests and the e2e
-/// hold it.
-fn layer1_lock() -> nix::fcntl::Flock<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("devstack-rs-layer1-tests.lock"))
-        .expect("lock file");
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("flock")
-}
-
 fn etcdctl(args: &[&str]) -> std::process::Output {
     Command::new("etcdctl")
         .args([
@@ -97,7 +83,7 @@ fn port_open() -> bool {
 #[test]
 #[ignore = "reason: installs and runs Debian's etcd on 127.0.0.1:2379, takes the layer-1 lock: ./run_tests.sh runs it"]
 fn etcd3_serves_on_the_service_host_and_unstack_and_clean_remove_it() {
-    let _lock = layer1_lock();
+    let _lock = crate::layer1::lock();
     let tree = Tree::new();
     tree.local_conf("disable_all_services\nenable_service etcd3", "");
     let stack = tree.devstack(&["stack"]);
